@@ -1,0 +1,107 @@
+//! The one error type of this crate. Messages name the file and byte position involved.
+
+use std::{io, path::PathBuf};
+
+/// Everything that can go wrong in the partition log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An operating-system call on a file failed.
+    #[error("{path}: {action}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What the log was doing.
+        action: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Stored bytes failed validation; nothing from them was returned.
+    #[error("{path}: {reason} at byte {position}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// Byte position of the damaged batch or entry.
+        position: u64,
+        /// What is wrong there.
+        reason: &'static str,
+    },
+    /// A metadata file that is not a cache (the vote) is damaged.
+    #[error("{path}: {reason}; it holds the Raft vote, so it is not rebuilt from guesswork")]
+    BadMetadata {
+        /// The metadata file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A setting is out of range.
+    #[error("invalid config {key} = {value}: {reason}")]
+    InvalidConfig {
+        /// The config key, as operators write it.
+        key: &'static str,
+        /// The rejected value.
+        value: String,
+        /// The valid range.
+        reason: &'static str,
+    },
+    /// A read asked for an offset the log does not hold.
+    #[error("offset {requested} is out of range: the log holds offsets {log_start} to {log_end} (exclusive)")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        requested: u64,
+        /// The first offset still stored.
+        log_start: u64,
+        /// The next offset to be assigned.
+        log_end: u64,
+    },
+    /// An append carried no records.
+    #[error("a batch needs at least one record")]
+    EmptyBatch,
+    /// An append would produce a batch over the format's limit.
+    #[error("batch of {bytes} bytes exceeds the limit of {limit} bytes")]
+    BatchTooLarge {
+        /// Encoded size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// `truncate_after` was asked to do something unsafe.
+    #[error("cannot truncate after offset {offset}: {reason}")]
+    InvalidTruncation {
+        /// The requested offset.
+        offset: u64,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// `set_high_watermark` was asked to move backward or past the log end.
+    #[error("high watermark {requested} must be within [{current}, {log_end}]")]
+    InvalidHighWatermark {
+        /// The value asked for.
+        requested: u64,
+        /// The current high watermark.
+        current: u64,
+        /// The log end.
+        log_end: u64,
+    },
+    /// Another process holds the partition directory.
+    #[error("{path}: the partition is already open in another process")]
+    Locked {
+        /// The lock file.
+        path: PathBuf,
+    },
+    /// The log was closed.
+    #[error("{path}: the log is closed")]
+    Closed {
+        /// The partition directory.
+        path: PathBuf,
+    },
+}
+
+pub(crate) trait IoContext<T> {
+    fn at(self, path: &std::path::Path, action: &'static str) -> Result<T, LogError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: &std::path::Path, action: &'static str) -> Result<T, LogError> {
+        self.map_err(|source| LogError::Io { path: path.to_path_buf(), action, source })
+    }
+}

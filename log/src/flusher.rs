@@ -1,0 +1,67 @@
+//! One background thread per process that fsyncs logs under `FlushPolicy::Interval` (and
+//! persists index tails under `Always`) on their interval. Logs register a weak reference,
+//! so a dropped log simply falls out of the list.
+
+use std::{
+    sync::{Arc, Condvar, Mutex, OnceLock, Weak, atomic::Ordering},
+    time::{Duration, Instant},
+};
+
+use crate::log::Shared;
+
+struct Flusher {
+    logs: Mutex<Vec<Weak<Shared>>>,
+    wake: Condvar,
+    epoch: Instant,
+}
+
+static FLUSHER: OnceLock<Arc<Flusher>> = OnceLock::new();
+
+pub(crate) fn register(log: &Arc<Shared>) {
+    let flusher = FLUSHER.get_or_init(|| {
+        let flusher = Arc::new(Flusher { logs: Mutex::new(Vec::new()), wake: Condvar::new(), epoch: Instant::now() });
+        let background = Arc::clone(&flusher);
+        std::thread::Builder::new()
+            .name("strata-log-flusher".into())
+            .spawn(move || background.run())
+            .expect("spawning the flusher thread");
+        flusher
+    });
+    let now = flusher.epoch.elapsed().as_millis() as i64;
+    log.last_flush_ms.store(now, Ordering::Relaxed);
+    flusher.logs.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::downgrade(log));
+    flusher.wake.notify_one();
+}
+
+impl Flusher {
+    fn run(&self) {
+        let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            let mut next_due = Duration::from_secs(1);
+            let live: Vec<Arc<Shared>> = logs.iter().filter_map(Weak::upgrade).collect();
+            logs.retain(|w| w.strong_count() > 0);
+            drop(logs);
+            let now = self.epoch.elapsed();
+            for log in &live {
+                let Some(interval) = log.flush_interval() else { continue };
+                let last = Duration::from_millis(log.last_flush_ms.load(Ordering::Relaxed) as u64);
+                let due = last + interval;
+                if due <= now {
+                    if log.is_dirty()
+                        && let Err(e) = log.flush_now(true)
+                    {
+                        tracing::error!(error = %e, "background fsync failed");
+                    }
+                    log.last_flush_ms.store(now.as_millis() as i64, Ordering::Relaxed);
+                    next_due = next_due.min(interval);
+                } else {
+                    next_due = next_due.min(due - now);
+                }
+            }
+            // Drop the strong references before sleeping, so a log can close while we wait.
+            drop(live);
+            logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+            logs = self.wake.wait_timeout(logs, next_due).unwrap_or_else(|p| p.into_inner()).0;
+        }
+    }
+}

@@ -1,0 +1,483 @@
+//! The byte layout of record batches and records (docs/format.md), with no I/O.
+//!
+//! Encoding writes a whole batch into a caller-owned buffer so the writer reuses one
+//! allocation; decoding works on `Bytes` so keys and values are slices of the mmap.
+
+use bytes::{Buf, Bytes};
+
+use crate::Compression;
+
+/// Size of the fixed batch header.
+pub(crate) const BATCH_HEADER_LEN: usize = 52;
+/// The format version written into every batch's `magic` byte.
+pub(crate) const FORMAT_VERSION: u8 = 1;
+/// `crc_algorithm` value for CRC-32/IEEE as computed by crc32fast.
+pub(crate) const CRC32_IEEE: u8 = 1;
+const COMPRESSION_MASK: u16 = 0b111;
+/// Largest batch accepted: positions in the index are 32 bits.
+pub(crate) const MAX_BATCH_LEN: usize = 1 << 30;
+
+/// A record handed to [`crate::Log::append`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The compaction and partitioning key, if any.
+    pub key: Option<Bytes>,
+    /// The payload; an empty value is a tombstone for compaction.
+    pub value: Bytes,
+    /// Named values carried with the record (MQTT topic, QoS, properties...).
+    pub headers: Vec<Header>,
+}
+
+impl Record {
+    /// A record with a value and timestamp, no key and no headers.
+    pub fn new(timestamp: i64, value: impl Into<Bytes>) -> Self {
+        Record { timestamp, key: None, value: value.into(), headers: Vec::new() }
+    }
+
+    /// Sets the key.
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Adds a header.
+    pub fn with_header(mut self, name: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        self.headers.push(Header { name: name.into(), value: value.into() });
+        self
+    }
+}
+
+/// One record header. Names are UTF-8 by convention; the log does not check it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub name: Bytes,
+    /// Header value.
+    pub value: Bytes,
+}
+
+/// A record read back from the log, with its assigned offset.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The record's offset in the partition.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<Bytes>,
+    /// The payload.
+    pub value: Bytes,
+    /// The headers, in the order they were appended.
+    pub headers: Vec<Header>,
+}
+
+/// The decoded fixed header of a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Stored CRC.
+    pub crc: u32,
+    /// Whole batch length in bytes.
+    pub batch_length: u32,
+    /// Compression of the records section.
+    pub compression: Compression,
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Term of the leader that wrote the batch.
+    pub leader_term: u64,
+    /// Last record offset minus base offset.
+    pub last_offset_delta: u32,
+    /// Number of records stored.
+    pub record_count: u32,
+    /// Timestamp of the first record.
+    pub first_timestamp: i64,
+    /// Largest timestamp in the batch.
+    pub max_timestamp: i64,
+}
+
+impl BatchHeader {
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.last_offset_delta)
+    }
+}
+
+/// Why a run of bytes is not a valid batch. Positions are added by the caller, which knows
+/// the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BatchDefect {
+    /// Fewer bytes remain than the header or the declared length needs.
+    Short,
+    /// A header field holds a value this version does not define.
+    BadHeader(&'static str),
+    /// The stored CRC does not match the bytes.
+    CrcMismatch,
+}
+
+impl BatchDefect {
+    pub(crate) fn describe(self) -> &'static str {
+        match self {
+            BatchDefect::Short => "batch is cut short",
+            BatchDefect::BadHeader(what) => what,
+            BatchDefect::CrcMismatch => "CRC mismatch",
+        }
+    }
+}
+
+/// Parses the fixed header at the start of `bytes` without checking the CRC.
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchDefect> {
+    if bytes.len() < BATCH_HEADER_LEN {
+        return Err(BatchDefect::Short);
+    }
+    let mut b = &bytes[..BATCH_HEADER_LEN];
+    let crc = b.get_u32_le();
+    let batch_length = b.get_u32_le();
+    let magic = b.get_u8();
+    let crc_algorithm = b.get_u8();
+    let attributes = b.get_u16_le();
+    if (batch_length as usize) < BATCH_HEADER_LEN || batch_length as usize > MAX_BATCH_LEN {
+        return Err(BatchDefect::BadHeader("batch length out of range"));
+    }
+    if magic != FORMAT_VERSION {
+        return Err(BatchDefect::BadHeader("unknown format version"));
+    }
+    if crc_algorithm != CRC32_IEEE {
+        return Err(BatchDefect::BadHeader("unknown CRC algorithm"));
+    }
+    if attributes & !COMPRESSION_MASK != 0 {
+        return Err(BatchDefect::BadHeader("reserved attribute bits set"));
+    }
+    let compression = match attributes & COMPRESSION_MASK {
+        0 => Compression::None,
+        1 => Compression::Zstd,
+        _ => return Err(BatchDefect::BadHeader("unknown compression")),
+    };
+    let header = BatchHeader {
+        crc,
+        batch_length,
+        compression,
+        base_offset: b.get_u64_le(),
+        leader_term: b.get_u64_le(),
+        last_offset_delta: b.get_u32_le(),
+        record_count: b.get_u32_le(),
+        first_timestamp: b.get_i64_le(),
+        max_timestamp: b.get_i64_le(),
+    };
+    if header.record_count == 0 || u64::from(header.record_count) > u64::from(header.last_offset_delta) + 1 {
+        return Err(BatchDefect::BadHeader("record count does not fit the offset range"));
+    }
+    if header.base_offset.checked_add(u64::from(header.last_offset_delta)).is_none() {
+        return Err(BatchDefect::BadHeader("offset overflows"));
+    }
+    Ok(header)
+}
+
+/// Parses and CRC-checks the batch at the start of `bytes`. On success the header is
+/// returned; the batch occupies `header.batch_length` bytes.
+pub(crate) fn check_batch(bytes: &[u8]) -> Result<BatchHeader, BatchDefect> {
+    let header = parse_header(bytes)?;
+    let len = header.batch_length as usize;
+    if bytes.len() < len {
+        return Err(BatchDefect::Short);
+    }
+    if crc32fast::hash(&bytes[4..len]) != header.crc {
+        return Err(BatchDefect::CrcMismatch);
+    }
+    Ok(header)
+}
+
+/// Encodes `records` as one batch with offsets starting at `base_offset`, replacing the
+/// contents of `out`. `scratch` holds the uncompressed records when compressing.
+pub(crate) fn encode_batch(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    records: &[Record],
+    base_offset: u64,
+    leader_term: u64,
+    compression: Compression,
+) -> BatchHeader {
+    debug_assert!(!records.is_empty(), "callers reject empty batches");
+    let first_timestamp = records[0].timestamp;
+    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(first_timestamp);
+    out.clear();
+    out.resize(BATCH_HEADER_LEN, 0);
+    match compression {
+        Compression::None => encode_records(out, records, first_timestamp),
+        Compression::Zstd => {
+            scratch.clear();
+            encode_records(scratch, records, first_timestamp);
+            // Level 1: compression happens on the append path, so speed matters more than ratio.
+            let compressed =
+                zstd::bulk::compress(scratch, 1).expect("zstd compression of an in-memory buffer cannot fail");
+            out.extend_from_slice(&compressed);
+        }
+    }
+    let header = BatchHeader {
+        crc: 0,
+        batch_length: out.len() as u32,
+        compression,
+        base_offset,
+        leader_term,
+        last_offset_delta: (records.len() - 1) as u32,
+        record_count: records.len() as u32,
+        first_timestamp,
+        max_timestamp,
+    };
+    write_header(out, &header);
+    let crc = crc32fast::hash(&out[4..]);
+    out[0..4].copy_from_slice(&crc.to_le_bytes());
+    BatchHeader { crc, ..header }
+}
+
+fn write_header(out: &mut [u8], h: &BatchHeader) {
+    let attributes: u16 = match h.compression {
+        Compression::None => 0,
+        Compression::Zstd => 1,
+    };
+    out[4..8].copy_from_slice(&h.batch_length.to_le_bytes());
+    out[8] = FORMAT_VERSION;
+    out[9] = CRC32_IEEE;
+    out[10..12].copy_from_slice(&attributes.to_le_bytes());
+    out[12..20].copy_from_slice(&h.base_offset.to_le_bytes());
+    out[20..28].copy_from_slice(&h.leader_term.to_le_bytes());
+    out[28..32].copy_from_slice(&h.last_offset_delta.to_le_bytes());
+    out[32..36].copy_from_slice(&h.record_count.to_le_bytes());
+    out[36..44].copy_from_slice(&h.first_timestamp.to_le_bytes());
+    out[44..52].copy_from_slice(&h.max_timestamp.to_le_bytes());
+}
+
+fn encode_records(out: &mut Vec<u8>, records: &[Record], first_timestamp: i64) {
+    for (delta, record) in records.iter().enumerate() {
+        let body_len = record_body_len(record, delta as u64, first_timestamp);
+        put_uvarint(out, body_len as u64);
+        let start = out.len();
+        put_uvarint(out, delta as u64);
+        put_svarint(out, record.timestamp.wrapping_sub(first_timestamp));
+        match &record.key {
+            None => put_uvarint(out, 0),
+            Some(key) => {
+                put_uvarint(out, key.len() as u64 + 1);
+                out.extend_from_slice(key);
+            }
+        }
+        put_uvarint(out, record.value.len() as u64);
+        out.extend_from_slice(&record.value);
+        put_uvarint(out, record.headers.len() as u64);
+        for header in &record.headers {
+            put_uvarint(out, header.name.len() as u64);
+            out.extend_from_slice(&header.name);
+            put_uvarint(out, header.value.len() as u64);
+            out.extend_from_slice(&header.value);
+        }
+        debug_assert_eq!(out.len() - start, body_len);
+    }
+}
+
+fn record_body_len(record: &Record, delta: u64, first_timestamp: i64) -> usize {
+    let key_len = record.key.as_ref().map_or(uvarint_len(0), |k| uvarint_len(k.len() as u64 + 1) + k.len());
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len())
+        .sum();
+    uvarint_len(delta)
+        + uvarint_len(zigzag(record.timestamp.wrapping_sub(first_timestamp)))
+        + key_len
+        + uvarint_len(record.value.len() as u64)
+        + record.value.len()
+        + uvarint_len(record.headers.len() as u64)
+        + headers
+}
+
+/// Returns the records section of a CRC-checked batch, decompressed if needed.
+pub(crate) fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Bytes, &'static str> {
+    let body = batch.slice(BATCH_HEADER_LEN..header.batch_length as usize);
+    match header.compression {
+        Compression::None => Ok(body),
+        Compression::Zstd => {
+            let mut out = Vec::new();
+            zstd::stream::copy_decode(&body[..], &mut out).map_err(|_| "zstd frame does not decode")?;
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// Iterates the records of a records section.
+pub(crate) struct RecordDecoder {
+    section: Bytes,
+    header: BatchHeader,
+    remaining: u32,
+    last_delta: Option<u64>,
+}
+
+impl RecordDecoder {
+    pub(crate) fn new(section: Bytes, header: BatchHeader) -> Self {
+        RecordDecoder { section, header, remaining: header.record_count, last_delta: None }
+    }
+
+    fn decode_one(&mut self) -> Result<StoredRecord, &'static str> {
+        let body_len = get_uvarint(&mut self.section)? as usize;
+        if body_len > self.section.len() {
+            return Err("record length runs past the batch");
+        }
+        let mut body = self.section.split_to(body_len);
+        let delta = get_uvarint(&mut body)?;
+        if delta > u64::from(self.header.last_offset_delta) || self.last_delta.is_some_and(|last| delta <= last) {
+            return Err("record offset delta out of order");
+        }
+        self.last_delta = Some(delta);
+        let timestamp = self.header.first_timestamp.wrapping_add(unzigzag(get_uvarint(&mut body)?));
+        let key = match get_uvarint(&mut body)? {
+            0 => None,
+            n => Some(take(&mut body, (n - 1) as usize)?),
+        };
+        let value_len = get_uvarint(&mut body)? as usize;
+        let value = take(&mut body, value_len)?;
+        let header_count = get_uvarint(&mut body)?;
+        // Each header takes at least two bytes, which bounds the allocation by the input.
+        if header_count > body.len() as u64 / 2 {
+            return Err("header count runs past the record");
+        }
+        let mut headers = Vec::with_capacity(header_count as usize);
+        for _ in 0..header_count {
+            let name_len = get_uvarint(&mut body)? as usize;
+            let name = take(&mut body, name_len)?;
+            let value_len = get_uvarint(&mut body)? as usize;
+            let value = take(&mut body, value_len)?;
+            headers.push(Header { name, value });
+        }
+        if !body.is_empty() {
+            return Err("record has trailing bytes");
+        }
+        Ok(StoredRecord { offset: self.header.base_offset + delta, timestamp, key, value, headers })
+    }
+}
+
+impl Iterator for RecordDecoder {
+    type Item = Result<StoredRecord, &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining == 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        let result = self.decode_one();
+        if result.is_err() {
+            self.remaining = 0;
+        }
+        Some(result)
+    }
+}
+
+fn take(buf: &mut Bytes, len: usize) -> Result<Bytes, &'static str> {
+    if len > buf.len() {
+        return Err("field length runs past the record");
+    }
+    Ok(buf.split_to(len))
+}
+
+fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+fn unzigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
+}
+
+fn uvarint_len(mut n: u64) -> usize {
+    let mut len = 1;
+    while n >= 0x80 {
+        n >>= 7;
+        len += 1;
+    }
+    len
+}
+
+fn put_uvarint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_svarint(out: &mut Vec<u8>, n: i64) {
+    put_uvarint(out, zigzag(n));
+}
+
+fn get_uvarint(buf: &mut Bytes) -> Result<u64, &'static str> {
+    let mut value = 0u64;
+    for i in 0..10 {
+        if buf.is_empty() {
+            return Err("varint runs past the record");
+        }
+        let byte = buf.get_u8();
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err("varint longer than 10 bytes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Vec<Record> {
+        vec![
+            Record::new(1_000, "a").with_key("k1").with_header("topic", "x/y"),
+            Record::new(900, Bytes::new()),
+            Record::new(i64::MAX, vec![7u8; 300]).with_key(Bytes::new()),
+        ]
+    }
+
+    #[test]
+    fn batch_round_trips_with_and_without_compression() {
+        for compression in [Compression::None, Compression::Zstd] {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            let records = sample();
+            let header = encode_batch(&mut out, &mut scratch, &records, 40, 3, compression);
+            let checked = check_batch(&out).unwrap();
+            assert_eq!(checked, header);
+            assert_eq!(checked.last_offset(), 42);
+            assert_eq!(checked.max_timestamp, i64::MAX);
+            let bytes = Bytes::from(out);
+            let section = records_section(&bytes, &checked).unwrap();
+            let decoded: Vec<_> = RecordDecoder::new(section, checked).map(Result::unwrap).collect();
+            assert_eq!(decoded.len(), 3);
+            for (i, (got, want)) in decoded.iter().zip(&records).enumerate() {
+                assert_eq!(got.offset, 40 + i as u64);
+                assert_eq!(got.timestamp, want.timestamp);
+                assert_eq!(got.key, want.key);
+                assert_eq!(got.value, want.value);
+                assert_eq!(got.headers, want.headers);
+            }
+        }
+    }
+
+    #[test]
+    fn every_flipped_byte_is_caught() {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        encode_batch(&mut out, &mut scratch, &sample(), 0, 0, Compression::None);
+        for i in 0..out.len() {
+            let mut damaged = out.clone();
+            damaged[i] ^= 0x40;
+            assert!(check_batch(&damaged).is_err(), "flip at byte {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn varints_round_trip_at_the_edges() {
+        for n in [0u64, 1, 127, 128, 16_383, 16_384, u64::MAX] {
+            let mut out = Vec::new();
+            put_uvarint(&mut out, n);
+            assert_eq!(out.len(), uvarint_len(n));
+            assert_eq!(get_uvarint(&mut Bytes::from(out)).unwrap(), n);
+        }
+        for n in [0i64, -1, 1, i64::MIN, i64::MAX] {
+            assert_eq!(unzigzag(zigzag(n)), n);
+        }
+    }
+}

@@ -1,0 +1,1221 @@
+//! The partition log: one writer behind a mutex, lock-free readers over an arc-swapped
+//! snapshot of the segment list, recovery on open, durability and retention.
+
+use std::{
+    collections::VecDeque,
+    fs::{self, File, OpenOptions},
+    io::Write,
+    os::unix::fs::FileExt,
+    path::{Path, PathBuf},
+    sync::{
+        Arc, Condvar, Mutex, MutexGuard,
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
+    },
+    time::Instant,
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use crate::{
+    BatchHeader, FlushPolicy, HighWatermarkMode, LogConfig, LogError, Record, StoredRecord,
+    error::IoContext,
+    flusher,
+    format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, records_section},
+    index::{IndexEntry, SegmentIndex, decode_index_files, encode_offset_index, encode_time_index},
+    meta::{CleanShutdown, PartitionMeta, Vote, sync_dir},
+    retention::{RetentionPlan, RetentionPolicy, SegmentSummary, plan_retention},
+    segment::{
+        BatchWalker, Rebuilt, Segment, SegmentState, entry_points_at_batch, entry_points_at_valid_batch, map_file,
+        parse_segment_file_name, read_small_file, rebuild_from, segment_file_name,
+    },
+};
+
+const LOCK_FILE: &str = ".lock";
+
+/// A handle to an open partition log. Clones share the log; the last one dropped closes it.
+#[derive(Clone)]
+pub struct Log {
+    shared: Arc<Shared>,
+}
+
+/// Offsets assigned to an appended batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record.
+    pub base_offset: u64,
+    /// Offset of the last record.
+    pub last_offset: u64,
+}
+
+/// The offsets of a partition, which always satisfy
+/// `log_start ≤ cleaned_up_to ≤ high_watermark ≤ log_end`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogOffsets {
+    /// First offset still stored.
+    pub log_start: u64,
+    /// Compaction has cleaned everything below this.
+    pub cleaned_up_to: u64,
+    /// Readers see offsets below this.
+    pub high_watermark: u64,
+    /// Next offset to be assigned.
+    pub log_end: u64,
+}
+
+/// What open found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// The clean-shutdown marker was valid, so no batch was scanned.
+    pub clean_shutdown: bool,
+    /// Bytes cut from the tail of the last segment, with the file, position and reason.
+    pub truncated: Option<(PathBuf, u64, u64, &'static str)>,
+    /// Index files that were missing or damaged and were rebuilt.
+    pub rebuilt_indexes: Vec<PathBuf>,
+    /// Damage found in closed segments; reads that reach it fail instead of skipping it.
+    pub damaged_segments: Vec<(PathBuf, u64, &'static str)>,
+    /// Bytes of the last segment scanned and checked.
+    pub scanned_bytes: u64,
+}
+
+/// Batches returned by [`Log::read`].
+#[derive(Clone, Debug)]
+pub struct Fetch {
+    /// Whole, CRC-checked batches in offset order. The first may start before the requested
+    /// offset; [`Fetch::records`] skips those records.
+    pub batches: Vec<Batch>,
+    /// The high watermark when the read started.
+    pub high_watermark: u64,
+    /// The log start when the read started.
+    pub log_start: u64,
+}
+
+impl Fetch {
+    /// The records at or after `from`, decoded.
+    pub fn records(&self, from: u64) -> Result<Vec<StoredRecord>, LogError> {
+        let mut out = Vec::new();
+        for batch in &self.batches {
+            for record in batch.records()? {
+                let record = record?;
+                if record.offset >= from {
+                    out.push(record);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The offset after the last batch returned, or `None` if nothing was returned.
+    pub fn next_offset(&self) -> Option<u64> {
+        self.batches.last().map(|b| b.header.last_offset() + 1)
+    }
+}
+
+/// One stored batch: its header and its bytes, shared with the mmap where uncompressed.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    header: BatchHeader,
+    bytes: Bytes,
+    path: Arc<PathBuf>,
+    position: u64,
+}
+
+impl Batch {
+    /// The batch header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+
+    /// The batch exactly as stored (header included), e.g. to replicate it.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.bytes
+    }
+
+    /// Decodes the records. Keys and values are slices of the mmap when uncompressed.
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<StoredRecord, LogError>> + use<>, LogError> {
+        let corrupt = |reason| LogError::Corrupt { path: self.path.to_path_buf(), position: self.position, reason };
+        let section = records_section(&self.bytes, &self.header).map_err(corrupt)?;
+        let path = Arc::clone(&self.path);
+        let position = self.position;
+        Ok(RecordDecoder::new(section, self.header)
+            .map(move |r| r.map_err(|reason| LogError::Corrupt { path: path.to_path_buf(), position, reason })))
+    }
+}
+
+/// Segments and retention totals deleted by [`Log::apply_retention`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    /// Segments deleted.
+    pub segments_deleted: u64,
+    /// Bytes of `.log` files deleted.
+    pub bytes_deleted: u64,
+}
+
+/// What readers load without locks.
+struct Snapshot {
+    segments: Vec<Arc<Segment>>,
+    log_start: u64,
+}
+
+pub(crate) struct Shared {
+    dir: PathBuf,
+    config: LogConfig,
+    snapshot: ArcSwap<Snapshot>,
+    high_watermark: AtomicU64,
+    log_end: AtomicU64,
+    cleaned_up_to: AtomicU64,
+    /// Everything below this offset has been fsynced.
+    synced: AtomicU64,
+    high_watermark_watch: watch::Sender<u64>,
+    writer: Mutex<Writer>,
+    sync_in_progress: Mutex<bool>,
+    sync_done: Condvar,
+    pub(crate) last_flush_ms: AtomicI64,
+    closed: AtomicBool,
+    recovery: RecoveryReport,
+    _lock: File,
+}
+
+/// A batch written but not yet below the high watermark (only with `SetByCaller`).
+struct PendingBatch {
+    last_offset: u64,
+    end_position: u64,
+    state: Arc<SegmentState>,
+}
+
+struct Writer {
+    active: Arc<Segment>,
+    file: Arc<File>,
+    active_len: u64,
+    active_created: Instant,
+    last_indexed_position: Option<u64>,
+    /// Index entries of the active segment already appended to its index files.
+    persisted_entries: usize,
+    log_end: u64,
+    last_batch: Option<(u64, u64)>,
+    meta: PartitionMeta,
+    pending: VecDeque<PendingBatch>,
+    buf: Vec<u8>,
+    scratch: Vec<u8>,
+    dirty: bool,
+}
+
+impl Log {
+    /// Opens (or creates) the partition in `dir`, recovering from a crash if needed.
+    pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, LogError> {
+        config.validate()?;
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir).at(&dir, "creating the partition directory")?;
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path, "opening the lock file")?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: lock_path }),
+            Err(fs::TryLockError::Error(e)) => return Err(e).at(&lock_path, "locking"),
+        }
+        let shared = recover(dir, config, lock)?;
+        let shared = Arc::new(shared);
+        if !matches!(shared.config.flush, FlushPolicy::Never) {
+            flusher::register(&shared);
+        }
+        Ok(Log { shared })
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// The configuration the log was opened with.
+    pub fn config(&self) -> &LogConfig {
+        &self.shared.config
+    }
+
+    /// What recovery found when the log was opened.
+    pub fn recovery_report(&self) -> &RecoveryReport {
+        &self.shared.recovery
+    }
+
+    /// Appends `records` as one batch written by a leader of `leader_term`.
+    ///
+    /// Returns once the batch is written to the operating system. Under
+    /// [`FlushPolicy::Always`], call [`Log::wait_durable`] before acknowledging it.
+    pub fn append(&self, records: &[Record], leader_term: u64) -> Result<AppendInfo, LogError> {
+        if records.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        let mut writer = self.shared.lock_writer()?;
+        self.shared.append_locked(&mut writer, records, leader_term)
+    }
+
+    /// Reads whole batches from `offset` up to about `max_bytes` (at least one batch if any
+    /// is visible), stopping at the high watermark. Every returned batch is CRC-checked.
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetch, LogError> {
+        self.shared.read(offset, max_bytes)
+    }
+
+    /// The first offset whose record timestamp is at or after `timestamp`, among the records
+    /// readers can see.
+    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
+        self.shared.offset_for_timestamp(timestamp)
+    }
+
+    /// The current offsets.
+    pub fn offsets(&self) -> LogOffsets {
+        let high_watermark = self.shared.high_watermark.load(Ordering::Acquire);
+        let log_start = self.shared.snapshot.load().log_start;
+        let cleaned_up_to = self.shared.cleaned_up_to.load(Ordering::Acquire);
+        let offsets = LogOffsets {
+            log_start,
+            cleaned_up_to: cleaned_up_to.clamp(log_start, high_watermark.max(log_start)),
+            high_watermark,
+            log_end: self.shared.log_end.load(Ordering::Acquire),
+        };
+        debug_assert!(
+            offsets.log_start <= offsets.cleaned_up_to
+                && offsets.cleaned_up_to <= offsets.high_watermark
+                && offsets.high_watermark <= offsets.log_end,
+            "offset invariant broken: {offsets:?}"
+        );
+        offsets
+    }
+
+    /// The term and offset of the last record, if any.
+    pub fn last_term_and_offset(&self) -> Option<(u64, u64)> {
+        self.shared.writer.lock().ok()?.last_batch
+    }
+
+    /// Everything below this offset is durable under the flush policy.
+    pub fn durable_end(&self) -> u64 {
+        match self.shared.config.flush {
+            FlushPolicy::Always => self.shared.synced.load(Ordering::Acquire),
+            _ => self.shared.log_end.load(Ordering::Acquire),
+        }
+    }
+
+    /// Blocks until `offset` is durable under the flush policy. Under `Always`, waiters that
+    /// arrive during an fsync share the next one (group commit).
+    pub fn wait_durable_blocking(&self, offset: u64) -> Result<(), LogError> {
+        match self.shared.config.flush {
+            FlushPolicy::Always => self.shared.sync_to(offset),
+            _ => Ok(()),
+        }
+    }
+
+    /// Async form of [`Log::wait_durable_blocking`]; the fsync runs on tokio's blocking pool.
+    pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
+        if !matches!(self.shared.config.flush, FlushPolicy::Always)
+            || self.shared.synced.load(Ordering::Acquire) > offset
+        {
+            return Ok(());
+        }
+        let shared = Arc::clone(&self.shared);
+        tokio::task::spawn_blocking(move || shared.sync_to(offset))
+            .await
+            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()))
+    }
+
+    /// Fsyncs everything written so far, whatever the policy.
+    pub fn flush(&self) -> Result<(), LogError> {
+        self.shared.flush_now(true)
+    }
+
+    /// A receiver of high-watermark changes, for readers that wait for new data.
+    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
+        self.shared.high_watermark_watch.subscribe()
+    }
+
+    /// Waits until the high watermark passes `offset`, or the log closes.
+    pub async fn wait_for(&self, offset: u64) {
+        let mut rx = self.watch_high_watermark();
+        let _ = rx.wait_for(|hw| *hw > offset || self.shared.closed.load(Ordering::Acquire)).await;
+    }
+
+    /// Moves the high watermark forward (only under [`HighWatermarkMode::SetByCaller`]).
+    pub fn set_high_watermark(&self, high_watermark: u64) -> Result<(), LogError> {
+        let mut writer = self.shared.lock_writer()?;
+        self.shared.set_high_watermark_locked(&mut writer, high_watermark)
+    }
+
+    /// Removes every record after `offset`, for Raft conflict resolution. `offset + 1` must be
+    /// a batch boundary at or above the high watermark.
+    pub fn truncate_after(&self, offset: u64) -> Result<(), LogError> {
+        let mut writer = self.shared.lock_writer()?;
+        self.shared.truncate_after_locked(&mut writer, offset)
+    }
+
+    /// The persisted Raft vote.
+    pub fn vote(&self) -> Vote {
+        self.shared.writer.lock().map(|w| w.meta.vote).unwrap_or_default()
+    }
+
+    /// Persists a Raft vote (fsynced before returning).
+    pub fn save_vote(&self, vote: Vote) -> Result<(), LogError> {
+        let mut writer = self.shared.lock_writer()?;
+        writer.meta.vote = vote;
+        writer.meta.high_watermark = self.shared.high_watermark.load(Ordering::Acquire);
+        writer.meta.store(&self.shared.dir)
+    }
+
+    /// What the retention planner needs, one entry per segment, oldest first.
+    pub fn segment_summaries(&self) -> Vec<SegmentSummary> {
+        self.shared.summaries(&self.shared.snapshot.load())
+    }
+
+    /// Plans retention with [`plan_retention`] and applies it.
+    pub fn enforce_retention(&self, policy: &RetentionPolicy, now_ms: i64) -> Result<RetentionOutcome, LogError> {
+        let plan = plan_retention(
+            &self.segment_summaries(),
+            policy,
+            now_ms,
+            self.shared.high_watermark.load(Ordering::Acquire),
+        );
+        self.apply_retention(&plan)
+    }
+
+    /// Deletes the planned segments and advances `log_start`. Segments that are no longer a
+    /// safe prefix (the active one, or one reaching the high watermark) are left alone.
+    pub fn apply_retention(&self, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
+        let mut writer = self.shared.lock_writer()?;
+        self.shared.apply_retention_locked(&mut writer, plan)
+    }
+
+    /// Total size of the segment files in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.segment_summaries().iter().map(|s| s.size_bytes).sum()
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.shared.snapshot.load().segments.len()
+    }
+
+    /// Stops the log as a crash would: no flush, no index files, no clean-shutdown marker.
+    /// Written data stays in the OS page cache, as after `kill -9`. For crash tests.
+    #[doc(hidden)]
+    pub fn crash_for_tests(&self) {
+        let _writer = self.shared.writer.lock();
+        self.shared.closed.store(true, Ordering::Release);
+    }
+
+    /// Flushes everything, writes the index files and the clean-shutdown marker, and refuses
+    /// further appends. Reads of already visible data keep working.
+    pub fn close(&self) -> Result<(), LogError> {
+        self.shared.close()
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::Acquire)
+            && let Err(e) = self.close()
+        {
+            tracing::error!(dir = %self.dir.display(), error = %e, "closing the log on drop failed");
+        }
+    }
+}
+
+impl Shared {
+    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed { path: self.dir.clone() });
+        }
+        // A panic while holding the lock leaves the writer's state unknown; refuse to go on.
+        let writer = self.writer.lock().map_err(|_| LogError::Closed { path: self.dir.clone() })?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed { path: self.dir.clone() });
+        }
+        Ok(writer)
+    }
+
+    pub(crate) fn flush_interval(&self) -> Option<std::time::Duration> {
+        match self.config.flush {
+            FlushPolicy::Interval(every) => Some(every),
+            // Under `Always` the tick only writes the active index tail (plus a cheap fsync),
+            // so recovery after a crash scans little.
+            FlushPolicy::Always => Some(std::time::Duration::from_secs(1)),
+            FlushPolicy::Never => None,
+        }
+    }
+
+    fn segment_path(&self, base: u64, extension: &str) -> PathBuf {
+        self.dir.join(segment_file_name(base, extension))
+    }
+
+    fn append_locked(&self, w: &mut Writer, records: &[Record], leader_term: u64) -> Result<AppendInfo, LogError> {
+        let base_offset = w.log_end;
+        let mut buf = std::mem::take(&mut w.buf);
+        let mut scratch = std::mem::take(&mut w.scratch);
+        let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
+        w.scratch = scratch;
+        let result = self.write_batch(w, &buf, &header);
+        // Keep the buffer for the next append unless one huge batch blew it up.
+        if buf.capacity() <= 4 << 20 {
+            w.buf = buf;
+        }
+        result?;
+        Ok(AppendInfo { base_offset, last_offset: header.last_offset() })
+    }
+
+    fn write_batch(&self, w: &mut Writer, bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
+        if bytes.len() > MAX_BATCH_LEN {
+            return Err(LogError::BatchTooLarge { bytes: bytes.len(), limit: MAX_BATCH_LEN });
+        }
+        let len = bytes.len() as u64;
+        let too_old = self.config.segment_ms.is_some_and(|ms| w.active_created.elapsed().as_millis() >= u128::from(ms));
+        if w.active_len > 0 && (w.active_len + len > self.config.segment_bytes || too_old) {
+            self.roll(w)?;
+        }
+        if w.active_len + len > w.active.data.len() as u64 {
+            self.remap_active(w, w.active_len + len)?;
+        }
+        if w.active_len == 0 {
+            w.active_created = Instant::now();
+        }
+        let position = w.active_len;
+        let path = Arc::clone(&w.active.path);
+        if let Err(e) = w.file.write_all_at(bytes, position) {
+            // Cut off whatever part was written, so the file matches what we believe.
+            let _ = w.file.set_len(position);
+            return Err(e).at(&path, "appending a batch");
+        }
+        let state = &w.active.state;
+        let max_timestamp = state.max_timestamp.load(Ordering::Relaxed).max(header.max_timestamp);
+        let due = w.last_indexed_position.is_none_or(|last| position - last >= self.config.index_interval_bytes);
+        if due {
+            let pushed = w.active.index.push(IndexEntry {
+                relative_offset: (header.base_offset - w.active.base_offset) as u32,
+                position: position as u32,
+                max_timestamp,
+            });
+            if pushed {
+                w.last_indexed_position = Some(position);
+            }
+        }
+        let end = position + len;
+        w.active_len = end;
+        w.log_end = header.last_offset() + 1;
+        w.last_batch = Some((header.leader_term, header.last_offset()));
+        w.dirty = true;
+        state.max_timestamp.store(max_timestamp, Ordering::Relaxed);
+        state.written_len.store(end, Ordering::Release);
+        self.log_end.store(w.log_end, Ordering::Release);
+        match self.config.high_watermark {
+            HighWatermarkMode::FollowsLogEnd => {
+                state.visible_len.store(end, Ordering::Release);
+                self.publish_high_watermark(w.log_end);
+            }
+            HighWatermarkMode::SetByCaller => w.pending.push_back(PendingBatch {
+                last_offset: header.last_offset(),
+                end_position: end,
+                state: Arc::clone(state),
+            }),
+        }
+        Ok(())
+    }
+
+    fn publish_high_watermark(&self, high_watermark: u64) {
+        debug_assert!(
+            high_watermark >= self.high_watermark.load(Ordering::Relaxed),
+            "the high watermark never moves back"
+        );
+        debug_assert!(high_watermark <= self.log_end.load(Ordering::Relaxed), "high watermark past the log end");
+        self.high_watermark.store(high_watermark, Ordering::Release);
+        self.high_watermark_watch.send_replace(high_watermark);
+    }
+
+    fn set_high_watermark_locked(&self, w: &mut Writer, high_watermark: u64) -> Result<(), LogError> {
+        let current = self.high_watermark.load(Ordering::Acquire);
+        if high_watermark < current || high_watermark > w.log_end {
+            return Err(LogError::InvalidHighWatermark { requested: high_watermark, current, log_end: w.log_end });
+        }
+        if self.config.high_watermark == HighWatermarkMode::FollowsLogEnd {
+            return Ok(());
+        }
+        while w.pending.front().is_some_and(|p| p.last_offset < high_watermark) {
+            let batch = w.pending.pop_front().expect("checked above");
+            batch.state.visible_len.store(batch.end_position, Ordering::Release);
+        }
+        self.publish_high_watermark(high_watermark);
+        Ok(())
+    }
+
+    fn remap_active(&self, w: &mut Writer, needed: u64) -> Result<(), LogError> {
+        let capacity = needed.max(self.config.segment_bytes).max(w.active.data.len() as u64 * 2);
+        let data = map_file(&w.file, &w.active.path, capacity)?;
+        let remapped = Arc::new(Segment {
+            base_offset: w.active.base_offset,
+            path: Arc::clone(&w.active.path),
+            data,
+            state: Arc::clone(&w.active.state),
+            index: Arc::clone(&w.active.index),
+        });
+        self.replace_active(w, remapped);
+        Ok(())
+    }
+
+    fn replace_active(&self, w: &mut Writer, segment: Arc<Segment>) {
+        let snapshot = self.snapshot.load();
+        let mut segments = snapshot.segments.clone();
+        let last = segments.last_mut().expect("a log always has an active segment");
+        debug_assert_eq!(last.base_offset, segment.base_offset);
+        *last = Arc::clone(&segment);
+        self.snapshot.store(Arc::new(Snapshot { segments, log_start: snapshot.log_start }));
+        w.active = segment;
+    }
+
+    /// Seals the active segment (index files written whole, fsynced unless `Never`) and
+    /// starts a new one at the log end.
+    fn roll(&self, w: &mut Writer) -> Result<(), LogError> {
+        let durable = !matches!(self.config.flush, FlushPolicy::Never);
+        self.write_index_files(w, true, durable)?;
+        if durable {
+            w.file.sync_data().at(&w.active.path, "syncing a rolled segment")?;
+            self.synced.fetch_max(w.log_end, Ordering::AcqRel);
+        }
+        let base = w.log_end;
+        let (segment, file) = self.create_segment(base)?;
+        if durable {
+            sync_dir(&self.dir)?;
+        }
+        let snapshot = self.snapshot.load();
+        let mut segments = snapshot.segments.clone();
+        segments.push(Arc::clone(&segment));
+        self.snapshot.store(Arc::new(Snapshot { segments, log_start: snapshot.log_start }));
+        w.active = segment;
+        w.file = Arc::new(file);
+        w.active_len = 0;
+        w.active_created = Instant::now();
+        w.last_indexed_position = None;
+        w.persisted_entries = 0;
+        Ok(())
+    }
+
+    fn create_segment(&self, base: u64) -> Result<(Arc<Segment>, File), LogError> {
+        let path = self.segment_path(base, "log");
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .at(&path, "creating a segment")?;
+        for extension in ["index", "timeindex"] {
+            let index_path = self.segment_path(base, extension);
+            File::create(&index_path).at(&index_path, "creating an index")?;
+        }
+        let data = map_file(&file, &path, self.config.segment_bytes)?;
+        let segment = Arc::new(Segment {
+            base_offset: base,
+            path: Arc::new(path),
+            data,
+            state: Arc::new(SegmentState {
+                written_len: AtomicU64::new(0),
+                visible_len: AtomicU64::new(0),
+                max_timestamp: AtomicI64::new(i64::MIN),
+            }),
+            index: Arc::new(SegmentIndex::with_capacity(self.config.index_capacity())),
+        });
+        Ok((segment, file))
+    }
+
+    /// Writes the active segment's index entries to its files: whole (with the final time
+    /// entry) when sealing, or only the entries not yet persisted.
+    fn write_index_files(&self, w: &mut Writer, seal: bool, durable: bool) -> Result<(), LogError> {
+        let entries = w.active.index.entries();
+        let base = w.active.base_offset;
+        let (index_path, time_path) = (self.segment_path(base, "index"), self.segment_path(base, "timeindex"));
+        if seal {
+            let final_entry = w.last_batch.filter(|_| w.active_len > 0).map(|(_, last_offset)| {
+                let last_base = self.last_batch_base(w).unwrap_or(last_offset);
+                (w.active.state.max_timestamp.load(Ordering::Relaxed), (last_base - base) as u32)
+            });
+            for (path, bytes) in
+                [(&index_path, encode_offset_index(&entries)), (&time_path, encode_time_index(&entries, final_entry))]
+            {
+                let mut file = File::create(path).at(path, "writing an index")?;
+                file.write_all(&bytes).at(path, "writing an index")?;
+                if durable {
+                    file.sync_data().at(path, "syncing an index")?;
+                }
+            }
+        } else if w.persisted_entries < entries.len() {
+            let new = &entries[w.persisted_entries..];
+            for (path, bytes) in [(&index_path, encode_offset_index(new)), (&time_path, encode_time_index(new, None))] {
+                let mut file = OpenOptions::new().append(true).open(path).at(path, "appending to an index")?;
+                file.write_all(&bytes).at(path, "appending to an index")?;
+            }
+        }
+        w.persisted_entries = entries.len();
+        Ok(())
+    }
+
+    /// Base offset of the active segment's last batch.
+    fn last_batch_base(&self, w: &Writer) -> Option<u64> {
+        let data = &w.active.data[..w.active_len as usize];
+        let start = w.active.index.floor_offset(u64::MAX).map(|e| e.position as usize).unwrap_or(0);
+        BatchWalker::new(data, start, w.active.base_offset).filter_map(Result::ok).last().map(|(_, h)| h.base_offset)
+    }
+
+    fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetch, LogError> {
+        let snapshot = self.snapshot.load();
+        let high_watermark = self.high_watermark.load(Ordering::Acquire);
+        let log_end = self.log_end.load(Ordering::Acquire);
+        let mut fetch = Fetch { batches: Vec::new(), high_watermark, log_start: snapshot.log_start };
+        if offset < snapshot.log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange { requested: offset, log_start: snapshot.log_start, log_end });
+        }
+        if offset >= high_watermark {
+            return Ok(fetch);
+        }
+        let segments = &snapshot.segments;
+        let first = segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let mut total = 0usize;
+        for segment in &segments[first..] {
+            let visible = segment.visible();
+            let start = segment.start_position(offset);
+            if start > visible.len() {
+                break;
+            }
+            for item in BatchWalker::new(&visible, start, segment.base_offset) {
+                let (position, header) = item.map_err(|d| segment.corrupt(d.position, d.reason))?;
+                if header.last_offset() < offset {
+                    continue;
+                }
+                let len = header.batch_length as usize;
+                if !fetch.batches.is_empty() && total + len > max_bytes {
+                    return Ok(fetch);
+                }
+                debug_assert!(header.last_offset() < high_watermark, "visible bytes hold only committed batches");
+                total += len;
+                fetch.batches.push(Batch {
+                    header,
+                    bytes: visible.slice(position..position + len),
+                    path: Arc::clone(&segment.path),
+                    position: position as u64,
+                });
+            }
+            // A segment whose visible part ends before its written part is where the high
+            // watermark lies; nothing after it is visible.
+            if visible.len() as u64 != segment.state.written_len.load(Ordering::Acquire) || total >= max_bytes {
+                break;
+            }
+        }
+        Ok(fetch)
+    }
+
+    fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<u64>, LogError> {
+        let snapshot = self.snapshot.load();
+        for segment in &snapshot.segments {
+            if segment.state.max_timestamp.load(Ordering::Acquire) < timestamp {
+                continue;
+            }
+            let visible = segment.visible();
+            let start = segment.index.last_older_than(timestamp).map_or(0, |e| e.position as usize);
+            for item in BatchWalker::new(&visible, start.min(visible.len()), segment.base_offset) {
+                let (position, header) = item.map_err(|d| segment.corrupt(d.position, d.reason))?;
+                if header.max_timestamp < timestamp {
+                    continue;
+                }
+                let batch = Batch {
+                    header,
+                    bytes: visible.slice(position..position + header.batch_length as usize),
+                    path: Arc::clone(&segment.path),
+                    position: position as u64,
+                };
+                for record in batch.records()? {
+                    let record = record?;
+                    if record.timestamp >= timestamp && record.offset >= snapshot.log_start {
+                        return Ok(Some(record.offset));
+                    }
+                }
+            }
+            if visible.len() as u64 != segment.state.written_len.load(Ordering::Acquire) {
+                break;
+            }
+        }
+        Ok(None)
+    }
+
+    fn summaries(&self, snapshot: &Snapshot) -> Vec<SegmentSummary> {
+        let log_end = self.log_end.load(Ordering::Acquire);
+        let segments = &snapshot.segments;
+        segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentSummary {
+                base_offset: s.base_offset,
+                next_offset: segments.get(i + 1).map_or(log_end, |next| next.base_offset),
+                size_bytes: s.state.written_len.load(Ordering::Acquire),
+                max_timestamp: s.state.max_timestamp.load(Ordering::Acquire),
+            })
+            .collect()
+    }
+
+    fn apply_retention_locked(&self, w: &mut Writer, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
+        let snapshot = self.snapshot.load();
+        let high_watermark = self.high_watermark.load(Ordering::Acquire);
+        let segments = &snapshot.segments;
+        let mut keep_from = 0;
+        let mut outcome = RetentionOutcome::default();
+        for planned in &plan.delete {
+            let Some(segment) = segments.get(keep_from) else { break };
+            let Some(next) = segments.get(keep_from + 1) else { break };
+            if segment.base_offset != planned.base_offset || next.base_offset > high_watermark {
+                break;
+            }
+            keep_from += 1;
+            outcome.segments_deleted += 1;
+            outcome.bytes_deleted += segment.state.written_len.load(Ordering::Acquire);
+        }
+        if keep_from == 0 {
+            return Ok(outcome);
+        }
+        let new_log_start = segments[keep_from].base_offset;
+        self.snapshot.store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
+        w.meta.log_start = new_log_start;
+        w.meta.cleaned_up_to = w.meta.cleaned_up_to.max(new_log_start);
+        self.cleaned_up_to.fetch_max(new_log_start, Ordering::AcqRel);
+        w.meta.high_watermark = high_watermark;
+        // Record the new start before unlinking: recovery deletes segments below it.
+        w.meta.store(&self.dir)?;
+        for segment in &segments[..keep_from] {
+            for extension in ["log", "index", "timeindex"] {
+                let path = self.segment_path(segment.base_offset, extension);
+                if let Err(e) = fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(e).at(&path, "deleting a segment");
+                }
+            }
+        }
+        Ok(outcome)
+    }
+
+    fn truncate_after_locked(&self, w: &mut Writer, offset: u64) -> Result<(), LogError> {
+        let cut_offset =
+            offset.checked_add(1).ok_or(LogError::InvalidTruncation { offset, reason: "offset overflows" })?;
+        if cut_offset >= w.log_end {
+            return Ok(());
+        }
+        if cut_offset < self.high_watermark.load(Ordering::Acquire) {
+            return Err(LogError::InvalidTruncation { offset, reason: "it is below the high watermark" });
+        }
+        let snapshot = self.snapshot.load();
+        let keep_count = snapshot.segments.partition_point(|s| s.base_offset <= cut_offset);
+        let target = Arc::clone(&snapshot.segments[keep_count - 1]);
+        let written = &target.data[..target.state.written_len.load(Ordering::Acquire) as usize];
+        // Find the first batch past `offset`; refuse to cut through a batch.
+        let start = target.start_position(offset);
+        let mut cut_position = written.len();
+        for item in BatchWalker::new(written, start, target.base_offset) {
+            let (position, header) = item.map_err(|d| target.corrupt(d.position, d.reason))?;
+            if header.base_offset > offset {
+                cut_position = position;
+                break;
+            }
+            if header.last_offset() > offset {
+                return Err(LogError::InvalidTruncation { offset, reason: "it is inside a batch" });
+            }
+        }
+        let entries: Vec<IndexEntry> =
+            target.index.entries().into_iter().filter(|e| (e.position as usize) < cut_position).collect();
+        let rebuilt = rebuild_from(
+            &written[..cut_position],
+            target.base_offset,
+            self.config.index_interval_bytes,
+            entries.last().copied(),
+        );
+        // Drop the later segments from the snapshot first, then from disk.
+        let path = Arc::clone(&target.path);
+        let file =
+            OpenOptions::new().read(true).write(true).open(path.as_path()).at(&path, "opening for truncation")?;
+        file.set_len(cut_position as u64).at(&path, "truncating")?;
+        file.sync_data().at(&path, "syncing a truncation")?;
+        let data = map_file(&file, &path, self.config.segment_bytes.max(cut_position as u64))?;
+        let visible = target.state.visible_len.load(Ordering::Acquire).min(cut_position as u64);
+        let segment = Arc::new(Segment {
+            base_offset: target.base_offset,
+            path,
+            data,
+            state: Arc::new(SegmentState {
+                written_len: AtomicU64::new(cut_position as u64),
+                visible_len: AtomicU64::new(visible),
+                max_timestamp: AtomicI64::new(rebuilt.max_timestamp),
+            }),
+            index: Arc::new(SegmentIndex::from_entries(&entries, self.config.index_capacity())),
+        });
+        let removed: Vec<u64> = snapshot.segments[keep_count..].iter().map(|s| s.base_offset).collect();
+        let mut segments = snapshot.segments[..keep_count].to_vec();
+        *segments.last_mut().expect("kept at least the target") = Arc::clone(&segment);
+        self.snapshot.store(Arc::new(Snapshot { segments, log_start: snapshot.log_start }));
+        for base in removed {
+            for extension in ["log", "index", "timeindex"] {
+                let path = self.segment_path(base, extension);
+                let _ = fs::remove_file(&path);
+            }
+        }
+        w.active = segment;
+        w.file = Arc::new(file);
+        w.active_len = cut_position as u64;
+        w.last_indexed_position = entries.last().map(|e| u64::from(e.position));
+        w.persisted_entries = 0;
+        w.log_end = cut_offset;
+        w.pending.retain(|p| p.last_offset <= offset);
+        // The term of the last record kept: in this segment, or in the one before it.
+        w.last_batch = match rebuilt.last_batch {
+            Some(h) => Some((h.leader_term, h.last_offset())),
+            None => last_batch_of(&self.snapshot.load().segments),
+        };
+        let mut index_files_rewritten = Ok(());
+        for (extension, bytes) in
+            [("index", encode_offset_index(&entries)), ("timeindex", encode_time_index(&entries, None))]
+        {
+            let path = self.segment_path(target.base_offset, extension);
+            if let Err(e) = fs::write(&path, bytes) {
+                index_files_rewritten = Err(e).at(&path, "rewriting an index");
+            }
+        }
+        w.persisted_entries = entries.len();
+        self.log_end.store(cut_offset, Ordering::Release);
+        self.synced.fetch_min(cut_offset, Ordering::AcqRel);
+        sync_dir(&self.dir)?;
+        index_files_rewritten
+    }
+
+    /// Group commit: the first waiter fsyncs for everyone who appended before it started.
+    fn sync_to(&self, offset: u64) -> Result<(), LogError> {
+        loop {
+            if self.synced.load(Ordering::Acquire) > offset {
+                return Ok(());
+            }
+            let mut in_progress = self.sync_in_progress.lock().unwrap_or_else(|p| p.into_inner());
+            if self.synced.load(Ordering::Acquire) > offset {
+                return Ok(());
+            }
+            if *in_progress {
+                let _guard = self.sync_done.wait(in_progress).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            *in_progress = true;
+            drop(in_progress);
+            let result = self.flush_now(false);
+            *self.sync_in_progress.lock().unwrap_or_else(|p| p.into_inner()) = false;
+            self.sync_done.notify_all();
+            result?;
+            if self.log_end.load(Ordering::Acquire) <= offset {
+                return Err(LogError::InvalidTruncation {
+                    offset,
+                    reason: "the offset is past the log end, so it cannot become durable",
+                });
+            }
+        }
+    }
+
+    /// Fsyncs the active segment up to the current log end. With `with_index`, also appends
+    /// pending index entries to the index files first.
+    pub(crate) fn flush_now(&self, with_index: bool) -> Result<(), LogError> {
+        let (file, path, target) = {
+            let mut w = self.lock_writer()?;
+            if with_index {
+                self.write_index_files(&mut w, false, false)?;
+            }
+            w.dirty = false;
+            (Arc::clone(&w.file), Arc::clone(&w.active.path), w.log_end)
+        };
+        let started = Instant::now();
+        file.sync_data().at(&path, "syncing")?;
+        tracing::trace!(elapsed_us = started.elapsed().as_micros() as u64, "fsync");
+        self.synced.fetch_max(target, Ordering::AcqRel);
+        Ok(())
+    }
+
+    pub(crate) fn is_dirty(&self) -> bool {
+        self.writer.lock().is_ok_and(|w| w.dirty)
+    }
+
+    fn close(&self) -> Result<(), LogError> {
+        let mut w = match self.writer.lock() {
+            Ok(w) => w,
+            Err(_) => return Err(LogError::Closed { path: self.dir.clone() }),
+        };
+        if self.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.write_index_files(&mut w, true, true)?;
+        w.file.sync_data().at(&w.active.path, "syncing on close")?;
+        self.synced.fetch_max(w.log_end, Ordering::AcqRel);
+        w.meta.high_watermark = self.high_watermark.load(Ordering::Acquire);
+        w.meta.store(&self.dir)?;
+        CleanShutdown {
+            active_base: w.active.base_offset,
+            active_len: w.active_len,
+            log_end: w.log_end,
+            last_term: w.last_batch.map_or(0, |(term, _)| term),
+            active_max_timestamp: w.active.state.max_timestamp.load(Ordering::Relaxed),
+        }
+        .store(&self.dir)?;
+        self.closed.store(true, Ordering::Release);
+        // Wake readers waiting for data that will not come.
+        self.high_watermark_watch.send_modify(|_| {});
+        Ok(())
+    }
+}
+
+/// The (term, last offset) of the newest batch in `segments`.
+fn last_batch_of(segments: &[Arc<Segment>]) -> Option<(u64, u64)> {
+    segments.iter().rev().find_map(|segment| {
+        let written = &segment.data[..segment.state.written_len.load(Ordering::Acquire) as usize];
+        let start = segment.index.floor_offset(u64::MAX).map_or(0, |e| e.position as usize);
+        BatchWalker::new(written, start, segment.base_offset)
+            .map_while(Result::ok)
+            .last()
+            .map(|(_, h)| (h.leader_term, h.last_offset()))
+    })
+}
+
+/// Opens the directory's segments, repairing what a crash left behind (docs/format.md,
+/// "Recovery on open").
+fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogError> {
+    let mut report = RecoveryReport::default();
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(&dir).at(&dir, "listing")? {
+        let entry = entry.at(&dir, "listing")?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name.ends_with(".tmp") {
+            let path = entry.path();
+            fs::remove_file(&path).at(&path, "removing a leftover temporary file")?;
+        } else if let Some(base) = parse_segment_file_name(name) {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    let mut meta = PartitionMeta::load(&dir)?;
+    // Segments wholly below a recorded log start were condemned by retention before a crash.
+    while bases.len() > 1 && bases[1] <= meta.log_start {
+        let base = bases.remove(0);
+        for extension in ["log", "index", "timeindex"] {
+            let path = dir.join(segment_file_name(base, extension));
+            let _ = fs::remove_file(&path);
+        }
+    }
+    let marker = CleanShutdown::load(&dir);
+    if bases.is_empty() {
+        bases.push(meta.log_start);
+        let path = dir.join(segment_file_name(meta.log_start, "log"));
+        File::create(&path).at(&path, "creating the first segment")?;
+    }
+    let index_capacity = config.index_capacity();
+    let mut segments = Vec::with_capacity(bases.len());
+    let last_base = *bases.last().expect("at least one segment");
+    for &base in &bases[..bases.len() - 1] {
+        segments.push(Arc::new(open_closed_segment(&dir, base, &config, &mut report)?));
+    }
+    // The active segment.
+    let path = dir.join(segment_file_name(last_base, "log"));
+    let file = OpenOptions::new().read(true).write(true).open(&path).at(&path, "opening")?;
+    let file_len = file.metadata().at(&path, "reading metadata")?.len();
+    let data = map_file(&file, &path, config.segment_bytes.max(file_len))?;
+    let written = &data[..file_len as usize];
+    let index_path = dir.join(segment_file_name(last_base, "index"));
+    let time_path = dir.join(segment_file_name(last_base, "timeindex"));
+    let loaded = decode_index_files(
+        &read_small_file(&index_path).unwrap_or_default(),
+        &read_small_file(&time_path).unwrap_or_default(),
+        file_len,
+    );
+    let clean = marker.filter(|m| m.active_base == last_base && m.active_len == file_len);
+    let (entries, active_len, log_end, last_batch, max_timestamp) = match (clean, loaded) {
+        (Some(marker), Some(loaded))
+            if loaded.entries.last().is_some_and(|e| entry_points_at_batch(written, last_base, e)) =>
+        {
+            report.clean_shutdown = true;
+            let last_batch = (file_len > 0).then_some((marker.last_term, marker.log_end - 1));
+            (loaded.entries, file_len, marker.log_end, last_batch, marker.active_max_timestamp)
+        }
+        (_, loaded) => {
+            // Crash start: trust the index only up to its last entry that points at a valid
+            // batch, then scan and check everything after it.
+            let loaded_count = loaded.as_ref().map_or(0, |l| l.entries.len());
+            let mut entries = salvage_entries(loaded, written, last_base);
+            if entries.len() < loaded_count || (entries.is_empty() && file_len > 0) {
+                report.rebuilt_indexes.push(index_path.clone());
+            }
+            let start = entries.pop();
+            let rebuilt: Rebuilt = rebuild_from(written, last_base, config.index_interval_bytes, start);
+            report.scanned_bytes = (rebuilt.valid_len - start.map_or(0, |e| e.position as usize)) as u64;
+            entries.extend(rebuilt.entries);
+            if let Some(defect) = rebuilt.defect {
+                let cut = rebuilt.valid_len as u64;
+                tracing::warn!(file = %path.display(), position = cut, reason = defect.reason, dropped_bytes = file_len - cut, "truncating a torn or damaged tail");
+                report.truncated = Some((path.clone(), cut, file_len - cut, defect.reason));
+                file.set_len(cut).at(&path, "truncating a damaged tail")?;
+                file.sync_data().at(&path, "syncing a truncated tail")?;
+            }
+            let last_batch = rebuilt.last_batch.map(|h| (h.leader_term, h.last_offset()));
+            let log_end = last_batch.map_or(last_base, |(_, last)| last + 1);
+            (entries, rebuilt.valid_len as u64, log_end, last_batch, rebuilt.max_timestamp)
+        }
+    };
+    let active = Arc::new(Segment {
+        base_offset: last_base,
+        path: Arc::new(path.clone()),
+        data,
+        state: Arc::new(SegmentState {
+            written_len: AtomicU64::new(active_len),
+            visible_len: AtomicU64::new(active_len),
+            max_timestamp: AtomicI64::new(max_timestamp),
+        }),
+        index: Arc::new(SegmentIndex::from_entries(&entries, index_capacity)),
+    });
+    // Rewrite the active segment's index files so they hold exactly the in-memory entries.
+    for (p, bytes) in [(&index_path, encode_offset_index(&entries)), (&time_path, encode_time_index(&entries, None))] {
+        fs::write(p, bytes).at(p, "rewriting an index")?;
+    }
+    segments.push(Arc::clone(&active));
+    let last_batch = last_batch.or_else(|| last_batch_of(&segments));
+    CleanShutdown::remove(&dir)?;
+
+    let log_start = meta.log_start.max(bases[0]).min(log_end);
+    let mut pending = VecDeque::new();
+    let high_watermark = match config.high_watermark {
+        HighWatermarkMode::FollowsLogEnd => log_end,
+        HighWatermarkMode::SetByCaller => {
+            let high_watermark = meta.high_watermark.clamp(log_start, log_end);
+            hide_past_high_watermark(&segments, high_watermark, &mut pending);
+            high_watermark
+        }
+    };
+    meta.log_start = log_start;
+    meta.cleaned_up_to = meta.cleaned_up_to.clamp(log_start, high_watermark);
+    let (high_watermark_watch, _) = watch::channel(high_watermark);
+    let cleaned_up_to = meta.cleaned_up_to;
+    let writer = Writer {
+        active: Arc::clone(&active),
+        file: Arc::new(file),
+        active_len,
+        active_created: Instant::now(),
+        last_indexed_position: active.index.floor_offset(u64::MAX).map(|e| u64::from(e.position)),
+        persisted_entries: entries.len(),
+        log_end,
+        last_batch,
+        meta,
+        pending,
+        buf: Vec::new(),
+        scratch: Vec::new(),
+        dirty: false,
+    };
+    Ok(Shared {
+        dir,
+        config,
+        snapshot: ArcSwap::from_pointee(Snapshot { segments, log_start }),
+        high_watermark: AtomicU64::new(high_watermark),
+        log_end: AtomicU64::new(log_end),
+        cleaned_up_to: AtomicU64::new(cleaned_up_to),
+        synced: AtomicU64::new(log_end),
+        high_watermark_watch,
+        writer: Mutex::new(writer),
+        sync_in_progress: Mutex::new(false),
+        sync_done: Condvar::new(),
+        last_flush_ms: AtomicI64::new(0),
+        closed: AtomicBool::new(false),
+        recovery: report,
+        _lock: lock,
+    })
+}
+
+/// Keeps the prefix of loaded entries that are ordered, in the file, and whose last entry
+/// points at a whole, CRC-valid batch.
+fn salvage_entries(loaded: Option<crate::index::LoadedIndex>, written: &[u8], base: u64) -> Vec<IndexEntry> {
+    let mut entries = loaded.map(|l| l.entries).unwrap_or_default();
+    while let Some(last) = entries.last() {
+        if entry_points_at_valid_batch(written, base, last) {
+            break;
+        }
+        entries.pop();
+    }
+    entries
+}
+
+/// With an externally set high watermark, readers must not see batches at or past it: set
+/// each segment's visible length accordingly and queue the hidden batches.
+fn hide_past_high_watermark(segments: &[Arc<Segment>], high_watermark: u64, pending: &mut VecDeque<PendingBatch>) {
+    for segment in segments {
+        let written_len = segment.state.written_len.load(Ordering::Acquire);
+        let written = &segment.data[..written_len as usize];
+        let mut visible = None;
+        let start = segment.start_position(high_watermark);
+        for (position, header) in BatchWalker::new(written, start, segment.base_offset).map_while(Result::ok) {
+            if header.last_offset() >= high_watermark {
+                visible.get_or_insert(position as u64);
+                pending.push_back(PendingBatch {
+                    last_offset: header.last_offset(),
+                    end_position: (position + header.batch_length as usize) as u64,
+                    state: Arc::clone(&segment.state),
+                });
+            }
+        }
+        let visible = if segment.base_offset >= high_watermark { 0 } else { visible.unwrap_or(written_len) };
+        segment.state.visible_len.store(visible, Ordering::Release);
+    }
+}
+
+/// Opens a rolled segment: its mapping and its index, rebuilt when missing or damaged. It is
+/// never truncated; damage is reported and left for reads to refuse.
+fn open_closed_segment(
+    dir: &Path,
+    base: u64,
+    config: &LogConfig,
+    report: &mut RecoveryReport,
+) -> Result<Segment, LogError> {
+    let path = dir.join(segment_file_name(base, "log"));
+    let file = File::open(&path).at(&path, "opening")?;
+    let len = file.metadata().at(&path, "reading metadata")?.len();
+    let data = map_file(&file, &path, len)?;
+    let index_path = dir.join(segment_file_name(base, "index"));
+    let time_path = dir.join(segment_file_name(base, "timeindex"));
+    let loaded = decode_index_files(
+        &read_small_file(&index_path).unwrap_or_default(),
+        &read_small_file(&time_path).unwrap_or_default(),
+        len,
+    )
+    .filter(|l| l.segment_max_timestamp.is_some())
+    .filter(|l| l.entries.last().is_some_and(|e| entry_points_at_batch(&data, base, e)));
+    let (entries, max_timestamp) = match loaded {
+        Some(loaded) => (loaded.entries, loaded.segment_max_timestamp.expect("filtered above")),
+        None if len == 0 => (Vec::new(), i64::MIN),
+        None => {
+            let rebuilt = rebuild_from(&data, base, config.index_interval_bytes, None);
+            if let Some(defect) = rebuilt.defect {
+                tracing::error!(file = %path.display(), position = defect.position, reason = defect.reason, "damaged batch in a closed segment");
+                report.damaged_segments.push((path.clone(), defect.position as u64, defect.reason));
+            }
+            let final_entry = rebuilt.last_batch.map(|h| (rebuilt.max_timestamp, (h.base_offset - base) as u32));
+            for (p, bytes) in [
+                (&index_path, encode_offset_index(&rebuilt.entries)),
+                (&time_path, encode_time_index(&rebuilt.entries, final_entry)),
+            ] {
+                fs::write(p, bytes).at(p, "rewriting an index")?;
+            }
+            report.rebuilt_indexes.push(index_path);
+            (rebuilt.entries, rebuilt.max_timestamp)
+        }
+    };
+    Ok(Segment {
+        base_offset: base,
+        path: Arc::new(path),
+        data,
+        state: Arc::new(SegmentState {
+            written_len: AtomicU64::new(len),
+            visible_len: AtomicU64::new(len),
+            max_timestamp: AtomicI64::new(max_timestamp),
+        }),
+        index: Arc::new(SegmentIndex::from_entries(&entries, entries.len())),
+    })
+}

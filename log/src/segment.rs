@@ -1,0 +1,217 @@
+//! One segment: its file, its mmap, its in-memory index, and the batch walker that recovery,
+//! index rebuilds, reads and `verify` share.
+
+use std::{
+    fs::File,
+    path::{Path, PathBuf},
+    sync::{
+        Arc,
+        atomic::{AtomicI64, AtomicU64, Ordering},
+    },
+};
+
+use bytes::Bytes;
+use memmap2::MmapOptions;
+
+use crate::{
+    LogError,
+    error::IoContext,
+    format::{BatchDefect, BatchHeader, check_batch, parse_header},
+    index::{IndexEntry, SegmentIndex},
+};
+
+/// `<base offset, 20 digits>.<extension>`.
+pub(crate) fn segment_file_name(base_offset: u64, extension: &str) -> String {
+    format!("{base_offset:020}.{extension}")
+}
+
+/// Parses a segment file name back into its base offset.
+pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(".log")?;
+    if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Maps `len` bytes of `file`. The mapping may run past the end of the file (the active
+/// segment grows into it); callers never touch bytes at or past `SegmentState::visible_len`,
+/// which is always within the file.
+pub(crate) fn map_file(file: &File, path: &Path, len: u64) -> Result<Bytes, LogError> {
+    if len == 0 {
+        return Ok(Bytes::new());
+    }
+    // SAFETY: the partition directory is locked by this process, and the log only truncates a
+    // file below bytes that no reader may see (truncation never cuts below the high
+    // watermark), so no mapped byte a reader touches can vanish or change under it.
+    let mmap = unsafe { MmapOptions::new().len(len as usize).map(file) }.at(path, "mapping")?;
+    Ok(Bytes::from_owner(mmap))
+}
+
+/// Counters of a segment shared by every mapping of it.
+#[derive(Debug)]
+pub(crate) struct SegmentState {
+    /// Bytes written to the file.
+    pub written_len: AtomicU64,
+    /// Bytes readers may touch: whole batches below the high watermark.
+    pub visible_len: AtomicU64,
+    /// Largest record timestamp written; `i64::MIN` when empty.
+    pub max_timestamp: AtomicI64,
+}
+
+/// An immutable view of one segment, shared with readers through the snapshot.
+pub(crate) struct Segment {
+    pub base_offset: u64,
+    pub path: Arc<PathBuf>,
+    pub data: Bytes,
+    pub state: Arc<SegmentState>,
+    pub index: Arc<SegmentIndex>,
+}
+
+impl Segment {
+    /// The bytes readers may look at now.
+    pub(crate) fn visible(&self) -> Bytes {
+        let visible = self.state.visible_len.load(Ordering::Acquire) as usize;
+        self.data.slice(..visible.min(self.data.len()))
+    }
+
+    /// The byte position to start scanning from for `offset`.
+    pub(crate) fn start_position(&self, offset: u64) -> usize {
+        offset
+            .checked_sub(self.base_offset)
+            .and_then(|relative| self.index.floor_offset(relative))
+            .map_or(0, |entry| entry.position as usize)
+    }
+
+    pub(crate) fn corrupt(&self, position: usize, reason: &'static str) -> LogError {
+        LogError::Corrupt { path: self.path.to_path_buf(), position: position as u64, reason }
+    }
+}
+
+/// Walks the batches of a segment's bytes from a position, checking each one.
+pub(crate) struct BatchWalker<'a> {
+    data: &'a [u8],
+    position: usize,
+    segment_base: u64,
+    previous_last_offset: Option<u64>,
+    done: bool,
+}
+
+/// A batch the walker could not accept, and where.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Defect {
+    pub position: usize,
+    pub reason: &'static str,
+}
+
+impl<'a> BatchWalker<'a> {
+    pub(crate) fn new(data: &'a [u8], position: usize, segment_base: u64) -> Self {
+        BatchWalker { data, position, segment_base, previous_last_offset: None, done: false }
+    }
+
+    /// Position after the last batch accepted so far.
+    pub(crate) fn position(&self) -> usize {
+        self.position
+    }
+
+    fn check(&self) -> Result<BatchHeader, &'static str> {
+        let rest = &self.data[self.position..];
+        let header = check_batch(rest).map_err(BatchDefect::describe)?;
+        if header.base_offset < self.segment_base || header.last_offset() - self.segment_base > u64::from(u32::MAX) {
+            return Err("batch offset outside the segment's range");
+        }
+        if self.previous_last_offset.is_some_and(|prev| header.base_offset <= prev) {
+            return Err("batch offset does not follow the previous batch");
+        }
+        Ok(header)
+    }
+}
+
+impl Iterator for BatchWalker<'_> {
+    type Item = Result<(usize, BatchHeader), Defect>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done || self.position >= self.data.len() {
+            return None;
+        }
+        match self.check() {
+            Ok(header) => {
+                let at = self.position;
+                self.position += header.batch_length as usize;
+                self.previous_last_offset = Some(header.last_offset());
+                Some(Ok((at, header)))
+            }
+            Err(reason) => {
+                self.done = true;
+                Some(Err(Defect { position: self.position, reason }))
+            }
+        }
+    }
+}
+
+/// The result of walking a segment to rebuild its index.
+pub(crate) struct Rebuilt {
+    pub entries: Vec<IndexEntry>,
+    /// End of the last valid batch.
+    pub valid_len: usize,
+    pub last_batch: Option<BatchHeader>,
+    pub max_timestamp: i64,
+    pub defect: Option<Defect>,
+}
+
+/// Walks `data` from `start` (an indexed batch, or 0) and indexes batches with the writer's
+/// rule: the first batch, then any batch at least `interval` bytes past the last indexed one.
+pub(crate) fn rebuild_from(data: &[u8], segment_base: u64, interval: u64, start: Option<IndexEntry>) -> Rebuilt {
+    let start_position = start.map_or(0, |e| e.position as usize);
+    let mut rebuilt = Rebuilt {
+        entries: Vec::new(),
+        valid_len: start_position,
+        last_batch: None,
+        max_timestamp: start.map_or(i64::MIN, |e| e.max_timestamp),
+        defect: None,
+    };
+    let mut last_indexed = start.map(|e| e.position as usize);
+    let mut walker = BatchWalker::new(data, start_position, segment_base);
+    for item in &mut walker {
+        match item {
+            Ok((position, header)) => {
+                rebuilt.max_timestamp = rebuilt.max_timestamp.max(header.max_timestamp);
+                let due = match last_indexed {
+                    None => true,
+                    Some(last) => position > last && (position - last) as u64 >= interval,
+                };
+                if due {
+                    rebuilt.entries.push(IndexEntry {
+                        relative_offset: (header.base_offset - segment_base) as u32,
+                        position: position as u32,
+                        max_timestamp: rebuilt.max_timestamp,
+                    });
+                    last_indexed = Some(position);
+                }
+                rebuilt.last_batch = Some(header);
+            }
+            Err(defect) => rebuilt.defect = Some(defect),
+        }
+    }
+    rebuilt.valid_len = walker.position();
+    rebuilt
+}
+
+/// Checks that an index entry points at the start of a batch with the expected offset.
+pub(crate) fn entry_points_at_batch(data: &[u8], segment_base: u64, entry: &IndexEntry) -> bool {
+    data.get(entry.position as usize..)
+        .and_then(|rest| parse_header(rest).ok())
+        .is_some_and(|h| h.base_offset == segment_base + u64::from(entry.relative_offset))
+}
+
+/// Like [`entry_points_at_batch`], and the batch there is whole and CRC-valid.
+pub(crate) fn entry_points_at_valid_batch(data: &[u8], segment_base: u64, entry: &IndexEntry) -> bool {
+    data.get(entry.position as usize..)
+        .and_then(|rest| check_batch(rest).ok())
+        .is_some_and(|h| h.base_offset == segment_base + u64::from(entry.relative_offset))
+}
+
+/// Reads a whole file into memory; used for the small index files.
+pub(crate) fn read_small_file(path: &Path) -> Option<Vec<u8>> {
+    std::fs::read(path).ok()
+}
