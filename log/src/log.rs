@@ -23,7 +23,7 @@ use crate::{
     error::IoContext,
     flusher,
     format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, records_section},
-    index::{IndexEntry, SegmentIndex, decode_index_files, encode_offset_index, encode_time_index},
+    index::{IndexEntry, LoadedIndex, SegmentIndex, decode_index_files, encode_offset_index, encode_time_index},
     meta::{CleanShutdown, PartitionMeta, Vote, sync_dir},
     retention::{RetentionPlan, RetentionPolicy, SegmentSummary, plan_retention},
     segment::{
@@ -838,16 +838,19 @@ impl Shared {
         file.set_len(cut_position as u64).at(&path, "truncating")?;
         file.sync_data().at(&path, "syncing a truncation")?;
         let data = map_file(&file, &path, self.config.segment_bytes.max(cut_position as u64))?;
-        let visible = target.state.visible_len.load(Ordering::Acquire).min(cut_position as u64);
+        // Keep the segment's shared counters: batches waiting for the high watermark point at
+        // them. Lowering them first is safe for readers of older snapshots, since nothing
+        // visible lies past the cut.
+        let state = Arc::clone(&target.state);
+        let visible = state.visible_len.load(Ordering::Acquire).min(cut_position as u64);
+        state.visible_len.store(visible, Ordering::Release);
+        state.written_len.store(cut_position as u64, Ordering::Release);
+        state.max_timestamp.store(rebuilt.max_timestamp, Ordering::Release);
         let segment = Arc::new(Segment {
             base_offset: target.base_offset,
             path,
             data,
-            state: Arc::new(SegmentState {
-                written_len: AtomicU64::new(cut_position as u64),
-                visible_len: AtomicU64::new(visible),
-                max_timestamp: AtomicI64::new(rebuilt.max_timestamp),
-            }),
+            state,
             index: Arc::new(SegmentIndex::from_entries(&entries, self.config.index_capacity())),
         });
         let removed: Vec<u64> = snapshot.segments[keep_count..].iter().map(|s| s.base_offset).collect();
@@ -1031,12 +1034,18 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         file_len,
     );
     let clean = marker.filter(|m| m.active_base == last_base && m.active_len == file_len);
+    let loaded = match loaded {
+        None if file_len == 0 => Some(LoadedIndex { entries: Vec::new(), segment_max_timestamp: None }),
+        other => other,
+    };
+    let index_matches = |l: &LoadedIndex| match l.entries.last() {
+        None => file_len == 0,
+        Some(e) => entry_points_at_batch(written, last_base, e),
+    };
     let (entries, active_len, log_end, last_batch, max_timestamp) = match (clean, loaded) {
-        (Some(marker), Some(loaded))
-            if loaded.entries.last().is_some_and(|e| entry_points_at_batch(written, last_base, e)) =>
-        {
+        (Some(marker), Some(loaded)) if index_matches(&loaded) => {
             report.clean_shutdown = true;
-            let last_batch = (file_len > 0).then_some((marker.last_term, marker.log_end - 1));
+            let last_batch = (file_len > 0).then(|| (marker.last_term, marker.log_end - 1));
             (loaded.entries, file_len, marker.log_end, last_batch, marker.active_max_timestamp)
         }
         (_, loaded) => {
@@ -1047,7 +1056,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
             if entries.len() < loaded_count || (entries.is_empty() && file_len > 0) {
                 report.rebuilt_indexes.push(index_path.clone());
             }
-            let start = entries.pop();
+            let start = entries.last().copied();
             let rebuilt: Rebuilt = rebuild_from(written, last_base, config.index_interval_bytes, start);
             report.scanned_bytes = (rebuilt.valid_len - start.map_or(0, |e| e.position as usize)) as u64;
             entries.extend(rebuilt.entries);
@@ -1132,7 +1141,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
 
 /// Keeps the prefix of loaded entries that are ordered, in the file, and whose last entry
 /// points at a whole, CRC-valid batch.
-fn salvage_entries(loaded: Option<crate::index::LoadedIndex>, written: &[u8], base: u64) -> Vec<IndexEntry> {
+fn salvage_entries(loaded: Option<LoadedIndex>, written: &[u8], base: u64) -> Vec<IndexEntry> {
     let mut entries = loaded.map(|l| l.entries).unwrap_or_default();
     while let Some(last) = entries.last() {
         if entry_points_at_valid_batch(written, base, last) {
