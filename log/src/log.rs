@@ -168,6 +168,11 @@ pub(crate) struct Shared {
     synced: AtomicU64,
     high_watermark_watch: watch::Sender<u64>,
     writer: Mutex<Writer>,
+    /// The persisted metadata; written outside the writer lock so appends never wait on it.
+    pub(crate) meta: Mutex<PartitionMeta>,
+    /// Serialises the operations that replace or delete closed segments (retention,
+    /// compaction swaps, truncation), so their file work runs outside the writer lock.
+    pub(crate) maintenance: Mutex<()>,
     sync_in_progress: Mutex<bool>,
     sync_done: Condvar,
     pub(crate) last_flush_ms: AtomicI64,
@@ -193,7 +198,6 @@ struct Writer {
     persisted_entries: usize,
     log_end: u64,
     last_batch: Option<(u64, u64)>,
-    meta: PartitionMeta,
     pending: VecDeque<PendingBatch>,
     buf: Vec<u8>,
     scratch: Vec<u8>,
@@ -345,21 +349,22 @@ impl Log {
     /// Removes every record after `offset`, for Raft conflict resolution. `offset + 1` must be
     /// a batch boundary at or above the high watermark.
     pub fn truncate_after(&self, offset: u64) -> Result<(), LogError> {
+        let _maintenance = self.shared.lock_maintenance();
         let mut writer = self.shared.lock_writer()?;
         self.shared.truncate_after_locked(&mut writer, offset)
     }
 
     /// The persisted Raft vote.
     pub fn vote(&self) -> Vote {
-        self.shared.writer.lock().map(|w| w.meta.vote).unwrap_or_default()
+        self.shared.lock_meta().vote
     }
 
     /// Persists a Raft vote (fsynced before returning).
     pub fn save_vote(&self, vote: Vote) -> Result<(), LogError> {
-        let mut writer = self.shared.lock_writer()?;
-        writer.meta.vote = vote;
-        writer.meta.high_watermark = self.shared.high_watermark.load(Ordering::Acquire);
-        writer.meta.store(&self.shared.dir)
+        let mut meta = self.shared.lock_meta();
+        meta.vote = vote;
+        meta.high_watermark = self.shared.high_watermark.load(Ordering::Acquire);
+        meta.store(&self.shared.dir)
     }
 
     /// What the retention planner needs, one entry per segment, oldest first.
@@ -381,8 +386,7 @@ impl Log {
     /// Deletes the planned segments and advances `log_start`. Segments that are no longer a
     /// safe prefix (the active one, or one reaching the high watermark) are left alone.
     pub fn apply_retention(&self, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
-        let mut writer = self.shared.lock_writer()?;
-        self.shared.apply_retention_locked(&mut writer, plan)
+        self.shared.apply_retention(plan)
     }
 
     /// Total size of the segment files in bytes.
@@ -757,34 +761,50 @@ impl Shared {
             .collect()
     }
 
-    fn apply_retention_locked(&self, w: &mut Writer, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
-        let snapshot = self.snapshot.load();
-        let high_watermark = self.high_watermark.load(Ordering::Acquire);
-        let segments = &snapshot.segments;
-        let mut keep_from = 0;
-        let mut outcome = RetentionOutcome::default();
-        for planned in &plan.delete {
-            let Some(segment) = segments.get(keep_from) else { break };
-            let Some(next) = segments.get(keep_from + 1) else { break };
-            if segment.base_offset != planned.base_offset || next.base_offset > high_watermark {
-                break;
+    pub(crate) fn lock_meta(&self) -> MutexGuard<'_, PartitionMeta> {
+        self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn apply_retention(&self, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
+        let _maintenance = self.lock_maintenance();
+        let (removed, new_log_start, high_watermark) = {
+            // Only the snapshot swap happens under the writer lock.
+            let _writer = self.lock_writer()?;
+            let snapshot = self.snapshot.load();
+            let high_watermark = self.high_watermark.load(Ordering::Acquire);
+            let segments = &snapshot.segments;
+            let mut keep_from = 0;
+            for planned in &plan.delete {
+                let (Some(segment), Some(next)) = (segments.get(keep_from), segments.get(keep_from + 1)) else { break };
+                if segment.base_offset != planned.base_offset || next.base_offset > high_watermark {
+                    break;
+                }
+                keep_from += 1;
             }
-            keep_from += 1;
+            if keep_from == 0 {
+                return Ok(RetentionOutcome::default());
+            }
+            let new_log_start = segments[keep_from].base_offset;
+            self.snapshot.store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
+            self.cleaned_up_to.fetch_max(new_log_start, Ordering::AcqRel);
+            (segments[..keep_from].to_vec(), new_log_start, high_watermark)
+        };
+        {
+            let mut meta = self.lock_meta();
+            meta.log_start = new_log_start;
+            meta.cleaned_up_to = meta.cleaned_up_to.max(new_log_start);
+            meta.high_watermark = meta.high_watermark.max(high_watermark);
+            // Record the new start before unlinking: recovery deletes segments below it.
+            meta.store(&self.dir)?;
+        }
+        let mut outcome = RetentionOutcome::default();
+        for segment in &removed {
             outcome.segments_deleted += 1;
             outcome.bytes_deleted += segment.state.written_len.load(Ordering::Acquire);
-        }
-        if keep_from == 0 {
-            return Ok(outcome);
-        }
-        let new_log_start = segments[keep_from].base_offset;
-        self.snapshot.store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
-        w.meta.log_start = new_log_start;
-        w.meta.cleaned_up_to = w.meta.cleaned_up_to.max(new_log_start);
-        self.cleaned_up_to.fetch_max(new_log_start, Ordering::AcqRel);
-        w.meta.high_watermark = high_watermark;
-        // Record the new start before unlinking: recovery deletes segments below it.
-        w.meta.store(&self.dir)?;
-        for segment in &segments[..keep_from] {
             for extension in ["log", "index", "timeindex"] {
                 let path = self.segment_path(segment.base_offset, extension);
                 if let Err(e) = fs::remove_file(&path)
@@ -953,8 +973,11 @@ impl Shared {
         self.write_index_files(&mut w, true, true)?;
         w.file.sync_data().at(&w.active.path, "syncing on close")?;
         self.synced.fetch_max(w.log_end, Ordering::AcqRel);
-        w.meta.high_watermark = self.high_watermark.load(Ordering::Acquire);
-        w.meta.store(&self.dir)?;
+        {
+            let mut meta = self.lock_meta();
+            meta.high_watermark = self.high_watermark.load(Ordering::Acquire);
+            meta.store(&self.dir)?;
+        }
         CleanShutdown {
             active_base: w.active.base_offset,
             active_len: w.active_len,
@@ -1114,7 +1137,6 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         persisted_entries: entries.len(),
         log_end,
         last_batch,
-        meta,
         pending,
         buf: Vec::new(),
         scratch: Vec::new(),
@@ -1130,6 +1152,8 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         synced: AtomicU64::new(log_end),
         high_watermark_watch,
         writer: Mutex::new(writer),
+        meta: Mutex::new(meta),
+        maintenance: Mutex::new(()),
         sync_in_progress: Mutex::new(false),
         sync_done: Condvar::new(),
         last_flush_ms: AtomicI64::new(0),
