@@ -82,6 +82,12 @@ pub enum LogError {
         /// The log end.
         log_end: u64,
     },
+    /// A segment rewrite (compaction) was used wrongly or lost a race with retention.
+    #[error("segment rewrite refused: {reason}")]
+    InvalidRewrite {
+        /// Why.
+        reason: &'static str,
+    },
     /// Another process holds the partition directory.
     #[error("{path}: the partition is already open in another process")]
     Locked {

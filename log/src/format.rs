@@ -198,11 +198,89 @@ pub(crate) fn encode_batch(
     compression: Compression,
 ) -> BatchHeader {
     debug_assert!(!records.is_empty(), "callers reject empty batches");
-    let first_timestamp = records[0].timestamp;
-    let max_timestamp = records.iter().map(|r| r.timestamp).max().unwrap_or(first_timestamp);
+    let template = BatchHeader {
+        crc: 0,
+        batch_length: 0,
+        compression,
+        base_offset,
+        leader_term,
+        last_offset_delta: (records.len() - 1) as u32,
+        record_count: records.len() as u32,
+        first_timestamp: records[0].timestamp,
+        max_timestamp: 0,
+    };
+    encode_with(out, scratch, template, records.iter().enumerate().map(|(delta, r)| (delta as u64, r)))
+}
+
+/// Re-encodes the surviving `records` of a stored batch (compaction). The batch keeps its
+/// base offset, last offset, term and compression, so offsets and batch boundaries survive.
+pub(crate) fn encode_rewritten_batch(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    original: &BatchHeader,
+    records: &[StoredRecord],
+) -> BatchHeader {
+    debug_assert!(!records.is_empty(), "a batch with no survivors is dropped, not rewritten");
+    debug_assert!(records.iter().all(|r| r.offset >= original.base_offset && r.offset <= original.last_offset()));
+    let template = BatchHeader {
+        record_count: records.len() as u32,
+        first_timestamp: records[0].timestamp,
+        ..*original
+    };
+    encode_with(out, scratch, template, records.iter().map(|r| (r.offset - original.base_offset, r)))
+}
+
+/// The fields the record encoder needs, from a new or a stored record.
+trait RecordFields {
+    fn timestamp(&self) -> i64;
+    fn key(&self) -> Option<&Bytes>;
+    fn value(&self) -> &Bytes;
+    fn headers(&self) -> &[Header];
+}
+
+impl RecordFields for Record {
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn key(&self) -> Option<&Bytes> {
+        self.key.as_ref()
+    }
+    fn value(&self) -> &Bytes {
+        &self.value
+    }
+    fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+}
+
+impl RecordFields for StoredRecord {
+    fn timestamp(&self) -> i64 {
+        self.timestamp
+    }
+    fn key(&self) -> Option<&Bytes> {
+        self.key.as_ref()
+    }
+    fn value(&self) -> &Bytes {
+        &self.value
+    }
+    fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+}
+
+/// Encodes a batch from `template` (offsets, term, compression, record count, first
+/// timestamp) and `(offset delta, record)` pairs; fills in length, max timestamp and CRC.
+fn encode_with<'r, R: RecordFields + 'r>(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    template: BatchHeader,
+    records: impl Iterator<Item = (u64, &'r R)> + Clone,
+) -> BatchHeader {
+    let first_timestamp = template.first_timestamp;
+    let max_timestamp = records.clone().map(|(_, r)| r.timestamp()).max().unwrap_or(first_timestamp);
     out.clear();
     out.resize(BATCH_HEADER_LEN, 0);
-    match compression {
+    match template.compression {
         Compression::None => encode_records(out, records, first_timestamp),
         Compression::Zstd => {
             scratch.clear();
@@ -213,17 +291,7 @@ pub(crate) fn encode_batch(
             out.extend_from_slice(&compressed);
         }
     }
-    let header = BatchHeader {
-        crc: 0,
-        batch_length: out.len() as u32,
-        compression,
-        base_offset,
-        leader_term,
-        last_offset_delta: (records.len() - 1) as u32,
-        record_count: records.len() as u32,
-        first_timestamp,
-        max_timestamp,
-    };
+    let header = BatchHeader { crc: 0, batch_length: out.len() as u32, max_timestamp, ..template };
     write_header(out, &header);
     let crc = crc32fast::hash(&out[4..]);
     out[0..4].copy_from_slice(&crc.to_le_bytes());
@@ -247,24 +315,28 @@ fn write_header(out: &mut [u8], h: &BatchHeader) {
     out[44..52].copy_from_slice(&h.max_timestamp.to_le_bytes());
 }
 
-fn encode_records(out: &mut Vec<u8>, records: &[Record], first_timestamp: i64) {
-    for (delta, record) in records.iter().enumerate() {
-        let body_len = record_body_len(record, delta as u64, first_timestamp);
+fn encode_records<'r, R: RecordFields + 'r>(
+    out: &mut Vec<u8>,
+    records: impl Iterator<Item = (u64, &'r R)>,
+    first_timestamp: i64,
+) {
+    for (delta, record) in records {
+        let body_len = record_body_len(record, delta, first_timestamp);
         put_uvarint(out, body_len as u64);
         let start = out.len();
-        put_uvarint(out, delta as u64);
-        put_svarint(out, record.timestamp.wrapping_sub(first_timestamp));
-        match &record.key {
+        put_uvarint(out, delta);
+        put_svarint(out, record.timestamp().wrapping_sub(first_timestamp));
+        match record.key() {
             None => put_uvarint(out, 0),
             Some(key) => {
                 put_uvarint(out, key.len() as u64 + 1);
                 out.extend_from_slice(key);
             }
         }
-        put_uvarint(out, record.value.len() as u64);
-        out.extend_from_slice(&record.value);
-        put_uvarint(out, record.headers.len() as u64);
-        for header in &record.headers {
+        put_uvarint(out, record.value().len() as u64);
+        out.extend_from_slice(record.value());
+        put_uvarint(out, record.headers().len() as u64);
+        for header in record.headers() {
             put_uvarint(out, header.name.len() as u64);
             out.extend_from_slice(&header.name);
             put_uvarint(out, header.value.len() as u64);
@@ -274,19 +346,19 @@ fn encode_records(out: &mut Vec<u8>, records: &[Record], first_timestamp: i64) {
     }
 }
 
-fn record_body_len(record: &Record, delta: u64, first_timestamp: i64) -> usize {
-    let key_len = record.key.as_ref().map_or(uvarint_len(0), |k| uvarint_len(k.len() as u64 + 1) + k.len());
+fn record_body_len(record: &impl RecordFields, delta: u64, first_timestamp: i64) -> usize {
+    let key_len = record.key().map_or(uvarint_len(0), |k| uvarint_len(k.len() as u64 + 1) + k.len());
     let headers: usize = record
-        .headers
+        .headers()
         .iter()
         .map(|h| uvarint_len(h.name.len() as u64) + h.name.len() + uvarint_len(h.value.len() as u64) + h.value.len())
         .sum();
     uvarint_len(delta)
-        + uvarint_len(zigzag(record.timestamp.wrapping_sub(first_timestamp)))
+        + uvarint_len(zigzag(record.timestamp().wrapping_sub(first_timestamp)))
         + key_len
-        + uvarint_len(record.value.len() as u64)
-        + record.value.len()
-        + uvarint_len(record.headers.len() as u64)
+        + uvarint_len(record.value().len() as u64)
+        + record.value().len()
+        + uvarint_len(record.headers().len() as u64)
         + headers
 }
 
@@ -455,6 +527,26 @@ mod tests {
                 assert_eq!(got.headers, want.headers);
             }
         }
+    }
+
+    #[test]
+    fn rewritten_batch_keeps_offsets_and_bounds() {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let original = encode_batch(&mut out, &mut scratch, &sample(), 100, 4, Compression::Zstd);
+        let bytes = Bytes::from(out.clone());
+        let all: Vec<_> =
+            RecordDecoder::new(records_section(&bytes, &original).unwrap(), original).map(Result::unwrap).collect();
+        let survivors = vec![all[1].clone()];
+        let rewritten = encode_rewritten_batch(&mut out, &mut scratch, &original, &survivors);
+        let checked = check_batch(&out).unwrap();
+        assert_eq!(checked, rewritten);
+        assert_eq!((checked.base_offset, checked.last_offset(), checked.leader_term), (100, 102, 4));
+        assert_eq!(checked.record_count, 1);
+        assert_eq!(checked.max_timestamp, 900);
+        let bytes = Bytes::from(out);
+        let decoded: Vec<_> =
+            RecordDecoder::new(records_section(&bytes, &checked).unwrap(), checked).map(Result::unwrap).collect();
+        assert_eq!(decoded, survivors);
     }
 
     #[test]

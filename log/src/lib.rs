@@ -27,6 +27,7 @@ mod index;
 mod log;
 mod meta;
 mod retention;
+mod rewrite;
 mod segment;
 mod verify;
 
@@ -38,5 +39,6 @@ pub use error::LogError;
 pub use format::{BatchHeader, Header, Record, StoredRecord};
 pub use log::{AppendInfo, Batch, Fetch, Log, LogOffsets, RecoveryReport, RetentionOutcome};
 pub use meta::Vote;
+pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, SwapStep};
 pub use retention::{DeleteSegment, RetentionPlan, RetentionPolicy, RetentionReason, SegmentSummary, plan_retention};
 pub use verify::{DumpedBatch, SegmentProblem, VerifyReport, dump_partition, partition_size, verify_partition};

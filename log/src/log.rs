@@ -76,6 +76,9 @@ pub struct RecoveryReport {
     pub damaged_segments: Vec<(PathBuf, u64, &'static str)>,
     /// Bytes of the last segment scanned and checked.
     pub scanned_bytes: u64,
+    /// Segment swaps (compaction) that a crash interrupted after their commit point and that
+    /// open finished, by base offset.
+    pub finished_swaps: Vec<u64>,
 }
 
 /// Batches returned by [`Log::read`].
@@ -121,6 +124,10 @@ pub struct Batch {
 }
 
 impl Batch {
+    pub(crate) fn new(header: BatchHeader, bytes: Bytes, path: Arc<PathBuf>, position: u64) -> Self {
+        Batch { header, bytes, path, position }
+    }
+
     /// The batch header.
     pub fn header(&self) -> &BatchHeader {
         &self.header
@@ -152,18 +159,18 @@ pub struct RetentionOutcome {
 }
 
 /// What readers load without locks.
-struct Snapshot {
-    segments: Vec<Arc<Segment>>,
-    log_start: u64,
+pub(crate) struct Snapshot {
+    pub(crate) segments: Vec<Arc<Segment>>,
+    pub(crate) log_start: u64,
 }
 
 pub(crate) struct Shared {
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     config: LogConfig,
-    snapshot: ArcSwap<Snapshot>,
-    high_watermark: AtomicU64,
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) high_watermark: AtomicU64,
     log_end: AtomicU64,
-    cleaned_up_to: AtomicU64,
+    pub(crate) cleaned_up_to: AtomicU64,
     /// Everything below this offset has been fsynced.
     synced: AtomicU64,
     high_watermark_watch: watch::Sender<u64>,
@@ -188,7 +195,7 @@ struct PendingBatch {
     state: Arc<SegmentState>,
 }
 
-struct Writer {
+pub(crate) struct Writer {
     active: Arc<Segment>,
     file: Arc<File>,
     active_len: u64,
@@ -228,6 +235,10 @@ impl Log {
             flusher::register(&shared);
         }
         Ok(Log { shared })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
     }
 
     /// The partition directory.
@@ -425,7 +436,7 @@ impl Drop for Shared {
 }
 
 impl Shared {
-    fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
+    pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(LogError::Closed { path: self.dir.clone() });
         }
@@ -1008,7 +1019,7 @@ fn last_batch_of(segments: &[Arc<Segment>]) -> Option<(u64, u64)> {
 /// Opens the directory's segments, repairing what a crash left behind (docs/format.md,
 /// "Recovery on open").
 fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogError> {
-    let mut report = RecoveryReport::default();
+    let mut report = RecoveryReport { finished_swaps: crate::rewrite::recover_swaps(&dir)?, ..Default::default() };
     let mut bases = Vec::new();
     for entry in fs::read_dir(&dir).at(&dir, "listing")? {
         let entry = entry.at(&dir, "listing")?;
