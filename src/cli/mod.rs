@@ -1,0 +1,120 @@
+//! Command-line definitions and dispatch.
+
+mod compact;
+mod display;
+mod log_tools;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Exit status when a command could not do its job (bad path, unreadable file...).
+pub const EXIT_ERROR: u8 = 2;
+/// Exit status when a check ran and found damaged data.
+pub const EXIT_DAMAGED: u8 = 1;
+
+/// Strata: an MQTT broker built on a Kafka-like segmented log.
+///
+/// This build ships the offline tools for the partition log. The broker itself (`strata
+/// serve`) arrives with the MQTT frontend.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect, check and compact partition logs on disk (offline).
+    #[command(subcommand)]
+    Log(LogCommand),
+}
+
+/// Offline tools for partition directories. `dump` and `verify` take no lock and repair
+/// nothing, so they are safe beside a running broker; `compact` locks the partition and
+/// refuses to run while a broker holds it.
+#[derive(Debug, Subcommand)]
+enum LogCommand {
+    /// Print the batches and records of one partition.
+    ///
+    /// Exits 0 after printing, 1 if it reached a damaged batch (everything before it is
+    /// printed, the error names the file and byte position), 2 if it could not run.
+    Dump {
+        /// A partition directory (`<data>/<stream>/<partition>/`), holding `*.log` segments.
+        partition_dir: PathBuf,
+        /// Start at this offset (records before it in the same batch are skipped).
+        #[arg(long, value_name = "OFFSET", default_value_t = 0)]
+        from: u64,
+        /// Print at most this many records.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+    },
+    /// Check every batch, record and index entry of every partition under a directory.
+    ///
+    /// DIR is a partition directory or any directory above one (such as the data
+    /// directory): every directory below it holding segment files is checked.
+    ///
+    /// Exits 0 when everything is sound, 1 when problems are found (the first one is named
+    /// with its file and byte position, then all of them are listed), 2 if it could not run.
+    Verify {
+        /// A partition directory, or a directory containing partitions at any depth.
+        dir: PathBuf,
+    },
+    /// Run one full compaction of a partition: keep the latest record per key.
+    ///
+    /// The key is the value of the header named by --key (an MQTT 5 user property such as
+    /// `entity_id`), else the topic header, else the record key. The active segment is never
+    /// compacted. Prints the size before and after.
+    Compact {
+        /// A partition directory (`<data>/<stream>/<partition>/`).
+        partition_dir: PathBuf,
+        /// Header whose value is the compaction key.
+        #[arg(long, value_name = "HEADER")]
+        key: Option<String>,
+        /// Header holding the topic, the key of records without --key.
+        #[arg(long, value_name = "HEADER", default_value = strata_compaction::TOPIC_HEADER)]
+        topic_header: String,
+        /// Drop tombstones (empty values) older than this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 86_400_000)]
+        delete_retention_ms: u64,
+        /// Leave segments whose newest record is younger than this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 0)]
+        min_compaction_lag_ms: u64,
+        /// Merge rewritten segments up to this size in bytes.
+        #[arg(long, value_name = "BYTES", default_value_t = 128 << 20)]
+        segment_bytes: u64,
+    },
+}
+
+/// Runs the parsed command and turns its outcome into the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Log(LogCommand::Dump { partition_dir, from, count }) => log_tools::dump(&partition_dir, from, count),
+        Command::Log(LogCommand::Verify { dir }) => log_tools::verify(&dir),
+        Command::Log(LogCommand::Compact {
+            partition_dir,
+            key,
+            topic_header,
+            delete_retention_ms,
+            min_compaction_lag_ms,
+            segment_bytes,
+        }) => compact::compact(
+            &partition_dir,
+            &compact::CompactOptions {
+                key_header: key.as_deref(),
+                topic_header: &topic_header,
+                delete_retention_ms,
+                min_compaction_lag_ms,
+                segment_bytes,
+            },
+        ),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
