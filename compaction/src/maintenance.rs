@@ -159,10 +159,16 @@ impl Maintenance {
         self.inner.enforce_retention_all()
     }
 
-    /// Cleans one partition now, if the planner finds it dirty enough.
+    /// Cleans one partition now, if the planner finds it dirty enough. If a cleaner thread is
+    /// on it, waits for that pass to end first.
     pub fn compact_now(&self, name: &str) -> Result<crate::CleanOutcome, CompactionError> {
         let partition = self.inner.partition(name)?;
-        self.inner.clean(&partition).ok_or(CompactionError::UnknownPartition(name.to_string()))?
+        loop {
+            if let Some(result) = self.inner.clean(&partition) {
+                return result;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// The cleaner's record of a partition.

@@ -222,11 +222,8 @@ pub(crate) fn encode_rewritten_batch(
 ) -> BatchHeader {
     debug_assert!(!records.is_empty(), "a batch with no survivors is dropped, not rewritten");
     debug_assert!(records.iter().all(|r| r.offset >= original.base_offset && r.offset <= original.last_offset()));
-    let template = BatchHeader {
-        record_count: records.len() as u32,
-        first_timestamp: records[0].timestamp,
-        ..*original
-    };
+    let template =
+        BatchHeader { record_count: records.len() as u32, first_timestamp: records[0].timestamp, ..*original };
     encode_with(out, scratch, template, records.iter().map(|r| (r.offset - original.base_offset, r)))
 }
 

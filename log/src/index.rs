@@ -151,7 +151,10 @@ pub(crate) struct LoadedIndex {
 /// Parses both files and checks what can be checked without the segment: sizes, order, and
 /// that the two files describe the same batches. `None` means "damaged, rebuild".
 pub(crate) fn decode_index_files(offset_bytes: &[u8], time_bytes: &[u8], segment_len: u64) -> Option<LoadedIndex> {
-    if offset_bytes.is_empty() || offset_bytes.len() % OFFSET_ENTRY_LEN != 0 || time_bytes.len() % TIME_ENTRY_LEN != 0 {
+    if offset_bytes.is_empty()
+        || !offset_bytes.len().is_multiple_of(OFFSET_ENTRY_LEN)
+        || !time_bytes.len().is_multiple_of(TIME_ENTRY_LEN)
+    {
         return None;
     }
     let count = offset_bytes.len() / OFFSET_ENTRY_LEN;

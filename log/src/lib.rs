@@ -39,6 +39,6 @@ pub use error::LogError;
 pub use format::{BatchHeader, Header, Record, StoredRecord};
 pub use log::{AppendInfo, Batch, Fetch, Log, LogOffsets, RecoveryReport, RetentionOutcome};
 pub use meta::Vote;
-pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, SwapStep};
 pub use retention::{DeleteSegment, RetentionPlan, RetentionPolicy, RetentionReason, SegmentSummary, plan_retention};
+pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, SwapStep};
 pub use verify::{DumpedBatch, SegmentProblem, VerifyReport, dump_partition, partition_size, verify_partition};

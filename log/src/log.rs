@@ -23,7 +23,10 @@ use crate::{
     error::IoContext,
     flusher,
     format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, records_section},
-    index::{IndexEntry, LoadedIndex, SegmentIndex, decode_index_files, encode_offset_index, encode_time_index},
+    index::{
+        IndexEntry, LoadedIndex, SegmentIndex, TIME_ENTRY_LEN, decode_index_files, encode_offset_index,
+        encode_time_index,
+    },
     meta::{CleanShutdown, PartitionMeta, Vote, sync_dir},
     retention::{RetentionPlan, RetentionPolicy, SegmentSummary, plan_retention},
     segment::{
@@ -678,8 +681,11 @@ impl Shared {
     }
 
     fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetch, LogError> {
-        let snapshot = self.snapshot.load();
+        // The high watermark first: the writer stores a rolled segment's snapshot and the
+        // visible lengths before it publishes the high watermark, so the snapshot loaded after
+        // it holds every batch below it. Visible bytes may already reach past it.
         let high_watermark = self.high_watermark.load(Ordering::Acquire);
+        let snapshot = self.snapshot.load();
         let log_end = self.log_end.load(Ordering::Acquire);
         let mut fetch = Fetch { batches: Vec::new(), high_watermark, log_start: snapshot.log_start };
         if offset < snapshot.log_start || offset > log_end {
@@ -703,10 +709,10 @@ impl Shared {
                     continue;
                 }
                 let len = header.batch_length as usize;
-                if !fetch.batches.is_empty() && total + len > max_bytes {
+                // Published after this read loaded the high watermark: not part of this fetch.
+                if header.last_offset() >= high_watermark || (!fetch.batches.is_empty() && total + len > max_bytes) {
                     return Ok(fetch);
                 }
-                debug_assert!(header.last_offset() < high_watermark, "visible bytes hold only committed batches");
                 total += len;
                 fetch.batches.push(Batch {
                     header,
@@ -731,7 +737,11 @@ impl Shared {
                 continue;
             }
             let visible = segment.visible();
-            let start = segment.index.last_older_than(timestamp).map_or(0, |e| e.position as usize);
+            let start = segment
+                .index
+                .last_older_than(timestamp)
+                .filter(|e| segment.entry_is_sound(e))
+                .map_or(0, |e| e.position as usize);
             for item in BatchWalker::new(&visible, start.min(visible.len()), segment.base_offset) {
                 let (position, header) = item.map_err(|d| segment.corrupt(d.position, d.reason))?;
                 if header.max_timestamp < timestamp {
@@ -800,7 +810,8 @@ impl Shared {
                 return Ok(RetentionOutcome::default());
             }
             let new_log_start = segments[keep_from].base_offset;
-            self.snapshot.store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
+            self.snapshot
+                .store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
             self.cleaned_up_to.fetch_max(new_log_start, Ordering::AcqRel);
             (segments[..keep_from].to_vec(), new_log_start, high_watermark)
         };
@@ -1074,7 +1085,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
     };
     let index_matches = |l: &LoadedIndex| match l.entries.last() {
         None => file_len == 0,
-        Some(e) => entry_points_at_batch(written, last_base, e),
+        Some(e) => entry_points_at_batch(written, last_base, e) && timestamps_plausible(written, last_base, &l.entries),
     };
     let (entries, active_len, log_end, last_batch, max_timestamp) = match (clean, loaded) {
         (Some(marker), Some(loaded)) if index_matches(&loaded) => {
@@ -1184,7 +1195,21 @@ fn salvage_entries(loaded: Option<LoadedIndex>, written: &[u8], base: u64) -> Ve
         }
         entries.pop();
     }
+    if !timestamps_plausible(written, base, &entries) {
+        entries.clear();
+    }
     entries
+}
+
+/// The scan after the last kept entry continues its running maximum timestamp, so check what
+/// is cheap to check: the first entry's is exactly the first batch's maximum, and the last
+/// entry's is not below its own batch's. (A time index from elsewhere fails this.)
+fn timestamps_plausible(written: &[u8], base: u64, entries: &[IndexEntry]) -> bool {
+    let batch_max = |e: &IndexEntry| {
+        BatchWalker::new(written, e.position as usize, base).next().and_then(Result::ok).map(|(_, h)| h.max_timestamp)
+    };
+    entries.first().is_none_or(|first| batch_max(first) == Some(first.max_timestamp))
+        && entries.last().is_none_or(|last| batch_max(last).is_some_and(|max| max <= last.max_timestamp))
 }
 
 /// With an externally set high watermark, readers must not see batches at or past it: set
@@ -1210,6 +1235,29 @@ fn hide_past_high_watermark(segments: &[Arc<Segment>], high_watermark: u64, pend
     }
 }
 
+/// A closed segment's time index ends with the segment's largest timestamp and its last
+/// batch's relative offset. Check both against the batches from the last offset-index entry to
+/// the end of the file (at most an index interval and one batch): a stale or damaged final
+/// entry would make `offset_for_timestamp` skip the segment and retention misjudge its age.
+fn final_time_entry_matches(data: &[u8], base: u64, loaded: &LoadedIndex, time_bytes: &[u8]) -> bool {
+    let (Some(last), Some(segment_max)) = (loaded.entries.last(), loaded.segment_max_timestamp) else {
+        return false;
+    };
+    let Some(final_entry) = time_bytes.len().checked_sub(TIME_ENTRY_LEN).map(|at| &time_bytes[at..]) else {
+        return false;
+    };
+    let final_relative = u32::from_le_bytes(final_entry[8..12].try_into().expect("4 bytes"));
+    let mut max_timestamp = last.max_timestamp;
+    let mut last_relative = None;
+    let mut walker = BatchWalker::new(data, last.position as usize, base);
+    for item in &mut walker {
+        let Ok((_, header)) = item else { return false };
+        max_timestamp = max_timestamp.max(header.max_timestamp);
+        last_relative = Some(header.base_offset - base);
+    }
+    walker.position() == data.len() && max_timestamp == segment_max && last_relative == Some(u64::from(final_relative))
+}
+
 /// Opens a rolled segment: its mapping and its index, rebuilt when missing or damaged. It is
 /// never truncated; damage is reported and left for reads to refuse.
 fn open_closed_segment(
@@ -1224,13 +1272,11 @@ fn open_closed_segment(
     let data = map_file(&file, &path, len)?;
     let index_path = dir.join(segment_file_name(base, "index"));
     let time_path = dir.join(segment_file_name(base, "timeindex"));
-    let loaded = decode_index_files(
-        &read_small_file(&index_path).unwrap_or_default(),
-        &read_small_file(&time_path).unwrap_or_default(),
-        len,
-    )
-    .filter(|l| l.segment_max_timestamp.is_some())
-    .filter(|l| l.entries.last().is_some_and(|e| entry_points_at_batch(&data, base, e)));
+    let time_bytes = read_small_file(&time_path).unwrap_or_default();
+    let loaded = decode_index_files(&read_small_file(&index_path).unwrap_or_default(), &time_bytes, len)
+        .filter(|l| l.segment_max_timestamp.is_some())
+        .filter(|l| l.entries.last().is_some_and(|e| entry_points_at_batch(&data, base, e)))
+        .filter(|l| final_time_entry_matches(&data, base, l, &time_bytes));
     let (entries, max_timestamp) = match loaded {
         Some(loaded) => (loaded.entries, loaded.segment_max_timestamp.expect("filtered above")),
         None if len == 0 => (Vec::new(), i64::MIN),

@@ -217,7 +217,9 @@ impl SegmentRewrite<'_> {
             && output.replaces.last().is_some_and(|l| header.last_offset() < l.next_offset);
         let relative = header.last_offset() - output.base;
         if !in_range || output.previous_last_offset.is_some_and(|p| header.base_offset <= p) {
-            return Err(LogError::InvalidRewrite { reason: "batch offsets outside the replaced range or out of order" });
+            return Err(LogError::InvalidRewrite {
+                reason: "batch offsets outside the replaced range or out of order",
+            });
         }
         if relative > u64::from(u32::MAX) || output.len + bytes.len() as u64 > u64::from(u32::MAX) {
             return Err(LogError::InvalidRewrite { reason: "output segment too large for 32-bit index entries" });

@@ -75,12 +75,25 @@ impl Segment {
         self.data.slice(..visible.min(self.data.len()))
     }
 
-    /// The byte position to start scanning from for `offset`.
+    /// The byte position to start scanning from for `offset`. The index is a cache read from
+    /// disk and recovery only checks its last entry, so an entry that does not point at a
+    /// batch with the offset it claims (bit rot) is passed over for an earlier one: a damaged
+    /// cache must neither fail a read nor make it skip records.
     pub(crate) fn start_position(&self, offset: u64) -> usize {
-        offset
-            .checked_sub(self.base_offset)
-            .and_then(|relative| self.index.floor_offset(relative))
-            .map_or(0, |entry| entry.position as usize)
+        let mut floor = offset.checked_sub(self.base_offset).and_then(|relative| self.index.floor_offset(relative));
+        while let Some(entry) = floor {
+            if self.entry_is_sound(&entry) {
+                return entry.position as usize;
+            }
+            floor = entry.relative_offset.checked_sub(1).and_then(|r| self.index.floor_offset(u64::from(r)));
+        }
+        0
+    }
+
+    /// Whether `entry` points, within the written bytes, at a batch header with its offset.
+    pub(crate) fn entry_is_sound(&self, entry: &IndexEntry) -> bool {
+        let written = (self.state.written_len.load(Ordering::Acquire) as usize).min(self.data.len());
+        entry_points_at_batch(&self.data[..written], self.base_offset, entry)
     }
 
     pub(crate) fn corrupt(&self, position: usize, reason: &'static str) -> LogError {

@@ -14,7 +14,7 @@ use crate::{
     BatchHeader, LogError, StoredRecord,
     error::IoContext,
     format::{RecordDecoder, records_section},
-    index::decode_index_files,
+    index::{OFFSET_ENTRY_LEN, TIME_ENTRY_LEN, decode_index_files},
     segment::{BatchWalker, map_file, parse_segment_file_name, read_small_file, segment_file_name},
 };
 
@@ -77,7 +77,8 @@ pub fn partition_size(dir: &Path) -> Result<u64, LogError> {
 pub fn verify_partition(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<VerifyReport, LogError> {
     let mut report = VerifyReport::default();
     let mut previous_last: Option<u64> = None;
-    for base in segment_bases(dir)? {
+    let bases = segment_bases(dir)?;
+    for &base in &bases {
         let path = dir.join(segment_file_name(base, "log"));
         let data = map_segment(&path)?;
         report.segments += 1;
@@ -112,7 +113,8 @@ pub fn verify_partition(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Ver
         }
         report.bytes += data.len() as u64;
         progress(report.bytes);
-        check_indexes(dir, base, &data, &batches, &mut report.problems);
+        let closed = bases.last() != Some(&base);
+        check_indexes(dir, base, closed, &data, &batches, &mut report.problems);
     }
     Ok(report)
 }
@@ -124,6 +126,7 @@ fn report_problem(problems: &mut Vec<SegmentProblem>, path: &Path, position: u64
 fn check_indexes(
     dir: &Path,
     base: u64,
+    closed: bool,
     data: &[u8],
     batches: &HashMap<u32, (u32, i64)>,
     problems: &mut Vec<SegmentProblem>,
@@ -140,7 +143,10 @@ fn check_indexes(
         return;
     }
     let Some(loaded) = decode_index_files(&offsets, &times, data.len() as u64) else {
-        report_problem(problems, &index_path, 0, "index files are malformed (open rebuilds them)".into());
+        // Name the file at fault: the offset index if it is malformed on its own, else the
+        // time index, which then disagrees with it.
+        let path = if offset_index_is_sound(&offsets, data.len() as u64, batches) { &time_path } else { &index_path };
+        report_problem(problems, path, 0, "index files are malformed (open rebuilds them)".into());
         return;
     };
     for (i, entry) in loaded.entries.iter().enumerate() {
@@ -150,17 +156,51 @@ fn check_indexes(
             Some(&(relative, _)) if relative == entry.relative_offset => report_problem(
                 problems,
                 &time_path,
-                (i * crate::index::TIME_ENTRY_LEN) as u64,
+                (i * TIME_ENTRY_LEN) as u64,
                 "time index entry disagrees with the segment (open rebuilds it)".into(),
             ),
             _ => report_problem(
                 problems,
                 &index_path,
-                (i * crate::index::OFFSET_ENTRY_LEN) as u64,
+                (i * OFFSET_ENTRY_LEN) as u64,
                 "index entry does not point at its batch (open rebuilds it)".into(),
             ),
         }
     }
+    // A closed segment's time index ends with the segment's largest timestamp and the
+    // relative offset of its last batch.
+    if closed && loaded.segment_max_timestamp.is_none() {
+        let at = loaded.entries.len() * TIME_ENTRY_LEN;
+        report_problem(problems, &time_path, at as u64, "closed segment's time index lacks its final entry".into());
+    }
+    if loaded.segment_max_timestamp.is_some() {
+        let at = loaded.entries.len() * TIME_ENTRY_LEN;
+        let timestamp = i64::from_le_bytes(times[at..at + 8].try_into().expect("8 bytes"));
+        let relative = u32::from_le_bytes(times[at + 8..at + 12].try_into().expect("4 bytes"));
+        let segment_max = batches.values().map(|&(_, running_max)| running_max).max();
+        let last_relative = batches.values().map(|&(relative, _)| relative).max();
+        if segment_max != Some(timestamp) || last_relative != Some(relative) {
+            report_problem(
+                problems,
+                &time_path,
+                at as u64,
+                "the time index's final entry disagrees with the segment (open rebuilds it)".into(),
+            );
+        }
+    }
+}
+
+/// Whether the offset index decodes on its own (paired with a time index that agrees with it)
+/// and each of its entries points at a batch with the relative offset it claims.
+fn offset_index_is_sound(offsets: &[u8], segment_len: u64, batches: &HashMap<u32, (u32, i64)>) -> bool {
+    if !offsets.len().is_multiple_of(OFFSET_ENTRY_LEN) {
+        return false;
+    }
+    let times: Vec<u8> =
+        offsets.chunks(OFFSET_ENTRY_LEN).flat_map(|entry| [0u8; 8].iter().chain(&entry[..4]).copied()).collect();
+    decode_index_files(offsets, &times, segment_len).is_some_and(|loaded| {
+        loaded.entries.iter().all(|e| batches.get(&e.position).is_some_and(|&(rel, _)| rel == e.relative_offset))
+    })
 }
 
 fn decode_all(batch: &Bytes, header: &BatchHeader) -> Result<Vec<StoredRecord>, &'static str> {
