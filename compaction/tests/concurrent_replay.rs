@@ -28,7 +28,7 @@ const KEY_HEADER: &str = "entity_id";
 /// The key of the record at `offset`: a scrambled, uneven spread over `KEYS` entities.
 fn key_of(offset: u64) -> String {
     let h = offset.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) ^ offset;
-    let k = if h % 4 == 0 { h % 3 } else { h % KEYS };
+    let k = if h.is_multiple_of(4) { h % 3 } else { h % KEYS };
     format!("e{k}")
 }
 
