@@ -53,6 +53,14 @@ pub enum LogError {
         /// The next offset to be assigned.
         log_end: u64,
     },
+    /// A caller waited for an offset that was never appended (or was truncated away).
+    #[error("offset {offset} cannot become durable: the log ends at {log_end}")]
+    NotWritten {
+        /// The offset waited for.
+        offset: u64,
+        /// The log end.
+        log_end: u64,
+    },
     /// An append carried no records.
     #[error("a batch needs at least one record")]
     EmptyBatch,

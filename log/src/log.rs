@@ -953,11 +953,9 @@ impl Shared {
             *self.sync_in_progress.lock().unwrap_or_else(|p| p.into_inner()) = false;
             self.sync_done.notify_all();
             result?;
-            if self.log_end.load(Ordering::Acquire) <= offset {
-                return Err(LogError::InvalidTruncation {
-                    offset,
-                    reason: "the offset is past the log end, so it cannot become durable",
-                });
+            let log_end = self.log_end.load(Ordering::Acquire);
+            if log_end <= offset {
+                return Err(LogError::NotWritten { offset, log_end });
             }
         }
     }
@@ -1008,6 +1006,7 @@ impl Shared {
             active_max_timestamp: w.active.state.max_timestamp.load(Ordering::Relaxed),
         }
         .store(&self.dir)?;
+        w.dirty = false;
         self.closed.store(true, Ordering::Release);
         // Wake readers waiting for data that will not come.
         self.high_watermark_watch.send_modify(|_| {});
