@@ -188,7 +188,9 @@ pub(crate) struct Shared {
     pub(crate) last_flush_ms: AtomicI64,
     closed: AtomicBool,
     recovery: RecoveryReport,
-    _lock: File,
+    /// Holds the directory's lock file; taken (and so unlocked) by close, so another process
+    /// can open the partition as soon as close returns, even while handles linger here.
+    lock: Mutex<Option<File>>,
 }
 
 /// A batch written but not yet below the high watermark (only with `SetByCaller`).
@@ -419,6 +421,7 @@ impl Log {
     pub fn crash_for_tests(&self) {
         let _writer = self.shared.writer.lock();
         self.shared.closed.store(true, Ordering::Release);
+        self.shared.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Flushes everything, writes the index files and the clean-shutdown marker, and refuses
@@ -1008,6 +1011,7 @@ impl Shared {
         .store(&self.dir)?;
         w.dirty = false;
         self.closed.store(true, Ordering::Release);
+        self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
         // Wake readers waiting for data that will not come.
         self.high_watermark_watch.send_modify(|_| {});
         Ok(())
@@ -1180,7 +1184,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         last_flush_ms: AtomicI64::new(0),
         closed: AtomicBool::new(false),
         recovery: report,
-        _lock: lock,
+        lock: Mutex::new(Some(lock)),
     })
 }
 
