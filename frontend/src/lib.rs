@@ -1,11 +1,22 @@
 //! `strata-frontend`: Strata's MQTT side.
 //!
-//! For now this is the MQTT codec ([`codec`]): decoding and encoding every MQTT 3.1, 3.1.1
-//! and 5.0 control packet, with the specification's validation and reason codes, and topic
-//! names and filters ([`topic`]): validation, wildcard matching and the `$share/` and
-//! `$stream/` prefixes. The listener, sessions, subscriptions and the routing of topics to
-//! streams arrive with the rest of the MQTT issue. `docs/architecture.md` says why the codec is our own.
+//! - [`Broker`]: the MQTT listener over TCP on a single node. Every PUBLISH is appended to the
+//!   partition log of the built-in stream `default`; every subscription is a reader of that
+//!   log (`docs/architecture.md`, "MQTT on the log").
+//! - [`codec`]: decoding and encoding every MQTT 3.1, 3.1.1 and 5.0 control packet, with the
+//!   specification's validation and reason codes (`docs/architecture.md` says why it is our own).
+//! - [`topic`]: topic names and filters: validation, wildcard matching and the `$share/` and
+//!   `$stream/` prefixes.
+//! - [`record`]: the record layout of an MQTT message in the log; [`session`]: the session's
+//!   decisions (routing, packet-id windows) as plain structs.
 #![deny(missing_docs)]
 
+mod broker;
 pub mod codec;
+mod connection;
+mod partition_writer;
+pub mod record;
+pub mod session;
 pub mod topic;
+
+pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM};

@@ -3,8 +3,9 @@
 mod compact;
 mod display;
 mod log_tools;
+mod serve;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
@@ -15,8 +16,8 @@ pub const EXIT_DAMAGED: u8 = 1;
 
 /// Strata: an MQTT broker built on a Kafka-like segmented log.
 ///
-/// This build ships the offline tools for the partition log. The broker itself (`strata
-/// serve`) arrives with the MQTT frontend.
+/// `strata serve` runs the broker (MQTT over TCP on a single node); `strata log` holds the
+/// offline tools for partition logs.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version)]
 pub struct Cli {
@@ -26,6 +27,21 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the broker: MQTT 3.1.1 and 5.0 over TCP, every publish appended to the log.
+    ///
+    /// With no flags: data in ./data, MQTT on 127.0.0.1:1883. Flags override the config
+    /// file. A bad config file stops the start with exit status 2 and names the key.
+    Serve {
+        /// A TOML config file.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Root directory of the partition logs.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+        /// Address of the MQTT TCP listener.
+        #[arg(long, value_name = "ADDR")]
+        mqtt: Option<SocketAddr>,
+    },
     /// Inspect, check and compact partition logs on disk (offline).
     #[command(subcommand)]
     Log(LogCommand),
@@ -90,6 +106,7 @@ enum LogCommand {
 /// Runs the parsed command and turns its outcome into the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
+        Command::Serve { config, data_dir, mqtt } => serve::serve(&serve::ServeArgs { config, data_dir, mqtt }),
         Command::Log(LogCommand::Dump { partition_dir, from, count }) => log_tools::dump(&partition_dir, from, count),
         Command::Log(LogCommand::Verify { dir }) => log_tools::verify(&dir),
         Command::Log(LogCommand::Compact {

@@ -1,0 +1,703 @@
+//! One MQTT connection: the CONNECT handshake, then two halves in one task. The inbound half
+//! reads and decodes packets, hands publishes to the partition writer and passes everything
+//! that needs an answer to the outbound half. The outbound half owns the socket's write side
+//! and the session's delivery state: it answers in order, follows the partition's tail for
+//! the session's subscriptions and writes each delivery as header + shared payload bytes with
+//! vectored I/O.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::broker::Shared;
+use crate::codec::{
+    self, Ack, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
+    SubAck, Subscribe, UnsubAck, Unsubscribe,
+};
+use crate::partition_writer::{AppendRequest, AppendResult};
+use crate::record;
+use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Subscriptions};
+use crate::topic::{self, TopicLimits};
+
+/// How long a new connection has to send its CONNECT.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection may take to write its last packets.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Messages queued from the inbound half to the outbound half.
+const OUTBOUND_QUEUE: usize = 1024;
+/// Bytes read from the log per fetch for delivery.
+const FETCH_BYTES: usize = 256 << 10;
+/// Write buffer size at which delivery pauses to write.
+const WRITE_CHUNK_BYTES: usize = 512 << 10;
+
+/// Runs a connection to the end. Never panics on input; errors close only this connection.
+pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, %error, "set_nodelay failed");
+    }
+    let (mut reader, mut writer) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(4096);
+    let max_packet_size = shared.config.max_packet_size as usize;
+    let connect =
+        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut buf, max_packet_size)).await {
+            Ok(Ok(connect)) => connect,
+            Ok(Err(Refusal::UnsupportedProtocol)) => {
+                // Answered as a 3.1.1 server would: return code 0x01.
+                let connack = ConnAck {
+                    session_present: false,
+                    reason_code: ReasonCode::UnsupportedProtocolVersion,
+                    properties: Properties::default(),
+                };
+                let _ = write_packet(&mut writer, &Packet::ConnAck(connack), ProtocolVersion::V3_1_1).await;
+                return;
+            }
+            Ok(Err(Refusal::Close(why))) => {
+                tracing::debug!(%peer, why, "closing before CONNECT");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "no CONNECT in time");
+                return;
+            }
+        };
+    let version = connect.protocol;
+
+    let mut client_id = connect.client_id.to_string();
+    let mut assigned = None;
+    if client_id.is_empty() {
+        if !version.is_v5() && !connect.clean_start {
+            let connack = ConnAck {
+                session_present: false,
+                reason_code: ReasonCode::ClientIdentifierNotValid,
+                properties: Properties::default(),
+            };
+            let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+            return;
+        }
+        client_id = shared.assign_client_id();
+        assigned = Some(client_id.clone());
+    }
+
+    let (connection_id, taken_over) = shared.register(&client_id);
+    let mut properties = Properties::default();
+    if version.is_v5() {
+        if let Some(assigned) = assigned {
+            properties.assigned_client_identifier = Some(assigned.into());
+        }
+        properties.receive_maximum = Some(shared.config.receive_maximum);
+        properties.maximum_packet_size = Some(shared.config.max_packet_size);
+        properties.retain_available = Some(false);
+        properties.shared_subscription_available = Some(false);
+        properties.subscription_identifier_available = Some(true);
+        properties.wildcard_subscription_available = Some(true);
+    }
+    // No session state survives a connection yet, so a session is never present.
+    let connack = ConnAck { session_present: false, reason_code: ReasonCode::Success, properties };
+    if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
+        let (to_outbound, from_inbound) = mpsc::channel(OUTBOUND_QUEUE);
+        let receive_maximum =
+            if version.is_v5() { connect.properties.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
+        let window = receive_maximum.min(shared.config.max_inflight.max(1));
+        let outbound = Outbound {
+            shared: Arc::clone(&shared),
+            version,
+            client_id: client_id.clone(),
+            client_max_packet_size: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
+            writer,
+            subscriptions: Subscriptions::default(),
+            window: OutboundWindow::new(usize::from(window)),
+            next_offset: None,
+            caught_up: true,
+            pending_acks: VecDeque::new(),
+            chunks: VecDeque::new(),
+            chunk_bytes: 0,
+            scratch: BytesMut::new(),
+        };
+        let inbound = Inbound {
+            shared: Arc::clone(&shared),
+            version,
+            client_id: client_id.clone(),
+            keep_alive: connect.keep_alive,
+            reader,
+            buf,
+            to_outbound,
+            qos2: InboundQos2::new(usize::from(shared.config.receive_maximum)),
+        };
+        let outbound = outbound.run(from_inbound, taken_over);
+        let inbound = inbound.run();
+        tokio::pin!(outbound, inbound);
+        tokio::select! {
+            () = &mut outbound => {}
+            () = &mut inbound => {
+                // The inbound half queued its last word (if any); let the outbound half write it.
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, outbound).await;
+            }
+        }
+    }
+    shared.unregister(&client_id, connection_id);
+}
+
+/// Why a connection ends before CONNECT is accepted.
+enum Refusal {
+    UnsupportedProtocol,
+    Close(&'static str),
+}
+
+async fn read_connect(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) -> Result<Connect, Refusal> {
+    loop {
+        match codec::decode(buf, ProtocolVersion::V3_1_1, max) {
+            Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
+            Ok(Some(_)) => return Err(Refusal::Close("first packet is not CONNECT")),
+            Ok(None) => {}
+            Err(codec::CodecError::UnsupportedProtocolVersion { .. }) => return Err(Refusal::UnsupportedProtocol),
+            Err(_) => return Err(Refusal::Close("malformed CONNECT")),
+        }
+        match reader.read_buf(buf).await {
+            Ok(0) | Err(_) => return Err(Refusal::Close("closed before CONNECT")),
+            Ok(_) => {}
+        }
+    }
+}
+
+async fn write_packet(writer: &mut OwnedWriteHalf, packet: &Packet, version: ProtocolVersion) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    codec::encode(packet, version, &mut buf).map_err(std::io::Error::other)?;
+    writer.write_all(&buf).await
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// What the inbound half asks of the outbound half.
+enum ToOutbound {
+    /// Acknowledge an inbound message, after `durable` completes if there is one.
+    Ack {
+        packet: AckPacket,
+        packet_id: PacketId,
+        reason: ReasonCode,
+        durable: Option<oneshot::Receiver<AppendResult>>,
+    },
+    /// The client acknowledged one of our messages.
+    ClientAck(Packet),
+    Subscribe(Subscribe),
+    Unsubscribe(Unsubscribe),
+    PingResp,
+    /// Close the connection, with this DISCONNECT reason code and string for an MQTT 5 client.
+    Close(Option<(ReasonCode, String)>),
+}
+
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::enum_variant_names)] // the packets' names in the specification
+enum AckPacket {
+    PubAck,
+    PubRec,
+    PubComp,
+}
+
+struct PendingAck {
+    packet: AckPacket,
+    packet_id: PacketId,
+    reason: ReasonCode,
+    durable: Option<oneshot::Receiver<AppendResult>>,
+}
+
+struct Inbound {
+    shared: Arc<Shared>,
+    version: ProtocolVersion,
+    client_id: String,
+    keep_alive: u16,
+    reader: OwnedReadHalf,
+    buf: BytesMut,
+    to_outbound: mpsc::Sender<ToOutbound>,
+    qos2: InboundQos2,
+}
+
+/// How the inbound half ends.
+enum End {
+    /// The client closed or said DISCONNECT: nothing to send.
+    Quiet,
+    /// We close with this reason code and reason string (sent as DISCONNECT to MQTT 5
+    /// clients).
+    Disconnect(ReasonCode, String),
+}
+
+impl Inbound {
+    async fn run(mut self) {
+        let end = self.read_loop().await;
+        let reason = match end {
+            End::Quiet => None,
+            End::Disconnect(reason, why) => Some((reason, why)),
+        };
+        let _ = self.to_outbound.send(ToOutbound::Close(reason)).await;
+    }
+
+    async fn read_loop(&mut self) -> End {
+        // Keep alive: the client must send something within 1.5 times its interval.
+        let idle_limit = (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let max_packet_size = self.shared.config.max_packet_size as usize;
+        loop {
+            loop {
+                match codec::decode(&mut self.buf, self.version, max_packet_size) {
+                    Ok(Some(packet)) => {
+                        if let Some(end) = self.handle(packet).await {
+                            return end;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(error) => {
+                        tracing::debug!(client_id = %self.client_id, %error, "closing on a bad packet");
+                        return End::Disconnect(error.reason_code(), error.to_string());
+                    }
+                }
+            }
+            let read = self.reader.read_buf(&mut self.buf);
+            let read = match idle_limit {
+                Some(limit) => match tokio::time::timeout(limit, read).await {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let why = format!("nothing received for 1.5 x the keep alive of {} s", self.keep_alive);
+                        return End::Disconnect(ReasonCode::KeepAliveTimeout, why);
+                    }
+                },
+                None => read.await,
+            };
+            match read {
+                Ok(0) | Err(_) => return End::Quiet,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Handles one packet; `Some` ends the connection.
+    async fn handle(&mut self, packet: Packet) -> Option<End> {
+        let message = match packet {
+            Packet::Publish(publish) => return self.publish(publish).await,
+            Packet::PubRel(ack) => {
+                let reason = if self.qos2.on_pubrel(ack.packet_id) {
+                    ReasonCode::Success
+                } else {
+                    ReasonCode::PacketIdentifierNotFound
+                };
+                // A PUBCOMP goes out after the PUBRECs queued before it.
+                ToOutbound::Ack { packet: AckPacket::PubComp, packet_id: ack.packet_id, reason, durable: None }
+            }
+            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => ToOutbound::ClientAck(packet),
+            Packet::Subscribe(subscribe) => ToOutbound::Subscribe(subscribe),
+            Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(unsubscribe),
+            Packet::PingReq => ToOutbound::PingResp,
+            Packet::Disconnect(_) => return Some(End::Quiet),
+            // A second CONNECT, packets only a server sends, or AUTH without an
+            // authentication method in the CONNECT.
+            Packet::Connect(_)
+            | Packet::ConnAck(_)
+            | Packet::SubAck(_)
+            | Packet::UnsubAck(_)
+            | Packet::PingResp
+            | Packet::Auth(_) => {
+                let why = format!("a client may not send {:?} here", packet.kind());
+                return Some(End::Disconnect(ReasonCode::ProtocolError, why));
+            }
+        };
+        self.to_outbound.send(message).await.err().map(|_| End::Quiet)
+    }
+
+    async fn publish(&mut self, publish: Publish) -> Option<End> {
+        if publish.properties.topic_alias.is_some() {
+            // Our CONNACK announced a Topic Alias Maximum of 0.
+            let why = "Topic Alias Maximum is 0: topic aliases are not accepted".to_owned();
+            return Some(End::Disconnect(ReasonCode::TopicAliasInvalid, why));
+        }
+        if topic::validate_topic_name(&publish.topic, &TopicLimits::default()).is_err() {
+            return Some(End::Disconnect(ReasonCode::TopicNameInvalid, "invalid topic name".to_owned()));
+        }
+        let (packet, packet_id) = match (publish.qos, publish.packet_id) {
+            (QoS::AtMostOnce, _) | (_, None) => (None, None),
+            (QoS::AtLeastOnce, Some(id)) => (Some(AckPacket::PubAck), Some(id)),
+            (QoS::ExactlyOnce, Some(id)) => match self.qos2.on_publish(id) {
+                Qos2Publish::Store => (Some(AckPacket::PubRec), Some(id)),
+                Qos2Publish::Duplicate => {
+                    let message = ToOutbound::Ack {
+                        packet: AckPacket::PubRec,
+                        packet_id: id,
+                        reason: ReasonCode::Success,
+                        durable: None,
+                    };
+                    return self.to_outbound.send(message).await.err().map(|_| End::Quiet);
+                }
+                Qos2Publish::OverLimit => {
+                    let why = "more unreleased QoS 2 messages than our Receive Maximum".to_owned();
+                    return Some(End::Disconnect(ReasonCode::ReceiveMaximumExceeded, why));
+                }
+            },
+        };
+        let record = record::to_record(&publish, &self.client_id, now_ms());
+        let (durable, durable_rx) = match packet {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
+        };
+        // A full queue holds this connection's reads back: backpressure on the socket.
+        if self.shared.writer.send(AppendRequest { record, durable }).await.is_err() {
+            return Some(End::Disconnect(ReasonCode::ServerShuttingDown, "the partition writer stopped".to_owned()));
+        }
+        if let (Some(packet), Some(packet_id)) = (packet, packet_id) {
+            let message = ToOutbound::Ack { packet, packet_id, reason: ReasonCode::Success, durable: durable_rx };
+            return self.to_outbound.send(message).await.err().map(|_| End::Quiet);
+        }
+        None
+    }
+}
+
+struct Outbound {
+    shared: Arc<Shared>,
+    version: ProtocolVersion,
+    client_id: String,
+    client_max_packet_size: usize,
+    writer: OwnedWriteHalf,
+    subscriptions: Subscriptions,
+    window: OutboundWindow,
+    /// The next partition offset to deliver; `None` until the first subscription.
+    next_offset: Option<u64>,
+    /// Whether delivery has read everything up to the high watermark.
+    caught_up: bool,
+    /// Acknowledgements of inbound messages, in arrival order.
+    pending_acks: VecDeque<PendingAck>,
+    /// Bytes to write, in order: encoded packets and the payloads they share with the log.
+    chunks: VecDeque<Bytes>,
+    chunk_bytes: usize,
+    scratch: BytesMut,
+}
+
+impl Outbound {
+    async fn run(mut self, mut from_inbound: mpsc::Receiver<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
+        let log = Arc::clone(&self.shared.log);
+        loop {
+            if let Err(reason) = self.release_ready_acks() {
+                self.disconnect(reason, "a publish could not be stored".into()).await;
+                return;
+            }
+            if let Err(error) = self.deliver() {
+                tracing::error!(client_id = %self.client_id, %error, "reading the partition failed");
+                self.disconnect(ReasonCode::UnspecifiedError, "reading the log failed".into()).await;
+                return;
+            }
+            if self.flush().await.is_err() {
+                return;
+            }
+            let can_deliver = !self.subscriptions.is_empty() && self.window.has_room();
+            let wait_offset = self.next_offset.unwrap_or(u64::MAX);
+            let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());
+            let has_front = front_durable.is_some();
+            tokio::select! {
+                biased;
+                _ = &mut taken_over => {
+                    let why = format!("another connection took over client id {}", self.client_id);
+                    self.disconnect(ReasonCode::SessionTakenOver, why).await;
+                    return;
+                }
+                outcome = async { front_durable.expect("guarded").await }, if has_front => {
+                    let ack = self.pending_acks.front_mut().expect("guarded");
+                    ack.durable = None;
+                    if !matches!(outcome, Ok(Ok(_))) {
+                        tracing::error!(client_id = %self.client_id, ?outcome, "a publish was not stored");
+                        self.disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()).await;
+                        return;
+                    }
+                }
+                message = from_inbound.recv() => match message {
+                    None => return,
+                    Some(ToOutbound::Close(reason)) => {
+                        if let Some((reason, why)) = reason {
+                            self.disconnect(reason, why).await;
+                        }
+                        return;
+                    }
+                    Some(message) => {
+                        if let Err(reason) = self.handle(message) {
+                            self.disconnect(reason, "protocol error".into()).await;
+                            return;
+                        }
+                    }
+                },
+                () = log.wait_for(wait_offset), if can_deliver && self.caught_up => {
+                    self.caught_up = false;
+                }
+                // More is already in the log: go round and deliver it.
+                () = std::future::ready(()), if can_deliver && !self.caught_up => {}
+            }
+        }
+    }
+
+    /// Encodes `packet` at the end of the write queue.
+    fn queue(&mut self, packet: &Packet) {
+        if let Err(error) = codec::encode(packet, self.version, &mut self.scratch) {
+            tracing::error!(client_id = %self.client_id, %error, "cannot encode");
+            return;
+        }
+        let bytes = self.scratch.split().freeze();
+        self.chunk_bytes += bytes.len();
+        self.chunks.push_back(bytes);
+    }
+
+    fn handle(&mut self, message: ToOutbound) -> Result<(), ReasonCode> {
+        match message {
+            ToOutbound::Ack { packet, packet_id, reason, durable } => {
+                self.pending_acks.push_back(PendingAck { packet, packet_id, reason, durable });
+            }
+            ToOutbound::ClientAck(packet) => match packet {
+                Packet::PubAck(ack) => {
+                    self.window.on_puback(ack.packet_id);
+                }
+                Packet::PubRec(ack) => {
+                    if let AckOutcome::SendPubRel(id) = self.window.on_pubrec(ack.packet_id, ack.reason_code.is_error())
+                    {
+                        self.queue(&Packet::PubRel(Ack::success(id)));
+                    }
+                }
+                Packet::PubComp(ack) => {
+                    self.window.on_pubcomp(ack.packet_id);
+                }
+                _ => {}
+            },
+            ToOutbound::Subscribe(subscribe) => self.subscribe(subscribe),
+            ToOutbound::Unsubscribe(unsubscribe) => {
+                let reason_codes = unsubscribe
+                    .filters
+                    .iter()
+                    .map(|filter| {
+                        if self.subscriptions.unsubscribe(filter) {
+                            ReasonCode::Success
+                        } else {
+                            ReasonCode::NoSubscriptionExisted
+                        }
+                    })
+                    .collect();
+                if self.subscriptions.is_empty() {
+                    self.next_offset = None;
+                }
+                let unsuback =
+                    UnsubAck { packet_id: unsubscribe.packet_id, properties: Properties::default(), reason_codes };
+                self.queue(&Packet::UnsubAck(unsuback));
+            }
+            ToOutbound::PingResp => self.queue(&Packet::PingResp),
+            ToOutbound::Close(_) => {}
+        }
+        Ok(())
+    }
+
+    fn subscribe(&mut self, subscribe: Subscribe) {
+        let identifier = subscribe.properties.subscription_identifiers.first().copied();
+        let limits = TopicLimits::default();
+        let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        for filter in &subscribe.filters {
+            let code = match topic::parse_subscription(&filter.filter, &limits) {
+                Ok(topic::Subscription::Plain(plain)) => {
+                    self.subscriptions.subscribe(plain, filter.options, identifier);
+                    match filter.options.qos {
+                        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+                        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+                        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+                    }
+                }
+                // Not built yet; refused rather than silently treated as plain filters.
+                Ok(topic::Subscription::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
+                Ok(topic::Subscription::Stream { .. }) => ReasonCode::ImplementationSpecificError,
+                Err(_) => ReasonCode::TopicFilterInvalid,
+            };
+            reason_codes.push(code);
+        }
+        if self.next_offset.is_none() && !self.subscriptions.is_empty() {
+            // Live delivery starts at the log end.
+            self.next_offset = Some(self.shared.log.offsets().high_watermark);
+            self.caught_up = false;
+        }
+        let mut properties = Properties::default();
+        if reason_codes.contains(&ReasonCode::ImplementationSpecificError) && self.version.is_v5() {
+            properties.reason_string = Some("$stream/ replay is not available in this build".into());
+        }
+        let suback = SubAck { packet_id: subscribe.packet_id, properties, reason_codes };
+        self.queue(&Packet::SubAck(suback));
+    }
+
+    /// Queues the acknowledgements at the front whose records are durable (or that wait for
+    /// nothing), in order.
+    fn release_ready_acks(&mut self) -> Result<(), ReasonCode> {
+        while let Some(front) = self.pending_acks.front_mut() {
+            if let Some(durable) = &mut front.durable {
+                match durable.try_recv() {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        return Err(ReasonCode::UnspecifiedError);
+                    }
+                    Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
+                }
+            }
+            let ack = self.pending_acks.pop_front().expect("front exists");
+            let body = Ack { reason_code: ack.reason, ..Ack::success(ack.packet_id) };
+            let packet = match ack.packet {
+                AckPacket::PubAck => Packet::PubAck(body),
+                AckPacket::PubRec => Packet::PubRec(body),
+                AckPacket::PubComp => Packet::PubComp(body),
+            };
+            self.queue(&packet);
+        }
+        Ok(())
+    }
+
+    /// Reads from the partition and queues deliveries until caught up, the window is full
+    /// or enough bytes wait to be written.
+    fn deliver(&mut self) -> Result<(), strata_log::LogError> {
+        let Some(mut next) = self.next_offset else {
+            return Ok(());
+        };
+        if self.subscriptions.is_empty() {
+            return Ok(());
+        }
+        let log = Arc::clone(&self.shared.log);
+        while self.chunk_bytes < WRITE_CHUNK_BYTES && self.window.has_room() {
+            let fetch = log.read(next, FETCH_BYTES)?;
+            if next < fetch.log_start {
+                // Retention removed what this reader had not read yet; live delivery goes on
+                // from what is left.
+                next = fetch.log_start;
+                continue;
+            }
+            let Some(fetch_end) = fetch.next_offset() else {
+                self.caught_up = true;
+                break;
+            };
+            let now = now_ms();
+            let mut stopped = false;
+            for stored in fetch.records(next)? {
+                let offset = stored.offset;
+                let message = match record::from_record(stored) {
+                    Ok(message) => message,
+                    Err(_) => {
+                        next = offset + 1;
+                        continue;
+                    }
+                };
+                let from_self = message.client_id == self.client_id.as_bytes();
+                let Some(route) = self.subscriptions.route(&message.topic, message.qos, message.retain, from_self)
+                else {
+                    next = offset + 1;
+                    continue;
+                };
+                if route.qos != QoS::AtMostOnce && !self.window.has_room() {
+                    stopped = true;
+                    break;
+                }
+                next = offset + 1;
+                let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
+                    continue;
+                };
+                self.queue_publish(message, route, expiry);
+            }
+            if !stopped {
+                next = next.max(fetch_end);
+            }
+            self.next_offset = Some(next);
+            if stopped {
+                break;
+            }
+        }
+        self.next_offset = Some(next);
+        Ok(())
+    }
+
+    fn queue_publish(&mut self, message: record::StoredMessage, route: crate::session::Route, expiry: Option<u32>) {
+        let mut properties = message.properties;
+        if self.version.is_v5() {
+            properties.message_expiry_interval = expiry;
+            properties.subscription_identifiers = route.identifiers;
+        }
+        let mut publish = Publish {
+            dup: false,
+            qos: route.qos,
+            retain: route.retain,
+            topic: message.topic,
+            packet_id: None,
+            properties,
+            payload: message.payload,
+        };
+        let start = self.scratch.len();
+        // Measure first: a message larger than the client accepts is not sent to it. The
+        // packet identifier is a placeholder of the same size.
+        if route.qos != QoS::AtMostOnce {
+            publish.packet_id = PacketId::new(1);
+        }
+        if codec::encode_publish_header(&publish, self.version, &mut self.scratch).is_err() {
+            self.scratch.truncate(start);
+            return;
+        }
+        let size = self.scratch.len() - start + publish.payload.len();
+        self.scratch.truncate(start);
+        if size > self.client_max_packet_size {
+            return;
+        }
+        if route.qos != QoS::AtMostOnce {
+            publish.packet_id = Some(self.window.start(route.qos));
+        }
+        if codec::encode_publish_header(&publish, self.version, &mut self.scratch).is_err() {
+            self.scratch.truncate(start);
+            return;
+        }
+        let header = self.scratch.split().freeze();
+        self.chunk_bytes += header.len() + publish.payload.len();
+        self.chunks.push_back(header);
+        if !publish.payload.is_empty() {
+            self.chunks.push_back(publish.payload);
+        }
+    }
+
+    /// Writes the queue with vectored writes; the payloads go out from the log's bytes.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        while !self.chunks.is_empty() {
+            let slices: Vec<IoSlice<'_>> = self.chunks.iter().take(64).map(|c| IoSlice::new(c)).collect();
+            let mut written = self.writer.write_vectored(&slices).await?;
+            if written == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            self.chunk_bytes = self.chunk_bytes.saturating_sub(written);
+            while written > 0 {
+                let front = self.chunks.front_mut().expect("written bytes came from a chunk");
+                if written >= front.len() {
+                    written -= front.len();
+                    self.chunks.pop_front();
+                } else {
+                    front.advance(written);
+                    written = 0;
+                }
+            }
+        }
+        self.chunk_bytes = 0;
+        Ok(())
+    }
+
+    /// Sends DISCONNECT with `reason` and the reason string `why` to an MQTT 5 client (MQTT 3
+    /// has none) and ends.
+    async fn disconnect(&mut self, reason: ReasonCode, mut why: String) {
+        if self.version.is_v5() {
+            if let Some((cut, _)) = why.char_indices().nth(256) {
+                why.truncate(cut);
+            }
+            let mut properties = Properties::default();
+            properties.reason_string = Some(why.into());
+            let disconnect = Disconnect { reason_code: reason, properties };
+            self.queue(&Packet::Disconnect(disconnect));
+        }
+        let _ = self.flush().await;
+        let _ = self.writer.shutdown().await;
+    }
+}

@@ -1,0 +1,320 @@
+//! The session's decisions, free of I/O: which subscriptions a message matches and at what
+//! QoS, which packet identifiers are in flight in each direction. The connection shell feeds
+//! these structs events and acts on what they return.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::codec::{PacketId, QoS, SubscriptionOptions};
+use crate::topic;
+
+/// One subscription of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Subscription {
+    filter: String,
+    options: SubscriptionOptions,
+    identifier: Option<u32>,
+}
+
+/// A session's subscriptions, keyed by filter (a second SUBSCRIBE to a filter replaces it).
+#[derive(Debug, Default)]
+pub struct Subscriptions {
+    entries: Vec<Subscription>,
+}
+
+/// How one message goes to one subscriber: once, whatever the number of matching
+/// subscriptions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The highest QoS granted among the matching subscriptions, capped by the message's QoS.
+    pub qos: QoS,
+    /// The RETAIN flag to send: the message's flag if a matching subscription has Retain As
+    /// Published, else 0.
+    pub retain: bool,
+    /// The Subscription Identifiers of every matching subscription that has one.
+    pub identifiers: Vec<u32>,
+}
+
+impl Subscriptions {
+    /// Adds or replaces the subscription to `filter`; returns whether it existed before.
+    pub fn subscribe(&mut self, filter: &str, options: SubscriptionOptions, identifier: Option<u32>) -> bool {
+        let entry = Subscription { filter: filter.to_owned(), options, identifier };
+        match self.entries.iter_mut().find(|s| s.filter == filter) {
+            Some(existing) => {
+                *existing = entry;
+                true
+            }
+            None => {
+                self.entries.push(entry);
+                false
+            }
+        }
+    }
+
+    /// Removes the subscription to `filter`; returns whether there was one.
+    pub fn unsubscribe(&mut self, filter: &str) -> bool {
+        let before = self.entries.len();
+        self.entries.retain(|s| s.filter != filter);
+        self.entries.len() != before
+    }
+
+    /// Whether there is no subscription.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// How a message on `topic`, published at `qos` with `retain`, reaches this session, or
+    /// `None` if no subscription wants it. `from_self` says whether this session's client
+    /// published it (No Local subscriptions skip those).
+    pub fn route(&self, topic: &str, qos: QoS, retain: bool, from_self: bool) -> Option<Route> {
+        let mut route: Option<Route> = None;
+        for subscription in &self.entries {
+            if (from_self && subscription.options.no_local) || !topic::matches(&subscription.filter, topic) {
+                continue;
+            }
+            let route = route.get_or_insert(Route { qos: QoS::AtMostOnce, retain: false, identifiers: Vec::new() });
+            route.qos = route.qos.max(subscription.options.qos);
+            route.retain |= retain && subscription.options.retain_as_published;
+            route.identifiers.extend(subscription.identifier);
+        }
+        route.map(|mut route| {
+            route.qos = route.qos.min(qos);
+            route
+        })
+    }
+}
+
+/// Where an outbound QoS 1 or 2 message stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[allow(clippy::enum_variant_names)] // named after the packet awaited
+enum Outbound {
+    AwaitPubAck,
+    AwaitPubRec,
+    AwaitPubComp,
+}
+
+/// Outbound QoS 1 and 2 messages in flight, bounded by the client's Receive Maximum.
+#[derive(Debug)]
+pub struct OutboundWindow {
+    in_flight: HashMap<u16, Outbound>,
+    next_id: u16,
+    window: usize,
+}
+
+/// What the shell does after the client acknowledged an outbound message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    /// Nothing to send; the slot may be free.
+    Done,
+    /// Send PUBREL for this packet identifier.
+    SendPubRel(PacketId),
+    /// The identifier was not in flight at this stage (ignored).
+    Unknown,
+}
+
+impl OutboundWindow {
+    /// A window of `window` messages (at least 1).
+    pub fn new(window: usize) -> OutboundWindow {
+        OutboundWindow { in_flight: HashMap::new(), next_id: 1, window: window.max(1) }
+    }
+
+    /// Whether another QoS 1/2 message may be sent now.
+    pub fn has_room(&self) -> bool {
+        self.in_flight.len() < self.window
+    }
+
+    /// Number of messages in flight.
+    pub fn len(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether nothing is in flight.
+    pub fn is_empty(&self) -> bool {
+        self.in_flight.is_empty()
+    }
+
+    /// Takes a free packet identifier for a message at `qos` (1 or 2). Call only when
+    /// [`OutboundWindow::has_room`].
+    pub fn start(&mut self, qos: QoS) -> PacketId {
+        debug_assert!(self.has_room() && qos != QoS::AtMostOnce);
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if let (Some(packet_id), false) = (PacketId::new(id), self.in_flight.contains_key(&id)) {
+                let state = if qos == QoS::ExactlyOnce { Outbound::AwaitPubRec } else { Outbound::AwaitPubAck };
+                self.in_flight.insert(id, state);
+                return packet_id;
+            }
+        }
+    }
+
+    /// The client sent PUBACK.
+    pub fn on_puback(&mut self, id: PacketId) -> AckOutcome {
+        self.finish(id, Outbound::AwaitPubAck)
+    }
+
+    /// The client sent PUBREC; `failed` when its reason code is an error (the exchange ends).
+    pub fn on_pubrec(&mut self, id: PacketId, failed: bool) -> AckOutcome {
+        match self.in_flight.get_mut(&id.get()) {
+            Some(state @ (Outbound::AwaitPubRec | Outbound::AwaitPubComp)) => {
+                if failed {
+                    self.in_flight.remove(&id.get());
+                    AckOutcome::Done
+                } else {
+                    *state = Outbound::AwaitPubComp;
+                    AckOutcome::SendPubRel(id)
+                }
+            }
+            _ => AckOutcome::Unknown,
+        }
+    }
+
+    /// The client sent PUBCOMP.
+    pub fn on_pubcomp(&mut self, id: PacketId) -> AckOutcome {
+        self.finish(id, Outbound::AwaitPubComp)
+    }
+
+    fn finish(&mut self, id: PacketId, expected: Outbound) -> AckOutcome {
+        if self.in_flight.get(&id.get()) == Some(&expected) {
+            self.in_flight.remove(&id.get());
+            AckOutcome::Done
+        } else {
+            AckOutcome::Unknown
+        }
+    }
+}
+
+/// Inbound QoS 2 packet identifiers between PUBLISH and PUBREL: exactly once means a
+/// re-sent PUBLISH with an identifier still here is not stored again.
+#[derive(Debug)]
+pub struct InboundQos2 {
+    pending: HashSet<u16>,
+    limit: usize,
+}
+
+/// What to do with an inbound QoS 2 PUBLISH.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Qos2Publish {
+    /// First time: append it, then PUBREC.
+    Store,
+    /// Already stored (a resend before PUBREL): PUBREC only.
+    Duplicate,
+    /// More unreleased messages than our Receive Maximum: DISCONNECT 0x93.
+    OverLimit,
+}
+
+impl InboundQos2 {
+    /// At most `limit` (our Receive Maximum) unreleased messages.
+    pub fn new(limit: usize) -> InboundQos2 {
+        InboundQos2 { pending: HashSet::new(), limit }
+    }
+
+    /// A QoS 2 PUBLISH arrived.
+    pub fn on_publish(&mut self, id: PacketId) -> Qos2Publish {
+        if self.pending.contains(&id.get()) {
+            Qos2Publish::Duplicate
+        } else if self.pending.len() >= self.limit {
+            Qos2Publish::OverLimit
+        } else {
+            self.pending.insert(id.get());
+            Qos2Publish::Store
+        }
+    }
+
+    /// PUBREL arrived; returns whether the identifier was pending.
+    pub fn on_pubrel(&mut self, id: PacketId) -> bool {
+        self.pending.remove(&id.get())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::RetainHandling;
+
+    fn options(qos: QoS) -> SubscriptionOptions {
+        SubscriptionOptions {
+            qos,
+            no_local: false,
+            retain_as_published: false,
+            retain_handling: RetainHandling::SendAtSubscribe,
+        }
+    }
+
+    #[test]
+    fn overlapping_subscriptions_route_once_at_the_highest_qos_with_all_identifiers() {
+        let mut subs = Subscriptions::default();
+        subs.subscribe("a/#", options(QoS::AtMostOnce), Some(1));
+        subs.subscribe("a/+", options(QoS::ExactlyOnce), Some(2));
+        subs.subscribe("a/b", options(QoS::AtLeastOnce), None);
+        subs.subscribe("x", options(QoS::ExactlyOnce), Some(3));
+        let route = subs.route("a/b", QoS::ExactlyOnce, false, false).unwrap();
+        assert_eq!(route, Route { qos: QoS::ExactlyOnce, retain: false, identifiers: vec![1, 2] });
+        // Capped by the message's QoS.
+        assert_eq!(subs.route("a/b", QoS::AtLeastOnce, false, false).unwrap().qos, QoS::AtLeastOnce);
+        assert_eq!(subs.route("b", QoS::AtLeastOnce, false, false), None);
+    }
+
+    #[test]
+    fn resubscribing_replaces_and_unsubscribe_removes() {
+        let mut subs = Subscriptions::default();
+        assert!(!subs.subscribe("t", options(QoS::ExactlyOnce), None));
+        assert!(subs.subscribe("t", options(QoS::AtMostOnce), None));
+        assert_eq!(subs.route("t", QoS::ExactlyOnce, false, false).unwrap().qos, QoS::AtMostOnce);
+        assert!(subs.unsubscribe("t"));
+        assert!(!subs.unsubscribe("t"));
+        assert!(subs.is_empty());
+    }
+
+    #[test]
+    fn no_local_and_retain_as_published() {
+        let mut subs = Subscriptions::default();
+        subs.subscribe("t", SubscriptionOptions { no_local: true, ..options(QoS::AtLeastOnce) }, None);
+        assert_eq!(subs.route("t", QoS::AtLeastOnce, true, true), None);
+        assert!(!subs.route("t", QoS::AtLeastOnce, true, false).unwrap().retain);
+        subs.subscribe("#", SubscriptionOptions { retain_as_published: true, ..options(QoS::AtMostOnce) }, None);
+        let route = subs.route("t", QoS::AtLeastOnce, true, false).unwrap();
+        assert!(route.retain);
+        assert_eq!(route.qos, QoS::AtLeastOnce);
+        // `$` topics are not matched by a leading wildcard.
+        assert_eq!(subs.route("$SYS/x", QoS::AtLeastOnce, false, false), None);
+    }
+
+    #[test]
+    fn the_outbound_window_bounds_and_walks_both_flows() {
+        let mut window = OutboundWindow::new(2);
+        let a = window.start(QoS::AtLeastOnce);
+        let b = window.start(QoS::ExactlyOnce);
+        assert_ne!(a, b);
+        assert!(!window.has_room());
+        assert_eq!(window.on_pubcomp(b), AckOutcome::Unknown);
+        assert_eq!(window.on_pubrec(b, false), AckOutcome::SendPubRel(b));
+        assert_eq!(window.on_puback(a), AckOutcome::Done);
+        assert_eq!(window.on_puback(a), AckOutcome::Unknown);
+        assert!(window.has_room());
+        assert_eq!(window.on_pubcomp(b), AckOutcome::Done);
+        assert!(window.is_empty());
+    }
+
+    #[test]
+    fn packet_ids_wrap_and_skip_those_in_flight() {
+        let mut window = OutboundWindow::new(3);
+        window.next_id = u16::MAX;
+        let last = window.start(QoS::AtLeastOnce);
+        assert_eq!(last.get(), u16::MAX);
+        assert_eq!(window.start(QoS::AtLeastOnce).get(), 1);
+        window.next_id = u16::MAX;
+        assert_eq!(window.start(QoS::AtLeastOnce).get(), 2);
+    }
+
+    #[test]
+    fn inbound_qos2_is_stored_once_until_pubrel() {
+        let mut inbound = InboundQos2::new(1);
+        let id = PacketId::new(5).unwrap();
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Store);
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Duplicate);
+        assert_eq!(inbound.on_publish(PacketId::new(6).unwrap()), Qos2Publish::OverLimit);
+        assert!(inbound.on_pubrel(id));
+        assert!(!inbound.on_pubrel(id));
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Store);
+    }
+}

@@ -1,0 +1,144 @@
+//! `strata serve`: reads the config file, applies the command-line flags over it and runs the
+//! broker until SIGINT or SIGTERM, then closes the log cleanly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use serde::Deserialize;
+use strata_frontend::{Broker, BrokerConfig};
+
+/// The config file. Every key is optional; an unknown key or a bad value stops the start.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Root directory of the partition logs. Default `./data`.
+    data_dir: Option<PathBuf>,
+    /// The MQTT listener and its limits.
+    #[serde(default)]
+    mqtt: MqttSection,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MqttSection {
+    /// Address of the MQTT TCP listener. Default `127.0.0.1:1883`.
+    listen: Option<SocketAddr>,
+    /// Largest packet a client may send, in bytes, fixed header included. Default 1 MiB.
+    max_packet_size: Option<u32>,
+    /// Most outbound QoS 1/2 messages in flight per connection. Default 1,024.
+    max_inflight: Option<u16>,
+    /// Our Receive Maximum. Default 1,024.
+    receive_maximum: Option<u16>,
+}
+
+/// Smallest accepted `mqtt.max_packet_size`: a CONNECT with a client id must fit.
+const MIN_PACKET_SIZE: u32 = 64;
+/// Largest packet MQTT can express (268,435,455 bytes of Remaining Length plus the header).
+const MAX_PACKET_SIZE: u32 = 268_435_460;
+
+/// Parses and checks a config file's text. Errors name the key.
+pub fn parse_config(text: &str) -> anyhow::Result<ConfigFile> {
+    let config: ConfigFile = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    if let Some(size) = config.mqtt.max_packet_size
+        && !(MIN_PACKET_SIZE..=MAX_PACKET_SIZE).contains(&size)
+    {
+        anyhow::bail!("mqtt.max_packet_size = {size}: must be between {MIN_PACKET_SIZE} and {MAX_PACKET_SIZE} bytes");
+    }
+    if config.mqtt.max_inflight == Some(0) {
+        anyhow::bail!("mqtt.max_inflight = 0: must be between 1 and 65535");
+    }
+    if config.mqtt.receive_maximum == Some(0) {
+        anyhow::bail!("mqtt.receive_maximum = 0: must be between 1 and 65535");
+    }
+    Ok(config)
+}
+
+/// The flags of `strata serve`.
+pub struct ServeArgs {
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub mqtt: Option<SocketAddr>,
+}
+
+/// Builds the broker config: defaults, then the file, then the flags.
+fn broker_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let file = match &args.config {
+        Some(path) => load(path)?,
+        None => ConfigFile::default(),
+    };
+    let listen = args.mqtt.or(file.mqtt.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)));
+    let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
+    let mut config = BrokerConfig::new(listen, data_dir);
+    if let Some(size) = file.mqtt.max_packet_size {
+        config.max_packet_size = size;
+    }
+    if let Some(max_inflight) = file.mqtt.max_inflight {
+        config.max_inflight = max_inflight;
+    }
+    if let Some(receive_maximum) = file.mqtt.receive_maximum {
+        config.receive_maximum = receive_maximum;
+    }
+    Ok(config)
+}
+
+fn load(path: &Path) -> anyhow::Result<ConfigFile> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+    parse_config(&text).with_context(|| format!("config file {}", path.display()))
+}
+
+/// Runs the broker until a signal; the exit status is 0 after a clean stop.
+pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = broker_config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(async {
+        let broker = Broker::start(config.clone()).await?;
+        let addr = broker.local_addr().context("reading the listener address")?;
+        // Tests and scripts wait for this line to know the broker is ready.
+        println!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display());
+        broker.run(shutdown_signal()).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(signal) => signal,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let error = parse_config("[mqtt]\nlisten = \"127.0.0.1:1\"\nmax_packet_sise = 5\n").unwrap_err();
+        assert!(format!("{error:#}").contains("max_packet_sise"), "{error:#}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        let error = parse_config("[mqtt]\nlisten = \"not an address\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("listen"), "{error:#}");
+        let error = parse_config("[mqtt]\nmax_packet_size = 3\n").unwrap_err();
+        assert!(format!("{error:#}").contains("mqtt.max_packet_size"), "{error:#}");
+    }
+
+    #[test]
+    fn the_empty_file_is_all_defaults() {
+        let config = parse_config("").unwrap();
+        assert!(config.data_dir.is_none() && config.mqtt.listen.is_none());
+    }
+}
