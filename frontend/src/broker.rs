@@ -1,6 +1,9 @@
-//! The broker: opens the partition log of the built-in stream `default`, starts its writer,
-//! accepts MQTT connections on TCP (one task each) and knows which client ids are connected,
-//! so that a second CONNECT with the same id takes the session over.
+//! The broker: opens the partition log of the built-in stream `default` and the internal
+//! compacted streams `$retained` and `$sessions`, starts their writers, rebuilds retained
+//! messages and disconnected sessions from them, accepts MQTT connections on TCP (one task
+//! each) and knows which client ids are connected, so that a second CONNECT with the same id
+//! takes the session over. A background task expires disconnected sessions; a
+//! `strata_compaction::Maintenance` compacts the internal streams.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,14 +12,26 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use strata_log::{Log, LogConfig, LogError};
+use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, MaintenanceConfig, PartitionSettings};
+use strata_log::{Log, LogConfig, LogError, Record, StoredRecord};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codec::Publish;
 use crate::partition_writer::{self, AppendRequest};
+use crate::record::{self, StoredMessage};
+use crate::session_state::SessionState;
 
 /// The built-in stream every publish goes to until streams are configurable.
 pub const DEFAULT_STREAM: &str = "default";
+/// Internal compacted stream of retained messages (key = topic, via `mqtt.topic`).
+pub const RETAINED_STREAM: &str = "$retained";
+/// Internal compacted stream of persistent sessions (record key = client id).
+pub const SESSIONS_STREAM: &str = "$sessions";
+/// How often disconnected sessions are checked for expiry.
+const SESSION_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// Capacity of each internal stream's writer queue.
+const INTERNAL_WRITER_QUEUE: usize = 1024;
 
 /// What the broker needs to start.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +68,17 @@ impl BrokerConfig {
 /// Why the broker could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// An internal stream could not be read back at start.
+    #[error("rebuilding from {dir}: {source}")]
+    Rebuild {
+        /// The partition directory.
+        dir: PathBuf,
+        /// What went wrong.
+        source: LogError,
+    },
+    /// The maintenance threads did not start.
+    #[error("starting compaction of the internal streams: {0}")]
+    Maintenance(#[from] strata_compaction::CompactionError),
     /// The partition log did not open.
     #[error("opening partition {dir}: {source}")]
     Log {
@@ -75,6 +101,24 @@ pub enum BrokerError {
 struct Connected {
     connection_id: u64,
     take_over: oneshot::Sender<()>,
+    /// Completes (its sender is dropped) once that connection has saved its session and
+    /// scheduled its will, so the newer one reads the session after it.
+    finished: oneshot::Receiver<()>,
+}
+
+/// What a new connection holds while it runs; dropping it tells a newer connection with the
+/// same client id that this one has finished.
+pub(crate) struct Registration {
+    pub(crate) connection_id: u64,
+    pub(crate) taken_over: oneshot::Receiver<()>,
+    pub(crate) previous_finished: Option<oneshot::Receiver<()>>,
+    pub(crate) _finished: oneshot::Sender<()>,
+}
+
+/// A will waiting for its Will Delay Interval.
+struct DelayedWill {
+    token: u64,
+    publish: Publish,
 }
 
 /// State shared by all connections.
@@ -82,6 +126,15 @@ pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
     pub(crate) log: Arc<Log>,
     pub(crate) writer: mpsc::Sender<AppendRequest>,
+    retained_writer: mpsc::Sender<AppendRequest>,
+    /// Topic → retained message, mirrored from `$retained`. Locked briefly, never across an
+    /// await.
+    retained: Mutex<HashMap<String, StoredMessage>>,
+    sessions_writer: mpsc::Sender<AppendRequest>,
+    /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
+    /// session out while it runs and puts it back when it ends.
+    sessions: Mutex<HashMap<String, SessionState>>,
+    delayed_wills: Mutex<HashMap<String, DelayedWill>>,
     connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
     started_at_ms: u64,
@@ -89,26 +142,157 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Registers `client_id` for a new connection; an older connection with the same id is
-    /// told to go. Returns the new connection's id and its own take-over signal.
-    pub(crate) fn register(&self, client_id: &str) -> (u64, oneshot::Receiver<()>) {
+    /// told to go, and the registration carries that connection's `finished` signal.
+    pub(crate) fn register(&self, client_id: &str) -> Registration {
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (take_over, taken_over) = oneshot::channel();
-        let previous = self
-            .connected
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .insert(client_id.to_owned(), Connected { connection_id, take_over });
-        if let Some(previous) = previous {
+        let (finished_tx, finished) = oneshot::channel();
+        let previous =
+            lock(&self.connected).insert(client_id.to_owned(), Connected { connection_id, take_over, finished });
+        let previous_finished = previous.map(|previous| {
             let _ = previous.take_over.send(());
-        }
-        (connection_id, taken_over)
+            previous.finished
+        });
+        Registration { connection_id, taken_over, previous_finished, _finished: finished_tx }
     }
 
     /// Forgets `client_id` if `connection_id` still holds it.
     pub(crate) fn unregister(&self, client_id: &str, connection_id: u64) {
-        let mut connected = self.connected.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut connected = lock(&self.connected);
         if connected.get(client_id).is_some_and(|c| c.connection_id == connection_id) {
             connected.remove(client_id);
+        }
+    }
+
+    /// Stores a retained message (or deletes the topic's, for an empty payload) in
+    /// `$retained`, durably, then in the in-memory map.
+    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), String> {
+        let (durable, done) = oneshot::channel();
+        let stored = StoredRecord {
+            offset: 0,
+            timestamp: record.timestamp,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+        };
+        self.retained_writer
+            .send(AppendRequest { record, durable: Some(durable) })
+            .await
+            .map_err(|_| "the $retained writer stopped".to_owned())?;
+        let offset = done.await.map_err(|_| "the $retained writer stopped".to_owned())??;
+        apply_retained(&mut lock(&self.retained), StoredRecord { offset, ..stored });
+        Ok(())
+    }
+
+    /// The retained messages whose topic matches `filter`.
+    pub(crate) fn retained_matching(&self, filter: &str) -> Vec<StoredMessage> {
+        let retained = lock(&self.retained);
+        let mut matching: Vec<StoredMessage> =
+            retained.values().filter(|m| crate::topic::matches(filter, &m.topic)).cloned().collect();
+        matching.sort_by_key(|m| m.offset);
+        matching
+    }
+
+    /// Publishes a message the broker itself originates (a will) through the normal path:
+    /// `$retained` first if RETAIN is set, then the stream, durably.
+    pub(crate) async fn publish(&self, publish: &Publish, client_id: &str) -> Result<u64, String> {
+        let record = record::to_record(publish, client_id, now_ms());
+        if publish.retain {
+            self.store_retained(record.clone()).await?;
+        }
+        let (durable, done) = oneshot::channel();
+        self.writer
+            .send(AppendRequest { record, durable: Some(durable) })
+            .await
+            .map_err(|_| "the partition writer stopped".to_owned())?;
+        done.await.map_err(|_| "the partition writer stopped".to_owned())?
+    }
+
+    /// Takes the disconnected session of `client_id` out of the store, unless it expired.
+    pub(crate) fn take_session(&self, client_id: &str) -> Option<SessionState> {
+        let session = lock(&self.sessions).remove(client_id)?;
+        (!session.expired(now_ms())).then_some(session)
+    }
+
+    /// Writes `state` (or a tombstone for `None`) to `$sessions` as the latest record of
+    /// `client_id`; with `durable`, waits until it is durable. A disconnected session is also
+    /// put back in the store.
+    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
+        let value = state.map(SessionState::encode).unwrap_or_default();
+        let record = Record::new(now_ms(), value).with_key(client_id.as_bytes().to_vec());
+        let (tx, rx) = if durable {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if self.sessions_writer.send(AppendRequest { record, durable: tx }).await.is_err() {
+            tracing::warn!(client_id, "the $sessions writer stopped; session not saved");
+            return;
+        }
+        if let Some(rx) = rx
+            && !matches!(rx.await, Ok(Ok(_)))
+        {
+            tracing::warn!(client_id, "session record not stored");
+        }
+        if let Some(state) = state
+            && state.disconnected_at_ms != 0
+        {
+            lock(&self.sessions).insert(client_id.to_owned(), state.clone());
+        }
+    }
+
+    /// Holds `will` of `client_id` for `delay_secs`, then publishes it unless
+    /// [`Shared::take_delayed_will`] took it first.
+    pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, delay_secs: u32) {
+        let token = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.delayed_wills).insert(client_id.to_owned(), DelayedWill { token, publish: will });
+        let shared = Arc::clone(self);
+        let client_id = client_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay_secs))).await;
+            let due = {
+                let mut wills = lock(&shared.delayed_wills);
+                match wills.get(&client_id) {
+                    Some(will) if will.token == token => wills.remove(&client_id),
+                    _ => None,
+                }
+            };
+            if let Some(will) = due
+                && let Err(error) = shared.publish(&will.publish, &client_id).await
+            {
+                tracing::warn!(client_id, %error, "will not published");
+            }
+        });
+    }
+
+    /// Takes the will still waiting for `client_id`'s Will Delay Interval, if any.
+    pub(crate) fn take_delayed_will(&self, client_id: &str) -> Option<Publish> {
+        lock(&self.delayed_wills).remove(client_id).map(|will| will.publish)
+    }
+
+    /// Ends disconnected sessions whose expiry has passed: tombstones in `$sessions`, and
+    /// their delayed wills go out now (the session ended first).
+    async fn expire_sessions(self: &Arc<Self>) {
+        let now = now_ms();
+        let expired: Vec<String> = {
+            let mut sessions = lock(&self.sessions);
+            let ids: Vec<String> = sessions.iter().filter(|(_, s)| s.expired(now)).map(|(id, _)| id.clone()).collect();
+            for id in &ids {
+                sessions.remove(id);
+            }
+            ids
+        };
+        for client_id in expired {
+            tracing::debug!(client_id, "session expired");
+            // A client reconnecting meanwhile finds no session and starts a new one; its own
+            // records are written after it has connected, so after this tombstone.
+            self.save_session(&client_id, None, false).await;
+            if let Some(will) = self.take_delayed_will(&client_id)
+                && let Err(error) = self.publish(&will, &client_id).await
+            {
+                tracing::warn!(client_id, %error, "will not published");
+            }
         }
     }
 
@@ -123,21 +307,118 @@ impl Shared {
 pub struct Broker {
     listener: TcpListener,
     shared: Arc<Shared>,
+    retained_log: Arc<Log>,
+    sessions_log: Arc<Log>,
+    maintenance: Maintenance,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Applies one `$retained` record to the map: the latest per topic wins, an empty payload
+/// deletes the topic.
+fn apply_retained(map: &mut HashMap<String, StoredMessage>, stored: StoredRecord) {
+    let Ok(message) = record::from_record(stored) else { return };
+    if message.payload.is_empty() {
+        map.remove(&message.topic[..]);
+    } else {
+        map.insert(message.topic.to_string(), message);
+    }
+}
+
+/// Applies one `$sessions` record: the latest per client id wins, a tombstone ends it.
+/// A session written while its client was connected (a crash came before the disconnect)
+/// counts as disconnected at `started_at_ms`.
+fn apply_session(map: &mut HashMap<String, SessionState>, stored: StoredRecord, started_at_ms: i64) {
+    let Some(client_id) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+    if stored.value.is_empty() {
+        map.remove(client_id);
+        return;
+    }
+    match SessionState::decode(&stored.value) {
+        Ok(mut state) => {
+            if state.disconnected_at_ms == 0 {
+                state.disconnected_at_ms = started_at_ms;
+            }
+            map.insert(client_id.to_owned(), state);
+        }
+        Err(error) => tracing::warn!(client_id, %error, offset = stored.offset, "skipping a session record"),
+    }
+}
+
+/// Calls `apply` on every record of `log`, from its start to its high watermark.
+fn replay(log: &Log, mut apply: impl FnMut(StoredRecord)) -> Result<(), LogError> {
+    let mut offset = log.offsets().log_start;
+    loop {
+        let fetch = log.read(offset, 1 << 20)?;
+        let Some(next) = fetch.next_offset() else { return Ok(()) };
+        for stored in fetch.records(offset)? {
+            apply(stored);
+        }
+        offset = next;
+    }
+}
+
+async fn open_log(dir: PathBuf) -> Result<Arc<Log>, BrokerError> {
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Log::open(&dir, LogConfig::default()))
+            .await
+            .map_err(|e| BrokerError::Io { what: "opening the log".into(), source: std::io::Error::other(e) })?
+    };
+    Ok(Arc::new(opened.map_err(|source| BrokerError::Log { dir, source })?))
 }
 
 impl Broker {
-    /// Opens `<data_dir>/default/0/` and binds the MQTT listener.
+    /// Opens `<data_dir>/default/0/`, `$retained/0/` and `$sessions/0/`, rebuilds retained
+    /// messages and sessions, starts compaction of the internal streams and binds the MQTT
+    /// listener.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let dir = config.data_dir.join(DEFAULT_STREAM).join("0");
-        let log = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || Log::open(&dir, LogConfig::default()))
-                .await
-                .map_err(|e| BrokerError::Io { what: "opening the log".into(), source: std::io::Error::other(e) })?
+        let log = open_log(config.data_dir.join(DEFAULT_STREAM).join("0")).await?;
+        let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
+        let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
+        let started_at = now_ms();
+        let rebuilt = {
+            let (retained_log, sessions_log) = (Arc::clone(&retained_log), Arc::clone(&sessions_log));
+            tokio::task::spawn_blocking(move || {
+                let mut retained = HashMap::new();
+                replay(&retained_log, |r| apply_retained(&mut retained, r))
+                    .map_err(|source| BrokerError::Rebuild { dir: retained_log.dir().to_path_buf(), source })?;
+                let mut sessions = HashMap::new();
+                replay(&sessions_log, |r| apply_session(&mut sessions, r, started_at))
+                    .map_err(|source| BrokerError::Rebuild { dir: sessions_log.dir().to_path_buf(), source })?;
+                Ok::<_, BrokerError>((retained, sessions))
+            })
+            .await
+            .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let log = Arc::new(log.map_err(|source| BrokerError::Log { dir, source })?);
-        let writer = partition_writer::spawn(Arc::clone(&log), config.writer_queue, "writer-default-0".into())
-            .map_err(|source| BrokerError::Io { what: "starting the partition writer".into(), source })?;
+        let (retained, sessions) = rebuilt;
+        let maintenance = Maintenance::start(MaintenanceConfig::default())?;
+        for internal in [&retained_log, &sessions_log] {
+            let settings = PartitionSettings {
+                cleanup_policy: CleanupPolicy::Compact,
+                retention: Default::default(),
+                compaction: CompactionConfig::default(),
+            };
+            let name = internal
+                .dir()
+                .parent()
+                .and_then(|d| d.file_name())
+                .map_or_else(String::new, |n| format!("{}/0", n.to_string_lossy()));
+            maintenance.register(name, Log::clone(internal), settings)?;
+        }
+        let spawn_writer = |log: &Arc<Log>, queue: usize, name: &str| {
+            partition_writer::spawn(Arc::clone(log), queue, name.into())
+                .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })
+        };
+        let writer = spawn_writer(&log, config.writer_queue, "writer-default-0")?;
+        let retained_writer = spawn_writer(&retained_log, INTERNAL_WRITER_QUEUE, "writer-retained")?;
+        let sessions_writer = spawn_writer(&sessions_log, INTERNAL_WRITER_QUEUE, "writer-sessions")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
@@ -147,11 +428,16 @@ impl Broker {
             config,
             log,
             writer,
+            retained_writer,
+            retained: Mutex::new(retained),
+            sessions_writer,
+            sessions: Mutex::new(sessions),
+            delayed_wills: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
         });
-        Ok(Broker { listener, shared })
+        Ok(Broker { listener, shared, retained_log, sessions_log, maintenance })
     }
 
     /// The address the MQTT listener is bound to.
@@ -161,11 +447,16 @@ impl Broker {
 
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker { listener, shared } = self;
+        let Broker { listener, shared, retained_log, sessions_log, maintenance } = self;
         tokio::pin!(shutdown);
+        let mut expiry_check = tokio::time::interval(SESSION_EXPIRY_CHECK);
+        expiry_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                // Shutdown first: its future installs the signal handlers on its first poll.
+                biased;
                 () = &mut shutdown => break,
+                _ = expiry_check.tick() => shared.expire_sessions().await,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let shared = Arc::clone(&shared);
@@ -181,10 +472,17 @@ impl Broker {
                 },
             }
         }
+        // Connections still running are dropped with the runtime: no wills are published on
+        // shutdown, and their sessions keep the offsets last committed.
         let log = Arc::clone(&shared.log);
-        tokio::task::spawn_blocking(move || log.close())
-            .await
-            .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?
-            .map_err(|source| BrokerError::Log { dir: shared.log.dir().to_path_buf(), source })
+        tokio::task::spawn_blocking(move || {
+            maintenance.shutdown();
+            for log in [&retained_log, &sessions_log, &log] {
+                log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?
     }
 }

@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -20,11 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use crate::broker::Shared;
 use crate::codec::{
     self, Ack, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
-    SubAck, Subscribe, UnsubAck, Unsubscribe,
+    RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::partition_writer::{AppendRequest, AppendResult};
 use crate::record;
-use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Subscriptions};
+use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Route, Subscriptions};
+use crate::session_state::{self, NEVER_EXPIRES, PartitionPosition, SessionState};
 use crate::topic::{self, TopicLimits};
 
 /// How long a new connection has to send its CONNECT.
@@ -37,6 +38,13 @@ const OUTBOUND_QUEUE: usize = 1024;
 const FETCH_BYTES: usize = 256 << 10;
 /// Write buffer size at which delivery pauses to write.
 const WRITE_CHUNK_BYTES: usize = 512 << 10;
+/// How often a persistent session's committed offset is written to `$sessions` while acks
+/// advance it: batched, never per message. A crash redelivers what was acknowledged since.
+const OFFSET_COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// Runs a connection to the end. Never panics on input; errors close only this connection.
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
@@ -86,7 +94,31 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         assigned = Some(client_id.clone());
     }
 
-    let (connection_id, taken_over) = shared.register(&client_id);
+    let registration = shared.register(&client_id);
+    if let Some(previous) = registration.previous_finished {
+        // The connection taken over saves its session and schedules its will first.
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, previous).await;
+    }
+    if let Some(will) = shared.take_delayed_will(&client_id)
+        && connect.clean_start
+    {
+        // A clean start ends the previous session, and a session's end sends its will.
+        if let Err(error) = shared.publish(&will, &client_id).await {
+            tracing::warn!(client_id, %error, "will not published");
+        }
+    }
+    let mut expiry_interval = match (version.is_v5(), connect.clean_start) {
+        (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
+        (false, true) => 0,
+        (false, false) => NEVER_EXPIRES,
+    };
+    let stored = shared.take_session(&client_id);
+    let had_record = stored.is_some();
+    let resumed = if connect.clean_start { None } else { stored };
+    if had_record && resumed.is_none() {
+        shared.save_session(&client_id, None, false).await;
+    }
+
     let mut properties = Properties::default();
     if version.is_v5() {
         if let Some(assigned) = assigned {
@@ -94,28 +126,55 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         }
         properties.receive_maximum = Some(shared.config.receive_maximum);
         properties.maximum_packet_size = Some(shared.config.max_packet_size);
-        properties.retain_available = Some(false);
+        properties.retain_available = Some(true);
         properties.shared_subscription_available = Some(false);
         properties.subscription_identifier_available = Some(true);
         properties.wildcard_subscription_available = Some(true);
     }
-    // No session state survives a connection yet, so a session is never present.
-    let connack = ConnAck { session_present: false, reason_code: ReasonCode::Success, properties };
+    let connack = ConnAck { session_present: resumed.is_some(), reason_code: ReasonCode::Success, properties };
+    let mut ended: Option<End> = None;
+    let mut final_state = None;
+    let mut persisted = resumed.is_some();
     if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
         let (to_outbound, from_inbound) = mpsc::channel(OUTBOUND_QUEUE);
         let receive_maximum =
             if version.is_v5() { connect.properties.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
         let window = receive_maximum.min(shared.config.max_inflight.max(1));
-        let outbound = Outbound {
+        let mut qos2 = InboundQos2::new(usize::from(shared.config.receive_maximum));
+        let mut subscriptions = Subscriptions::default();
+        let (mut next_offset, mut redeliver_below) = (None, 0);
+        if let Some(session) = &resumed {
+            qos2.restore(&session.qos2_awaiting_pubrel);
+            for s in &session.subscriptions {
+                subscriptions.subscribe(&s.filter, s.options, s.identifier);
+            }
+            let position = session.positions.iter().find(|p| p.stream == crate::DEFAULT_STREAM && p.partition == 0);
+            if let Some(position) = position {
+                next_offset = Some(position.committed);
+                redeliver_below = position.read_up_to;
+            }
+            if next_offset.is_none() && !subscriptions.is_empty() {
+                next_offset = Some(shared.log.offsets().high_watermark);
+            }
+        }
+        let qos2 = Arc::new(Mutex::new(qos2));
+        let mut outbound = Outbound {
             shared: Arc::clone(&shared),
             version,
             client_id: client_id.clone(),
             client_max_packet_size: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             writer,
-            subscriptions: Subscriptions::default(),
+            subscriptions,
             window: OutboundWindow::new(usize::from(window)),
-            next_offset: None,
-            caught_up: true,
+            next_offset,
+            caught_up: next_offset.is_none(),
+            redeliver_below,
+            persistent: expiry_interval > 0,
+            expiry_interval,
+            last_commit: None,
+            subscriptions_changed: false,
+            qos2: Arc::clone(&qos2),
+            pending_retained: VecDeque::new(),
             pending_acks: VecDeque::new(),
             chunks: VecDeque::new(),
             chunk_bytes: 0,
@@ -129,20 +188,65 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             reader,
             buf,
             to_outbound,
-            qos2: InboundQos2::new(usize::from(shared.config.receive_maximum)),
+            qos2,
         };
-        let outbound = outbound.run(from_inbound, taken_over);
-        let inbound = inbound.run();
-        tokio::pin!(outbound, inbound);
-        tokio::select! {
-            () = &mut outbound => {}
-            () = &mut inbound => {
-                // The inbound half queued its last word (if any); let the outbound half write it.
-                let _ = tokio::time::timeout(CLOSE_TIMEOUT, outbound).await;
+        {
+            let outbound_run = outbound.run(from_inbound, registration.taken_over);
+            let inbound_run = inbound.run();
+            tokio::pin!(outbound_run, inbound_run);
+            // Biased: when the inbound half ended first, its ending is known here.
+            tokio::select! {
+                biased;
+                end = &mut inbound_run => {
+                    ended = Some(end);
+                    // The inbound half queued its last word (if any); let the outbound half write it.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, outbound_run).await;
+                }
+                () = &mut outbound_run => {}
             }
         }
+        if let Some(End::ClientDisconnect { session_expiry: Some(expiry), .. }) = &ended {
+            expiry_interval = *expiry;
+        }
+        persisted |= outbound.last_commit.is_some();
+        if expiry_interval > 0 {
+            final_state = Some(outbound.state(expiry_interval, now_ms().max(1)));
+        }
     }
-    shared.unregister(&client_id, connection_id);
+    match &final_state {
+        Some(state) => shared.save_session(&client_id, Some(state), true).await,
+        None if persisted => shared.save_session(&client_id, None, false).await,
+        None => {}
+    }
+    // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
+    // DISCONNECT).
+    let will_due = !matches!(&ended, Some(End::ClientDisconnect { with_will: false, .. }));
+    if let (Some(will), true) = (connect.will, will_due) {
+        let delay = will.properties.will_delay_interval.unwrap_or(0).min(if final_state.is_some() {
+            expiry_interval
+        } else {
+            0
+        });
+        let mut properties = will.properties;
+        properties.will_delay_interval = None;
+        let publish = Publish {
+            dup: false,
+            qos: will.qos,
+            retain: will.retain,
+            topic: will.topic,
+            packet_id: None,
+            properties,
+            payload: will.payload,
+        };
+        if delay == 0 {
+            if let Err(error) = shared.publish(&publish, &client_id).await {
+                tracing::warn!(client_id, %error, "will not published");
+            }
+        } else {
+            shared.delay_will(&client_id, publish, delay);
+        }
+    }
+    shared.unregister(&client_id, registration.connection_id);
 }
 
 /// Why a connection ends before CONNECT is accepted.
@@ -218,26 +322,39 @@ struct Inbound {
     reader: OwnedReadHalf,
     buf: BytesMut,
     to_outbound: mpsc::Sender<ToOutbound>,
-    qos2: InboundQos2,
+    /// Shared with the outbound half, which saves it with the session.
+    qos2: Arc<Mutex<InboundQos2>>,
 }
 
 /// How the inbound half ends.
 enum End {
-    /// The client closed or said DISCONNECT: nothing to send.
+    /// The network connection closed without a DISCONNECT (the will goes out).
     Quiet,
+    /// The client sent DISCONNECT; `with_will` for MQTT 5 reason 0x04.
+    ClientDisconnect {
+        with_will: bool,
+        /// A new Session Expiry Interval sent with the DISCONNECT (MQTT 5).
+        session_expiry: Option<u32>,
+    },
     /// We close with this reason code and reason string (sent as DISCONNECT to MQTT 5
     /// clients).
     Disconnect(ReasonCode, String),
 }
 
 impl Inbound {
-    async fn run(mut self) {
+    /// The lock is released before the caller awaits anything.
+    fn qos2_publish(qos2: &Mutex<InboundQos2>, id: PacketId) -> Qos2Publish {
+        lock(qos2).on_publish(id)
+    }
+
+    async fn run(mut self) -> End {
         let end = self.read_loop().await;
-        let reason = match end {
-            End::Quiet => None,
-            End::Disconnect(reason, why) => Some((reason, why)),
+        let reason = match &end {
+            End::Quiet | End::ClientDisconnect { .. } => None,
+            End::Disconnect(reason, why) => Some((*reason, why.clone())),
         };
         let _ = self.to_outbound.send(ToOutbound::Close(reason)).await;
+        end
     }
 
     async fn read_loop(&mut self) -> End {
@@ -282,7 +399,7 @@ impl Inbound {
         let message = match packet {
             Packet::Publish(publish) => return self.publish(publish).await,
             Packet::PubRel(ack) => {
-                let reason = if self.qos2.on_pubrel(ack.packet_id) {
+                let reason = if lock(&self.qos2).on_pubrel(ack.packet_id) {
                     ReasonCode::Success
                 } else {
                     ReasonCode::PacketIdentifierNotFound
@@ -294,7 +411,12 @@ impl Inbound {
             Packet::Subscribe(subscribe) => ToOutbound::Subscribe(subscribe),
             Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(unsubscribe),
             Packet::PingReq => ToOutbound::PingResp,
-            Packet::Disconnect(_) => return Some(End::Quiet),
+            Packet::Disconnect(disconnect) => {
+                return Some(End::ClientDisconnect {
+                    with_will: disconnect.reason_code == ReasonCode::DisconnectWithWillMessage,
+                    session_expiry: disconnect.properties.session_expiry_interval,
+                });
+            }
             // A second CONNECT, packets only a server sends, or AUTH without an
             // authentication method in the CONNECT.
             Packet::Connect(_)
@@ -322,7 +444,7 @@ impl Inbound {
         let (packet, packet_id) = match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => (None, None),
             (QoS::AtLeastOnce, Some(id)) => (Some(AckPacket::PubAck), Some(id)),
-            (QoS::ExactlyOnce, Some(id)) => match self.qos2.on_publish(id) {
+            (QoS::ExactlyOnce, Some(id)) => match Self::qos2_publish(&self.qos2, id) {
                 Qos2Publish::Store => (Some(AckPacket::PubRec), Some(id)),
                 Qos2Publish::Duplicate => {
                     let message = ToOutbound::Ack {
@@ -340,6 +462,15 @@ impl Inbound {
             },
         };
         let record = record::to_record(&publish, &self.client_id, now_ms());
+        if publish.retain {
+            // Into `$retained` durably before the stream append, so that its acknowledgement
+            // also covers the retained copy. Retained publishes are rare; waiting here only
+            // holds this connection's reads.
+            if let Err(error) = self.shared.store_retained(record.clone()).await {
+                tracing::error!(client_id = %self.client_id, %error, "storing a retained message failed");
+                return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
+            }
+        }
         let (durable, durable_rx) = match packet {
             Some(_) => {
                 let (tx, rx) = oneshot::channel();
@@ -371,6 +502,18 @@ struct Outbound {
     next_offset: Option<u64>,
     /// Whether delivery has read everything up to the high watermark.
     caught_up: bool,
+    /// A resumed session had read up to here: QoS 1/2 messages below go out with DUP set.
+    redeliver_below: u64,
+    /// Whether the session outlives the connection (Session Expiry Interval > 0), so its
+    /// subscriptions and offsets are written to `$sessions`.
+    persistent: bool,
+    expiry_interval: u32,
+    /// The committed offset last written to `$sessions` (`Some(None)`: written, no offset).
+    last_commit: Option<Option<u64>>,
+    subscriptions_changed: bool,
+    qos2: Arc<Mutex<InboundQos2>>,
+    /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
+    pending_retained: VecDeque<(record::StoredMessage, Route)>,
     /// Acknowledgements of inbound messages, in arrival order.
     pending_acks: VecDeque<PendingAck>,
     /// Bytes to write, in order: encoded packets and the payloads they share with the log.
@@ -380,9 +523,57 @@ struct Outbound {
 }
 
 impl Outbound {
-    async fn run(mut self, mut from_inbound: mpsc::Receiver<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
+    /// The session as it stands, for `$sessions`; `disconnected_at_ms` 0 while connected.
+    fn state(&self, expiry_interval: u32, disconnected_at_ms: i64) -> SessionState {
+        let positions = self
+            .next_offset
+            .map(|next| PartitionPosition {
+                stream: crate::DEFAULT_STREAM.to_owned(),
+                partition: 0,
+                committed: session_state::committed_offset(self.window.lowest_offset(), next),
+                read_up_to: next.max(self.redeliver_below),
+            })
+            .into_iter()
+            .collect();
+        SessionState {
+            expiry_interval,
+            disconnected_at_ms,
+            subscriptions: self
+                .subscriptions
+                .entries()
+                .map(|(filter, options, identifier)| session_state::StoredSubscription {
+                    filter: filter.to_owned(),
+                    options,
+                    identifier,
+                })
+                .collect(),
+            positions,
+            qos2_awaiting_pubrel: lock(&self.qos2).pending_ids(),
+        }
+    }
+
+    /// Writes the session to `$sessions` if its subscriptions changed, or (with `offsets`)
+    /// if its committed offset moved since the last write.
+    async fn commit(&mut self, offsets: bool) {
+        if !self.persistent {
+            return;
+        }
+        let committed = self.next_offset.map(|next| session_state::committed_offset(self.window.lowest_offset(), next));
+        if !self.subscriptions_changed && (!offsets || self.last_commit == Some(committed)) {
+            return;
+        }
+        let state = self.state(self.expiry_interval, 0);
+        self.shared.save_session(&self.client_id, Some(&state), false).await;
+        self.last_commit = Some(committed);
+        self.subscriptions_changed = false;
+    }
+
+    async fn run(&mut self, mut from_inbound: mpsc::Receiver<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
         let log = Arc::clone(&self.shared.log);
+        let mut commit_tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
+        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            self.commit(false).await;
             if let Err(reason) = self.release_ready_acks() {
                 self.disconnect(reason, "a publish could not be stored".into()).await;
                 return;
@@ -396,6 +587,9 @@ impl Outbound {
                 return;
             }
             let can_deliver = !self.subscriptions.is_empty() && self.window.has_room();
+            let retained_ready = !self.pending_retained.is_empty()
+                && (self.window.has_room()
+                    || self.pending_retained.front().is_some_and(|(_, r)| r.qos == QoS::AtMostOnce));
             let wait_offset = self.next_offset.unwrap_or(u64::MAX);
             let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());
             let has_front = front_durable.is_some();
@@ -434,7 +628,8 @@ impl Outbound {
                     self.caught_up = false;
                 }
                 // More is already in the log: go round and deliver it.
-                () = std::future::ready(()), if can_deliver && !self.caught_up => {}
+                () = std::future::ready(()), if (can_deliver && !self.caught_up) || retained_ready => {}
+                _ = commit_tick.tick(), if self.persistent => self.commit(true).await,
             }
         }
     }
@@ -470,8 +665,12 @@ impl Outbound {
                 }
                 _ => {}
             },
-            ToOutbound::Subscribe(subscribe) => self.subscribe(subscribe),
+            ToOutbound::Subscribe(subscribe) => {
+                self.subscribe(subscribe);
+                self.subscriptions_changed = true;
+            }
             ToOutbound::Unsubscribe(unsubscribe) => {
+                self.subscriptions_changed = true;
                 let reason_codes = unsubscribe
                     .filters
                     .iter()
@@ -503,7 +702,23 @@ impl Outbound {
         for filter in &subscribe.filters {
             let code = match topic::parse_subscription(&filter.filter, &limits) {
                 Ok(topic::Subscription::Plain(plain)) => {
-                    self.subscriptions.subscribe(plain, filter.options, identifier);
+                    let existed = self.subscriptions.subscribe(plain, filter.options, identifier);
+                    let send_retained = match filter.options.retain_handling {
+                        RetainHandling::SendAtSubscribe => true,
+                        RetainHandling::SendAtSubscribeIfNew => !existed,
+                        RetainHandling::DoNotSend => false,
+                    };
+                    if send_retained {
+                        // Sent after the SUBACK (queued below), with RETAIN set.
+                        for message in self.shared.retained_matching(plain) {
+                            let route = Route {
+                                qos: filter.options.qos.min(message.qos),
+                                retain: true,
+                                identifiers: identifier.into_iter().collect(),
+                            };
+                            self.pending_retained.push_back((message, route));
+                        }
+                    }
                     match filter.options.qos {
                         QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
                         QoS::AtLeastOnce => ReasonCode::GrantedQos1,
@@ -558,6 +773,17 @@ impl Outbound {
     /// Reads from the partition and queues deliveries until caught up, the window is full
     /// or enough bytes wait to be written.
     fn deliver(&mut self) -> Result<(), strata_log::LogError> {
+        let now = now_ms();
+        while self.chunk_bytes < WRITE_CHUNK_BYTES {
+            match self.pending_retained.front() {
+                Some((_, route)) if route.qos == QoS::AtMostOnce || self.window.has_room() => {}
+                _ => break,
+            }
+            let Some((message, route)) = self.pending_retained.pop_front() else { break };
+            if let Ok(expiry) = record::remaining_expiry(message.expires_at, now) {
+                self.queue_publish(message, route, expiry, None, false);
+            }
+        }
         let Some(mut next) = self.next_offset else {
             return Ok(());
         };
@@ -602,7 +828,8 @@ impl Outbound {
                 let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
                     continue;
                 };
-                self.queue_publish(message, route, expiry);
+                let dup = route.qos != QoS::AtMostOnce && session_state::is_redelivery(offset, self.redeliver_below);
+                self.queue_publish(message, route, expiry, Some(offset), dup);
             }
             if !stopped {
                 next = next.max(fetch_end);
@@ -616,14 +843,22 @@ impl Outbound {
         Ok(())
     }
 
-    fn queue_publish(&mut self, message: record::StoredMessage, route: crate::session::Route, expiry: Option<u32>) {
+    /// Queues one PUBLISH; a retained message (RETAIN set by a SUBSCRIBE) holds no offset.
+    fn queue_publish(
+        &mut self,
+        message: record::StoredMessage,
+        route: Route,
+        expiry: Option<u32>,
+        offset: Option<u64>,
+        dup: bool,
+    ) {
         let mut properties = message.properties;
         if self.version.is_v5() {
             properties.message_expiry_interval = expiry;
             properties.subscription_identifiers = route.identifiers;
         }
         let mut publish = Publish {
-            dup: false,
+            dup,
             qos: route.qos,
             retain: route.retain,
             topic: message.topic,
@@ -647,7 +882,7 @@ impl Outbound {
             return;
         }
         if route.qos != QoS::AtMostOnce {
-            publish.packet_id = Some(self.window.start(route.qos));
+            publish.packet_id = Some(self.window.start(route.qos, offset));
         }
         if codec::encode_publish_header(&publish, self.version, &mut self.scratch).is_err() {
             self.scratch.truncate(start);

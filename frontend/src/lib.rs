@@ -8,7 +8,8 @@
 //! - [`topic`]: topic names and filters: validation, wildcard matching and the `$share/` and
 //!   `$stream/` prefixes.
 //! - [`record`]: the record layout of an MQTT message in the log; [`session`]: the session's
-//!   decisions (routing, packet-id windows) as plain structs.
+//!   decisions (routing, packet-id windows) as plain structs; [`session_state`]: what a
+//!   persistent session keeps in `$sessions`, and its encoding.
 #![deny(missing_docs)]
 
 mod broker;
@@ -17,6 +18,7 @@ mod connection;
 mod partition_writer;
 pub mod record;
 pub mod session;
+pub mod session_state;
 pub mod topic;
 
-pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM};
+pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, RETAINED_STREAM, SESSIONS_STREAM};

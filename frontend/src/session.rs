@@ -57,6 +57,11 @@ impl Subscriptions {
         self.entries.len() != before
     }
 
+    /// Every subscription as (filter, options, identifier), in the order made.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, SubscriptionOptions, Option<u32>)> {
+        self.entries.iter().map(|s| (s.filter.as_str(), s.options, s.identifier))
+    }
+
     /// Whether there is no subscription.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
@@ -95,7 +100,9 @@ enum Outbound {
 /// Outbound QoS 1 and 2 messages in flight, bounded by the client's Receive Maximum.
 #[derive(Debug)]
 pub struct OutboundWindow {
-    in_flight: HashMap<u16, Outbound>,
+    /// Each message's stage and its partition offset (`None` for a retained message, which
+    /// is not read from the stream and so does not hold the session's offset back).
+    in_flight: HashMap<u16, (Outbound, Option<u64>)>,
     next_id: u16,
     window: usize,
 }
@@ -132,16 +139,21 @@ impl OutboundWindow {
         self.in_flight.is_empty()
     }
 
-    /// Takes a free packet identifier for a message at `qos` (1 or 2). Call only when
-    /// [`OutboundWindow::has_room`].
-    pub fn start(&mut self, qos: QoS) -> PacketId {
+    /// The lowest stream offset still unacknowledged, if any.
+    pub fn lowest_offset(&self) -> Option<u64> {
+        self.in_flight.values().filter_map(|(_, offset)| *offset).min()
+    }
+
+    /// Takes a free packet identifier for a message at `qos` (1 or 2), read from `offset`.
+    /// Call only when [`OutboundWindow::has_room`].
+    pub fn start(&mut self, qos: QoS, offset: Option<u64>) -> PacketId {
         debug_assert!(self.has_room() && qos != QoS::AtMostOnce);
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
             if let (Some(packet_id), false) = (PacketId::new(id), self.in_flight.contains_key(&id)) {
                 let state = if qos == QoS::ExactlyOnce { Outbound::AwaitPubRec } else { Outbound::AwaitPubAck };
-                self.in_flight.insert(id, state);
+                self.in_flight.insert(id, (state, offset));
                 return packet_id;
             }
         }
@@ -155,7 +167,7 @@ impl OutboundWindow {
     /// The client sent PUBREC; `failed` when its reason code is an error (the exchange ends).
     pub fn on_pubrec(&mut self, id: PacketId, failed: bool) -> AckOutcome {
         match self.in_flight.get_mut(&id.get()) {
-            Some(state @ (Outbound::AwaitPubRec | Outbound::AwaitPubComp)) => {
+            Some((state @ (Outbound::AwaitPubRec | Outbound::AwaitPubComp), _)) => {
                 if failed {
                     self.in_flight.remove(&id.get());
                     AckOutcome::Done
@@ -174,7 +186,7 @@ impl OutboundWindow {
     }
 
     fn finish(&mut self, id: PacketId, expected: Outbound) -> AckOutcome {
-        if self.in_flight.get(&id.get()) == Some(&expected) {
+        if self.in_flight.get(&id.get()).is_some_and(|(state, _)| *state == expected) {
             self.in_flight.remove(&id.get());
             AckOutcome::Done
         } else {
@@ -218,6 +230,18 @@ impl InboundQos2 {
             self.pending.insert(id.get());
             Qos2Publish::Store
         }
+    }
+
+    /// A session resumed with these identifiers still awaiting PUBREL.
+    pub fn restore(&mut self, ids: &[u16]) {
+        self.pending.extend(ids.iter().copied().filter(|&id| id != 0));
+    }
+
+    /// The identifiers awaiting PUBREL, sorted (for the session record).
+    pub fn pending_ids(&self) -> Vec<u16> {
+        let mut ids: Vec<u16> = self.pending.iter().copied().collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// PUBREL arrived; returns whether the identifier was pending.
@@ -282,8 +306,8 @@ mod tests {
     #[test]
     fn the_outbound_window_bounds_and_walks_both_flows() {
         let mut window = OutboundWindow::new(2);
-        let a = window.start(QoS::AtLeastOnce);
-        let b = window.start(QoS::ExactlyOnce);
+        let a = window.start(QoS::AtLeastOnce, None);
+        let b = window.start(QoS::ExactlyOnce, None);
         assert_ne!(a, b);
         assert!(!window.has_room());
         assert_eq!(window.on_pubcomp(b), AckOutcome::Unknown);
@@ -299,11 +323,11 @@ mod tests {
     fn packet_ids_wrap_and_skip_those_in_flight() {
         let mut window = OutboundWindow::new(3);
         window.next_id = u16::MAX;
-        let last = window.start(QoS::AtLeastOnce);
+        let last = window.start(QoS::AtLeastOnce, None);
         assert_eq!(last.get(), u16::MAX);
-        assert_eq!(window.start(QoS::AtLeastOnce).get(), 1);
+        assert_eq!(window.start(QoS::AtLeastOnce, None).get(), 1);
         window.next_id = u16::MAX;
-        assert_eq!(window.start(QoS::AtLeastOnce).get(), 2);
+        assert_eq!(window.start(QoS::AtLeastOnce, None).get(), 2);
     }
 
     #[test]

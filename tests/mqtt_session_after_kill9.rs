@@ -1,0 +1,128 @@
+//! A persistent session after `kill -9` of the broker: its committed offset was written to
+//! `$sessions` on the commit interval, so after a restart it is served from there. Messages
+//! acknowledged before the last commit are not redelivered; messages in flight at the crash
+//! are, then what was published after the restart.
+
+#[path = "common/broker.rs"]
+mod broker;
+
+use std::time::Duration;
+
+use broker::ServeProcess;
+use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::time::timeout;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn client(id: &str, port: u16, clean: bool) -> (AsyncClient, EventLoop) {
+    let mut options = MqttOptions::new(id, "127.0.0.1", port);
+    options.set_keep_alive(Duration::from_secs(30));
+    options.set_clean_session(clean);
+    options.set_manual_acks(true);
+    AsyncClient::new(options, 100)
+}
+
+async fn publish_all(port: u16, id: &str, range: std::ops::Range<usize>) {
+    let (publisher, mut events) = client(id, port, true);
+    let count = range.len();
+    for i in range {
+        publisher.publish("k9/t", QoS::AtLeastOnce, false, format!("m-{i}")).await.unwrap();
+    }
+    let mut acked = 0;
+    while acked < count {
+        if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("publisher connection") {
+            acked += 1;
+        }
+    }
+}
+
+async fn connack(events: &mut EventLoop) -> bool {
+    loop {
+        if let Event::Incoming(Packet::ConnAck(connack)) = events.poll().await.expect("connects") {
+            return connack.session_present;
+        }
+    }
+}
+
+async fn next_publish(events: &mut EventLoop) -> Publish {
+    loop {
+        if let Event::Incoming(Packet::Publish(p)) = events.poll().await.expect("subscriber connection") {
+            return p;
+        }
+    }
+}
+
+async fn suback(events: &mut EventLoop) {
+    loop {
+        if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.expect("subscriber connection") {
+            return;
+        }
+    }
+}
+
+fn payload(p: &Publish) -> String {
+    String::from_utf8(p.payload.to_vec()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_continues_from_its_committed_offset_after_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = ServeProcess::start(dir.path());
+    let port = broker.port();
+    let (subscriber, mut events) = client("k9-sub", port, false);
+    timeout(DEADLINE, async {
+        connack(&mut events).await;
+        subscriber.subscribe("k9/#", QoS::AtLeastOnce).await.unwrap();
+        suback(&mut events).await;
+        publish_all(port, "k9-pub-1", 0..5).await;
+        for _ in 0..5 {
+            let p = next_publish(&mut events).await;
+            subscriber.ack(&p).await.unwrap();
+        }
+        // A SUBACK after the acknowledgements: the broker has handled them.
+        subscriber.subscribe("k9-sync/x", QoS::AtMostOnce).await.unwrap();
+        suback(&mut events).await;
+    })
+    .await
+    .expect("first deliveries in time");
+    // Longer than the 1 s offset commit interval, so the acknowledgements are committed.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    timeout(DEADLINE, async {
+        publish_all(port, "k9-pub-2", 5..8).await;
+        // Received, never acknowledged: in flight at the crash.
+        for i in 5..8 {
+            assert_eq!(payload(&next_publish(&mut events).await), format!("m-{i}"));
+        }
+    })
+    .await
+    .expect("in-flight deliveries in time");
+
+    broker.kill9();
+    drop(events);
+    drop(subscriber);
+
+    let broker = ServeProcess::start(dir.path());
+    let port = broker.port();
+    timeout(DEADLINE, async {
+        publish_all(port, "k9-pub-3", 8..10).await;
+        let (subscriber, mut events) = client("k9-sub", port, false);
+        assert!(connack(&mut events).await, "the session survived kill -9");
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            let p = next_publish(&mut events).await;
+            subscriber.ack(&p).await.unwrap();
+            got.push(payload(&p));
+        }
+        assert_eq!(got, ["m-5", "m-6", "m-7", "m-8", "m-9"]);
+        subscriber.subscribe("k9-sync/x", QoS::AtMostOnce).await.unwrap();
+        loop {
+            match events.poll().await.expect("subscriber connection") {
+                Event::Incoming(Packet::SubAck(_)) => break,
+                Event::Incoming(Packet::Publish(p)) => panic!("unexpected redelivery of {}", payload(&p)),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("after the restart in time");
+}
