@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch.
 
+mod bench;
 mod compact;
 mod display;
 mod log_tools;
@@ -45,6 +46,11 @@ enum Command {
     /// Inspect, check and compact partition logs on disk (offline).
     #[command(subcommand)]
     Log(LogCommand),
+    /// Load-test any MQTT broker: publish/subscribe throughput and latency, connect rate, or
+    /// idle connections. Loopback targets only unless --allow-remote; every run is bounded.
+    ///
+    /// Prints a progress line while running, a summary, and a final `RESULT {json}` line.
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Offline tools for partition directories. `dump` and `verify` take no lock and repair
@@ -107,6 +113,7 @@ enum LogCommand {
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Serve { config, data_dir, mqtt } => serve::serve(&serve::ServeArgs { config, data_dir, mqtt }),
+        Command::Bench(args) => bench::bench(&args),
         Command::Log(LogCommand::Dump { partition_dir, from, count }) => log_tools::dump(&partition_dir, from, count),
         Command::Log(LogCommand::Verify { dir }) => log_tools::verify(&dir),
         Command::Log(LogCommand::Compact {

@@ -1,0 +1,258 @@
+#!/usr/bin/env bash
+# End-to-end scenarios of issue 6: `strata bench` against Strata and Mosquitto 2.0, interleaved,
+# each run on a freshly started broker (loopback only). Prints per-run figures, then medians,
+# the Strata/Mosquitto ratio, the broker's CPU seconds (utime+stime from /proc/<pid>/stat) and
+# its peak RSS (VmHWM).
+#
+#   benches/run-scenarios.sh            # 3 runs of each scenario, 10 s each (~15 min)
+#   benches/run-scenarios.sh --quick    # 1 run of each, 3 s (a smoke run)
+#   benches/run-scenarios.sh --only "A D"   # a subset (A B B' C D E F)
+#
+# Needs: cargo, python3, mosquitto 2.0 (installed with apt-get when missing and running as root).
+# Strata's flush policy for B' is passed with `strata serve --flush always` when serve has that
+# flag, or with the arguments in $STRATA_FLUSH_ALWAYS_ARGS (e.g. "--config always.toml").
+set -euo pipefail
+
+runs=3
+duration=10
+only="A B B' C D E F"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) runs=1; duration=3 ;;
+        --runs) runs="$2"; shift ;;
+        --duration) duration="$2"; shift ;;
+        --only) only="$2"; shift ;;
+        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        *) echo "unknown argument: $1" >&2; exit 2 ;;
+    esac
+    shift
+done
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+echo "== build (release, once)"
+cargo build --release --bin strata
+bin="$root/target/release/strata"
+
+mosquitto_bin="$(command -v mosquitto || true)"
+[ -z "$mosquitto_bin" ] && [ -x /usr/sbin/mosquitto ] && mosquitto_bin=/usr/sbin/mosquitto
+if [ -z "$mosquitto_bin" ]; then
+    if [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null
+        mosquitto_bin=/usr/sbin/mosquitto
+    else
+        echo "mosquitto is not installed (apt-get install mosquitto)" >&2
+        exit 2
+    fi
+fi
+mosquitto_version="$("$mosquitto_bin" -h 2>/dev/null | head -1 || true)"
+
+# Scenario F holds 10,000 connections in both the bench and the broker.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+ulimit -n 65536 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt 20000 ]; then
+    echo "warning: ulimit -n is $(ulimit -n); scenario F needs more than 10,000 descriptors" >&2
+fi
+
+flush_always_args="${STRATA_FLUSH_ALWAYS_ARGS:-}"
+flush_note=""
+if [ -z "$flush_always_args" ]; then
+    if "$bin" serve --help | grep -q -- '--flush'; then
+        flush_always_args="--flush always"
+    else
+        flush_note="strata serve cannot set the flush policy yet (no --flush flag, no [[streams]] config): B' skipped"
+    fi
+fi
+
+work="$(mktemp -d "${TMPDIR:-/tmp}/strata-scenarios.XXXXXX")"
+out_dir="$root/target/scenarios/$(date -u +%Y%m%dT%H%M%SZ)"
+mkdir -p "$out_dir"
+broker_pid=""
+cleanup() {
+    if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts a broker; sets broker_pid and broker_port.
+start_strata() {
+    local extra="$1"
+    rm -rf "$work/strata-data"
+    # shellcheck disable=SC2086 # $extra is a list of arguments
+    "$bin" serve --mqtt 127.0.0.1:0 --data-dir "$work/strata-data" $extra >"$work/strata.out" 2>"$work/strata.err" &
+    broker_pid=$!
+    for _ in $(seq 1 200); do
+        broker_port="$(sed -n 's/^strata: MQTT listening on 127.0.0.1:\([0-9][0-9]*\),.*/\1/p' "$work/strata.out" 2>/dev/null | head -1)"
+        if [ -n "$broker_port" ] && kill -0 "$broker_pid" 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "strata serve did not start:" >&2
+    cat "$work/strata.err" >&2
+    exit 1
+}
+
+start_mosquitto() {
+    broker_port="$(free_port)"
+    cat >"$work/mosquitto.conf" <<EOF
+listener $broker_port 127.0.0.1
+allow_anonymous true
+set_tcp_nodelay true
+persistence false
+EOF
+    "$mosquitto_bin" -c "$work/mosquitto.conf" >"$work/mosquitto.log" 2>&1 &
+    broker_pid=$!
+    for _ in $(seq 1 200); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$broker_port") 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "mosquitto did not start:" >&2
+    cat "$work/mosquitto.log" >&2
+    exit 1
+}
+
+stop_broker() {
+    kill -TERM "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+    broker_pid=""
+}
+
+# CPU seconds (utime+stime) of a process.
+cpu_seconds() {
+    local ticks
+    ticks="$(getconf CLK_TCK)"
+    awk -v t="$ticks" '{ sub(/.*\) /, ""); print ($12 + $13) / t }' "/proc/$1/stat"
+}
+
+peak_rss_kib() {
+    awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
+}
+
+# Prints one run's figures (a line of runs.jsonl on stdin).
+show_run='
+import json, sys
+r = json.loads(sys.stdin.read())
+lat = r.get("latency_us") or r.get("connect_latency_us") or {}
+mode = r.get("mode")
+if mode == "pubsub":
+    figure = "delivered %s msg/s (published %s/s, lost %s, duplicates %s)" % (r.get("delivery_rate"), r.get("publish_rate"), r.get("lost"), r.get("duplicates"))
+elif mode == "connect-rate":
+    figure = "%s connects/s (%s ok, %s failed)" % (r.get("connect_rate"), r.get("connected"), r.get("failed"))
+elif mode == "idle":
+    figure = "%s B RSS per connection (%s held)" % ((r.get("idle_rss") or {}).get("rss_per_connection_bytes"), r.get("held"))
+else:
+    figure = "no result"
+if r.get("errors"):
+    figure += "; first error: %s" % r["errors"][0]
+print("  %-2s %-9s #%s: %s; latency p50 %s p99 %s max %s us; broker CPU %s s, peak RSS %s KiB" % (r["scenario"], r["broker"], r["rep"], figure, lat.get("p50"), lat.get("p99"), lat.get("max"), r["broker_cpu_s"], r["broker_peak_rss_kib"]))
+'
+
+scenario_args() {
+    case "$1" in
+        A) echo "--qos 0 --publishers 4 --subscribers 4 --payload 100 --duration $duration" ;;
+        B|"B'") echo "--qos 1 --publishers 4 --subscribers 4 --payload 100 --duration $duration" ;;
+        C) echo "--qos 0 --publishers 1 --subscribers 100 --payload 100 --rate 1000 --duration $duration" ;;
+        D) echo "--qos 1 --publishers 1 --subscribers 1 --payload 100 --rate 100 --duration $duration" ;;
+        E) echo "--connect-rate --connections 5000 --inflight 50 --duration $duration" ;;
+        F) echo "--idle 10000 --duration $duration" ;;
+    esac
+}
+
+# One run: start the broker, bench it, record the RESULT line plus CPU seconds and peak RSS.
+run_one() {
+    local scenario="$1" broker="$2" rep="$3"
+    case "$broker" in
+        strata) if [ "$scenario" = "B'" ]; then start_strata "$flush_always_args"; else start_strata ""; fi ;;
+        mosquitto) start_mosquitto ;;
+    esac
+    local cpu_before cpu_after peak args result
+    cpu_before="$(cpu_seconds "$broker_pid")"
+    args="$(scenario_args "$scenario")"
+    # shellcheck disable=SC2086
+    "$bin" bench --target "127.0.0.1:$broker_port" --broker-pid "$broker_pid" $args \
+        >"$work/bench.out" 2>"$work/bench.err" || true
+    cpu_after="$(cpu_seconds "$broker_pid")"
+    peak="$(peak_rss_kib "$broker_pid")"
+    stop_broker
+    result="$(sed -n 's/^RESULT //p' "$work/bench.out")"
+    if [ -z "$result" ]; then
+        echo "  $scenario $broker #$rep: no RESULT line" >&2
+        cat "$work/bench.out" "$work/bench.err" >&2
+        result='{}'
+    fi
+    python3 - "$scenario" "$broker" "$rep" "$cpu_before" "$cpu_after" "$peak" "$result" >>"$out_dir/runs.jsonl" <<'PY'
+import json, sys
+scenario, broker, rep, before, after, peak, result = sys.argv[1:]
+r = json.loads(result)
+r.update(scenario=scenario, broker=broker, rep=int(rep), broker_cpu_s=round(float(after) - float(before), 2), broker_peak_rss_kib=int(peak))
+print(json.dumps(r))
+PY
+    tail -n 1 "$out_dir/runs.jsonl" | python3 -c "$show_run"
+}
+
+echo "== machine"
+echo "  $(nproc) cores: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); $(free -g | awk '/^Mem:/ { print $2 " GiB RAM" }'); $(uname -sr)"
+echo "  load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "  strata: $("$bin" --version); mosquitto: $mosquitto_version"
+echo "  runs per scenario: $runs, duration $duration s; raw results in $out_dir/runs.jsonl"
+[ -n "$flush_note" ] && echo "  NOTE: $flush_note"
+
+for rep in $(seq 1 "$runs"); do
+    for scenario in $only; do
+        if [ "$scenario" = "B'" ]; then
+            # Mosquitto never fsyncs: B' compares with its B runs.
+            [ -n "$flush_note" ] && continue
+            run_one "$scenario" strata "$rep"
+            continue
+        fi
+        run_one "$scenario" strata "$rep"
+        run_one "$scenario" mosquitto "$rep"
+    done
+    echo "  load average after round $rep: $(cut -d' ' -f1-3 /proc/loadavg)"
+done
+
+echo "== medians (Strata / Mosquitto)"
+python3 - "$out_dir/runs.jsonl" "$flush_note" <<'PY'
+import json, statistics, sys
+runs = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+note = sys.argv[2]
+def med(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+def pick(scenario, broker, get):
+    return med([get(r) for r in runs if r.get("scenario") == scenario and r.get("broker") == broker])
+def fmt(v):
+    if v is None: return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
+metrics = {
+    "A": [("delivered msg/s", lambda r: r.get("delivery_rate"), "higher"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
+    "B": [("delivered msg/s", lambda r: r.get("delivery_rate"), "higher"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
+    "B'": [("delivered msg/s", lambda r: r.get("delivery_rate"), "higher"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
+    "C": [("e2e p50 us", lambda r: (r.get("latency_us") or {}).get("p50"), "lower"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower"), ("delivered msg/s", lambda r: r.get("delivery_rate"), "higher")],
+    "D": [("e2e p50 us", lambda r: (r.get("latency_us") or {}).get("p50"), "lower"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
+    "E": [("connects/s", lambda r: r.get("connect_rate"), "higher"), ("connect p99 us", lambda r: (r.get("connect_latency_us") or {}).get("p99"), "lower")],
+    "F": [("RSS B/connection", lambda r: (r.get("idle_rss") or {}).get("rss_per_connection_bytes"), "lower")],
+}
+print(f"| scenario | metric | Strata | Mosquitto | Strata/Mosquitto | lost S/M | CPU s S/M | peak RSS MiB S/M |")
+print(f"|---|---|---|---|---|---|---|---|")
+for scenario, rows in metrics.items():
+    if not any(r.get("scenario") == scenario for r in runs):
+        if scenario == "B'" and note: print(f"| B' | skipped: {note} | | | | | | |")
+        continue
+    mosq = "B" if scenario == "B'" else scenario
+    for name, get, better in rows:
+        s, m = pick(scenario, "strata", get), pick(mosq, "mosquitto", get)
+        ratio = f"{s / m:.2f}" if s is not None and m else "-"
+        lost = f"{fmt(pick(scenario, 'strata', lambda r: r.get('lost')))}/{fmt(pick(mosq, 'mosquitto', lambda r: r.get('lost')))}"
+        cpu = f"{fmt(pick(scenario, 'strata', lambda r: r.get('broker_cpu_s')))}/{fmt(pick(mosq, 'mosquitto', lambda r: r.get('broker_cpu_s')))}"
+        rss = lambda b, sc: pick(sc, b, lambda r: r.get("broker_peak_rss_kib"))
+        rs, rm = rss("strata", scenario), rss("mosquitto", mosq)
+        rss_s = f"{rs / 1024:.1f}/{rm / 1024:.1f}" if rs and rm else "-"
+        label = scenario + (" (vs Mosquitto B)" if scenario == "B'" else "")
+        print(f"| {label} | {name} ({better} is better) | {fmt(s)} | {fmt(m)} | {ratio} | {lost} | {cpu} | {rss_s} |")
+PY
+echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
