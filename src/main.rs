@@ -9,13 +9,13 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = cli::Cli::parse();
-    init_tracing();
+    init_tracing(args.log_format);
     cli::run(args)
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default: warnings and errors only), so that
 /// stdout carries nothing but a command's output.
-fn init_tracing() {
+fn init_tracing(format: cli::LogFormat) {
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
         Err(_) => EnvFilter::new("warn"),
         Ok(directives) => EnvFilter::try_new(&directives).unwrap_or_else(|e| {
@@ -23,5 +23,9 @@ fn init_tracing() {
             EnvFilter::new("warn")
         }),
     };
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        cli::LogFormat::Text => builder.init(),
+        cli::LogFormat::Json => builder.json().init(),
+    }
 }

@@ -37,5 +37,5 @@ pub use config::{
     CleanupPolicy, CompactionConfig, DEFAULT_CLEANER_THROTTLE, MIN_OFFSET_MAP_BYTES, MaintenanceConfig, TOPIC_HEADER,
 };
 pub use error::CompactionError;
-pub use maintenance::{CleanerState, Maintenance, MaintenanceTotals, PartitionSettings};
+pub use maintenance::{CleanerState, Maintenance, MaintenanceTotals, PartitionSettings, TotalsReader};
 pub use throttle::Throttle;

@@ -178,6 +178,25 @@ impl Maintenance {
 
     /// Totals since start.
     pub fn totals(&self) -> MaintenanceTotals {
+        self.totals_reader().totals()
+    }
+
+    /// A handle that reads [`Maintenance::totals`] without owning the threads, for metrics
+    /// read elsewhere; after shutdown it keeps returning the final totals.
+    pub fn totals_reader(&self) -> TotalsReader {
+        TotalsReader { inner: Arc::clone(&self.inner) }
+    }
+}
+
+/// Reads the maintenance totals; see [`Maintenance::totals_reader`].
+#[derive(Clone)]
+pub struct TotalsReader {
+    inner: Arc<Inner>,
+}
+
+impl TotalsReader {
+    /// Totals since start.
+    pub fn totals(&self) -> MaintenanceTotals {
         let c = &self.inner.counters;
         MaintenanceTotals {
             retention_segments_deleted: c.retention_segments_deleted.load(Ordering::Relaxed),
@@ -188,7 +207,9 @@ impl Maintenance {
             compaction_millis: c.compaction_millis.load(Ordering::Relaxed),
         }
     }
+}
 
+impl Maintenance {
     /// Stops the threads, waiting for a running pass to finish.
     pub fn shutdown(mut self) {
         self.stop();

@@ -1,9 +1,10 @@
-//! The broker: opens the partition log of the built-in stream `default` and the internal
-//! compacted streams `$retained` and `$sessions`, starts their writers, rebuilds retained
+//! The broker: opens every partition of the configured streams (and of the built-in stream
+//! `default`; `streams.rs` routes publishes to them) and the internal compacted streams `$retained` and `$sessions`, starts their writers, rebuilds retained
 //! messages and disconnected sessions from them, accepts MQTT connections on TCP (one task
 //! each) and knows which client ids are connected, so that a second CONNECT with the same id
 //! takes the session over. A background task expires disconnected sessions; a
-//! `strata_compaction::Maintenance` compacts the internal streams.
+//! `strata_compaction::Maintenance` applies retention and compaction to every stream per its
+//! policy (the internal streams are compacted).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -21,8 +22,9 @@ use crate::codec::Publish;
 use crate::partition_writer::{self, AppendRequest};
 use crate::record::{self, StoredMessage};
 use crate::session_state::SessionState;
+use crate::streams::Streams;
 
-/// The built-in stream every publish goes to until streams are configurable.
+/// The built-in stream that gets every publish no configured stream captures.
 pub const DEFAULT_STREAM: &str = "default";
 /// Internal compacted stream of retained messages (key = topic, via `mqtt.topic`).
 pub const RETAINED_STREAM: &str = "$retained";
@@ -30,11 +32,13 @@ pub const RETAINED_STREAM: &str = "$retained";
 pub const SESSIONS_STREAM: &str = "$sessions";
 /// How often disconnected sessions are checked for expiry.
 const SESSION_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
+/// How long shutdown waits for connections to end before closing the logs regardless.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Capacity of each internal stream's writer queue.
 const INTERNAL_WRITER_QUEUE: usize = 1024;
 
 /// What the broker needs to start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct BrokerConfig {
     /// MQTT over TCP listens here.
     pub listen: SocketAddr,
@@ -47,8 +51,16 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Our Receive Maximum: most inbound QoS 2 messages a client may leave unreleased.
     pub receive_maximum: u16,
-    /// Capacity of the partition writer's queue (records).
+    /// Capacity of each partition writer's queue (records).
     pub writer_queue: usize,
+    /// The configured streams (`[[streams]]`); `default` is added when absent.
+    pub streams: Vec<crate::streams::StreamConfig>,
+    /// MQTT over WebSocket (path `/mqtt`) listens here; `None`: off.
+    pub ws_listen: Option<SocketAddr>,
+    /// Connection, topic, keep-alive and topic-alias limits.
+    pub limits: crate::limits::Limits,
+    /// Seconds between refreshes of the `$SYS` topics; 0 turns them off.
+    pub sys_interval_secs: u64,
 }
 
 impl BrokerConfig {
@@ -61,6 +73,10 @@ impl BrokerConfig {
             max_inflight: 1024,
             receive_maximum: 1024,
             writer_queue: 8192,
+            streams: Vec::new(),
+            ws_listen: None,
+            limits: crate::limits::Limits::default(),
+            sys_interval_secs: 10,
         }
     }
 }
@@ -124,8 +140,8 @@ struct DelayedWill {
 /// State shared by all connections.
 pub(crate) struct Shared {
     pub(crate) config: BrokerConfig,
-    pub(crate) log: Arc<Log>,
-    pub(crate) writer: mpsc::Sender<AppendRequest>,
+    /// Every stream's partitions and writers; a publish goes where [`Streams::route`] says.
+    pub(crate) streams: Streams,
     retained_writer: mpsc::Sender<AppendRequest>,
     /// Topic → retained message, mirrored from `$retained`. Locked briefly, never across an
     /// await.
@@ -138,6 +154,15 @@ pub(crate) struct Shared {
     connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
     started_at_ms: u64,
+    /// Open connections, for `limits.max_connections`.
+    pub(crate) connections: crate::limits::ConnectionCount,
+    /// Counters and histograms (`metrics.rs`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// The in-memory `$SYS` topics.
+    pub(crate) sys: crate::sys_topics::SysTopics,
+    /// Tells connections to end, and counts them, at shutdown.
+    pub(crate) shutdown: crate::shutdown::ShutdownState,
+    pub(crate) maintenance_totals: strata_compaction::TotalsReader,
 }
 
 impl Shared {
@@ -190,6 +215,8 @@ impl Shared {
         let mut matching: Vec<StoredMessage> =
             retained.values().filter(|m| crate::topic::matches(filter, &m.topic)).cloned().collect();
         matching.sort_by_key(|m| m.offset);
+        // `$SYS` values come from memory, like retained messages (`sys_topics.rs`).
+        matching.extend(self.sys.matching(filter));
         matching
     }
 
@@ -201,7 +228,9 @@ impl Shared {
             self.store_retained(record.clone()).await?;
         }
         let (durable, done) = oneshot::channel();
-        self.writer
+        self.streams
+            .route(&publish.topic, &publish.properties.user_properties)
+            .writer
             .send(AppendRequest { record, durable: Some(durable) })
             .await
             .map_err(|_| "the partition writer stopped".to_owned())?;
@@ -306,6 +335,8 @@ impl Shared {
 /// A started broker: its log is open and its listener bound.
 pub struct Broker {
     listener: TcpListener,
+    /// MQTT over WebSocket, when configured.
+    ws_listener: Option<TcpListener>,
     shared: Arc<Shared>,
     retained_log: Arc<Log>,
     sessions_log: Arc<Log>,
@@ -375,11 +406,10 @@ async fn open_log(dir: PathBuf) -> Result<Arc<Log>, BrokerError> {
 }
 
 impl Broker {
-    /// Opens `<data_dir>/default/0/`, `$retained/0/` and `$sessions/0/`, rebuilds retained
+    /// Opens `<data_dir>/<stream>/<partition>/` of every stream, `$retained/0/` and `$sessions/0/`, rebuilds retained
     /// messages and sessions, starts compaction of the internal streams and binds the MQTT
     /// listener.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let log = open_log(config.data_dir.join(DEFAULT_STREAM).join("0")).await?;
         let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
         let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
         let started_at = now_ms();
@@ -416,18 +446,25 @@ impl Broker {
             partition_writer::spawn(Arc::clone(log), queue, name.into())
                 .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })
         };
-        let writer = spawn_writer(&log, config.writer_queue, "writer-default-0")?;
+        let streams = Streams::open(&config.streams, &config.data_dir, config.writer_queue, &maintenance).await?;
         let retained_writer = spawn_writer(&retained_log, INTERNAL_WRITER_QUEUE, "writer-retained")?;
         let sessions_writer = spawn_writer(&sessions_log, INTERNAL_WRITER_QUEUE, "writer-sessions")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
+        let ws_listener = match config.ws_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| BrokerError::Io { what: format!("listening on {addr} (WebSocket)"), source })?,
+            ),
+            None => None,
+        };
         let started_at_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let shared = Arc::new(Shared {
             config,
-            log,
-            writer,
+            streams,
             retained_writer,
             retained: Mutex::new(retained),
             sessions_writer,
@@ -436,8 +473,25 @@ impl Broker {
             connected: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
+            connections: crate::limits::ConnectionCount::default(),
+            metrics: Arc::new(crate::metrics::Metrics::new()),
+            sys: crate::sys_topics::SysTopics::new(),
+            shutdown: crate::shutdown::ShutdownState::new(),
+            maintenance_totals: maintenance.totals_reader(),
         });
-        Ok(Broker { listener, shared, retained_log, sessions_log, maintenance })
+        for stream in shared.streams.all() {
+            for partition in &stream.partitions {
+                shared.metrics.add_partition(&stream.name, partition.number, false, &partition.log);
+            }
+        }
+        shared.metrics.add_partition(RETAINED_STREAM, 0, true, &retained_log);
+        shared.metrics.add_partition(SESSIONS_STREAM, 0, true, &sessions_log);
+        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, maintenance })
+    }
+
+    /// The address the MQTT-over-WebSocket listener is bound to, when there is one.
+    pub fn ws_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.ws_listener.as_ref().map(TcpListener::local_addr)
     }
 
     /// The address the MQTT listener is bound to.
@@ -445,10 +499,21 @@ impl Broker {
         self.listener.local_addr()
     }
 
+    /// A handle that renders this broker's metrics, usable while and after it runs.
+    pub fn metrics(&self) -> crate::metrics::BrokerMetrics {
+        crate::metrics::BrokerMetrics { shared: Arc::clone(&self.shared) }
+    }
+
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker { listener, shared, retained_log, sessions_log, maintenance } = self;
+        let Broker { listener, ws_listener, shared, retained_log, sessions_log, maintenance } = self;
+        // Aborted at shutdown, like the connections it spawned are dropped with the runtime.
+        let ws_task = ws_listener.map(|ws| tokio::spawn(crate::websocket::serve(ws, Arc::clone(&shared))));
         tokio::pin!(shutdown);
+        let sys_task = (shared.config.sys_interval_secs > 0).then(|| {
+            let interval = std::time::Duration::from_secs(shared.config.sys_interval_secs);
+            tokio::spawn(crate::sys_topics::run(Arc::clone(&shared), interval))
+        });
         let mut expiry_check = tokio::time::interval(SESSION_EXPIRY_CHECK);
         expiry_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -472,12 +537,26 @@ impl Broker {
                 },
             }
         }
-        // Connections still running are dropped with the runtime: no wills are published on
-        // shutdown, and their sessions keep the offsets last committed.
-        let log = Arc::clone(&shared.log);
+        if let Some(ws_task) = ws_task {
+            ws_task.abort();
+        }
+        // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
+        // to MQTT 5 clients; each saves its session and publishes its will as on any server
+        // close), and wait for them, for a bounded time, before closing the logs.
+        drop(listener);
+        if let Some(sys_task) = sys_task {
+            sys_task.abort();
+        }
+        shared.shutdown.begin();
+        let still_running = shared.shutdown.wait_idle(SHUTDOWN_GRACE).await;
+        if still_running > 0 {
+            // Dropped with the runtime; their sessions keep the offsets last committed.
+            tracing::warn!(still_running, "connections still running after the shutdown grace period");
+        }
+        let logs = shared.streams.logs();
         tokio::task::spawn_blocking(move || {
             maintenance.shutdown();
-            for log in [&retained_log, &sessions_log, &log] {
+            for log in [&retained_log, &sessions_log].into_iter().chain(&logs) {
                 log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
             }
             Ok(())

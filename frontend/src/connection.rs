@@ -8,13 +8,13 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::broker::Shared;
@@ -23,10 +23,13 @@ use crate::codec::{
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::partition_writer::{AppendRequest, AppendResult};
+use crate::readers::Readers;
 use crate::record;
+use crate::replay;
 use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Route, Subscriptions};
-use crate::session_state::{self, NEVER_EXPIRES, PartitionPosition, SessionState};
-use crate::topic::{self, TopicLimits};
+use crate::session_state::{self, NEVER_EXPIRES, SessionState};
+use crate::topic;
+use crate::topic_alias::{InboundAliases, OutboundAliases, OutboundTopic};
 
 /// How long a new connection has to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,12 +49,31 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Runs a connection to the end. Never panics on input; errors close only this connection.
+/// The read side of a connection's byte stream: a TCP socket, or the MQTT bytes carried by a
+/// WebSocket's binary frames (`websocket.rs`). All protocol logic is the same for both.
+pub(crate) type TransportReader = Box<dyn AsyncRead + Send + Unpin>;
+/// The write side of a connection's byte stream.
+pub(crate) type TransportWriter = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Runs an MQTT-over-TCP connection to the end.
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     if let Err(error) = stream.set_nodelay(true) {
         tracing::debug!(%peer, %error, "set_nodelay failed");
     }
-    let (mut reader, mut writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
+    run_transport(Box::new(reader), Box::new(writer), peer, shared).await;
+}
+
+/// Runs a connection over any byte stream to the end. Never panics on input; errors close
+/// only this connection.
+pub(crate) async fn run_transport(
+    mut reader: TransportReader,
+    mut writer: TransportWriter,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+) {
+    // Counted until this task ends: shutdown waits for it.
+    let _active = shared.shutdown.track();
     let mut buf = BytesMut::with_capacity(4096);
     let max_packet_size = shared.config.max_packet_size as usize;
     let connect =
@@ -77,6 +99,19 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             }
         };
     let version = connect.protocol;
+    // Held until the connection ends; beyond `max_connections` the client is refused.
+    let Some(_slot) = shared.connections.try_acquire(shared.config.limits.max_connections) else {
+        tracing::debug!(%peer, "refused: max_connections reached");
+        let connack = ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::QuotaExceeded,
+            properties: Properties::default(),
+        };
+        // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
+        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+        let _ = writer.shutdown().await;
+        return;
+    };
 
     let mut client_id = connect.client_id.to_string();
     let mut assigned = None;
@@ -130,34 +165,38 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         properties.shared_subscription_available = Some(false);
         properties.subscription_identifier_available = Some(true);
         properties.wildcard_subscription_available = Some(true);
+        let limits = &shared.config.limits;
+        properties.topic_alias_maximum = (limits.topic_alias_maximum > 0).then_some(limits.topic_alias_maximum);
+        if let (keep_alive, true) = limits.keep_alive(connect.keep_alive) {
+            properties.server_keep_alive = Some(keep_alive);
+        }
     }
     let connack = ConnAck { session_present: resumed.is_some(), reason_code: ReasonCode::Success, properties };
     let mut ended: Option<End> = None;
     let mut final_state = None;
     let mut persisted = resumed.is_some();
     if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
+        let _connected = shared.metrics.connection_opened();
         let (to_outbound, from_inbound) = mpsc::channel(OUTBOUND_QUEUE);
         let receive_maximum =
             if version.is_v5() { connect.properties.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
         let window = receive_maximum.min(shared.config.max_inflight.max(1));
         let mut qos2 = InboundQos2::new(usize::from(shared.config.receive_maximum));
         let mut subscriptions = Subscriptions::default();
-        let (mut next_offset, mut redeliver_below) = (None, 0);
+        let mut readers = Readers::default();
         if let Some(session) = &resumed {
             qos2.restore(&session.qos2_awaiting_pubrel);
             for s in &session.subscriptions {
                 subscriptions.subscribe(&s.filter, s.options, s.identifier);
             }
-            let position = session.positions.iter().find(|p| p.stream == crate::DEFAULT_STREAM && p.partition == 0);
-            if let Some(position) = position {
-                next_offset = Some(position.committed);
-                redeliver_below = position.read_up_to;
-            }
-            if next_offset.is_none() && !subscriptions.is_empty() {
-                next_offset = Some(shared.log.offsets().high_watermark);
+            if !subscriptions.is_empty() {
+                // Each partition from its stored position; a partition the session never saw
+                // (a stream added since) from its end.
+                readers.follow_all(&shared.streams, &session.positions);
             }
         }
         let qos2 = Arc::new(Mutex::new(qos2));
+        let qos1_unacked = Arc::new(AtomicUsize::new(0));
         let mut outbound = Outbound {
             shared: Arc::clone(&shared),
             version,
@@ -166,14 +205,18 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             writer,
             subscriptions,
             window: OutboundWindow::new(usize::from(window)),
-            next_offset,
-            caught_up: next_offset.is_none(),
-            redeliver_below,
+            readers,
             persistent: expiry_interval > 0,
             expiry_interval,
             last_commit: None,
             subscriptions_changed: false,
             qos2: Arc::clone(&qos2),
+            qos1_unacked: Arc::clone(&qos1_unacked),
+            aliases: OutboundAliases::new(if version.is_v5() {
+                connect.properties.topic_alias_maximum.unwrap_or(0)
+            } else {
+                0
+            }),
             pending_retained: VecDeque::new(),
             pending_acks: VecDeque::new(),
             chunks: VecDeque::new(),
@@ -184,11 +227,18 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
             shared: Arc::clone(&shared),
             version,
             client_id: client_id.clone(),
-            keep_alive: connect.keep_alive,
+            // Server Keep Alive (MQTT 5 only: a 3.1.1 client could not be told).
+            keep_alive: if version.is_v5() {
+                shared.config.limits.keep_alive(connect.keep_alive).0
+            } else {
+                connect.keep_alive
+            },
             reader,
             buf,
             to_outbound,
             qos2,
+            qos1_unacked,
+            aliases: InboundAliases::new(shared.config.limits.topic_alias_maximum),
         };
         {
             let outbound_run = outbound.run(from_inbound, registration.taken_over);
@@ -255,7 +305,7 @@ enum Refusal {
     Close(&'static str),
 }
 
-async fn read_connect(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize) -> Result<Connect, Refusal> {
+async fn read_connect(reader: &mut TransportReader, buf: &mut BytesMut, max: usize) -> Result<Connect, Refusal> {
     loop {
         match codec::decode(buf, ProtocolVersion::V3_1_1, max) {
             Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
@@ -271,7 +321,7 @@ async fn read_connect(reader: &mut OwnedReadHalf, buf: &mut BytesMut, max: usize
     }
 }
 
-async fn write_packet(writer: &mut OwnedWriteHalf, packet: &Packet, version: ProtocolVersion) -> std::io::Result<()> {
+async fn write_packet(writer: &mut TransportWriter, packet: &Packet, version: ProtocolVersion) -> std::io::Result<()> {
     let mut buf = BytesMut::new();
     codec::encode(packet, version, &mut buf).map_err(std::io::Error::other)?;
     writer.write_all(&buf).await
@@ -289,6 +339,8 @@ enum ToOutbound {
         packet_id: PacketId,
         reason: ReasonCode,
         durable: Option<oneshot::Receiver<AppendResult>>,
+        /// When the PUBLISH arrived, for the publish-to-ack latency; `None` for other acks.
+        received: Option<std::time::Instant>,
     },
     /// The client acknowledged one of our messages.
     ClientAck(Packet),
@@ -312,6 +364,7 @@ struct PendingAck {
     packet_id: PacketId,
     reason: ReasonCode,
     durable: Option<oneshot::Receiver<AppendResult>>,
+    received: Option<std::time::Instant>,
 }
 
 struct Inbound {
@@ -319,11 +372,16 @@ struct Inbound {
     version: ProtocolVersion,
     client_id: String,
     keep_alive: u16,
-    reader: OwnedReadHalf,
+    reader: TransportReader,
     buf: BytesMut,
     to_outbound: mpsc::Sender<ToOutbound>,
     /// Shared with the outbound half, which saves it with the session.
     qos2: Arc<Mutex<InboundQos2>>,
+    /// Inbound QoS 1 messages not yet PUBACKed; the outbound half counts down as it sends
+    /// PUBACK. With the unreleased QoS 2 messages, held to our Receive Maximum.
+    qos1_unacked: Arc<AtomicUsize>,
+    /// The client's topic aliases.
+    aliases: InboundAliases,
 }
 
 /// How the inbound half ends.
@@ -405,7 +463,13 @@ impl Inbound {
                     ReasonCode::PacketIdentifierNotFound
                 };
                 // A PUBCOMP goes out after the PUBRECs queued before it.
-                ToOutbound::Ack { packet: AckPacket::PubComp, packet_id: ack.packet_id, reason, durable: None }
+                ToOutbound::Ack {
+                    packet: AckPacket::PubComp,
+                    packet_id: ack.packet_id,
+                    reason,
+                    durable: None,
+                    received: None,
+                }
             }
             Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => ToOutbound::ClientAck(packet),
             Packet::Subscribe(subscribe) => ToOutbound::Subscribe(subscribe),
@@ -433,17 +497,27 @@ impl Inbound {
     }
 
     async fn publish(&mut self, publish: Publish) -> Option<End> {
-        if publish.properties.topic_alias.is_some() {
-            // Our CONNACK announced a Topic Alias Maximum of 0.
-            let why = "Topic Alias Maximum is 0: topic aliases are not accepted".to_owned();
-            return Some(End::Disconnect(ReasonCode::TopicAliasInvalid, why));
+        let received = std::time::Instant::now();
+        let mut publish = publish;
+        // The alias is resolved here and never stored.
+        match self.aliases.resolve(&publish.topic, publish.properties.topic_alias.take()) {
+            Ok(topic) => publish.topic = topic,
+            Err(why) => return Some(End::Disconnect(ReasonCode::TopicAliasInvalid, why)),
         }
-        if topic::validate_topic_name(&publish.topic, &TopicLimits::default()).is_err() {
-            return Some(End::Disconnect(ReasonCode::TopicNameInvalid, "invalid topic name".to_owned()));
+        if let Err(error) = topic::validate_topic_name(&publish.topic, &self.shared.config.limits.topics()) {
+            return Some(End::Disconnect(ReasonCode::TopicNameInvalid, format!("invalid topic name: {error}")));
         }
         let (packet, packet_id) = match (publish.qos, publish.packet_id) {
             (QoS::AtMostOnce, _) | (_, None) => (None, None),
-            (QoS::AtLeastOnce, Some(id)) => (Some(AckPacket::PubAck), Some(id)),
+            (QoS::AtLeastOnce, Some(id)) => {
+                let unreleased = lock(&self.qos2).pending_len();
+                let unacked = self.qos1_unacked.fetch_add(1, Ordering::AcqRel);
+                if unacked + unreleased >= usize::from(self.shared.config.receive_maximum) {
+                    let why = "more unacknowledged QoS 1 and 2 messages than our Receive Maximum".to_owned();
+                    return Some(End::Disconnect(ReasonCode::ReceiveMaximumExceeded, why));
+                }
+                (Some(AckPacket::PubAck), Some(id))
+            }
             (QoS::ExactlyOnce, Some(id)) => match Self::qos2_publish(&self.qos2, id) {
                 Qos2Publish::Store => (Some(AckPacket::PubRec), Some(id)),
                 Qos2Publish::Duplicate => {
@@ -452,6 +526,7 @@ impl Inbound {
                         packet_id: id,
                         reason: ReasonCode::Success,
                         durable: None,
+                        received: None,
                     };
                     return self.to_outbound.send(message).await.err().map(|_| End::Quiet);
                 }
@@ -461,6 +536,7 @@ impl Inbound {
                 }
             },
         };
+        self.shared.metrics.received(publish.qos, publish.payload.len());
         let record = record::to_record(&publish, &self.client_id, now_ms());
         if publish.retain {
             // Into `$retained` durably before the stream append, so that its acknowledgement
@@ -479,11 +555,18 @@ impl Inbound {
             None => (None, None),
         };
         // A full queue holds this connection's reads back: backpressure on the socket.
-        if self.shared.writer.send(AppendRequest { record, durable }).await.is_err() {
+        let writer = &self.shared.streams.route(&publish.topic, &publish.properties.user_properties).writer;
+        if writer.send(AppendRequest { record, durable }).await.is_err() {
             return Some(End::Disconnect(ReasonCode::ServerShuttingDown, "the partition writer stopped".to_owned()));
         }
         if let (Some(packet), Some(packet_id)) = (packet, packet_id) {
-            let message = ToOutbound::Ack { packet, packet_id, reason: ReasonCode::Success, durable: durable_rx };
+            let message = ToOutbound::Ack {
+                packet,
+                packet_id,
+                reason: ReasonCode::Success,
+                durable: durable_rx,
+                received: Some(received),
+            };
             return self.to_outbound.send(message).await.err().map(|_| End::Quiet);
         }
         None
@@ -495,23 +578,24 @@ struct Outbound {
     version: ProtocolVersion,
     client_id: String,
     client_max_packet_size: usize,
-    writer: OwnedWriteHalf,
+    writer: TransportWriter,
     subscriptions: Subscriptions,
     window: OutboundWindow,
-    /// The next partition offset to deliver; `None` until the first subscription.
-    next_offset: Option<u64>,
-    /// Whether delivery has read everything up to the high watermark.
-    caught_up: bool,
-    /// A resumed session had read up to here: QoS 1/2 messages below go out with DUP set.
-    redeliver_below: u64,
+    /// One cursor per partition followed: every partition for the plain subscriptions,
+    /// plus each `$stream` subscription's own.
+    readers: Readers,
     /// Whether the session outlives the connection (Session Expiry Interval > 0), so its
     /// subscriptions and offsets are written to `$sessions`.
     persistent: bool,
     expiry_interval: u32,
-    /// The committed offset last written to `$sessions` (`Some(None)`: written, no offset).
-    last_commit: Option<Option<u64>>,
+    /// The committed offsets last written to `$sessions`.
+    last_commit: Option<Vec<u64>>,
     subscriptions_changed: bool,
     qos2: Arc<Mutex<InboundQos2>>,
+    /// See `Inbound::qos1_unacked`.
+    qos1_unacked: Arc<AtomicUsize>,
+    /// The topic aliases we send this client.
+    aliases: OutboundAliases,
     /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
     pending_retained: VecDeque<(record::StoredMessage, Route)>,
     /// Acknowledgements of inbound messages, in arrival order.
@@ -525,16 +609,7 @@ struct Outbound {
 impl Outbound {
     /// The session as it stands, for `$sessions`; `disconnected_at_ms` 0 while connected.
     fn state(&self, expiry_interval: u32, disconnected_at_ms: i64) -> SessionState {
-        let positions = self
-            .next_offset
-            .map(|next| PartitionPosition {
-                stream: crate::DEFAULT_STREAM.to_owned(),
-                partition: 0,
-                committed: session_state::committed_offset(self.window.lowest_offset(), next),
-                read_up_to: next.max(self.redeliver_below),
-            })
-            .into_iter()
-            .collect();
+        let positions = self.readers.positions(&self.window);
         SessionState {
             expiry_interval,
             disconnected_at_ms,
@@ -558,8 +633,8 @@ impl Outbound {
         if !self.persistent {
             return;
         }
-        let committed = self.next_offset.map(|next| session_state::committed_offset(self.window.lowest_offset(), next));
-        if !self.subscriptions_changed && (!offsets || self.last_commit == Some(committed)) {
+        let committed = self.readers.committed(&self.window);
+        if !self.subscriptions_changed && (!offsets || self.last_commit.as_ref() == Some(&committed)) {
             return;
         }
         let state = self.state(self.expiry_interval, 0);
@@ -569,7 +644,11 @@ impl Outbound {
     }
 
     async fn run(&mut self, mut from_inbound: mpsc::Receiver<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
-        let log = Arc::clone(&self.shared.log);
+        let mut sys_updates = self.shared.sys.subscribe();
+        let mut stopping = self.shared.shutdown.subscribe();
+        // Checked once at once: shutdown may have begun before this connection subscribed.
+        stopping.mark_changed();
+        let mut appended = self.shared.streams.appended();
         let mut commit_tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
         commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -578,6 +657,8 @@ impl Outbound {
                 self.disconnect(reason, "a publish could not be stored".into()).await;
                 return;
             }
+            // Anything appended after this point wakes the wait below.
+            appended.borrow_and_update();
             if let Err(error) = self.deliver() {
                 tracing::error!(client_id = %self.client_id, %error, "reading the partition failed");
                 self.disconnect(ReasonCode::UnspecifiedError, "reading the log failed".into()).await;
@@ -586,15 +667,30 @@ impl Outbound {
             if self.flush().await.is_err() {
                 return;
             }
-            let can_deliver = !self.subscriptions.is_empty() && self.window.has_room();
+            let can_deliver = !self.readers.is_empty() && self.window.has_room();
+            let caught_up = self.readers.all_caught_up();
             let retained_ready = !self.pending_retained.is_empty()
                 && (self.window.has_room()
                     || self.pending_retained.front().is_some_and(|(_, r)| r.qos == QoS::AtMostOnce));
-            let wait_offset = self.next_offset.unwrap_or(u64::MAX);
             let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());
             let has_front = front_durable.is_some();
             tokio::select! {
                 biased;
+                changed = stopping.changed() => {
+                    let stop = changed.is_err() || *stopping.borrow_and_update();
+                    if stop {
+                        self.disconnect(ReasonCode::ServerShuttingDown, "the server is shutting down".into()).await;
+                        return;
+                    }
+                }
+                update = sys_updates.recv() => {
+                    // `$SYS` refreshes come from memory, never from a log (`sys_topics.rs`).
+                    if let Ok(message) = update
+                        && let Some(route) = self.subscriptions.route(&message.topic, message.qos, false, false)
+                    {
+                        self.pending_retained.push_back((message, route));
+                    }
+                }
                 _ = &mut taken_over => {
                     let why = format!("another connection took over client id {}", self.client_id);
                     self.disconnect(ReasonCode::SessionTakenOver, why).await;
@@ -624,11 +720,9 @@ impl Outbound {
                         }
                     }
                 },
-                () = log.wait_for(wait_offset), if can_deliver && self.caught_up => {
-                    self.caught_up = false;
-                }
+                _ = appended.changed(), if can_deliver && caught_up => self.readers.wake(),
                 // More is already in the log: go round and deliver it.
-                () = std::future::ready(()), if (can_deliver && !self.caught_up) || retained_ready => {}
+                () = std::future::ready(()), if (can_deliver && !caught_up) || retained_ready => {}
                 _ = commit_tick.tick(), if self.persistent => self.commit(true).await,
             }
         }
@@ -647,8 +741,8 @@ impl Outbound {
 
     fn handle(&mut self, message: ToOutbound) -> Result<(), ReasonCode> {
         match message {
-            ToOutbound::Ack { packet, packet_id, reason, durable } => {
-                self.pending_acks.push_back(PendingAck { packet, packet_id, reason, durable });
+            ToOutbound::Ack { packet, packet_id, reason, durable, received } => {
+                self.pending_acks.push_back(PendingAck { packet, packet_id, reason, durable, received });
             }
             ToOutbound::ClientAck(packet) => match packet {
                 Packet::PubAck(ack) => {
@@ -675,7 +769,7 @@ impl Outbound {
                     .filters
                     .iter()
                     .map(|filter| {
-                        if self.subscriptions.unsubscribe(filter) {
+                        if self.subscriptions.unsubscribe(filter) | self.readers.remove_replay(filter) {
                             ReasonCode::Success
                         } else {
                             ReasonCode::NoSubscriptionExisted
@@ -683,7 +777,7 @@ impl Outbound {
                     })
                     .collect();
                 if self.subscriptions.is_empty() {
-                    self.next_offset = None;
+                    self.readers.stop_following_all();
                 }
                 let unsuback =
                     UnsubAck { packet_id: unsubscribe.packet_id, properties: Properties::default(), reason_codes };
@@ -697,8 +791,9 @@ impl Outbound {
 
     fn subscribe(&mut self, subscribe: Subscribe) {
         let identifier = subscribe.properties.subscription_identifiers.first().copied();
-        let limits = TopicLimits::default();
+        let limits = self.shared.config.limits.topics();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
+        let mut refusals = Vec::new();
         for filter in &subscribe.filters {
             let code = match topic::parse_subscription(&filter.filter, &limits) {
                 Ok(topic::Subscription::Plain(plain)) => {
@@ -727,19 +822,30 @@ impl Outbound {
                 }
                 // Not built yet; refused rather than silently treated as plain filters.
                 Ok(topic::Subscription::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
-                Ok(topic::Subscription::Stream { .. }) => ReasonCode::ImplementationSpecificError,
+                Ok(topic::Subscription::Stream { stream, filter: inner }) => {
+                    match self.subscribe_stream(&filter.filter, stream, inner, filter.options, identifier, &subscribe) {
+                        Ok(()) => granted(filter.options.qos),
+                        Err((code, why)) => {
+                            refusals.push(why);
+                            code
+                        }
+                    }
+                }
                 Err(_) => ReasonCode::TopicFilterInvalid,
             };
             reason_codes.push(code);
         }
-        if self.next_offset.is_none() && !self.subscriptions.is_empty() {
-            // Live delivery starts at the log end.
-            self.next_offset = Some(self.shared.log.offsets().high_watermark);
-            self.caught_up = false;
+        if !self.subscriptions.is_empty() {
+            // Live delivery starts at each partition's end.
+            self.readers.follow_all(&self.shared.streams, &[]);
         }
         let mut properties = Properties::default();
-        if reason_codes.contains(&ReasonCode::ImplementationSpecificError) && self.version.is_v5() {
-            properties.reason_string = Some("$stream/ replay is not available in this build".into());
+        if !refusals.is_empty() && self.version.is_v5() {
+            let mut why = refusals.join("; ");
+            if let Some((cut, _)) = why.char_indices().nth(1024) {
+                why.truncate(cut);
+            }
+            properties.reason_string = Some(why.into());
         }
         let suback = SubAck { packet_id: subscribe.packet_id, properties, reason_codes };
         self.queue(&Packet::SubAck(suback));
@@ -759,6 +865,12 @@ impl Outbound {
                 }
             }
             let ack = self.pending_acks.pop_front().expect("front exists");
+            if matches!(ack.packet, AckPacket::PubAck) {
+                self.qos1_unacked.fetch_sub(1, Ordering::AcqRel);
+            }
+            if let Some(received) = ack.received {
+                self.shared.metrics.publish_acked(received.elapsed());
+            }
             let body = Ack { reason_code: ack.reason, ..Ack::success(ack.packet_id) };
             let packet = match ack.packet {
                 AckPacket::PubAck => Packet::PubAck(body),
@@ -784,15 +896,27 @@ impl Outbound {
                 self.queue_publish(message, route, expiry, None, false);
             }
         }
-        let Some(mut next) = self.next_offset else {
-            return Ok(());
-        };
-        if self.subscriptions.is_empty() {
-            return Ok(());
+        let count = self.readers.cursors.len();
+        let first = self.readers.next_turn;
+        self.readers.next_turn = self.readers.next_turn.wrapping_add(1);
+        for turn in 0..count {
+            if self.chunk_bytes >= WRITE_CHUNK_BYTES || !self.window.has_room() {
+                break;
+            }
+            self.deliver_from((first + turn) % count)?;
         }
-        let log = Arc::clone(&self.shared.log);
+        Ok(())
+    }
+
+    /// Reads from one cursor's partition and queues its deliveries until it is caught up,
+    /// the window is full or enough bytes wait to be written.
+    fn deliver_from(&mut self, index: usize) -> Result<(), strata_log::LogError> {
+        let cursor = &self.readers.cursors[index];
+        let (partition, replay, mut next) = (Arc::clone(&cursor.partition), cursor.replay.clone(), cursor.next);
+        let redeliver_below = cursor.redeliver_below;
+        let mut caught_up = false;
         while self.chunk_bytes < WRITE_CHUNK_BYTES && self.window.has_room() {
-            let fetch = log.read(next, FETCH_BYTES)?;
+            let fetch = partition.log.read(next, FETCH_BYTES)?;
             if next < fetch.log_start {
                 // Retention removed what this reader had not read yet; live delivery goes on
                 // from what is left.
@@ -800,14 +924,14 @@ impl Outbound {
                 continue;
             }
             let Some(fetch_end) = fetch.next_offset() else {
-                self.caught_up = true;
+                caught_up = true;
                 break;
             };
             let now = now_ms();
             let mut stopped = false;
             for stored in fetch.records(next)? {
-                let offset = stored.offset;
-                let message = match record::from_record(stored) {
+                let (offset, timestamp) = (stored.offset, stored.timestamp);
+                let mut message = match record::from_record(stored) {
                     Ok(message) => message,
                     Err(_) => {
                         next = offset + 1;
@@ -815,8 +939,11 @@ impl Outbound {
                     }
                 };
                 let from_self = message.client_id == self.client_id.as_bytes();
-                let Some(route) = self.subscriptions.route(&message.topic, message.qos, message.retain, from_self)
-                else {
+                let route = match &replay {
+                    None => self.subscriptions.route(&message.topic, message.qos, message.retain, from_self),
+                    Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
+                };
+                let Some(route) = route else {
                     next = offset + 1;
                     continue;
                 };
@@ -828,18 +955,59 @@ impl Outbound {
                 let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
                     continue;
                 };
-                let dup = route.qos != QoS::AtMostOnce && session_state::is_redelivery(offset, self.redeliver_below);
-                self.queue_publish(message, route, expiry, Some(offset), dup);
+                let dup = route.qos != QoS::AtMostOnce && session_state::is_redelivery(offset, redeliver_below);
+                let position = match &replay {
+                    // The plain reader's offsets are the session's committed offsets.
+                    None => Some((partition.id, offset)),
+                    Some(replay) => {
+                        if self.version.is_v5() {
+                            add_stream_properties(&mut message, replay, partition.number, offset, timestamp);
+                        }
+                        None
+                    }
+                };
+                self.queue_publish(message, route, expiry, position, dup);
             }
             if !stopped {
                 next = next.max(fetch_end);
             }
-            self.next_offset = Some(next);
             if stopped {
                 break;
             }
         }
-        self.next_offset = Some(next);
+        let cursor = &mut self.readers.cursors[index];
+        cursor.next = next;
+        cursor.caught_up = caught_up;
+        Ok(())
+    }
+
+    /// Starts the `$stream` subscription `subscribed_as` (`$stream/<stream>/<inner>`), or says
+    /// why not: its SUBACK reason code and reason string.
+    fn subscribe_stream(
+        &mut self,
+        subscribed_as: &str,
+        stream: &str,
+        inner: &str,
+        options: codec::SubscriptionOptions,
+        identifier: Option<u32>,
+        subscribe: &Subscribe,
+    ) -> Result<(), replay::Refusal> {
+        let request = replay::parse_request(stream, inner, &subscribe.properties.user_properties)
+            .map_err(|why| (ReasonCode::ImplementationSpecificError, why))?;
+        if topic::validate_topic_filter(&request.filter, &self.shared.config.limits.topics()).is_err() {
+            return Err((ReasonCode::TopicFilterInvalid, format!("{subscribed_as}: invalid topic filter")));
+        }
+        let starts = replay::resolve(&self.shared.streams, &request)?;
+        let compaction_key = self.shared.streams.get(stream).and_then(|s| s.compaction_key.clone());
+        let subscription = replay::ReplaySubscription {
+            subscribed_as: subscribed_as.to_owned(),
+            stream: request.stream,
+            filter: request.filter,
+            options,
+            identifier,
+            compaction_key,
+        };
+        self.readers.add_replay(subscription, starts);
         Ok(())
     }
 
@@ -849,7 +1017,7 @@ impl Outbound {
         message: record::StoredMessage,
         route: Route,
         expiry: Option<u32>,
-        offset: Option<u64>,
+        position: Option<(u32, u64)>,
         dup: bool,
     ) {
         let mut properties = message.properties;
@@ -882,7 +1050,17 @@ impl Outbound {
             return;
         }
         if route.qos != QoS::AtMostOnce {
-            publish.packet_id = Some(self.window.start(route.qos, offset));
+            publish.packet_id = Some(self.window.start(route.qos, position));
+        }
+        if self.version.is_v5() {
+            match self.aliases.topic(&publish.topic) {
+                OutboundTopic::Plain => {}
+                OutboundTopic::SetAlias(alias) => publish.properties.topic_alias = Some(alias),
+                OutboundTopic::UseAlias(alias) => {
+                    publish.properties.topic_alias = Some(alias);
+                    publish.topic = codec::ByteString::new();
+                }
+            }
         }
         if codec::encode_publish_header(&publish, self.version, &mut self.scratch).is_err() {
             self.scratch.truncate(start);
@@ -890,6 +1068,7 @@ impl Outbound {
         }
         let header = self.scratch.split().freeze();
         self.chunk_bytes += header.len() + publish.payload.len();
+        self.shared.metrics.sent(publish.qos, publish.payload.len());
         self.chunks.push_back(header);
         if !publish.payload.is_empty() {
             self.chunks.push_back(publish.payload);
@@ -934,5 +1113,34 @@ impl Outbound {
         }
         let _ = self.flush().await;
         let _ = self.writer.shutdown().await;
+    }
+}
+
+/// The SUBACK reason code granting `qos`.
+fn granted(qos: QoS) -> ReasonCode {
+    match qos {
+        QoS::AtMostOnce => ReasonCode::GRANTED_QOS_0,
+        QoS::AtLeastOnce => ReasonCode::GrantedQos1,
+        QoS::ExactlyOnce => ReasonCode::GrantedQos2,
+    }
+}
+
+/// Adds the `stream-*` user properties of a record read by a `$stream` subscription.
+fn add_stream_properties(
+    message: &mut record::StoredMessage,
+    replay: &replay::ReplaySubscription,
+    partition: u32,
+    offset: u64,
+    timestamp: i64,
+) {
+    let key = replay.compaction_key.as_deref().and_then(|name| {
+        message.properties.user_properties.iter().find(|(n, _)| &n[..] == name).map(|(_, v)| v.clone())
+    });
+    let user_properties = &mut message.properties.user_properties;
+    user_properties.push((replay::STREAM_OFFSET.into(), offset.to_string().into()));
+    user_properties.push((replay::STREAM_PARTITION.into(), partition.to_string().into()));
+    user_properties.push((replay::STREAM_TIMESTAMP.into(), timestamp.to_string().into()));
+    if let Some(key) = key {
+        user_properties.push((replay::STREAM_KEY.into(), key));
     }
 }

@@ -1,8 +1,9 @@
 //! `strata-frontend`: Strata's MQTT side.
 //!
-//! - [`Broker`]: the MQTT listener over TCP on a single node. Every PUBLISH is appended to the
-//!   partition log of the built-in stream `default`; every subscription is a reader of that
-//!   log (`docs/architecture.md`, "MQTT on the log").
+//! - [`Broker`]: the MQTT listener over TCP on a single node. Every PUBLISH is appended to a
+//!   partition of the stream its topic routes to ([`streams`]); every subscription is a reader
+//!   of those partitions, and `$stream/` subscriptions replay a stream from an offset
+//!   ([`replay`]; `docs/architecture.md`, "MQTT on the log").
 //! - [`codec`]: decoding and encoding every MQTT 3.1, 3.1.1 and 5.0 control packet, with the
 //!   specification's validation and reason codes (`docs/architecture.md` says why it is our own).
 //! - [`topic`]: topic names and filters: validation, wildcard matching and the `$share/` and
@@ -15,10 +16,23 @@
 mod broker;
 pub mod codec;
 mod connection;
+mod limits;
+mod metrics;
 mod partition_writer;
+mod readers;
 pub mod record;
+pub mod replay;
 pub mod session;
 pub mod session_state;
+mod shutdown;
+pub mod streams;
+mod sys_topics;
 pub mod topic;
+mod topic_alias;
+mod websocket;
 
 pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, RETAINED_STREAM, SESSIONS_STREAM};
+pub use limits::Limits;
+pub use metrics::BrokerMetrics;
+pub use streams::StreamConfig;
+pub use websocket::WEBSOCKET_PATH;

@@ -100,9 +100,9 @@ enum Outbound {
 /// Outbound QoS 1 and 2 messages in flight, bounded by the client's Receive Maximum.
 #[derive(Debug)]
 pub struct OutboundWindow {
-    /// Each message's stage and its partition offset (`None` for a retained message, which
-    /// is not read from the stream and so does not hold the session's offset back).
-    in_flight: HashMap<u16, (Outbound, Option<u64>)>,
+    /// Each message's stage and its (partition id, offset) (`None` for a retained message or
+    /// a `$stream` replay, which do not hold the session's committed offsets back).
+    in_flight: HashMap<u16, (Outbound, Option<(u32, u64)>)>,
     next_id: u16,
     window: usize,
 }
@@ -139,21 +139,24 @@ impl OutboundWindow {
         self.in_flight.is_empty()
     }
 
-    /// The lowest stream offset still unacknowledged, if any.
-    pub fn lowest_offset(&self) -> Option<u64> {
-        self.in_flight.values().filter_map(|(_, offset)| *offset).min()
+    /// The lowest offset of partition `partition` still unacknowledged, if any.
+    pub fn lowest_offset(&self, partition: u32) -> Option<u64> {
+        self.in_flight
+            .values()
+            .filter_map(|(_, position)| position.filter(|(p, _)| *p == partition).map(|(_, offset)| offset))
+            .min()
     }
 
-    /// Takes a free packet identifier for a message at `qos` (1 or 2), read from `offset`.
-    /// Call only when [`OutboundWindow::has_room`].
-    pub fn start(&mut self, qos: QoS, offset: Option<u64>) -> PacketId {
+    /// Takes a free packet identifier for a message at `qos` (1 or 2), read from `position`
+    /// (partition id, offset). Call only when [`OutboundWindow::has_room`].
+    pub fn start(&mut self, qos: QoS, position: Option<(u32, u64)>) -> PacketId {
         debug_assert!(self.has_room() && qos != QoS::AtMostOnce);
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
             if let (Some(packet_id), false) = (PacketId::new(id), self.in_flight.contains_key(&id)) {
                 let state = if qos == QoS::ExactlyOnce { Outbound::AwaitPubRec } else { Outbound::AwaitPubAck };
-                self.in_flight.insert(id, (state, offset));
+                self.in_flight.insert(id, (state, position));
                 return packet_id;
             }
         }
@@ -237,6 +240,11 @@ impl InboundQos2 {
         self.pending.extend(ids.iter().copied().filter(|&id| id != 0));
     }
 
+    /// How many messages wait for their PUBREL.
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
     /// The identifiers awaiting PUBREL, sorted (for the session record).
     pub fn pending_ids(&self) -> Vec<u16> {
         let mut ids: Vec<u16> = self.pending.iter().copied().collect();
@@ -317,6 +325,21 @@ mod tests {
         assert!(window.has_room());
         assert_eq!(window.on_pubcomp(b), AckOutcome::Done);
         assert!(window.is_empty());
+    }
+
+    #[test]
+    fn the_lowest_unacknowledged_offset_is_per_partition() {
+        let mut window = OutboundWindow::new(4);
+        let a = window.start(QoS::AtLeastOnce, Some((0, 7)));
+        window.start(QoS::AtLeastOnce, Some((1, 3)));
+        window.start(QoS::AtLeastOnce, Some((0, 9)));
+        window.start(QoS::AtLeastOnce, None);
+        assert_eq!(
+            (window.lowest_offset(0), window.lowest_offset(1), window.lowest_offset(2)),
+            (Some(7), Some(3), None)
+        );
+        window.on_puback(a);
+        assert_eq!(window.lowest_offset(0), Some(9));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::{
     BatchHeader, FlushPolicy, HighWatermarkMode, LogConfig, LogError, Record, StoredRecord,
     error::IoContext,
     flusher,
-    format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, records_section},
+    format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, parse_header, records_section},
     index::{
         IndexEntry, LoadedIndex, SegmentIndex, TIME_ENTRY_LEN, decode_index_files, encode_offset_index,
         encode_time_index,
@@ -36,6 +36,10 @@ use crate::{
 };
 
 const LOCK_FILE: &str = ".lock";
+
+/// Called with the wall time of each fsync of appended data (group commit or the
+/// background flush), for metrics. It runs on the thread that fsyncs: keep it cheap.
+pub type FsyncObserver = Arc<dyn Fn(std::time::Duration) + Send + Sync>;
 
 /// A handle to an open partition log. Clones share the log; the last one dropped closes it.
 #[derive(Clone)]
@@ -185,6 +189,8 @@ pub(crate) struct Shared {
     pub(crate) maintenance: Mutex<()>,
     sync_in_progress: Mutex<bool>,
     sync_done: Condvar,
+    /// Told the duration of every data fsync (see [`Log::on_fsync`]); set at most once.
+    fsync_observer: std::sync::OnceLock<FsyncObserver>,
     pub(crate) last_flush_ms: AtomicI64,
     closed: AtomicBool,
     recovery: RecoveryReport,
@@ -413,6 +419,13 @@ impl Log {
     /// Number of segments.
     pub fn segment_count(&self) -> usize {
         self.shared.snapshot.load().segments.len()
+    }
+
+    /// Installs `observer`, told the duration of every fsync of appended data from now on
+    /// (not those of rolls, index files or close). Only the first call takes effect; returns
+    /// whether this one did.
+    pub fn on_fsync(&self, observer: FsyncObserver) -> bool {
+        self.shared.fsync_observer.set(observer).is_ok()
     }
 
     /// Stops the log as a crash would: no flush, no index files, no clean-shutdown marker.
@@ -706,7 +719,17 @@ impl Shared {
             if start > visible.len() {
                 break;
             }
-            for item in BatchWalker::new(&visible, start, segment.base_offset) {
+            let mut walker = BatchWalker::new(&visible, start, segment.base_offset);
+            loop {
+                // A batch that would not fit is not returned, so stop before the walker
+                // CRC-checks it: with large batches that check costs as much as the fetch.
+                if !fetch.batches.is_empty()
+                    && let Ok(next) = parse_header(&visible[walker.position()..])
+                    && total + next.batch_length as usize > max_bytes
+                {
+                    return Ok(fetch);
+                }
+                let Some(item) = walker.next() else { break };
                 let (position, header) = item.map_err(|d| segment.corrupt(d.position, d.reason))?;
                 if header.last_offset() < offset {
                     continue;
@@ -976,7 +999,11 @@ impl Shared {
         };
         let started = Instant::now();
         file.sync_data().at(&path, "syncing")?;
-        tracing::trace!(elapsed_us = started.elapsed().as_micros() as u64, "fsync");
+        let elapsed = started.elapsed();
+        tracing::trace!(elapsed_us = elapsed.as_micros() as u64, "fsync");
+        if let Some(observer) = self.fsync_observer.get() {
+            observer(elapsed);
+        }
         self.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
     }
@@ -1181,6 +1208,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         maintenance: Mutex::new(()),
         sync_in_progress: Mutex::new(false),
         sync_done: Condvar::new(),
+        fsync_observer: std::sync::OnceLock::new(),
         last_flush_ms: AtomicI64::new(0),
         closed: AtomicBool::new(false),
         recovery: report,

@@ -3,8 +3,10 @@
 mod bench;
 mod compact;
 mod display;
+mod http;
 mod log_tools;
 mod serve;
+mod streams_config;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -22,8 +24,21 @@ pub const EXIT_DAMAGED: u8 = 1;
 #[derive(Debug, Parser)]
 #[command(name = "strata", version)]
 pub struct Cli {
+    /// Log lines on stderr: `text`, or `json` (one JSON object per line). RUST_LOG filters
+    /// them (default: warnings and errors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +57,14 @@ enum Command {
         /// Address of the MQTT TCP listener.
         #[arg(long, value_name = "ADDR")]
         mqtt: Option<SocketAddr>,
+        /// Address of the MQTT-over-WebSocket listener (path /mqtt); off unless given here or
+        /// as mqtt.ws_listen.
+        #[arg(long, value_name = "ADDR")]
+        ws: Option<SocketAddr>,
+        /// Address of the operator HTTP endpoint (/health, /ready, /metrics); off unless
+        /// given here or as http.listen.
+        #[arg(long, value_name = "ADDR")]
+        http: Option<SocketAddr>,
     },
     /// Inspect, check and compact partition logs on disk (offline).
     #[command(subcommand)]
@@ -112,7 +135,9 @@ enum LogCommand {
 /// Runs the parsed command and turns its outcome into the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
-        Command::Serve { config, data_dir, mqtt } => serve::serve(&serve::ServeArgs { config, data_dir, mqtt }),
+        Command::Serve { config, data_dir, mqtt, ws, http } => {
+            serve::serve(&serve::ServeArgs { config, data_dir, mqtt, ws, http })
+        }
         Command::Bench(args) => bench::bench(&args),
         Command::Log(LogCommand::Dump { partition_dir, from, count }) => log_tools::dump(&partition_dir, from, count),
         Command::Log(LogCommand::Verify { dir }) => log_tools::verify(&dir),

@@ -18,6 +18,17 @@ pub struct ConfigFile {
     /// The MQTT listener and its limits.
     #[serde(default)]
     mqtt: MqttSection,
+    /// `[log]`: log settings every stream starts from (`streams_config.rs` reads it).
+    log: Option<toml::Table>,
+    /// `[[streams]]`: streams, their topics, partitions and log settings.
+    #[serde(default)]
+    streams: Vec<toml::Table>,
+    /// `[log]` and `[[streams]]` read and checked by [`parse_config`].
+    #[serde(skip)]
+    parsed_streams: Vec<strata_frontend::StreamConfig>,
+    /// The operator HTTP endpoint.
+    #[serde(default)]
+    http: HttpSection,
 }
 
 /// `[mqtt]`.
@@ -32,7 +43,32 @@ struct MqttSection {
     max_inflight: Option<u16>,
     /// Our Receive Maximum. Default 1,024.
     receive_maximum: Option<u16>,
+    /// Seconds between `$SYS` refreshes; 0 turns `$SYS` off. Default 10.
+    sys_interval_secs: Option<u64>,
+    /// Address of the MQTT-over-WebSocket listener; off by default.
+    ws_listen: Option<SocketAddr>,
+    /// Our Topic Alias Maximum. Default 64; 0 refuses topic aliases.
+    topic_alias_maximum: Option<u16>,
+    /// Most open connections. Default: no limit.
+    max_connections: Option<u32>,
+    /// Longest topic name or filter, in bytes. Default 65,535.
+    max_topic_length: Option<u32>,
+    /// Most levels in a topic name or filter. Default 128.
+    max_topic_levels: Option<u32>,
+    /// Server Keep Alive cap, in seconds. Default: none.
+    max_keep_alive: Option<u16>,
 }
+
+/// `[http]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSection {
+    /// Address of `/health`, `/ready` and `/metrics`. Default: off.
+    listen: Option<SocketAddr>,
+}
+
+/// Largest accepted `mqtt.sys_interval_secs`: one day.
+const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
 
 /// Smallest accepted `mqtt.max_packet_size`: a CONNECT with a client id must fit.
 const MIN_PACKET_SIZE: u32 = 64;
@@ -53,6 +89,29 @@ pub fn parse_config(text: &str) -> anyhow::Result<ConfigFile> {
     if config.mqtt.receive_maximum == Some(0) {
         anyhow::bail!("mqtt.receive_maximum = 0: must be between 1 and 65535");
     }
+    if let Some(secs) = config.mqtt.sys_interval_secs
+        && secs > MAX_SYS_INTERVAL_SECS
+    {
+        anyhow::bail!("mqtt.sys_interval_secs = {secs}: must be between 0 (off) and {MAX_SYS_INTERVAL_SECS} seconds");
+    }
+    if config.mqtt.max_connections == Some(0) {
+        anyhow::bail!("mqtt.max_connections = 0: must be at least 1 (leave it out for no limit)");
+    }
+    if let Some(length) = config.mqtt.max_topic_length
+        && !(1..=65_535).contains(&length)
+    {
+        anyhow::bail!("mqtt.max_topic_length = {length}: must be between 1 and 65535 bytes");
+    }
+    if let Some(levels) = config.mqtt.max_topic_levels
+        && !(1..=65_535).contains(&levels)
+    {
+        anyhow::bail!("mqtt.max_topic_levels = {levels}: must be between 1 and 65535");
+    }
+    if config.mqtt.max_keep_alive == Some(0) {
+        anyhow::bail!("mqtt.max_keep_alive = 0: must be between 1 and 65535 seconds (leave it out for no cap)");
+    }
+    let mut config = config;
+    config.parsed_streams = super::streams_config::parse_streams(config.log.as_ref(), &config.streams)?;
     Ok(config)
 }
 
@@ -61,6 +120,9 @@ pub struct ServeArgs {
     pub config: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    /// Address of the operator HTTP endpoint.
+    pub http: Option<SocketAddr>,
 }
 
 /// Builds the broker config: defaults, then the file, then the flags.
@@ -72,6 +134,7 @@ fn broker_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     let listen = args.mqtt.or(file.mqtt.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 1883)));
     let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
     let mut config = BrokerConfig::new(listen, data_dir);
+    config.streams = file.parsed_streams.clone();
     if let Some(size) = file.mqtt.max_packet_size {
         config.max_packet_size = size;
     }
@@ -81,6 +144,21 @@ fn broker_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(receive_maximum) = file.mqtt.receive_maximum {
         config.receive_maximum = receive_maximum;
     }
+    if let Some(secs) = file.mqtt.sys_interval_secs {
+        config.sys_interval_secs = secs;
+    }
+    config.ws_listen = args.ws.or(file.mqtt.ws_listen);
+    if let Some(maximum) = file.mqtt.topic_alias_maximum {
+        config.limits.topic_alias_maximum = maximum;
+    }
+    config.limits.max_connections = file.mqtt.max_connections.map(|max| max as usize);
+    if let Some(length) = file.mqtt.max_topic_length {
+        config.limits.max_topic_length = length as usize;
+    }
+    if let Some(levels) = file.mqtt.max_topic_levels {
+        config.limits.max_topic_levels = levels as usize;
+    }
+    config.limits.max_keep_alive = file.mqtt.max_keep_alive;
     Ok(config)
 }
 
@@ -93,14 +171,41 @@ fn load(path: &Path) -> anyhow::Result<ConfigFile> {
 pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = broker_config(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    // The flag, else the file's `[http] listen`, else off.
+    let http_listen = match args.http {
+        Some(addr) => Some(addr),
+        None => args.config.as_deref().map(load).transpose()?.and_then(|file| file.http.listen),
+    };
     runtime.block_on(async {
+        // Bound first, so `/health` answers and `/ready` says 503 while the logs recover.
+        let http = match http_listen {
+            Some(addr) => Some(crate::cli::http::start(addr).await?),
+            None => None,
+        };
         let broker = Broker::start(config.clone()).await?;
         let addr = broker.local_addr().context("reading the listener address")?;
         // Handlers installed before the ready line: a SIGTERM right after it stops cleanly.
         let shutdown = shutdown_signal();
         // Tests and scripts wait for this line to know the broker is ready.
         println!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display());
+        if let Some(ws_addr) = broker.ws_local_addr() {
+            let ws_addr = ws_addr.context("reading the WebSocket listener address")?;
+            println!("strata: MQTT over WebSocket listening on ws://{ws_addr}{}", strata_frontend::WEBSOCKET_PATH);
+        }
+        tracing::info!(mqtt = %addr, data_dir = %config.data_dir.display(), "serving");
+        if let Some((http_addr, state)) = &http {
+            state.set_ready(broker.metrics());
+            println!("strata: HTTP listening on {http_addr}");
+        }
+        let http_state = http.map(|(_, state)| state);
+        let shutdown = async move {
+            shutdown.await;
+            if let Some(state) = http_state {
+                state.set_stopping();
+            }
+        };
         broker.run(shutdown).await?;
+        tracing::info!("stopped; every log closed cleanly");
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
@@ -141,6 +246,17 @@ mod tests {
         assert!(format!("{error:#}").contains("listen"), "{error:#}");
         let error = parse_config("[mqtt]\nmax_packet_size = 3\n").unwrap_err();
         assert!(format!("{error:#}").contains("mqtt.max_packet_size"), "{error:#}");
+        for (text, key) in [
+            ("max_connections = 0", "mqtt.max_connections"),
+            ("max_topic_length = 0", "mqtt.max_topic_length"),
+            ("max_topic_levels = 70000", "mqtt.max_topic_levels"),
+            ("max_keep_alive = 0", "mqtt.max_keep_alive"),
+            ("topic_alias_maximum = -1", "topic_alias_maximum"),
+            ("ws_listen = \"nowhere\"", "ws_listen"),
+        ] {
+            let error = parse_config(&format!("[mqtt]\n{text}\n")).unwrap_err();
+            assert!(format!("{error:#}").contains(key), "{text}: {error:#}");
+        }
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub struct ServeProcess {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// The lines the broker printed after its first one.
+    more_lines: mpsc::Receiver<String>,
 }
 
 impl ServeProcess {
@@ -39,12 +41,11 @@ impl ServeProcess {
         let stdout = child.stdout.take().expect("stdout is piped");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
+            let lines = BufReader::new(stdout).lines();
+            // Keep draining so the broker never blocks on a full pipe.
+            for line in lines.map_while(Result::ok) {
                 let _ = tx.send(line);
             }
-            // Keep draining so the broker never blocks on a full pipe.
-            for _ in lines {}
         });
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(line) => line,
@@ -58,7 +59,32 @@ impl ServeProcess {
             .and_then(|rest| rest.split(',').next())
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from strata serve: {line:?}"));
-        ServeProcess { child: Some(child), addr, data_dir: data_dir.to_path_buf() }
+        ServeProcess { child: Some(child), addr, data_dir: data_dir.to_path_buf(), more_lines: rx }
+    }
+
+    /// Waits for the line starting `strata: MQTT over WebSocket listening on ws://` (printed
+    /// with `--ws`) and returns the address in it.
+    pub fn ws_addr(&self) -> SocketAddr {
+        let prefix = "strata: MQTT over WebSocket listening on ws://";
+        loop {
+            let line = self.more_lines.recv_timeout(Duration::from_secs(60)).expect("the WebSocket line");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                let addr = rest.strip_suffix("/mqtt").unwrap_or(rest);
+                return addr.parse().unwrap_or_else(|_| panic!("bad WebSocket line {line:?}"));
+            }
+        }
+    }
+
+    /// Waits for the line `strata: HTTP listening on <addr>` (printed with `--http`) and
+    /// returns the address.
+    pub fn http_addr(&self) -> SocketAddr {
+        let prefix = "strata: HTTP listening on ";
+        loop {
+            let line = self.more_lines.recv_timeout(Duration::from_secs(60)).expect("the HTTP line");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.parse().unwrap_or_else(|_| panic!("bad HTTP line {line:?}"));
+            }
+        }
     }
 
     pub fn port(&self) -> u16 {

@@ -433,9 +433,7 @@ impl PropertyValues {
         if self.maximum_packet_size == Some(0) {
             return zero("Maximum Packet Size");
         }
-        if self.topic_alias == Some(0) {
-            return zero("Topic Alias");
-        }
+        // Topic Alias 0 parses; the session refuses it with 0x94 Topic Alias Invalid.
         Ok(())
     }
 }

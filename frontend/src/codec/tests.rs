@@ -109,7 +109,6 @@ fn validation_failures_map_to_their_reason_codes() {
         ("SUBSCRIBE with packet id 0", packet(0x82, &[0x00, 0x00, 0x00, 0x01, b'a', 0x00]), V4, PROTOCOL),
         ("UNSUBACK with packet id 0", vec![0xB0, 0x02, 0x00, 0x00], V4, PROTOCOL),
         // Properties.
-        ("Topic Alias 0", v5_publish_with_properties(&[0x23, 0x00, 0x00]), V5, PROTOCOL),
         ("Session Expiry Interval in a PUBLISH", v5_publish_with_properties(&[0x11, 0, 0, 0, 1]), V5, MALFORMED),
         ("unknown property 0x7F", v5_publish_with_properties(&[0x7F, 0x00]), V5, MALFORMED),
         (
@@ -391,4 +390,14 @@ fn mqtt_3_1_connect_round_trips_with_its_own_protocol_name() {
     encode(&Packet::Connect(Box::new(connect.clone())), V4, &mut buf).unwrap();
     assert_eq!(&buf[2..11], &[0x00, 0x06, b'M', b'Q', b'I', b's', b'd', b'p', 3]);
     assert_eq!(decode_ok(&buf, V5), Packet::Connect(Box::new(connect)));
+}
+
+#[test]
+fn topic_alias_0_parses_for_the_session_to_refuse() {
+    // The session answers it with 0x94 Topic Alias Invalid (MQTT 5, 3.3.2.3.4).
+    let mut input = BytesMut::from(&v5_publish_with_properties(&[0x23, 0x00, 0x00])[..]);
+    match decode(&mut input, V5, 1 << 20) {
+        Ok(Some(Packet::Publish(publish))) => assert_eq!(publish.properties.topic_alias, Some(0)),
+        other => panic!("expected a PUBLISH, got {other:?}"),
+    }
 }

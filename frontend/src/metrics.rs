@@ -1,0 +1,323 @@
+//! The broker's metrics: counters and histograms that the hot paths update with atomics
+//! (children of labelled families are resolved once, here, so an update is one atomic add and
+//! never allocates or locks), and gauges read from the logs and the maintenance threads when
+//! `/metrics` is scraped. Rendered in the Prometheus text format by the `prometheus` crate.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus::{
+    Counter, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use strata_compaction::MaintenanceTotals;
+use strata_log::Log;
+
+use crate::codec::QoS;
+
+/// Upper bounds of the publish-to-ack latency buckets, in seconds (50 µs to 5 s).
+const ACK_BUCKETS: &[f64] =
+    &[0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+/// Upper bounds of the fsync latency buckets, in seconds (10 µs to 2.5 s).
+const FSYNC_BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5,
+];
+
+/// One partition whose offsets and size are read at scrape time.
+struct PartitionEntry {
+    stream: String,
+    partition: u32,
+    internal: bool,
+    log: Log,
+}
+
+/// Gauges set from the logs at scrape time.
+struct PartitionGauges {
+    log_start: IntGaugeVec,
+    log_end: IntGaugeVec,
+    high_watermark: IntGaugeVec,
+    size: IntGaugeVec,
+    segments: IntGaugeVec,
+}
+
+/// Counters mirrored from `Maintenance::totals()` at scrape time.
+struct MaintenanceCounters {
+    retention_segments: IntCounter,
+    retention_bytes: IntCounter,
+    compaction_runs: IntCounter,
+    compaction_read: IntCounter,
+    compaction_freed: IntCounter,
+    compaction_seconds: Counter,
+}
+
+/// Everything the broker measures; one per broker.
+pub(crate) struct Metrics {
+    registry: Registry,
+    connections_current: IntGauge,
+    connections_total: IntCounter,
+    /// By QoS 0, 1, 2.
+    messages_received: [IntCounter; 3],
+    bytes_received: [IntCounter; 3],
+    messages_sent: [IntCounter; 3],
+    bytes_sent: [IntCounter; 3],
+    publish_ack_latency: Histogram,
+    fsync_latency: Histogram,
+    partitions: Mutex<Vec<PartitionEntry>>,
+    partition_gauges: PartitionGauges,
+    maintenance: MaintenanceCounters,
+    /// Serialises scrapes: they reset and refill the partition gauges.
+    scrape: Mutex<()>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn qos_index(qos: QoS) -> usize {
+    match qos {
+        QoS::AtMostOnce => 0,
+        QoS::AtLeastOnce => 1,
+        QoS::ExactlyOnce => 2,
+    }
+}
+
+/// Registers `collector` and returns it; names are fixed here, so a clash is a bug.
+fn register<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, collector: T) -> T {
+    registry.register(Box::new(collector.clone())).expect("metric names are unique");
+    collector
+}
+
+fn by_qos(registry: &Registry, name: &str, help: &str) -> [IntCounter; 3] {
+    let family = register(registry, IntCounterVec::new(Opts::new(name, help), &["qos"]).expect("valid metric"));
+    ["0", "1", "2"].map(|qos| family.with_label_values(&[qos]))
+}
+
+fn int_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
+    register(registry, IntCounter::new(name, help).expect("valid metric"))
+}
+
+fn partition_gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), &["stream", "partition", "internal"]).expect("valid"))
+}
+
+impl Metrics {
+    pub(crate) fn new() -> Metrics {
+        let r = Registry::new();
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            register(&r, Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets.to_vec())).expect("valid"))
+        };
+        Metrics {
+            connections_current: register(
+                &r,
+                IntGauge::new("strata_connections", "MQTT clients connected now (CONNACK sent).").expect("valid"),
+            ),
+            connections_total: int_counter(&r, "strata_connections_total", "MQTT connections accepted since start."),
+            messages_received: by_qos(&r, "strata_messages_received_total", "PUBLISH packets received from clients."),
+            bytes_received: by_qos(&r, "strata_received_payload_bytes_total", "Payload bytes of received PUBLISHes."),
+            messages_sent: by_qos(&r, "strata_messages_sent_total", "PUBLISH packets sent to subscribers."),
+            bytes_sent: by_qos(&r, "strata_sent_payload_bytes_total", "Payload bytes of PUBLISHes sent."),
+            publish_ack_latency: histogram(
+                "strata_publish_ack_latency_seconds",
+                "From a QoS 1/2 PUBLISH received to its PUBACK/PUBREC queued for the socket.",
+                ACK_BUCKETS,
+            ),
+            fsync_latency: histogram(
+                "strata_log_fsync_duration_seconds",
+                "Wall time of each fsync of appended data, all partitions.",
+                FSYNC_BUCKETS,
+            ),
+            partitions: Mutex::new(Vec::new()),
+            partition_gauges: PartitionGauges {
+                log_start: partition_gauge(&r, "strata_partition_log_start_offset", "First offset still stored."),
+                log_end: partition_gauge(&r, "strata_partition_log_end_offset", "Next offset to be assigned."),
+                high_watermark: partition_gauge(
+                    &r,
+                    "strata_partition_high_watermark_offset",
+                    "Readers see offsets below this.",
+                ),
+                size: partition_gauge(&r, "strata_partition_size_bytes", "Bytes of the partition's segment files."),
+                segments: partition_gauge(&r, "strata_partition_segments", "Segments of the partition."),
+            },
+            maintenance: MaintenanceCounters {
+                retention_segments: int_counter(
+                    &r,
+                    "strata_retention_deleted_segments_total",
+                    "Segments deleted by retention.",
+                ),
+                retention_bytes: int_counter(&r, "strata_retention_deleted_bytes_total", "Bytes deleted by retention."),
+                compaction_runs: int_counter(&r, "strata_compaction_runs_total", "Compaction (cleaning) passes run."),
+                compaction_read: int_counter(&r, "strata_compaction_read_bytes_total", "Bytes the cleaners read."),
+                compaction_freed: int_counter(&r, "strata_compaction_freed_bytes_total", "Bytes the cleaners freed."),
+                compaction_seconds: register(
+                    &r,
+                    Counter::new("strata_compaction_duration_seconds_total", "Time spent cleaning.").expect("valid"),
+                ),
+            },
+            scrape: Mutex::new(()),
+            registry: r,
+        }
+    }
+
+    /// Counts a client whose CONNACK went out; the returned guard counts it gone when dropped.
+    pub(crate) fn connection_opened(&self) -> ConnectedGuard {
+        self.connections_total.inc();
+        self.connections_current.inc();
+        ConnectedGuard { gauge: self.connections_current.clone() }
+    }
+
+    /// A PUBLISH received from a client.
+    pub(crate) fn received(&self, qos: QoS, payload_bytes: usize) {
+        self.messages_received[qos_index(qos)].inc();
+        self.bytes_received[qos_index(qos)].inc_by(payload_bytes as u64);
+    }
+
+    /// A PUBLISH queued for a subscriber, at the QoS it goes out with.
+    pub(crate) fn sent(&self, qos: QoS, payload_bytes: usize) {
+        self.messages_sent[qos_index(qos)].inc();
+        self.bytes_sent[qos_index(qos)].inc_by(payload_bytes as u64);
+    }
+
+    /// A PUBACK or PUBREC queued, `elapsed` after its PUBLISH was received.
+    pub(crate) fn publish_acked(&self, elapsed: Duration) {
+        self.publish_ack_latency.observe(elapsed.as_secs_f64());
+    }
+
+    /// Makes `log` report its fsyncs here and shows its offsets and size on every scrape.
+    pub(crate) fn add_partition(self: &std::sync::Arc<Self>, stream: &str, partition: u32, internal: bool, log: &Log) {
+        let metrics = std::sync::Arc::downgrade(self);
+        log.on_fsync(std::sync::Arc::new(move |elapsed: Duration| {
+            if let Some(metrics) = metrics.upgrade() {
+                metrics.fsync_latency.observe(elapsed.as_secs_f64());
+            }
+        }));
+        lock(&self.partitions).push(PartitionEntry {
+            stream: stream.to_owned(),
+            partition,
+            internal,
+            log: Log::clone(log),
+        });
+    }
+
+    /// Totals for `$SYS`: messages received, messages sent, payload bytes received and sent.
+    pub(crate) fn sys_totals(&self) -> SysTotals {
+        let sum = |counters: &[IntCounter; 3]| counters.iter().map(IntCounter::get).sum();
+        SysTotals {
+            connected: self.connections_current.get().max(0) as u64,
+            messages_received: sum(&self.messages_received),
+            messages_sent: sum(&self.messages_sent),
+            bytes_received: sum(&self.bytes_received),
+            bytes_sent: sum(&self.bytes_sent),
+        }
+    }
+
+    /// The Prometheus text exposition of every metric, reading the logs and `maintenance`
+    /// (`None` once the maintenance threads have stopped) now.
+    pub(crate) fn render(&self, maintenance: Option<MaintenanceTotals>) -> String {
+        let _scrape = lock(&self.scrape);
+        let gauges = &self.partition_gauges;
+        for gauge in [&gauges.log_start, &gauges.log_end, &gauges.high_watermark, &gauges.size, &gauges.segments] {
+            gauge.reset();
+        }
+        for entry in lock(&self.partitions).iter() {
+            let partition = entry.partition.to_string();
+            let labels = [entry.stream.as_str(), partition.as_str(), if entry.internal { "true" } else { "false" }];
+            let offsets = entry.log.offsets();
+            let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            gauges.log_start.with_label_values(&labels).set(as_gauge(offsets.log_start));
+            gauges.log_end.with_label_values(&labels).set(as_gauge(offsets.log_end));
+            gauges.high_watermark.with_label_values(&labels).set(as_gauge(offsets.high_watermark));
+            gauges.size.with_label_values(&labels).set(as_gauge(entry.log.size_bytes()));
+            gauges.segments.with_label_values(&labels).set(as_gauge(entry.log.segment_count() as u64));
+        }
+        if let Some(totals) = maintenance {
+            let m = &self.maintenance;
+            let catch_up = |counter: &IntCounter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
+            catch_up(&m.retention_segments, totals.retention_segments_deleted);
+            catch_up(&m.retention_bytes, totals.retention_bytes_deleted);
+            catch_up(&m.compaction_runs, totals.compaction_runs);
+            catch_up(&m.compaction_read, totals.compaction_bytes_read);
+            catch_up(&m.compaction_freed, totals.compaction_bytes_freed);
+            let seconds = totals.compaction_millis as f64 / 1000.0;
+            let delta = seconds - m.compaction_seconds.get();
+            if delta > 0.0 {
+                m.compaction_seconds.inc_by(delta);
+            }
+        }
+        let mut out = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::error!(%error, "encoding metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Renders a broker's metrics on demand (for `/metrics`); see [`crate::Broker::metrics`].
+#[derive(Clone)]
+pub struct BrokerMetrics {
+    pub(crate) shared: std::sync::Arc<crate::broker::Shared>,
+}
+
+impl BrokerMetrics {
+    /// Every metric in the Prometheus text exposition format (version 0.0.4), with the
+    /// partitions' offsets and sizes read now.
+    pub fn render(&self) -> String {
+        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()))
+    }
+}
+
+/// Counts one connected client until dropped.
+pub(crate) struct ConnectedGuard {
+    gauge: IntGauge,
+}
+
+impl Drop for ConnectedGuard {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// The counters `$SYS` publishes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct SysTotals {
+    pub(crate) connected: u64,
+    pub(crate) messages_received: u64,
+    pub(crate) messages_sent: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_partitions_render_in_text_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), strata_log::LogConfig::default()).unwrap();
+        log.append(&[strata_log::Record::new(1, "a"), strata_log::Record::new(2, "b")], 0).unwrap();
+        let metrics = std::sync::Arc::new(Metrics::new());
+        metrics.add_partition("default", 0, false, &log);
+        metrics.received(QoS::AtLeastOnce, 10);
+        metrics.received(QoS::AtLeastOnce, 5);
+        metrics.sent(QoS::AtMostOnce, 7);
+        metrics.publish_acked(Duration::from_micros(300));
+        {
+            let _connected = metrics.connection_opened();
+            assert_eq!(metrics.sys_totals().connected, 1);
+        }
+        let text = metrics.render(Some(MaintenanceTotals { compaction_runs: 3, ..Default::default() }));
+        assert!(text.contains("strata_messages_received_total{qos=\"1\"} 2\n"), "{text}");
+        assert!(text.contains("strata_received_payload_bytes_total{qos=\"1\"} 15\n"), "{text}");
+        assert!(text.contains("strata_messages_sent_total{qos=\"0\"} 1\n"), "{text}");
+        assert!(text.contains("strata_connections 0\n") && text.contains("strata_connections_total 1\n"), "{text}");
+        assert!(text.contains("strata_publish_ack_latency_seconds_count 1\n"), "{text}");
+        assert!(text.contains("strata_compaction_runs_total 3\n"), "{text}");
+        let labels = "{internal=\"false\",partition=\"0\",stream=\"default\"}";
+        assert!(text.contains(&format!("strata_partition_log_end_offset{labels} 2\n")), "{text}");
+        assert!(text.contains(&format!("strata_partition_segments{labels} 1\n")), "{text}");
+        assert_eq!(
+            metrics.sys_totals(),
+            SysTotals { connected: 0, messages_received: 2, messages_sent: 1, bytes_received: 15, bytes_sent: 7 }
+        );
+    }
+}

@@ -1,0 +1,253 @@
+//! Streams: their configuration, their open partitions and the routing of a PUBLISH to one
+//! partition. A PUBLISH goes to the first stream whose topic filters match its topic, else to
+//! the built-in stream `default`; within the stream, the partition is
+//! `fnv1a_32(key) % partitions`, where the key is the value of the stream's `compaction_key`
+//! user property when configured and present, else the topic. So all messages of one topic
+//! (or one key) land in one partition, in order.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
+use strata_log::{Log, LogConfig, RetentionPolicy};
+use tokio::sync::{mpsc, watch};
+
+use crate::broker::BrokerError;
+use crate::codec::ByteString;
+use crate::partition_writer::{self, AppendRequest};
+use crate::record::USER_PREFIX;
+
+/// Most partitions a stream may have.
+pub const MAX_PARTITIONS: u32 = 1024;
+
+/// One stream as configured (`[[streams]]` in the config file).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamConfig {
+    /// The stream's name: its directory under the data directory, and `$stream/<name>`.
+    pub name: String,
+    /// The MQTT topic filters it captures, in order. Empty: it captures nothing by topic
+    /// (only `default` gets what no stream captures).
+    pub topics: Vec<String>,
+    /// Number of partitions (1 to [`MAX_PARTITIONS`]).
+    pub partitions: u32,
+    /// Segment, index, flush and compression settings of each partition.
+    pub log: LogConfig,
+    /// Delete, compact, or both.
+    pub cleanup_policy: CleanupPolicy,
+    /// Retention limits (applied when the policy deletes).
+    pub retention: RetentionPolicy,
+    /// Cleaner settings (applied when the policy compacts); its `key_header` is
+    /// `u.<compaction_key>` when a compaction key is set.
+    pub compaction: CompactionConfig,
+    /// The MQTT 5 user property whose value is a message's key (for partitioning and
+    /// compaction); the topic when unset or absent.
+    pub compaction_key: Option<String>,
+}
+
+impl StreamConfig {
+    /// A stream with one partition, default log settings and the `delete` policy.
+    pub fn new(name: impl Into<String>) -> StreamConfig {
+        StreamConfig {
+            name: name.into(),
+            topics: Vec::new(),
+            partitions: 1,
+            log: LogConfig::default(),
+            cleanup_policy: CleanupPolicy::Delete,
+            retention: RetentionPolicy::default(),
+            compaction: CompactionConfig::default(),
+            compaction_key: None,
+        }
+    }
+}
+
+/// Whether `name` can be a stream name: non-empty, no `/`, no wildcards, not starting with
+/// `$` (internal streams), not `.` or `..`.
+pub fn valid_stream_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 255
+        && !name.contains(['/', '+', '#', '\0', '\\'])
+        && !name.starts_with('$')
+        && name != "."
+        && name != ".."
+}
+
+/// FNV-1a, 32 bits: the partitioning hash. Stable across versions and platforms, because
+/// partition placement must not move when the broker is upgraded.
+pub fn fnv1a_32(bytes: &[u8]) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for &byte in bytes {
+        hash ^= u32::from(byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// The partition of a message with `key` in a stream of `partitions` partitions.
+pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
+    fnv1a_32(key) % partitions.max(1)
+}
+
+/// One open partition: its log and its writer.
+pub(crate) struct Partition {
+    /// Index of the partition among all streams' partitions (stable while the broker runs).
+    pub(crate) id: u32,
+    /// The partition number within its stream.
+    pub(crate) number: u32,
+    pub(crate) log: Arc<Log>,
+    pub(crate) writer: mpsc::Sender<AppendRequest>,
+}
+
+/// One open stream.
+pub(crate) struct Stream {
+    pub(crate) name: String,
+    topics: Vec<String>,
+    pub(crate) compaction_key: Option<String>,
+    pub(crate) partitions: Vec<Arc<Partition>>,
+}
+
+impl Stream {
+    /// The key of a message, if the stream has a compaction key and the message carries it.
+    pub(crate) fn key_of<'a>(&self, user_properties: &'a [(ByteString, ByteString)]) -> Option<&'a ByteString> {
+        let name = self.compaction_key.as_deref()?;
+        user_properties.iter().find(|(n, _)| &n[..] == name).map(|(_, v)| v)
+    }
+}
+
+/// Every configured stream, open.
+pub(crate) struct Streams {
+    streams: Vec<Stream>,
+    default_index: usize,
+    /// Bumped after any partition's high watermark moves: readers following many partitions
+    /// wait on this one signal.
+    appended: watch::Sender<u64>,
+}
+
+impl Streams {
+    /// Opens every partition of `configs` (plus `default` if not among them) under `data_dir`,
+    /// starts their writers and registers them with `maintenance`.
+    pub(crate) async fn open(
+        configs: &[StreamConfig],
+        data_dir: &Path,
+        writer_queue: usize,
+        maintenance: &Maintenance,
+    ) -> Result<Streams, BrokerError> {
+        let mut configs = configs.to_vec();
+        if !configs.iter().any(|c| c.name == crate::DEFAULT_STREAM) {
+            configs.push(StreamConfig::new(crate::DEFAULT_STREAM));
+        }
+        let (appended, _) = watch::channel(0u64);
+        let mut streams = Vec::with_capacity(configs.len());
+        let mut next_id = 0u32;
+        for config in configs {
+            let mut partitions = Vec::with_capacity(config.partitions as usize);
+            for number in 0..config.partitions.max(1) {
+                let dir = data_dir.join(&config.name).join(number.to_string());
+                let log = open_partition(dir, config.log.clone()).await?;
+                let mut compaction = config.compaction.clone();
+                compaction.segment_bytes = config.log.segment_bytes;
+                if let Some(key) = &config.compaction_key {
+                    compaction.key_header = Some(format!("{USER_PREFIX}{key}").into_bytes().into());
+                }
+                let settings = PartitionSettings {
+                    cleanup_policy: config.cleanup_policy,
+                    retention: config.retention,
+                    compaction,
+                };
+                maintenance.register(format!("{}/{number}", config.name), Log::clone(&log), settings)?;
+                let writer =
+                    partition_writer::spawn(Arc::clone(&log), writer_queue, format!("writer-{}-{number}", config.name))
+                        .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
+                relay_appends(&log, appended.clone());
+                partitions.push(Arc::new(Partition { id: next_id, number, log, writer }));
+                next_id += 1;
+            }
+            streams.push(Stream {
+                name: config.name,
+                topics: config.topics,
+                compaction_key: config.compaction_key,
+                partitions,
+            });
+        }
+        let default_index = streams.iter().position(|s| s.name == crate::DEFAULT_STREAM).unwrap_or(0);
+        Ok(Streams { streams, default_index, appended })
+    }
+
+    /// The stream a message on `topic` goes to.
+    pub(crate) fn stream_for(&self, topic: &str) -> &Stream {
+        self.streams
+            .iter()
+            .find(|s| s.topics.iter().any(|filter| crate::topic::matches(filter, topic)))
+            .unwrap_or(&self.streams[self.default_index])
+    }
+
+    /// The partition a message on `topic` with these user properties goes to.
+    pub(crate) fn route(&self, topic: &str, user_properties: &[(ByteString, ByteString)]) -> &Arc<Partition> {
+        let stream = self.stream_for(topic);
+        let key = stream.key_of(user_properties).map_or(topic.as_bytes(), |k| k.as_bytes());
+        &stream.partitions[partition_for(key, stream.partitions.len() as u32) as usize]
+    }
+
+    /// The stream named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Stream> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// Every stream, in configuration order.
+    pub(crate) fn all(&self) -> &[Stream] {
+        &self.streams
+    }
+
+    /// A receiver woken after any partition's high watermark moved.
+    pub(crate) fn appended(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Every partition's log, for closing.
+    pub(crate) fn logs(&self) -> Vec<Arc<Log>> {
+        self.streams.iter().flat_map(|s| s.partitions.iter().map(|p| Arc::clone(&p.log))).collect()
+    }
+}
+
+async fn open_partition(dir: PathBuf, config: LogConfig) -> Result<Arc<Log>, BrokerError> {
+    let opened = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || Log::open(&dir, config))
+            .await
+            .map_err(|e| BrokerError::Io { what: "opening the log".into(), source: std::io::Error::other(e) })?
+    };
+    Ok(Arc::new(opened.map_err(|source| BrokerError::Log { dir, source })?))
+}
+
+/// Forwards `log`'s high-watermark changes to the shared `appended` signal.
+fn relay_appends(log: &Log, appended: watch::Sender<u64>) {
+    let mut high_watermark = log.watch_high_watermark();
+    tokio::spawn(async move {
+        while high_watermark.changed().await.is_ok() {
+            appended.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_partitioning_hash_is_stable() {
+        // FNV-1a 32 reference values: placement must never change between versions.
+        assert_eq!(fnv1a_32(b""), 0x811c_9dc5);
+        assert_eq!(fnv1a_32(b"a"), 0xe40c_292c);
+        assert_eq!(fnv1a_32(b"foobar"), 0xbf9c_f968);
+        assert_eq!(partition_for(b"foobar", 1), 0);
+        assert!(partition_for(b"sensor/1", 4) < 4);
+    }
+
+    #[test]
+    fn stream_names() {
+        assert!(valid_stream_name("orders"));
+        assert!(valid_stream_name("orders-eu.v2"));
+        for bad in ["", "a/b", "$retained", "+", "x#", ".", ".."] {
+            assert!(!valid_stream_name(bad), "{bad:?}");
+        }
+    }
+}

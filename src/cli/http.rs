@@ -1,0 +1,83 @@
+//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`): `/health`, `/ready` and
+//! `/metrics`, served by axum on the broker's runtime. It binds before the logs are opened, so
+//! `/health` answers during recovery and `/ready` says 503 until the broker serves.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use strata_frontend::BrokerMetrics;
+
+/// What the endpoints report; the broker's start and shutdown update it.
+#[derive(Default)]
+pub struct HttpState {
+    ready: AtomicBool,
+    metrics: OnceLock<BrokerMetrics>,
+}
+
+impl HttpState {
+    /// Recovery has finished and the listeners are up: `/ready` says 200, `/metrics` serves.
+    pub fn set_ready(&self, metrics: BrokerMetrics) {
+        let _ = self.metrics.set(metrics);
+        self.ready.store(true, Ordering::Release);
+    }
+
+    /// Shutdown began: `/ready` says 503 again, so load balancers stop sending clients.
+    pub fn set_stopping(&self) {
+        self.ready.store(false, Ordering::Release);
+    }
+}
+
+const JSON: [(header::HeaderName, &str); 1] = [(header::CONTENT_TYPE, "application/json")];
+
+async fn health() -> impl IntoResponse {
+    (StatusCode::OK, JSON, "{\"status\":\"ok\"}\n")
+}
+
+async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, JSON, "{\"ready\":true}\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, JSON, "{\"ready\":false}\n")
+    }
+}
+
+async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+    match state.metrics.get() {
+        Some(metrics) => {
+            let metrics = metrics.clone();
+            // Reading every partition's size lists its segments: off the async workers.
+            match tokio::task::spawn_blocking(move || metrics.render()).await {
+                Ok(text) => {
+                    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text)
+                }
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, [(header::CONTENT_TYPE, "text/plain")], String::new()),
+            }
+        }
+        None => (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "text/plain")], "starting\n".to_owned()),
+    }
+}
+
+/// Binds `addr` and serves the endpoints in a task of the current runtime until it ends.
+pub async fn start(addr: SocketAddr) -> anyhow::Result<(SocketAddr, Arc<HttpState>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("HTTP: listening on {addr}"))?;
+    let local = listener.local_addr().context("reading the HTTP listener address")?;
+    let state = Arc::new(HttpState::default());
+    let app = Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .with_state(Arc::clone(&state));
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the HTTP endpoint stopped");
+        }
+    });
+    Ok((local, state))
+}

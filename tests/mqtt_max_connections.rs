@@ -1,0 +1,51 @@
+//! `mqtt.max_connections`: beyond it a client is refused with CONNACK 0x97 Quota Exceeded
+//! (MQTT 5) or return code 0x03 Server Unavailable (MQTT 3.1.1) and closed; a slot freed by a
+//! disconnect can be used again.
+
+#[path = "common/broker.rs"]
+mod broker;
+#[path = "common/raw.rs"]
+mod raw;
+
+use std::time::Duration;
+
+use broker::ServeProcess;
+use raw::RawClient;
+use strata_frontend::codec::{Packet, Properties, ProtocolVersion, ReasonCode};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_maximum_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "[mqtt]\nmax_connections = 2\n").unwrap();
+    let broker = ServeProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+
+    let (_first, _) = RawClient::connect(broker.addr, ProtocolVersion::V5, "mc-1").await;
+    let (mut second, _) = RawClient::connect(broker.addr, ProtocolVersion::V3_1_1, "mc-2").await;
+
+    for (version, expected) in
+        [(ProtocolVersion::V5, ReasonCode::QuotaExceeded), (ProtocolVersion::V3_1_1, ReasonCode::ServerUnavailable)]
+    {
+        let mut third = RawClient::connect_with(broker.addr, version, "mc-3", 60, Properties::default()).await;
+        match third.recv().await {
+            Some(Packet::ConnAck(connack)) => assert_eq!(connack.reason_code, expected, "{version:?}"),
+            other => panic!("{version:?}: expected a refusing CONNACK, got {other:?}"),
+        }
+        assert_eq!(third.recv().await, None, "{version:?}: closed after the CONNACK");
+    }
+
+    // A disconnect frees its slot (once that connection's task has ended).
+    second.send(&Packet::Disconnect(Default::default())).await;
+    assert_eq!(second.recv().await, None);
+    for attempt in 0.. {
+        let mut again =
+            RawClient::connect_with(broker.addr, ProtocolVersion::V5, "mc-4", 60, Properties::default()).await;
+        match again.recv().await {
+            Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::Success => break,
+            Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::QuotaExceeded && attempt < 100 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("expected the freed slot to be usable, got {other:?}"),
+        }
+    }
+}
