@@ -23,7 +23,7 @@ use crate::codec::{
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::partition_writer::{AppendRequest, AppendResult};
-use crate::readers::Readers;
+use crate::readers::{BufferedRecord, Readers};
 use crate::record;
 use crate::replay;
 use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Route, Subscriptions};
@@ -37,6 +37,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Messages queued from the inbound half to the outbound half.
 const OUTBOUND_QUEUE: usize = 1024;
+/// Most messages from the inbound half handled before the outbound half delivers and writes.
+const INBOUND_DRAIN: usize = 256;
 /// Bytes read from the log per fetch for delivery.
 const FETCH_BYTES: usize = 256 << 10;
 /// Write buffer size at which delivery pauses to write.
@@ -705,21 +707,37 @@ impl Outbound {
                         return;
                     }
                 }
-                message = from_inbound.recv() => match message {
-                    None => return,
-                    Some(ToOutbound::Close(reason)) => {
-                        if let Some((reason, why)) = reason {
-                            self.disconnect(reason, why).await;
+                message = from_inbound.recv() => {
+                    // Take everything already waiting too, so that a burst of acknowledgements
+                    // costs one pass of delivery and one write, not one per packet.
+                    let mut message = message;
+                    let mut taken = 0;
+                    loop {
+                        match message {
+                            None => return,
+                            Some(ToOutbound::Close(reason)) => {
+                                if let Some((reason, why)) = reason {
+                                    self.disconnect(reason, why).await;
+                                }
+                                return;
+                            }
+                            Some(message) => {
+                                if let Err(reason) = self.handle(message) {
+                                    self.disconnect(reason, "protocol error".into()).await;
+                                    return;
+                                }
+                            }
                         }
-                        return;
-                    }
-                    Some(message) => {
-                        if let Err(reason) = self.handle(message) {
-                            self.disconnect(reason, "protocol error".into()).await;
-                            return;
+                        taken += 1;
+                        if taken >= INBOUND_DRAIN || self.chunk_bytes >= WRITE_CHUNK_BYTES {
+                            break;
+                        }
+                        match from_inbound.try_recv() {
+                            Ok(next) => message = Some(next),
+                            Err(_) => break,
                         }
                     }
-                },
+                }
                 _ = appended.changed(), if can_deliver && caught_up => self.readers.wake(),
                 // More is already in the log: go round and deliver it.
                 () = std::future::ready(()), if (can_deliver && !caught_up) || retained_ready => {}
@@ -908,75 +926,84 @@ impl Outbound {
         Ok(())
     }
 
-    /// Reads from one cursor's partition and queues its deliveries until it is caught up,
-    /// the window is full or enough bytes wait to be written.
+    /// Queues one cursor's deliveries until it is caught up, the window is full or enough
+    /// bytes wait to be written. Records come from what the cursor read ahead; the log is read
+    /// (and decoded) again only once that is drained, so freeing one slot of a full window
+    /// costs one record, not a fetch.
     fn deliver_from(&mut self, index: usize) -> Result<(), strata_log::LogError> {
-        let cursor = &self.readers.cursors[index];
+        let cursor = &mut self.readers.cursors[index];
         let (partition, replay, mut next) = (Arc::clone(&cursor.partition), cursor.replay.clone(), cursor.next);
         let redeliver_below = cursor.redeliver_below;
+        let mut buffered = std::mem::take(&mut cursor.buffered);
+        let mut buffered_end = cursor.buffered_end;
         let mut caught_up = false;
+        let now = now_ms();
         while self.chunk_bytes < WRITE_CHUNK_BYTES && self.window.has_room() {
-            let fetch = partition.log.read(next, FETCH_BYTES)?;
-            if next < fetch.log_start {
-                // Retention removed what this reader had not read yet; live delivery goes on
-                // from what is left.
-                next = fetch.log_start;
-                continue;
-            }
-            let Some(fetch_end) = fetch.next_offset() else {
-                caught_up = true;
-                break;
-            };
-            let now = now_ms();
-            let mut stopped = false;
-            for stored in fetch.records(next)? {
-                let (offset, timestamp) = (stored.offset, stored.timestamp);
-                let mut message = match record::from_record(stored) {
-                    Ok(message) => message,
-                    Err(_) => {
-                        next = offset + 1;
-                        continue;
-                    }
-                };
-                let from_self = message.client_id == self.client_id.as_bytes();
-                let route = match &replay {
-                    None => self.subscriptions.route(&message.topic, message.qos, message.retain, from_self),
-                    Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
-                };
-                let Some(route) = route else {
-                    next = offset + 1;
+            let Some(front) = buffered.front_mut() else {
+                next = next.max(buffered_end);
+                let fetch = partition.log.read(next, FETCH_BYTES)?;
+                if next < fetch.log_start {
+                    // Retention removed what this reader had not read yet; live delivery goes
+                    // on from what is left.
+                    next = fetch.log_start;
                     continue;
-                };
-                if route.qos != QoS::AtMostOnce && !self.window.has_room() {
-                    stopped = true;
-                    break;
                 }
+                let Some(fetch_end) = fetch.next_offset() else {
+                    caught_up = true;
+                    break;
+                };
+                buffered.extend(fetch.records(next)?.into_iter().map(|stored| BufferedRecord {
+                    offset: stored.offset,
+                    timestamp: stored.timestamp,
+                    message: record::from_record(stored).ok(),
+                }));
+                buffered_end = fetch_end;
+                continue;
+            };
+            let (offset, timestamp) = (front.offset, front.timestamp);
+            let Some(message) = &front.message else {
+                buffered.pop_front();
                 next = offset + 1;
-                let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
-                    continue;
-                };
-                let dup = route.qos != QoS::AtMostOnce && session_state::is_redelivery(offset, redeliver_below);
-                let position = match &replay {
-                    // The plain reader's offsets are the session's committed offsets.
-                    None => Some((partition.id, offset)),
-                    Some(replay) => {
-                        if self.version.is_v5() {
-                            add_stream_properties(&mut message, replay, partition.number, offset, timestamp);
-                        }
-                        None
-                    }
-                };
-                self.queue_publish(message, route, expiry, position, dup);
-            }
-            if !stopped {
-                next = next.max(fetch_end);
-            }
-            if stopped {
+                continue;
+            };
+            let from_self = message.client_id == self.client_id.as_bytes();
+            let route = match &replay {
+                None => self.subscriptions.route(&message.topic, message.qos, message.retain, from_self),
+                Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
+            };
+            let Some(route) = route else {
+                buffered.pop_front();
+                next = offset + 1;
+                continue;
+            };
+            if route.qos != QoS::AtMostOnce && !self.window.has_room() {
                 break;
             }
+            let mut message = buffered.pop_front().and_then(|b| b.message).expect("front holds a message");
+            next = offset + 1;
+            let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
+                continue;
+            };
+            let dup = route.qos != QoS::AtMostOnce && session_state::is_redelivery(offset, redeliver_below);
+            let position = match &replay {
+                // The plain reader's offsets are the session's committed offsets.
+                None => Some((partition.id, offset)),
+                Some(replay) => {
+                    if self.version.is_v5() {
+                        add_stream_properties(&mut message, replay, partition.number, offset, timestamp);
+                    }
+                    None
+                }
+            };
+            self.queue_publish(message, route, expiry, position, dup);
+        }
+        if buffered.is_empty() {
+            next = next.max(buffered_end);
         }
         let cursor = &mut self.readers.cursors[index];
         cursor.next = next;
+        cursor.buffered = buffered;
+        cursor.buffered_end = buffered_end;
         cursor.caught_up = caught_up;
         Ok(())
     }

@@ -3,8 +3,10 @@
 //! subscription has its own cursors over its stream's partitions. Only the plain cursors'
 //! positions are kept in the persistent session (per stream and partition).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::record::StoredMessage;
 use crate::replay::ReplaySubscription;
 use crate::session::OutboundWindow;
 use crate::session_state::{self, PartitionPosition};
@@ -14,14 +16,30 @@ use crate::streams::{Partition, Streams};
 pub(crate) struct Cursor {
     pub(crate) stream: Arc<str>,
     pub(crate) partition: Arc<Partition>,
-    /// The next offset to read.
+    /// The next offset to deliver: every record below it was delivered or skipped.
     pub(crate) next: u64,
+    /// Records at or after `next` already read and decoded but not yet delivered (the window
+    /// was full or enough bytes waited to be written), in offset order: the rest of one fetch
+    /// at most, sharing the log's bytes. An acknowledgement that frees a slot takes the next
+    /// one from here instead of reading and decoding the log again from `next`.
+    pub(crate) buffered: VecDeque<BufferedRecord>,
+    /// The offset after the fetch `buffered` came from: where the next read starts once
+    /// `buffered` is drained.
+    pub(crate) buffered_end: u64,
     /// A resumed session had read up to here: QoS 1/2 messages below go out with DUP set.
     pub(crate) redeliver_below: u64,
     /// Whether it has read everything up to the high watermark.
     pub(crate) caught_up: bool,
     /// The `$stream` subscription it serves; `None` for the plain subscriptions' reader.
     pub(crate) replay: Option<Arc<ReplaySubscription>>,
+}
+
+/// One record read ahead by a cursor: its offset, its timestamp and the message it holds
+/// (`None` when the record is not an MQTT message and is skipped).
+pub(crate) struct BufferedRecord {
+    pub(crate) offset: u64,
+    pub(crate) timestamp: i64,
+    pub(crate) message: Option<StoredMessage>,
 }
 
 /// Every cursor of a connection.
@@ -73,6 +91,8 @@ impl Readers {
                     stream: Arc::clone(&name),
                     partition: Arc::clone(partition),
                     next,
+                    buffered: VecDeque::new(),
+                    buffered_end: next,
                     redeliver_below,
                     caught_up: false,
                     replay: None,
@@ -96,6 +116,8 @@ impl Readers {
                 stream: Arc::clone(&stream),
                 partition,
                 next,
+                buffered: VecDeque::new(),
+                buffered_end: next,
                 redeliver_below: 0,
                 caught_up: false,
                 replay: Some(Arc::clone(&replay)),
