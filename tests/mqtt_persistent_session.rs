@@ -5,57 +5,15 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/v4_session.rs"]
+mod v4_session;
 
 use std::time::Duration;
 
 use broker::ServeProcess;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use tokio::time::timeout;
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn client(id: &str, port: u16, clean: bool) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(clean);
-    options.set_manual_acks(true);
-    AsyncClient::new(options, 100)
-}
-
-async fn publish_all(port: u16, id: &str, range: std::ops::Range<usize>) {
-    let (publisher, mut events) = client(id, port, true);
-    let count = range.len();
-    for i in range {
-        publisher.publish("ps/t", QoS::AtLeastOnce, false, format!("m-{i}")).await.unwrap();
-    }
-    let mut acked = 0;
-    timeout(DEADLINE, async {
-        while acked < count {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("publisher connection") {
-                acked += 1;
-            }
-        }
-    })
-    .await
-    .expect("PUBACKs in time");
-}
-
-/// Connects and returns the CONNACK's Session Present flag.
-async fn connect(events: &mut EventLoop) -> bool {
-    loop {
-        if let Event::Incoming(Packet::ConnAck(connack)) = events.poll().await.expect("connects") {
-            return connack.session_present;
-        }
-    }
-}
-
-async fn next_publish(events: &mut EventLoop) -> Publish {
-    loop {
-        if let Event::Incoming(Packet::Publish(p)) = events.poll().await.expect("subscriber connection") {
-            return p;
-        }
-    }
-}
+use v4_session::{DEADLINE, client, connack, next_publish, publish_all};
 
 /// Subscribes to a throwaway filter and waits for the SUBACK: every packet sent before it
 /// (acknowledgements included) has been handled by the broker.
@@ -82,14 +40,14 @@ async fn a_persistent_session_resumes_from_its_lowest_unacknowledged_offset() {
 
     timeout(DEADLINE, async {
         let (subscriber, mut events) = client("ps-sub", port, false);
-        assert!(!connect(&mut events).await, "a new session is not present");
+        assert!(!connack(&mut events).await, "a new session is not present");
         subscriber.subscribe("ps/#", QoS::AtLeastOnce).await.unwrap();
         loop {
             if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
                 break;
             }
         }
-        publish_all(port, "ps-pub-1", 0..5).await;
+        publish_all(port, "ps-pub-1", "ps/t", 0..5).await;
         let mut received = Vec::new();
         for _ in 0..5 {
             received.push(next_publish(&mut events).await);
@@ -105,10 +63,10 @@ async fn a_persistent_session_resumes_from_its_lowest_unacknowledged_offset() {
         drop(events);
         drop(subscriber);
 
-        publish_all(port, "ps-pub-2", 5..8).await;
+        publish_all(port, "ps-pub-2", "ps/t", 5..8).await;
 
         let (subscriber, mut events) = client("ps-sub", port, false);
-        assert!(connect(&mut events).await, "the session is present");
+        assert!(connack(&mut events).await, "the session is present");
         let mut again = Vec::new();
         for _ in 0..6 {
             let p = next_publish(&mut events).await;
@@ -137,9 +95,9 @@ async fn a_persistent_session_resumes_from_its_lowest_unacknowledged_offset() {
     let broker = ServeProcess::start(dir.path());
     let port = broker.port();
     timeout(DEADLINE, async {
-        publish_all(port, "ps-pub-3", 8..10).await;
+        publish_all(port, "ps-pub-3", "ps/t", 8..10).await;
         let (subscriber, mut events) = client("ps-sub", port, false);
-        assert!(connect(&mut events).await, "the session is present after a restart");
+        assert!(connack(&mut events).await, "the session is present after a restart");
         let mut got = Vec::new();
         for _ in 0..2 {
             let p = next_publish(&mut events).await;
@@ -148,13 +106,13 @@ async fn a_persistent_session_resumes_from_its_lowest_unacknowledged_offset() {
         }
         assert_eq!(got, [("m-8".to_owned(), false), ("m-9".to_owned(), false)]);
         // Live delivery continues.
-        publish_all(port, "ps-pub-4", 10..11).await;
+        publish_all(port, "ps-pub-4", "ps/t", 10..11).await;
         assert_eq!(payload(&next_publish(&mut events).await), "m-10");
 
         // A clean session discards it.
         drop(events);
         let (_subscriber, mut events) = client("ps-sub", port, true);
-        assert!(!connect(&mut events).await);
+        assert!(!connack(&mut events).await);
     })
     .await
     .expect("after restart in time");

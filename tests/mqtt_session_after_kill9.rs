@@ -5,52 +5,15 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/v4_session.rs"]
+mod v4_session;
 
 use std::time::Duration;
 
 use broker::ServeProcess;
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{Event, EventLoop, Packet, Publish, QoS};
 use tokio::time::timeout;
-
-const DEADLINE: Duration = Duration::from_secs(30);
-
-fn client(id: &str, port: u16, clean: bool) -> (AsyncClient, EventLoop) {
-    let mut options = MqttOptions::new(id, "127.0.0.1", port);
-    options.set_keep_alive(Duration::from_secs(30));
-    options.set_clean_session(clean);
-    options.set_manual_acks(true);
-    AsyncClient::new(options, 100)
-}
-
-async fn publish_all(port: u16, id: &str, range: std::ops::Range<usize>) {
-    let (publisher, mut events) = client(id, port, true);
-    let count = range.len();
-    for i in range {
-        publisher.publish("k9/t", QoS::AtLeastOnce, false, format!("m-{i}")).await.unwrap();
-    }
-    let mut acked = 0;
-    while acked < count {
-        if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("publisher connection") {
-            acked += 1;
-        }
-    }
-}
-
-async fn connack(events: &mut EventLoop) -> bool {
-    loop {
-        if let Event::Incoming(Packet::ConnAck(connack)) = events.poll().await.expect("connects") {
-            return connack.session_present;
-        }
-    }
-}
-
-async fn next_publish(events: &mut EventLoop) -> Publish {
-    loop {
-        if let Event::Incoming(Packet::Publish(p)) = events.poll().await.expect("subscriber connection") {
-            return p;
-        }
-    }
-}
+use v4_session::{DEADLINE, client, connack, next_publish, publish_all};
 
 async fn suback(events: &mut EventLoop) {
     loop {
@@ -74,7 +37,7 @@ async fn a_persistent_session_continues_from_its_committed_offset_after_kill_9()
         connack(&mut events).await;
         subscriber.subscribe("k9/#", QoS::AtLeastOnce).await.unwrap();
         suback(&mut events).await;
-        publish_all(port, "k9-pub-1", 0..5).await;
+        publish_all(port, "k9-pub-1", "k9/t", 0..5).await;
         for _ in 0..5 {
             let p = next_publish(&mut events).await;
             subscriber.ack(&p).await.unwrap();
@@ -88,7 +51,7 @@ async fn a_persistent_session_continues_from_its_committed_offset_after_kill_9()
     // Longer than the 1 s offset commit interval, so the acknowledgements are committed.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     timeout(DEADLINE, async {
-        publish_all(port, "k9-pub-2", 5..8).await;
+        publish_all(port, "k9-pub-2", "k9/t", 5..8).await;
         // Received, never acknowledged: in flight at the crash.
         for i in 5..8 {
             assert_eq!(payload(&next_publish(&mut events).await), format!("m-{i}"));
@@ -104,7 +67,7 @@ async fn a_persistent_session_continues_from_its_committed_offset_after_kill_9()
     let broker = ServeProcess::start(dir.path());
     let port = broker.port();
     timeout(DEADLINE, async {
-        publish_all(port, "k9-pub-3", 8..10).await;
+        publish_all(port, "k9-pub-3", "k9/t", 8..10).await;
         let (subscriber, mut events) = client("k9-sub", port, false);
         assert!(connack(&mut events).await, "the session survived kill -9");
         let mut got = Vec::new();
