@@ -1,6 +1,8 @@
 //! The broker: opens every partition of the configured streams (and of the built-in stream
-//! `default`; `streams.rs` routes publishes to them) and the internal compacted streams `$retained` and `$sessions`, starts their writers, rebuilds retained
-//! messages and disconnected sessions from them, accepts MQTT connections on TCP (one task
+//! `default`; `streams.rs` routes publishes to them) and the internal compacted streams
+//! `$retained`, `$sessions` and `$offsets`, starts their writers, rebuilds retained messages,
+//! disconnected sessions and consumer groups' committed offsets from them, holds the consumer
+//! groups (`groups.rs`), accepts MQTT connections on TCP (one task
 //! each) and knows which client ids are connected, so that a second CONNECT with the same id
 //! takes the session over. A background task expires disconnected sessions; a
 //! `strata_compaction::Maintenance` applies retention and compaction to every stream per its
@@ -30,6 +32,9 @@ pub const DEFAULT_STREAM: &str = "default";
 pub const RETAINED_STREAM: &str = "$retained";
 /// Internal compacted stream of persistent sessions (record key = client id).
 pub const SESSIONS_STREAM: &str = "$sessions";
+/// Internal compacted stream of consumer groups' committed offsets (key =
+/// `<group>/<stream>/<partition>`, `groups.rs`).
+pub const OFFSETS_STREAM: &str = "$offsets";
 /// How often disconnected sessions are checked for expiry.
 const SESSION_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
@@ -151,6 +156,11 @@ pub(crate) struct Shared {
     /// session out while it runs and puts it back when it ends.
     sessions: Mutex<HashMap<String, SessionState>>,
     delayed_wills: Mutex<HashMap<String, DelayedWill>>,
+    offsets_writer: mpsc::Sender<AppendRequest>,
+    /// Committed offsets read back from `$offsets` at start, for groups not yet recreated.
+    restored_offsets: HashMap<String, u64>,
+    /// Consumer groups (`$share/<group>/...`) by group name; they live as long as the broker.
+    groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
     connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
     started_at_ms: u64,
@@ -325,6 +335,32 @@ impl Shared {
         }
     }
 
+    /// The group `name` consuming `filter`, created (and started) on first use. A group has
+    /// one filter: joining it with another while it exists is refused with the reason.
+    pub(crate) fn group(&self, name: &str, filter: &str) -> Result<Arc<crate::groups::Group>, String> {
+        let mut groups = lock(&self.groups);
+        if let Some(group) = groups.get(name) {
+            if group.filter != filter {
+                return Err(format!("group {name:?} consumes {:?}; one filter per group", group.filter));
+            }
+            return Ok(Arc::clone(group));
+        }
+        let group = crate::groups::Group::start(
+            name,
+            filter,
+            &self.streams,
+            &self.restored_offsets,
+            self.offsets_writer.clone(),
+        );
+        groups.insert(name.to_owned(), Arc::clone(&group));
+        Ok(group)
+    }
+
+    /// A new group member id.
+    pub(crate) fn next_member_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
     /// A client identifier for a client that sent none; unique across restarts.
     pub(crate) fn assign_client_id(&self) -> String {
         let n = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
@@ -340,6 +376,7 @@ pub struct Broker {
     shared: Arc<Shared>,
     retained_log: Arc<Log>,
     sessions_log: Arc<Log>,
+    offsets_log: Arc<Log>,
     maintenance: Maintenance,
 }
 
@@ -382,6 +419,19 @@ fn apply_session(map: &mut HashMap<String, SessionState>, stored: StoredRecord, 
     }
 }
 
+/// Applies one `$offsets` record: the latest per key wins, a tombstone removes it.
+fn apply_offset(map: &mut HashMap<String, u64>, stored: StoredRecord) {
+    let Some(key) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+    match crate::groups::decode_offset(&stored.value) {
+        Some(offset) => {
+            map.insert(key.to_owned(), offset);
+        }
+        None => {
+            map.remove(key);
+        }
+    }
+}
+
 /// Calls `apply` on every record of `log`, from its start to its high watermark.
 fn replay(log: &Log, mut apply: impl FnMut(StoredRecord)) -> Result<(), LogError> {
     let mut offset = log.offsets().log_start;
@@ -412,9 +462,11 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
         let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
+        let offsets_log = open_log(config.data_dir.join(OFFSETS_STREAM).join("0")).await?;
         let started_at = now_ms();
         let rebuilt = {
-            let (retained_log, sessions_log) = (Arc::clone(&retained_log), Arc::clone(&sessions_log));
+            let (retained_log, sessions_log, offsets_log) =
+                (Arc::clone(&retained_log), Arc::clone(&sessions_log), Arc::clone(&offsets_log));
             tokio::task::spawn_blocking(move || {
                 let mut retained = HashMap::new();
                 replay(&retained_log, |r| apply_retained(&mut retained, r))
@@ -422,14 +474,17 @@ impl Broker {
                 let mut sessions = HashMap::new();
                 replay(&sessions_log, |r| apply_session(&mut sessions, r, started_at))
                     .map_err(|source| BrokerError::Rebuild { dir: sessions_log.dir().to_path_buf(), source })?;
-                Ok::<_, BrokerError>((retained, sessions))
+                let mut offsets = HashMap::new();
+                replay(&offsets_log, |r| apply_offset(&mut offsets, r))
+                    .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
+                Ok::<_, BrokerError>((retained, sessions, offsets))
             })
             .await
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let (retained, sessions) = rebuilt;
+        let (retained, sessions, restored_offsets) = rebuilt;
         let maintenance = Maintenance::start(MaintenanceConfig::default())?;
-        for internal in [&retained_log, &sessions_log] {
+        for internal in [&retained_log, &sessions_log, &offsets_log] {
             let settings = PartitionSettings {
                 cleanup_policy: CleanupPolicy::Compact,
                 retention: Default::default(),
@@ -449,6 +504,7 @@ impl Broker {
         let streams = Streams::open(&config.streams, &config.data_dir, config.writer_queue, &maintenance).await?;
         let retained_writer = spawn_writer(&retained_log, INTERNAL_WRITER_QUEUE, "writer-retained")?;
         let sessions_writer = spawn_writer(&sessions_log, INTERNAL_WRITER_QUEUE, "writer-sessions")?;
+        let offsets_writer = spawn_writer(&offsets_log, INTERNAL_WRITER_QUEUE, "writer-offsets")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
@@ -470,6 +526,9 @@ impl Broker {
             sessions_writer,
             sessions: Mutex::new(sessions),
             delayed_wills: Mutex::new(HashMap::new()),
+            offsets_writer,
+            restored_offsets,
+            groups: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
@@ -486,7 +545,8 @@ impl Broker {
         }
         shared.metrics.add_partition(RETAINED_STREAM, 0, true, &retained_log);
         shared.metrics.add_partition(SESSIONS_STREAM, 0, true, &sessions_log);
-        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, maintenance })
+        shared.metrics.add_partition(OFFSETS_STREAM, 0, true, &offsets_log);
+        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, maintenance })
     }
 
     /// The address the MQTT-over-WebSocket listener is bound to, when there is one.
@@ -506,7 +566,7 @@ impl Broker {
 
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker { listener, ws_listener, shared, retained_log, sessions_log, maintenance } = self;
+        let Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, maintenance } = self;
         // Aborted at shutdown, like the connections it spawned are dropped with the runtime.
         let ws_task = ws_listener.map(|ws| tokio::spawn(crate::websocket::serve(ws, Arc::clone(&shared))));
         tokio::pin!(shutdown);
@@ -556,7 +616,7 @@ impl Broker {
         let logs = shared.streams.logs();
         tokio::task::spawn_blocking(move || {
             maintenance.shutdown();
-            for log in [&retained_log, &sessions_log].into_iter().chain(&logs) {
+            for log in [&retained_log, &sessions_log, &offsets_log].into_iter().chain(&logs) {
                 log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
             }
             Ok(())

@@ -22,6 +22,7 @@ use crate::codec::{
     self, Ack, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
+use crate::groups::{Group, GroupDelivery, MemberId};
 use crate::partition_writer::{AppendRequest, AppendResult};
 use crate::readers::{BufferedRecord, Readers};
 use crate::record;
@@ -164,7 +165,7 @@ pub(crate) async fn run_transport(
         properties.receive_maximum = Some(shared.config.receive_maximum);
         properties.maximum_packet_size = Some(shared.config.max_packet_size);
         properties.retain_available = Some(true);
-        properties.shared_subscription_available = Some(false);
+        properties.shared_subscription_available = Some(true);
         properties.subscription_identifier_available = Some(true);
         properties.wildcard_subscription_available = Some(true);
         let limits = &shared.config.limits;
@@ -220,6 +221,8 @@ pub(crate) async fn run_transport(
                 0
             }),
             pending_retained: VecDeque::new(),
+            memberships: Vec::new(),
+            group_in_flight: std::collections::HashMap::new(),
             pending_acks: VecDeque::new(),
             chunks: VecDeque::new(),
             chunk_bytes: 0,
@@ -260,6 +263,9 @@ pub(crate) async fn run_transport(
         if let Some(End::ClientDisconnect { session_expiry: Some(expiry), .. }) = &ended {
             expiry_interval = *expiry;
         }
+        // What this member held goes to the group's other members; the group's offsets are
+        // committed now (batched otherwise).
+        outbound.leave_groups().await;
         persisted |= outbound.last_commit.is_some();
         if expiry_interval > 0 {
             final_state = Some(outbound.state(expiry_interval, now_ms().max(1)));
@@ -600,6 +606,10 @@ struct Outbound {
     aliases: OutboundAliases,
     /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
     pending_retained: VecDeque<(record::StoredMessage, Route)>,
+    /// The consumer groups (`$share/...`) this connection is a member of.
+    memberships: Vec<Membership>,
+    /// Group messages in flight by packet identifier: whom to tell when they are acknowledged.
+    group_in_flight: std::collections::HashMap<u16, (Arc<Group>, MemberId, usize, u64)>,
     /// Acknowledgements of inbound messages, in arrival order.
     pending_acks: VecDeque<PendingAck>,
     /// Bytes to write, in order: encoded packets and the payloads they share with the log.
@@ -608,7 +618,111 @@ struct Outbound {
     scratch: BytesMut,
 }
 
+/// This connection's membership of one consumer group.
+struct Membership {
+    /// The filter exactly as subscribed (`$share/<group>/<filter>`), for UNSUBSCRIBE.
+    subscribed_as: String,
+    group: Arc<Group>,
+    member: MemberId,
+    /// The messages the group handed to this member, bounded by its window.
+    queue: mpsc::Receiver<GroupDelivery>,
+    options: codec::SubscriptionOptions,
+    identifier: Option<u32>,
+}
+
+/// The next message any group handed to this connection, with the membership's index.
+async fn next_group_delivery(memberships: &mut [Membership]) -> (usize, GroupDelivery) {
+    std::future::poll_fn(|cx| {
+        for (index, membership) in memberships.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(Some(delivery)) = membership.queue.poll_recv(cx) {
+                return std::task::Poll::Ready((index, delivery));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
 impl Outbound {
+    /// Joins the group of `$share/<group>/<filter>` (or updates the options of this
+    /// connection's membership), or says why not.
+    fn join_group(
+        &mut self,
+        subscribed_as: &str,
+        group: &str,
+        filter: &str,
+        options: codec::SubscriptionOptions,
+        identifier: Option<u32>,
+    ) -> Result<(), String> {
+        if let Some(existing) = self.memberships.iter_mut().find(|m| m.subscribed_as == subscribed_as) {
+            existing.options = options;
+            existing.identifier = identifier;
+            return Ok(());
+        }
+        let group = self.shared.group(group, filter)?;
+        let member = self.shared.next_member_id();
+        let queue = group.join(member, self.window.capacity());
+        self.memberships.push(Membership {
+            subscribed_as: subscribed_as.to_owned(),
+            group,
+            member,
+            queue,
+            options,
+            identifier,
+        });
+        Ok(())
+    }
+
+    /// Leaves the group subscribed as `filter`; returns whether there was one.
+    fn leave_group(&mut self, filter: &str) -> bool {
+        let Some(index) = self.memberships.iter().position(|m| m.subscribed_as == filter) else { return false };
+        let membership = self.memberships.remove(index);
+        membership.group.leave(membership.member);
+        true
+    }
+
+    /// Leaves every group and commits their offsets durably (at disconnect).
+    async fn leave_groups(&mut self) {
+        for membership in std::mem::take(&mut self.memberships) {
+            membership.group.leave(membership.member);
+            membership.group.commit(true).await;
+        }
+    }
+
+    /// Queues one message a group handed to this member.
+    fn deliver_group(&mut self, index: usize, delivery: GroupDelivery) {
+        let membership = &self.memberships[index];
+        let (group, member) = (Arc::clone(&membership.group), membership.member);
+        let GroupDelivery { partition, offset, message, redelivery } = delivery;
+        let route = Route {
+            qos: membership.options.qos.min(message.qos),
+            retain: message.retain && membership.options.retain_as_published,
+            identifiers: membership.identifier.into_iter().collect(),
+        };
+        // Room in its queue: the group may hand out more.
+        group.poke();
+        let Ok(expiry) = record::remaining_expiry(message.expires_at, now_ms()) else {
+            group.ack(member, partition, offset);
+            return;
+        };
+        let dup = route.qos != QoS::AtMostOnce && redelivery;
+        match self.queue_publish(message, route, expiry, None, dup) {
+            Some(packet_id) => {
+                self.group_in_flight.insert(packet_id, (group, member, partition, offset));
+            }
+            // QoS 0 (or not sent: too large for the client): done with it.
+            None => group.ack(member, partition, offset),
+        }
+    }
+
+    /// The client finished with our message `packet_id`: a group's message is acknowledged.
+    fn group_done(&mut self, packet_id: PacketId) {
+        if let Some((group, member, partition, offset)) = self.group_in_flight.remove(&packet_id.get()) {
+            group.ack(member, partition, offset);
+            group.poke();
+        }
+    }
+
     /// The session as it stands, for `$sessions`; `disconnected_at_ms` 0 while connected.
     fn state(&self, expiry_interval: u32, disconnected_at_ms: i64) -> SessionState {
         let positions = self.readers.positions(&self.window);
@@ -674,6 +788,8 @@ impl Outbound {
             let retained_ready = !self.pending_retained.is_empty()
                 && (self.window.has_room()
                     || self.pending_retained.front().is_some_and(|(_, r)| r.qos == QoS::AtMostOnce));
+            let group_ready = !self.memberships.is_empty() && self.window.has_room();
+            let memberships = &mut self.memberships;
             let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());
             let has_front = front_durable.is_some();
             tokio::select! {
@@ -738,6 +854,9 @@ impl Outbound {
                         }
                     }
                 }
+                (index, delivery) = next_group_delivery(memberships), if group_ready => {
+                    self.deliver_group(index, delivery);
+                }
                 _ = appended.changed(), if can_deliver && caught_up => self.readers.wake(),
                 // More is already in the log: go round and deliver it.
                 () = std::future::ready(()), if (can_deliver && !caught_up) || retained_ready => {}
@@ -764,16 +883,21 @@ impl Outbound {
             }
             ToOutbound::ClientAck(packet) => match packet {
                 Packet::PubAck(ack) => {
-                    self.window.on_puback(ack.packet_id);
-                }
-                Packet::PubRec(ack) => {
-                    if let AckOutcome::SendPubRel(id) = self.window.on_pubrec(ack.packet_id, ack.reason_code.is_error())
-                    {
-                        self.queue(&Packet::PubRel(Ack::success(id)));
+                    let done = self.window.on_puback(ack.packet_id) == AckOutcome::Done;
+                    if done {
+                        self.group_done(ack.packet_id);
                     }
                 }
+                Packet::PubRec(ack) => match self.window.on_pubrec(ack.packet_id, ack.reason_code.is_error()) {
+                    AckOutcome::SendPubRel(id) => self.queue(&Packet::PubRel(Ack::success(id))),
+                    AckOutcome::Done => self.group_done(ack.packet_id),
+                    AckOutcome::Unknown => {}
+                },
                 Packet::PubComp(ack) => {
-                    self.window.on_pubcomp(ack.packet_id);
+                    let done = self.window.on_pubcomp(ack.packet_id) == AckOutcome::Done;
+                    if done {
+                        self.group_done(ack.packet_id);
+                    }
                 }
                 _ => {}
             },
@@ -787,7 +911,10 @@ impl Outbound {
                     .filters
                     .iter()
                     .map(|filter| {
-                        if self.subscriptions.unsubscribe(filter) | self.readers.remove_replay(filter) {
+                        if self.subscriptions.unsubscribe(filter)
+                            | self.readers.remove_replay(filter)
+                            | self.leave_group(filter)
+                        {
                             ReasonCode::Success
                         } else {
                             ReasonCode::NoSubscriptionExisted
@@ -838,8 +965,17 @@ impl Outbound {
                         QoS::ExactlyOnce => ReasonCode::GrantedQos2,
                     }
                 }
-                // Not built yet; refused rather than silently treated as plain filters.
-                Ok(topic::Subscription::Shared { .. }) => ReasonCode::SharedSubscriptionsNotSupported,
+                // A consumer group: no retained messages are sent to it, and it has no entry in the
+                // session's plain subscriptions.
+                Ok(topic::Subscription::Shared { group, filter: inner }) => {
+                    match self.join_group(&filter.filter, group, inner, filter.options, identifier) {
+                        Ok(()) => granted(filter.options.qos),
+                        Err(why) => {
+                            refusals.push(why);
+                            ReasonCode::ImplementationSpecificError
+                        }
+                    }
+                }
                 Ok(topic::Subscription::Stream { stream, filter: inner }) => {
                     match self.subscribe_stream(&filter.filter, stream, inner, filter.options, identifier, &subscribe) {
                         Ok(()) => granted(filter.options.qos),
@@ -1046,7 +1182,7 @@ impl Outbound {
         expiry: Option<u32>,
         position: Option<(u32, u64)>,
         dup: bool,
-    ) {
+    ) -> Option<u16> {
         let mut properties = message.properties;
         if self.version.is_v5() {
             properties.message_expiry_interval = expiry;
@@ -1069,16 +1205,17 @@ impl Outbound {
         }
         if codec::encode_publish_header(&publish, self.version, &mut self.scratch).is_err() {
             self.scratch.truncate(start);
-            return;
+            return None;
         }
         let size = self.scratch.len() - start + publish.payload.len();
         self.scratch.truncate(start);
         if size > self.client_max_packet_size {
-            return;
+            return None;
         }
         if route.qos != QoS::AtMostOnce {
             publish.packet_id = Some(self.window.start(route.qos, position));
         }
+        let packet_id = publish.packet_id.map(PacketId::get);
         if self.version.is_v5() {
             match self.aliases.topic(&publish.topic) {
                 OutboundTopic::Plain => {}
@@ -1091,7 +1228,7 @@ impl Outbound {
         }
         if codec::encode_publish_header(&publish, self.version, &mut self.scratch).is_err() {
             self.scratch.truncate(start);
-            return;
+            return None;
         }
         let header = self.scratch.split().freeze();
         self.chunk_bytes += header.len() + publish.payload.len();
@@ -1100,6 +1237,7 @@ impl Outbound {
         if !publish.payload.is_empty() {
             self.chunks.push_back(publish.payload);
         }
+        packet_id
     }
 
     /// Writes the queue with vectored writes; the payloads go out from the log's bytes.

@@ -16,6 +16,7 @@
 mod broker;
 pub mod codec;
 mod connection;
+pub mod groups;
 mod limits;
 mod metrics;
 mod partition_writer;
@@ -31,7 +32,7 @@ pub mod topic;
 mod topic_alias;
 mod websocket;
 
-pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, RETAINED_STREAM, SESSIONS_STREAM};
+pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM};
 pub use limits::Limits;
 pub use metrics::BrokerMetrics;
 pub use streams::StreamConfig;

@@ -129,6 +129,11 @@ impl OutboundWindow {
         self.in_flight.len() < self.window
     }
 
+    /// The most messages in flight at once.
+    pub fn capacity(&self) -> usize {
+        self.window
+    }
+
     /// Number of messages in flight.
     pub fn len(&self) -> usize {
         self.in_flight.len()
