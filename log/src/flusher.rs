@@ -1,6 +1,7 @@
 //! One background thread per process that fsyncs logs under `FlushPolicy::Interval` (and
-//! persists index tails under `Always`) on their interval. Logs register a weak reference,
-//! so a dropped log simply falls out of the list.
+//! persists index tails under `Always`) on their interval, and about once a second releases
+//! the segment pages readers mapped (see `Shared::release_mapped_pages`), whatever the flush
+//! policy. Logs register a weak reference, so a dropped log simply falls out of the list.
 
 use std::{
     sync::{Arc, Condvar, Mutex, OnceLock, Weak, atomic::Ordering},
@@ -14,6 +15,9 @@ struct Flusher {
     wake: Condvar,
     epoch: Instant,
 }
+
+/// How often mapped segment pages are released.
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 static FLUSHER: OnceLock<Arc<Flusher>> = OnceLock::new();
 
@@ -36,8 +40,9 @@ pub(crate) fn register(log: &Arc<Shared>) {
 impl Flusher {
     fn run(&self) {
         let mut logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last_release = Duration::ZERO;
         loop {
-            let mut next_due = Duration::from_secs(1);
+            let mut next_due = RELEASE_EVERY;
             let live: Vec<Arc<Shared>> = logs.iter().filter_map(Weak::upgrade).collect();
             logs.retain(|w| w.strong_count() > 0);
             drop(logs);
@@ -58,6 +63,13 @@ impl Flusher {
                     next_due = next_due.min(due - now);
                 }
             }
+            if now >= last_release + RELEASE_EVERY {
+                for log in &live {
+                    log.release_mapped_pages();
+                }
+                last_release = self.epoch.elapsed();
+            }
+            next_due = next_due.min((last_release + RELEASE_EVERY).saturating_sub(self.epoch.elapsed()));
             // Drop the strong references before sleeping, so a log can close while we wait.
             drop(live);
             logs = self.logs.lock().unwrap_or_else(|p| p.into_inner());

@@ -30,8 +30,8 @@ use crate::{
     meta::{CleanShutdown, PartitionMeta, Vote, sync_dir},
     retention::{RetentionPlan, RetentionPolicy, SegmentSummary, plan_retention},
     segment::{
-        BatchWalker, Rebuilt, Segment, SegmentState, entry_points_at_batch, entry_points_at_valid_batch, map_file,
-        parse_segment_file_name, read_small_file, rebuild_from, segment_file_name,
+        BatchWalker, Mapping, Rebuilt, Segment, SegmentState, entry_points_at_batch, entry_points_at_valid_batch,
+        map_file, parse_segment_file_name, read_small_file, rebuild_from, segment_file_name,
     },
 };
 
@@ -242,9 +242,8 @@ impl Log {
         }
         let shared = recover(dir, config, lock)?;
         let shared = Arc::new(shared);
-        if !matches!(shared.config.flush, FlushPolicy::Never) {
-            flusher::register(&shared);
-        }
+        // Every log registers: besides fsyncing, the flusher releases mapped pages.
+        flusher::register(&shared);
         Ok(Log { shared })
     }
 
@@ -437,6 +436,13 @@ impl Log {
         self.shared.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
+    /// Releases the mapped pages of the segments now, as the background flusher does about
+    /// once a second. For tests.
+    #[doc(hidden)]
+    pub fn release_mapped_pages_for_tests(&self) {
+        self.shared.release_mapped_pages();
+    }
+
     /// Flushes everything, writes the index files and the clean-shutdown marker, and refuses
     /// further appends. Reads of already visible data keep working.
     pub fn close(&self) -> Result<(), LogError> {
@@ -581,11 +587,12 @@ impl Shared {
 
     fn remap_active(&self, w: &mut Writer, needed: u64) -> Result<(), LogError> {
         let capacity = needed.max(self.config.segment_bytes).max(w.active.data.len() as u64 * 2);
-        let data = map_file(&w.file, &w.active.path, capacity)?;
+        let Mapping { data, mmap } = map_file(&w.file, &w.active.path, capacity)?;
         let remapped = Arc::new(Segment {
             base_offset: w.active.base_offset,
             path: Arc::clone(&w.active.path),
             data,
+            mmap,
             state: Arc::clone(&w.active.state),
             index: Arc::clone(&w.active.index),
         });
@@ -643,11 +650,12 @@ impl Shared {
             let index_path = self.segment_path(base, extension);
             File::create(&index_path).at(&index_path, "creating an index")?;
         }
-        let data = map_file(&file, &path, self.config.segment_bytes)?;
+        let Mapping { data, mmap } = map_file(&file, &path, self.config.segment_bytes)?;
         let segment = Arc::new(Segment {
             base_offset: base,
             path: Arc::new(path),
             data,
+            mmap,
             state: Arc::new(SegmentState {
                 written_len: AtomicU64::new(0),
                 visible_len: AtomicU64::new(0),
@@ -905,7 +913,7 @@ impl Shared {
             OpenOptions::new().read(true).write(true).open(path.as_path()).at(&path, "opening for truncation")?;
         file.set_len(cut_position as u64).at(&path, "truncating")?;
         file.sync_data().at(&path, "syncing a truncation")?;
-        let data = map_file(&file, &path, self.config.segment_bytes.max(cut_position as u64))?;
+        let Mapping { data, mmap } = map_file(&file, &path, self.config.segment_bytes.max(cut_position as u64))?;
         // Keep the segment's shared counters: batches waiting for the high watermark point at
         // them. Lowering them first is safe for readers of older snapshots, since nothing
         // visible lies past the cut.
@@ -918,6 +926,7 @@ impl Shared {
             base_offset: target.base_offset,
             path,
             data,
+            mmap,
             state,
             index: Arc::new(SegmentIndex::from_entries(&entries, self.config.index_capacity())),
         });
@@ -1006,6 +1015,21 @@ impl Shared {
         }
         self.synced.fetch_max(target, Ordering::AcqRel);
         Ok(())
+    }
+
+    /// Tells the kernel that this process no longer needs the pages readers touched through
+    /// the segment mappings: the whole written part of closed segments, and the visible part
+    /// (below the high watermark) of the active one. Without this, every page ever read stays
+    /// mapped, and the process's RSS grows with the volume read. The pages stay in the page
+    /// cache, so a reader that comes back faults them in again without disk I/O (while memory
+    /// allows). Takes no lock: it works on the current snapshot, like a reader.
+    pub(crate) fn release_mapped_pages(&self) {
+        let snapshot = self.snapshot.load_full();
+        let Some((active, closed)) = snapshot.segments.split_last() else { return };
+        for segment in closed {
+            segment.release_pages(segment.state.written_len.load(Ordering::Acquire));
+        }
+        active.release_pages(active.state.visible_len.load(Ordering::Acquire));
     }
 
     pub(crate) fn is_dirty(&self) -> bool {
@@ -1099,7 +1123,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
     let path = dir.join(segment_file_name(last_base, "log"));
     let file = OpenOptions::new().read(true).write(true).open(&path).at(&path, "opening")?;
     let file_len = file.metadata().at(&path, "reading metadata")?.len();
-    let data = map_file(&file, &path, config.segment_bytes.max(file_len))?;
+    let Mapping { data, mmap } = map_file(&file, &path, config.segment_bytes.max(file_len))?;
     let written = &data[..file_len as usize];
     let index_path = dir.join(segment_file_name(last_base, "index"));
     let time_path = dir.join(segment_file_name(last_base, "timeindex"));
@@ -1151,6 +1175,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         base_offset: last_base,
         path: Arc::new(path.clone()),
         data,
+        mmap,
         state: Arc::new(SegmentState {
             written_len: AtomicU64::new(active_len),
             visible_len: AtomicU64::new(active_len),
@@ -1300,7 +1325,7 @@ fn open_closed_segment(
     let path = dir.join(segment_file_name(base, "log"));
     let file = File::open(&path).at(&path, "opening")?;
     let len = file.metadata().at(&path, "reading metadata")?.len();
-    let data = map_file(&file, &path, len)?;
+    let Mapping { data, mmap } = map_file(&file, &path, len)?;
     let index_path = dir.join(segment_file_name(base, "index"));
     let time_path = dir.join(segment_file_name(base, "timeindex"));
     let time_bytes = read_small_file(&time_path).unwrap_or_default();
@@ -1332,6 +1357,7 @@ fn open_closed_segment(
         base_offset: base,
         path: Arc::new(path),
         data,
+        mmap,
         state: Arc::new(SegmentState {
             written_len: AtomicU64::new(len),
             visible_len: AtomicU64::new(len),

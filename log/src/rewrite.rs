@@ -318,10 +318,12 @@ impl SegmentRewrite<'_> {
     ) -> Result<(), LogError> {
         let path = shared.dir.join(segment_file_name(base, "log"));
         let file = File::open(&path).at(&path, "opening a cleaned segment")?;
+        let mapping = map_file(&file, &path, len)?;
         let segment = Arc::new(Segment {
             base_offset: base,
             path: Arc::new(path.clone()),
-            data: map_file(&file, &path, len)?,
+            data: mapping.data,
+            mmap: mapping.mmap,
             state: Arc::new(SegmentState {
                 written_len: AtomicU64::new(len),
                 visible_len: AtomicU64::new(len),

@@ -11,7 +11,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use memmap2::MmapOptions;
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use crate::{
     LogError,
@@ -34,18 +34,34 @@ pub(crate) fn parse_segment_file_name(name: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
-/// Maps `len` bytes of `file`. The mapping may run past the end of the file (the active
-/// segment grows into it); callers never touch bytes at or past `SegmentState::visible_len`,
-/// which is always within the file.
-pub(crate) fn map_file(file: &File, path: &Path, len: u64) -> Result<Bytes, LogError> {
+/// A file mapping: the bytes readers slice, and the mapping itself so that its pages can be
+/// released (see [`Segment::release_pages`]). `mmap` is `None` for an empty mapping.
+pub(crate) struct Mapping {
+    pub data: Bytes,
+    pub mmap: Option<Arc<Mmap>>,
+}
+
+/// Lets `Bytes` slices share one `Arc<Mmap>` with the segment.
+struct SharedMmap(Arc<Mmap>);
+
+impl AsRef<[u8]> for SharedMmap {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Maps `len` bytes of `file`, read-only and shared (`MAP_SHARED`). The mapping may run past
+/// the end of the file (the active segment grows into it); callers never touch bytes at or
+/// past `SegmentState::visible_len`, which is always within the file.
+pub(crate) fn map_file(file: &File, path: &Path, len: u64) -> Result<Mapping, LogError> {
     if len == 0 {
-        return Ok(Bytes::new());
+        return Ok(Mapping { data: Bytes::new(), mmap: None });
     }
     // SAFETY: the partition directory is locked by this process, and the log only truncates a
     // file below bytes that no reader may see (truncation never cuts below the high
     // watermark), so no mapped byte a reader touches can vanish or change under it.
-    let mmap = unsafe { MmapOptions::new().len(len as usize).map(file) }.at(path, "mapping")?;
-    Ok(Bytes::from_owner(mmap))
+    let mmap = Arc::new(unsafe { MmapOptions::new().len(len as usize).map(file) }.at(path, "mapping")?);
+    Ok(Mapping { data: Bytes::from_owner(SharedMmap(Arc::clone(&mmap))), mmap: Some(mmap) })
 }
 
 /// Counters of a segment shared by every mapping of it.
@@ -64,6 +80,8 @@ pub(crate) struct Segment {
     pub base_offset: u64,
     pub path: Arc<PathBuf>,
     pub data: Bytes,
+    /// The mapping `data` slices, for [`Segment::release_pages`].
+    pub mmap: Option<Arc<Mmap>>,
     pub state: Arc<SegmentState>,
     pub index: Arc<SegmentIndex>,
 }
@@ -94,6 +112,35 @@ impl Segment {
     pub(crate) fn entry_is_sound(&self, entry: &IndexEntry) -> bool {
         let written = (self.state.written_len.load(Ordering::Acquire) as usize).min(self.data.len());
         entry_points_at_batch(&self.data[..written], self.base_offset, entry)
+    }
+
+    /// Drops this process's page-table entries for the mapped pages below `len` (clamped to
+    /// the mapping), so that pages readers have passed stop counting in the broker's RSS. The
+    /// pages stay in the kernel's page cache; a later read faults the same bytes back in.
+    pub(crate) fn release_pages(&self, len: u64) {
+        let Some(mmap) = &self.mmap else { return };
+        let len = (len as usize).min(mmap.len());
+        if len == 0 {
+            return;
+        }
+        // SAFETY: `madvise(MADV_DONTNEED)` is unsafe in general because on a private or
+        // anonymous mapping it discards the contents: the next access sees the file's bytes or
+        // zeros, not what was there, which would change memory under live `&[u8]`s. This
+        // mapping is a read-only `MAP_SHARED` mapping of a file (see `map_file`): no byte of it
+        // was ever written through it, and for a shared file mapping the advice only removes
+        // this process's page-table entries. The pages stay in the page cache (or are read back
+        // from the file), so the next access faults in exactly the same bytes, and nothing is
+        // lost. Those bytes cannot have changed meanwhile: callers pass a closed segment's
+        // written length or the active segment's visible length, and below those a segment is
+        // never modified in place (truncation cuts only above the high watermark; compaction
+        // replaces whole files, and old mappings keep the old inode). Even were a byte to
+        // change, a shared mapping would show the change with or without this call. The range
+        // starts at the mapping's (page-aligned) start and lies within it; the `Arc<Mmap>`
+        // held here keeps it mapped for the duration of the call.
+        let result = unsafe { mmap.unchecked_advise_range(UncheckedAdvice::DontNeed, 0, len) };
+        if let Err(e) = result {
+            tracing::debug!(file = %self.path.display(), error = %e, "releasing mapped pages failed");
+        }
     }
 
     pub(crate) fn corrupt(&self, position: usize, reason: &'static str) -> LogError {

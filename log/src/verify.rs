@@ -59,7 +59,7 @@ fn segment_bases(dir: &Path) -> Result<Vec<u64>, LogError> {
 fn map_segment(path: &Path) -> Result<Bytes, LogError> {
     let file = File::open(path).at(path, "opening")?;
     let len = file.metadata().at(path, "reading metadata")?.len();
-    map_file(&file, path, len)
+    map_file(&file, path, len).map(|m| m.data)
 }
 
 /// Total bytes of the segment files in `dir`, for progress bars.
