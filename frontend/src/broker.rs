@@ -160,7 +160,7 @@ pub(crate) struct Shared {
     /// Committed offsets read back from `$offsets` at start, for groups not yet recreated.
     restored_offsets: HashMap<String, u64>,
     /// Consumer groups (`$share/<group>/...`) by group name; they live as long as the broker.
-    groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
+    pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
     connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
     started_at_ms: u64,
@@ -173,6 +173,9 @@ pub(crate) struct Shared {
     /// Tells connections to end, and counts them, at shutdown.
     pub(crate) shutdown: crate::shutdown::ShutdownState,
     pub(crate) maintenance_totals: strata_compaction::TotalsReader,
+    /// Retention and compaction, shared with the admin API (`admin.rs`) for runs on demand;
+    /// taken out at shutdown, after which the admin API can no longer start one.
+    pub(crate) maintenance: Mutex<Option<Arc<Maintenance>>>,
 }
 
 impl Shared {
@@ -377,7 +380,19 @@ pub struct Broker {
     retained_log: Arc<Log>,
     sessions_log: Arc<Log>,
     offsets_log: Arc<Log>,
-    maintenance: Maintenance,
+}
+
+/// Stops the maintenance threads; if an admin call still holds them (a compaction on demand),
+/// waits for it a bounded time, then leaves them to stop when that call drops its handle.
+fn stop_maintenance(mut maintenance: Arc<Maintenance>) {
+    for _ in 0..200 {
+        match Arc::try_unwrap(maintenance) {
+            Ok(maintenance) => return maintenance.shutdown(),
+            Err(shared) => maintenance = shared,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    tracing::warn!("an admin compaction is still running at shutdown");
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -537,6 +552,7 @@ impl Broker {
             sys: crate::sys_topics::SysTopics::new(),
             shutdown: crate::shutdown::ShutdownState::new(),
             maintenance_totals: maintenance.totals_reader(),
+            maintenance: Mutex::new(Some(Arc::new(maintenance))),
         });
         for stream in shared.streams.all() {
             for partition in &stream.partitions {
@@ -546,7 +562,7 @@ impl Broker {
         shared.metrics.add_partition(RETAINED_STREAM, 0, true, &retained_log);
         shared.metrics.add_partition(SESSIONS_STREAM, 0, true, &sessions_log);
         shared.metrics.add_partition(OFFSETS_STREAM, 0, true, &offsets_log);
-        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, maintenance })
+        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log })
     }
 
     /// The address the MQTT-over-WebSocket listener is bound to, when there is one.
@@ -559,6 +575,12 @@ impl Broker {
         self.listener.local_addr()
     }
 
+    /// A handle to the admin operations (streams, groups, compaction and retention now), for
+    /// the gRPC admin API; usable while the broker runs.
+    pub fn admin(&self) -> crate::admin::Admin {
+        crate::admin::Admin { shared: Arc::clone(&self.shared) }
+    }
+
     /// A handle that renders this broker's metrics, usable while and after it runs.
     pub fn metrics(&self) -> crate::metrics::BrokerMetrics {
         crate::metrics::BrokerMetrics { shared: Arc::clone(&self.shared) }
@@ -566,7 +588,7 @@ impl Broker {
 
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, maintenance } = self;
+        let Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log } = self;
         // Aborted at shutdown, like the connections it spawned are dropped with the runtime.
         let ws_task = ws_listener.map(|ws| tokio::spawn(crate::websocket::serve(ws, Arc::clone(&shared))));
         tokio::pin!(shutdown);
@@ -614,8 +636,12 @@ impl Broker {
             tracing::warn!(still_running, "connections still running after the shutdown grace period");
         }
         let logs = shared.streams.logs();
+        // From here the admin API can start no compaction or retention run.
+        let maintenance = lock(&shared.maintenance).take();
         tokio::task::spawn_blocking(move || {
-            maintenance.shutdown();
+            if let Some(maintenance) = maintenance {
+                stop_maintenance(maintenance);
+            }
             for log in [&retained_log, &sessions_log, &offsets_log].into_iter().chain(&logs) {
                 log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
             }

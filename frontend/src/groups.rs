@@ -25,6 +25,10 @@ use crate::partition_writer::AppendRequest;
 use crate::record::{self, StoredMessage};
 use crate::streams::{Partition, Streams};
 
+/// One partition of a group as [`Group::snapshot`] reads it: stream name, partition number,
+/// committed offset, log end.
+pub(crate) type PartitionSnapshot = (Arc<str>, u32, u64, u64);
+
 /// A member of a group, unique within the broker's run.
 pub type MemberId = u64;
 
@@ -88,6 +92,11 @@ impl GroupState {
             }
         }
         returned
+    }
+
+    /// How many members the group has.
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     /// Whether the group has no member.
@@ -271,6 +280,21 @@ impl Group {
         });
         tokio::spawn(run(Arc::clone(&group), streams.appended()));
         group
+    }
+
+    /// The group's members count and, per partition (stream name, partition number, log
+    /// end), its committed offset, read now (for the admin API).
+    pub(crate) fn snapshot(&self) -> (usize, Vec<PartitionSnapshot>) {
+        let inner = lock(&self.inner);
+        let partitions = self
+            .partitions
+            .iter()
+            .enumerate()
+            .map(|(index, (stream, partition))| {
+                (Arc::clone(stream), partition.number, inner.state.committed(index), partition.log.offsets().log_end)
+            })
+            .collect();
+        (inner.state.member_count(), partitions)
     }
 
     /// Adds `member` with a queue of `window` messages; returns its end of the queue.

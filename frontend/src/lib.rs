@@ -11,8 +11,10 @@
 //! - [`record`]: the record layout of an MQTT message in the log; [`session`]: the session's
 //!   decisions (routing, packet-id windows) as plain structs; [`session_state`]: what a
 //!   persistent session keeps in `$sessions`, and its encoding.
+//! - [`admin`]: what the admin API reads and runs on a live broker ([`Broker::admin`]).
 #![deny(missing_docs)]
 
+pub mod admin;
 mod broker;
 pub mod codec;
 mod connection;

@@ -100,8 +100,11 @@ pub(crate) struct Partition {
 /// One open stream.
 pub(crate) struct Stream {
     pub(crate) name: String,
-    topics: Vec<String>,
+    pub(crate) topics: Vec<String>,
     pub(crate) compaction_key: Option<String>,
+    /// Delete, compact, or both (the admin API reports it and refuses to compact a stream
+    /// whose policy does not compact).
+    pub(crate) cleanup_policy: CleanupPolicy,
     pub(crate) partitions: Vec<Arc<Partition>>,
 }
 
@@ -165,6 +168,7 @@ impl Streams {
                 name: config.name,
                 topics: config.topics,
                 compaction_key: config.compaction_key,
+                cleanup_policy: config.cleanup_policy,
                 partitions,
             });
         }

@@ -1,3 +1,14 @@
-//! `strata-proto` will own the `.proto` files of the admin and cluster APIs and the tonic/prost
-//! code built from them at compile time (with protox, so no system `protoc` is needed).
-//! Nothing is implemented yet; this crate only fixes the workspace layout, and exports nothing.
+//! `strata-proto`: the `.proto` files of Strata's gRPC APIs and the tonic/prost code built
+//! from them at compile time (`build.rs`, with protox: no system `protoc` is needed).
+//!
+//! - [`admin::v1`]: the admin API (`strata/admin/v1/admin.proto`), served by
+//!   `strata serve --grpc ADDR` and called by `strata stream ...` and `strata group ...`.
+
+/// The admin API.
+pub mod admin {
+    /// Version 1 of the admin API (`package strata.admin.v1`).
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("strata.admin.v1");
+    }
+}

@@ -1,8 +1,10 @@
 //! Command-line definitions and dispatch.
 
+mod admin_client;
 mod bench;
 mod compact;
 mod display;
+mod grpc;
 mod http;
 mod log_tools;
 mod serve;
@@ -65,6 +67,24 @@ enum Command {
         /// given here or as http.listen.
         #[arg(long, value_name = "ADDR")]
         http: Option<SocketAddr>,
+        /// Address of the gRPC admin API (what `strata stream` and `strata group` call); off
+        /// unless given here or as grpc.listen.
+        #[arg(long, value_name = "ADDR")]
+        grpc: Option<SocketAddr>,
+    },
+    /// Streams of a running node, through its gRPC admin API (`strata serve --grpc`).
+    Stream {
+        #[command(flatten)]
+        client: admin_client::ClientArgs,
+        #[command(subcommand)]
+        command: admin_client::StreamCommand,
+    },
+    /// Consumer groups of a running node, through its gRPC admin API (`strata serve --grpc`).
+    Group {
+        #[command(flatten)]
+        client: admin_client::ClientArgs,
+        #[command(subcommand)]
+        command: admin_client::GroupCommand,
     },
     /// Inspect, check and compact partition logs on disk (offline).
     #[command(subcommand)]
@@ -135,9 +155,11 @@ enum LogCommand {
 /// Runs the parsed command and turns its outcome into the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
-        Command::Serve { config, data_dir, mqtt, ws, http } => {
-            serve::serve(&serve::ServeArgs { config, data_dir, mqtt, ws, http })
+        Command::Serve { config, data_dir, mqtt, ws, http, grpc } => {
+            serve::serve(&serve::ServeArgs { config, data_dir, mqtt, ws, http, grpc })
         }
+        Command::Stream { client, command } => admin_client::stream(&client, &command),
+        Command::Group { client, command } => admin_client::group(&client, &command),
         Command::Bench(args) => bench::bench(&args),
         Command::Log(LogCommand::Dump { partition_dir, from, count }) => log_tools::dump(&partition_dir, from, count),
         Command::Log(LogCommand::Verify { dir }) => log_tools::verify(&dir),

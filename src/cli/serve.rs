@@ -29,6 +29,9 @@ pub struct ConfigFile {
     /// The operator HTTP endpoint.
     #[serde(default)]
     http: HttpSection,
+    /// The gRPC admin API.
+    #[serde(default)]
+    grpc: GrpcSection,
 }
 
 /// `[mqtt]`.
@@ -64,6 +67,14 @@ struct MqttSection {
 #[serde(deny_unknown_fields)]
 struct HttpSection {
     /// Address of `/health`, `/ready` and `/metrics`. Default: off.
+    listen: Option<SocketAddr>,
+}
+
+/// `[grpc]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrpcSection {
+    /// Address of the gRPC admin API. Default: off.
     listen: Option<SocketAddr>,
 }
 
@@ -123,6 +134,8 @@ pub struct ServeArgs {
     pub ws: Option<SocketAddr>,
     /// Address of the operator HTTP endpoint.
     pub http: Option<SocketAddr>,
+    /// Address of the gRPC admin API.
+    pub grpc: Option<SocketAddr>,
 }
 
 /// Builds the broker config: defaults, then the file, then the flags.
@@ -171,11 +184,13 @@ fn load(path: &Path) -> anyhow::Result<ConfigFile> {
 pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let config = broker_config(args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    // The flag, else the file's `[http] listen`, else off.
-    let http_listen = match args.http {
-        Some(addr) => Some(addr),
-        None => args.config.as_deref().map(load).transpose()?.and_then(|file| file.http.listen),
+    // The flags, else the file's `[http] listen` and `[grpc] listen`, else off.
+    let file = match (args.http, args.grpc) {
+        (Some(_), Some(_)) => None,
+        _ => args.config.as_deref().map(load).transpose()?,
     };
+    let http_listen = args.http.or_else(|| file.as_ref().and_then(|file| file.http.listen));
+    let grpc_listen = args.grpc.or_else(|| file.as_ref().and_then(|file| file.grpc.listen));
     runtime.block_on(async {
         // Bound first, so `/health` answers and `/ready` says 503 while the logs recover.
         let http = match http_listen {
@@ -197,9 +212,19 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             state.set_ready(broker.metrics());
             println!("strata: HTTP listening on {http_addr}");
         }
+        // The admin API stops with the broker: told when the shutdown signal arrives.
+        let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        if let Some(addr) = grpc_listen {
+            let stopped = async move {
+                let _ = grpc_stopped.await;
+            };
+            let grpc_addr = crate::cli::grpc::start(addr, broker.admin(), stopped).await?;
+            println!("strata: gRPC listening on {grpc_addr}");
+        }
         let http_state = http.map(|(_, state)| state);
         let shutdown = async move {
             shutdown.await;
+            let _ = grpc_stop.send(());
             if let Some(state) = http_state {
                 state.set_stopping();
             }
@@ -257,6 +282,16 @@ mod tests {
             let error = parse_config(&format!("[mqtt]\n{text}\n")).unwrap_err();
             assert!(format!("{error:#}").contains(key), "{text}: {error:#}");
         }
+    }
+
+    #[test]
+    fn grpc_listen_is_read_and_checked() {
+        let config = parse_config("[grpc]\nlisten = \"127.0.0.1:7070\"\n").unwrap();
+        assert_eq!(config.grpc.listen, Some(SocketAddr::from(([127, 0, 0, 1], 7070))));
+        let error = parse_config("[grpc]\nlisten = \"nowhere\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("listen"), "{error:#}");
+        let error = parse_config("[grpc]\nlistne = \"127.0.0.1:1\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("listne"), "{error:#}");
     }
 
     #[test]

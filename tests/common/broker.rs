@@ -87,6 +87,18 @@ impl ServeProcess {
         }
     }
 
+    /// Waits for the line `strata: gRPC listening on <addr>` (printed with `--grpc`) and
+    /// returns the address.
+    pub fn grpc_addr(&self) -> SocketAddr {
+        let prefix = "strata: gRPC listening on ";
+        loop {
+            let line = self.more_lines.recv_timeout(Duration::from_secs(60)).expect("the gRPC line");
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.parse().unwrap_or_else(|_| panic!("bad gRPC line {line:?}"));
+            }
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }
