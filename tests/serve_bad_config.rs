@@ -3,37 +3,21 @@
 
 mod common;
 
-use common::{code, stderr, strata};
-
-fn serve_with(config: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("strata.toml");
-    std::fs::write(&path, config).unwrap();
-    let data = dir.path().join("data");
-    strata(&[
-        "serve",
-        "--config",
-        path.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--mqtt",
-        "127.0.0.1:0",
-    ])
-}
+use common::{code, serve_refusing, stderr};
 
 #[test]
 fn an_unknown_key_stops_the_start_and_is_named() {
-    let output = serve_with("[mqtt]\nlisten = \"127.0.0.1:0\"\nmax_pakcet_size = 1024\n");
+    let output = serve_refusing("[mqtt]\nlisten = \"127.0.0.1:0\"\nmax_pakcet_size = 1024\n");
     assert_eq!(code(&output), 2);
     assert!(stderr(&output).contains("max_pakcet_size"), "{}", stderr(&output));
 }
 
 #[test]
 fn a_bad_value_stops_the_start_and_is_named() {
-    let output = serve_with("[mqtt]\nmax_packet_size = 10\n");
+    let output = serve_refusing("[mqtt]\nmax_packet_size = 10\n");
     assert_eq!(code(&output), 2);
     assert!(stderr(&output).contains("mqtt.max_packet_size"), "{}", stderr(&output));
-    let output = serve_with("[mqtt]\nlisten = \"localhost-ish\"\n");
+    let output = serve_refusing("[mqtt]\nlisten = \"localhost-ish\"\n");
     assert_eq!(code(&output), 2);
     assert!(stderr(&output).contains("listen"), "{}", stderr(&output));
 }

@@ -3,23 +3,7 @@
 
 mod common;
 
-use common::{code, stderr, strata};
-
-fn serve_with(config: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("strata.toml");
-    std::fs::write(&path, config).unwrap();
-    let data = dir.path().join("data");
-    strata(&[
-        "serve",
-        "--config",
-        path.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-        "--mqtt",
-        "127.0.0.1:0",
-    ])
-}
+use common::{code, serve_refusing, stderr};
 
 #[test]
 fn bad_stream_settings_stop_the_start_and_are_named() {
@@ -32,7 +16,7 @@ fn bad_stream_settings_stop_the_start_and_are_named() {
         ("[log]\ncompression = \"lz4\"\n", "log.compression"),
     ];
     for (config, key) in cases {
-        let output = serve_with(config);
+        let output = serve_refusing(config);
         assert_eq!(code(&output), 2, "{config:?}: {}", stderr(&output));
         assert!(stderr(&output).contains(key), "{config:?} should name {key}: {}", stderr(&output));
     }

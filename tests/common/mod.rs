@@ -96,3 +96,21 @@ pub fn stderr(output: &Output) -> String {
 pub fn code(output: &Output) -> i32 {
     output.status.code().unwrap_or_else(|| panic!("strata was killed: {output:?}"))
 }
+
+/// Runs `strata serve` with `config` as its config file, in a fresh data directory, and waits
+/// for it to exit. Only for configs the broker refuses: a good one would keep it serving.
+pub fn serve_refusing(config: &str) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("strata.toml");
+    std::fs::write(&path, config).expect("write config");
+    let data = dir.path().join("data");
+    strata(&[
+        "serve",
+        "--config",
+        path.to_str().expect("temp paths are UTF-8"),
+        "--data-dir",
+        data.to_str().expect("temp paths are UTF-8"),
+        "--mqtt",
+        "127.0.0.1:0",
+    ])
+}
