@@ -5,6 +5,8 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/v4_session.rs"]
+mod v4_session;
 
 use std::net::SocketAddr;
 use std::process::{Command, Output};
@@ -36,22 +38,8 @@ async fn stream_list_and_describe_show_the_published_offsets() {
     let broker = ServeProcess::start_with(dir.path(), &["--grpc", "127.0.0.1:0"]);
     let grpc = broker.grpc_addr();
 
-    let mut options = MqttOptions::new("admin-pub", "127.0.0.1", broker.port());
-    options.set_keep_alive(Duration::from_secs(30));
-    let (client, mut events) = AsyncClient::new(options, 100);
-    for i in 0..PUBLISHED {
-        client.publish("admin/t", QoS::AtLeastOnce, false, format!("message {i}")).await.unwrap();
-    }
-    tokio::time::timeout(DEADLINE, async {
-        let mut acked = 0;
-        while acked < PUBLISHED {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("connected") {
-                acked += 1;
-            }
-        }
-    })
-    .await
-    .expect("every PUBACK in time");
+    let payloads = (0..PUBLISHED).map(|i| format!("message {i}")).collect();
+    v4_session::publish_and_wait(broker.port(), "admin-pub", "admin/t", payloads).await;
 
     // A consumer group with one member: `$share/admin-group/admin/#`.
     let mut options = MqttOptions::new("admin-member", "127.0.0.1", broker.port());

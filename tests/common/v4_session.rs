@@ -20,10 +20,16 @@ pub fn client(id: &str, port: u16, clean: bool) -> (AsyncClient, EventLoop) {
 
 /// Publishes `m-<i>` for each `i` in `range` to `topic` at QoS 1 and waits for every PUBACK.
 pub async fn publish_all(port: u16, id: &str, topic: &str, range: std::ops::Range<usize>) {
+    publish_and_wait(port, id, topic, range.map(|i| format!("m-{i}")).collect()).await;
+}
+
+/// Publishes each payload to `topic` at QoS 1 from a fresh clean session and waits for every
+/// PUBACK.
+pub async fn publish_and_wait(port: u16, id: &str, topic: &str, payloads: Vec<String>) {
     let (publisher, mut events) = client(id, port, true);
-    let count = range.len();
-    for i in range {
-        publisher.publish(topic, QoS::AtLeastOnce, false, format!("m-{i}")).await.unwrap();
+    let count = payloads.len();
+    for payload in payloads {
+        publisher.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
     }
     let mut acked = 0;
     timeout(DEADLINE, async {
