@@ -284,15 +284,16 @@ impl Shared {
         }
     }
 
-    /// Holds `will` of `client_id` for `delay_secs`, then publishes it unless
-    /// [`Shared::take_delayed_will`] took it first.
-    pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, delay_secs: u32) {
+    /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
+    /// [`Shared::take_delayed_will`] took it first, and drops it from the session record.
+    pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, due_at_ms: i64) {
         let token = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         lock(&self.delayed_wills).insert(client_id.to_owned(), DelayedWill { token, publish: will });
         let shared = Arc::clone(self);
         let client_id = client_id.to_owned();
+        let delay = std::time::Duration::from_millis(u64::try_from(due_at_ms - now_ms()).unwrap_or(0));
         tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_secs(u64::from(delay_secs))).await;
+            tokio::time::sleep(delay).await;
             let due = {
                 let mut wills = lock(&shared.delayed_wills);
                 match wills.get(&client_id) {
@@ -300,10 +301,16 @@ impl Shared {
                     _ => None,
                 }
             };
-            if let Some(will) = due
-                && let Err(error) = shared.publish(&will.publish, &client_id).await
-            {
+            let Some(will) = due else { return };
+            if let Err(error) = shared.publish(&will.publish, &client_id).await {
                 tracing::warn!(client_id, %error, "will not published");
+            }
+            // Sent: a restart must not send it again.
+            let without_will = lock(&shared.sessions)
+                .get_mut(&client_id)
+                .and_then(|session| session.will.take().map(|_| session.clone()));
+            if let Some(session) = without_will {
+                shared.save_session(&client_id, Some(&session), false).await;
             }
         });
     }
@@ -554,6 +561,14 @@ impl Broker {
             maintenance_totals: maintenance.totals_reader(),
             maintenance: Mutex::new(Some(Arc::new(maintenance))),
         });
+        // Wills still waiting out their delay when the broker stopped: a due one goes out now.
+        let pending_wills: Vec<(String, crate::session_state::PendingWill)> = lock(&shared.sessions)
+            .iter()
+            .filter_map(|(client_id, session)| Some((client_id.clone(), session.will.clone()?)))
+            .collect();
+        for (client_id, will) in pending_wills {
+            shared.delay_will(&client_id, will.publish, will.due_at_ms);
+        }
         for stream in shared.streams.all() {
             for partition in &stream.partitions {
                 shared.metrics.add_partition(&stream.name, partition.number, false, &partition.log);

@@ -5,7 +5,7 @@
 //! the session's subscriptions and writes each delivery as header + shared payload bytes with
 //! vectored I/O.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,10 +24,10 @@ use crate::codec::{
 };
 use crate::groups::{Group, GroupDelivery, MemberId};
 use crate::partition_writer::{AppendRequest, AppendResult};
-use crate::readers::{BufferedRecord, Readers};
+use crate::readers::{self, BufferedRecord, Readers};
 use crate::record;
 use crate::replay;
-use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Route, Subscriptions};
+use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Route, Stage, Subscriptions};
 use crate::session_state::{self, NEVER_EXPIRES, SessionState};
 use crate::topic;
 use crate::topic_alias::{InboundAliases, OutboundAliases, OutboundTopic};
@@ -184,20 +184,7 @@ pub(crate) async fn run_transport(
         let receive_maximum =
             if version.is_v5() { connect.properties.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
         let window = receive_maximum.min(shared.config.max_inflight.max(1));
-        let mut qos2 = InboundQos2::new(usize::from(shared.config.receive_maximum));
-        let mut subscriptions = Subscriptions::default();
-        let mut readers = Readers::default();
-        if let Some(session) = &resumed {
-            qos2.restore(&session.qos2_awaiting_pubrel);
-            for s in &session.subscriptions {
-                subscriptions.subscribe(&s.filter, s.options, s.identifier);
-            }
-            if !subscriptions.is_empty() {
-                // Each partition from its stored position; a partition the session never saw
-                // (a stream added since) from its end.
-                readers.follow_all(&shared.streams, &session.positions);
-            }
-        }
+        let qos2 = InboundQos2::new(usize::from(shared.config.receive_maximum));
         let qos2 = Arc::new(Mutex::new(qos2));
         let qos1_unacked = Arc::new(AtomicUsize::new(0));
         let mut outbound = Outbound {
@@ -206,9 +193,9 @@ pub(crate) async fn run_transport(
             client_id: client_id.clone(),
             client_max_packet_size: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             writer,
-            subscriptions,
+            subscriptions: Subscriptions::default(),
             window: OutboundWindow::new(usize::from(window)),
-            readers,
+            readers: Readers::default(),
             persistent: expiry_interval > 0,
             expiry_interval,
             last_commit: None,
@@ -222,12 +209,15 @@ pub(crate) async fn run_transport(
             }),
             pending_retained: VecDeque::new(),
             memberships: Vec::new(),
-            group_in_flight: std::collections::HashMap::new(),
+            group_in_flight: HashMap::new(),
             pending_acks: VecDeque::new(),
             chunks: VecDeque::new(),
             chunk_bytes: 0,
             scratch: BytesMut::new(),
         };
+        if let Some(session) = &resumed {
+            outbound.resume(session);
+        }
         let inbound = Inbound {
             shared: Arc::clone(&shared),
             version,
@@ -271,14 +261,11 @@ pub(crate) async fn run_transport(
             final_state = Some(outbound.state(expiry_interval, now_ms().max(1)));
         }
     }
-    match &final_state {
-        Some(state) => shared.save_session(&client_id, Some(state), true).await,
-        None if persisted => shared.save_session(&client_id, None, false).await,
-        None => {}
-    }
     // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
-    // DISCONNECT).
+    // DISCONNECT). With a Will Delay Interval it waits, within the session's lifetime, and is
+    // kept in the session record so that a restart does not lose it.
     let will_due = !matches!(&ended, Some(End::ClientDisconnect { with_will: false, .. }));
+    let mut will_now = None;
     if let (Some(will), true) = (connect.will, will_due) {
         let delay = will.properties.will_delay_interval.unwrap_or(0).min(if final_state.is_some() {
             expiry_interval
@@ -296,13 +283,26 @@ pub(crate) async fn run_transport(
             properties,
             payload: will.payload,
         };
-        if delay == 0 {
-            if let Err(error) = shared.publish(&publish, &client_id).await {
-                tracing::warn!(client_id, %error, "will not published");
+        match final_state.as_mut() {
+            Some(state) if delay > 0 => {
+                let due_at_ms = now_ms().saturating_add(i64::from(delay) * 1000);
+                state.will = Some(session_state::PendingWill { due_at_ms, publish });
             }
-        } else {
-            shared.delay_will(&client_id, publish, delay);
+            _ => will_now = Some(publish),
         }
+    }
+    match &final_state {
+        Some(state) => shared.save_session(&client_id, Some(state), true).await,
+        None if persisted => shared.save_session(&client_id, None, false).await,
+        None => {}
+    }
+    if let Some(will) = final_state.and_then(|state| state.will) {
+        shared.delay_will(&client_id, will.publish, will.due_at_ms);
+    }
+    if let Some(will) = will_now
+        && let Err(error) = shared.publish(&will, &client_id).await
+    {
+        tracing::warn!(client_id, %error, "will not published");
     }
     shared.unregister(&client_id, registration.connection_id);
 }
@@ -609,7 +609,7 @@ struct Outbound {
     /// The consumer groups (`$share/...`) this connection is a member of.
     memberships: Vec<Membership>,
     /// Group messages in flight by packet identifier: whom to tell when they are acknowledged.
-    group_in_flight: std::collections::HashMap<u16, (Arc<Group>, MemberId, usize, u64)>,
+    group_in_flight: HashMap<u16, (Arc<Group>, MemberId, usize, u64)>,
     /// Acknowledgements of inbound messages, in arrival order.
     pending_acks: VecDeque<PendingAck>,
     /// Bytes to write, in order: encoded packets and the payloads they share with the log.
@@ -706,7 +706,7 @@ impl Outbound {
             return;
         };
         let dup = route.qos != QoS::AtMostOnce && redelivery;
-        match self.queue_publish(message, route, expiry, None, dup) {
+        match self.queue_publish(message, route, expiry, None, dup, None) {
             Some(packet_id) => {
                 self.group_in_flight.insert(packet_id, (group, member, partition, offset));
             }
@@ -726,21 +726,127 @@ impl Outbound {
     /// The session as it stands, for `$sessions`; `disconnected_at_ms` 0 while connected.
     fn state(&self, expiry_interval: u32, disconnected_at_ms: i64) -> SessionState {
         let positions = self.readers.positions(&self.window);
+        let stored = |filter: &str, options, identifier| session_state::StoredSubscription {
+            filter: filter.to_owned(),
+            options,
+            identifier,
+        };
+        let mut subscriptions: Vec<_> = self
+            .subscriptions
+            .entries()
+            .map(|(filter, options, identifier)| stored(filter, options, identifier))
+            .collect();
+        subscriptions.extend(self.memberships.iter().map(|m| stored(&m.subscribed_as, m.options, m.identifier)));
+        for replay in self.readers.cursors.iter().filter_map(|c| c.replay.as_ref()) {
+            if !subscriptions.iter().any(|s| s.filter == replay.subscribed_as) {
+                subscriptions.push(stored(&replay.subscribed_as, replay.options, replay.identifier));
+            }
+        }
+        // Positions are in cursor order, so a cursor's index is its position's index.
+        let index_of = |key: u32| self.readers.cursors.iter().position(|c| c.key == key);
+        let in_flight = self
+            .window
+            .in_flight()
+            .into_iter()
+            .map(|(packet_id, stage, position)| session_state::InFlight {
+                packet_id,
+                stage,
+                position: position.and_then(|(key, offset)| Some((u16::try_from(index_of(key)?).ok()?, offset))),
+            })
+            .collect();
         SessionState {
             expiry_interval,
             disconnected_at_ms,
-            subscriptions: self
-                .subscriptions
-                .entries()
-                .map(|(filter, options, identifier)| session_state::StoredSubscription {
-                    filter: filter.to_owned(),
-                    options,
-                    identifier,
-                })
-                .collect(),
+            subscriptions,
             positions,
             qos2_awaiting_pubrel: lock(&self.qos2).pending_ids(),
+            in_flight,
+            will: None,
         }
+    }
+
+    /// Takes up a stored session: its subscriptions (plain, `$share` and `$stream`), each
+    /// reader where it stood, and its messages in flight under their packet identifiers.
+    /// PUBREL goes out again for those whose PUBREC had arrived.
+    fn resume(&mut self, session: &SessionState) {
+        lock(&self.qos2).restore(&session.qos2_awaiting_pubrel);
+        let mut resumed: Vec<readers::Resumed> = session
+            .positions
+            .iter()
+            .map(|position| readers::Resumed { position: position.clone(), resend: HashMap::new() })
+            .collect();
+        for entry in &session.in_flight {
+            if let (Some((index, offset)), Some(id), false) =
+                (entry.position, PacketId::new(entry.packet_id), entry.stage == Stage::AwaitPubComp)
+            {
+                resumed[usize::from(index)].resend.insert(offset, id);
+            }
+        }
+        let limits = self.shared.config.limits.topics();
+        for subscription in &session.subscriptions {
+            let (filter, options, identifier) = (&subscription.filter, subscription.options, subscription.identifier);
+            match topic::parse_subscription(filter, &limits) {
+                Ok(topic::Subscription::Plain(plain)) => {
+                    self.subscriptions.subscribe(plain, options, identifier);
+                }
+                Ok(topic::Subscription::Shared { group, filter: inner }) => {
+                    if let Err(why) = self.join_group(filter, group, inner, options, identifier) {
+                        tracing::warn!(client_id = %self.client_id, filter, why, "resumed session left a group");
+                    }
+                }
+                Ok(topic::Subscription::Stream { stream, filter: inner }) => {
+                    let mut starts = Vec::new();
+                    while let Some(i) = resumed.iter().position(|r| r.position.subscription.as_ref() == Some(filter)) {
+                        let start = resumed.swap_remove(i);
+                        let partition =
+                            self.shared.streams.get(stream).and_then(|s| {
+                                s.partitions.iter().find(|p| p.number == start.position.partition).cloned()
+                            });
+                        if let Some(partition) = partition {
+                            starts.push((partition, readers::ReplayStart::Resumed(start)));
+                        }
+                    }
+                    match replay::parse_request(stream, inner, &[]) {
+                        Ok(request) => {
+                            let subscription = replay::ReplaySubscription {
+                                subscribed_as: filter.clone(),
+                                compaction_key: self.shared.streams.get(stream).and_then(|s| s.compaction_key.clone()),
+                                stream: request.stream,
+                                filter: request.filter,
+                                options,
+                                identifier,
+                            };
+                            self.readers.add_replay(subscription, starts);
+                        }
+                        Err(why) => tracing::warn!(client_id = %self.client_id, filter, why, "replay not resumed"),
+                    }
+                }
+                Err(_) => tracing::warn!(client_id = %self.client_id, filter, "stored filter no longer valid"),
+            }
+        }
+        if !self.subscriptions.is_empty() {
+            // A partition the session never saw (a stream added since) starts at its end.
+            self.readers.follow_all(&self.shared.streams, &mut resumed);
+        }
+        for entry in &session.in_flight {
+            let Some(id) = PacketId::new(entry.packet_id) else { continue };
+            let position = entry.position.and_then(|(index, offset)| {
+                Some((self.readers.key_of(&session.positions[usize::from(index)])?, offset))
+            });
+            match (entry.stage, position) {
+                (Stage::AwaitPubComp, _) => {
+                    self.window.restore(id, entry.stage, position);
+                    self.queue(&Packet::PubRel(Ack::success(id)));
+                }
+                (_, Some(position)) => self.window.restore(id, entry.stage, Some(position)),
+                // A retained or group message: the session cannot resend it (a group hands
+                // it to a member again).
+                (_, None) => {}
+            }
+        }
+        // The stored record may hold a will this connection cancelled, and the new session
+        // starts with a write of its own.
+        self.subscriptions_changed = true;
     }
 
     /// Writes the session to `$sessions` if its subscriptions changed, or (with `offsets`)
@@ -783,7 +889,7 @@ impl Outbound {
             if self.flush().await.is_err() {
                 return;
             }
-            let can_deliver = !self.readers.is_empty() && self.window.has_room();
+            let can_deliver = !self.readers.is_empty() && (self.window.has_room() || self.readers.redelivering());
             let caught_up = self.readers.all_caught_up();
             let retained_ready = !self.pending_retained.is_empty()
                 && (self.window.has_room()
@@ -991,7 +1097,7 @@ impl Outbound {
         }
         if !self.subscriptions.is_empty() {
             // Live delivery starts at each partition's end.
-            self.readers.follow_all(&self.shared.streams, &[]);
+            self.readers.follow_all(&self.shared.streams, &mut Vec::new());
         }
         let mut properties = Properties::default();
         if !refusals.is_empty() && self.version.is_v5() {
@@ -1047,14 +1153,14 @@ impl Outbound {
             }
             let Some((message, route)) = self.pending_retained.pop_front() else { break };
             if let Ok(expiry) = record::remaining_expiry(message.expires_at, now) {
-                self.queue_publish(message, route, expiry, None, false);
+                self.queue_publish(message, route, expiry, None, false, None);
             }
         }
         let count = self.readers.cursors.len();
         let first = self.readers.next_turn;
         self.readers.next_turn = self.readers.next_turn.wrapping_add(1);
         for turn in 0..count {
-            if self.chunk_bytes >= WRITE_CHUNK_BYTES || !self.window.has_room() {
+            if self.chunk_bytes >= WRITE_CHUNK_BYTES || !(self.window.has_room() || self.readers.redelivering()) {
                 break;
             }
             self.deliver_from((first + turn) % count)?;
@@ -1069,14 +1175,28 @@ impl Outbound {
     fn deliver_from(&mut self, index: usize) -> Result<(), strata_log::LogError> {
         let cursor = &mut self.readers.cursors[index];
         let (partition, replay, mut next) = (Arc::clone(&cursor.partition), cursor.replay.clone(), cursor.next);
-        let redeliver_below = cursor.redeliver_below;
+        let (key, redeliver_below) = (cursor.key, cursor.redeliver_below);
         let mut buffered = std::mem::take(&mut cursor.buffered);
+        let mut resend = std::mem::take(&mut cursor.resend);
         let mut buffered_end = cursor.buffered_end;
         let mut caught_up = false;
         let now = now_ms();
-        while self.chunk_bytes < WRITE_CHUNK_BYTES && self.window.has_room() {
+        // A live reader that can only lose QoS 0 messages may skip ahead instead of lagging.
+        let qos0_max_lag = match (&replay, self.subscriptions.max_qos()) {
+            (None, QoS::AtMostOnce) => self.shared.config.limits.qos0_max_lag,
+            _ => None,
+        };
+        // Below `redeliver_below` the window already holds what is resent: no room needed.
+        while self.chunk_bytes < WRITE_CHUNK_BYTES && (self.window.has_room() || next < redeliver_below) {
             let Some(front) = buffered.front_mut() else {
                 next = next.max(buffered_end);
+                if let Some(max_lag) = qos0_max_lag {
+                    let high_watermark = partition.log.offsets().high_watermark;
+                    if high_watermark.saturating_sub(next) > max_lag && next >= redeliver_below {
+                        self.shared.metrics.qos0_skipped(high_watermark - next);
+                        next = high_watermark;
+                    }
+                }
                 let fetch = partition.log.read(next, FETCH_BYTES)?;
                 if next < fetch.log_start {
                     // Retention removed what this reader had not read yet; live delivery goes
@@ -1097,48 +1217,69 @@ impl Outbound {
                 continue;
             };
             let (offset, timestamp) = (front.offset, front.timestamp);
-            let Some(message) = &front.message else {
-                buffered.pop_front();
-                next = offset + 1;
-                continue;
+            // Below where the resumed session had read, only what was in flight goes out again;
+            // the rest was acknowledged (or was QoS 0, or not wanted).
+            let redelivery = session_state::is_redelivery(offset, redeliver_below);
+            let resend_id = if redelivery { resend.remove(&offset) } else { None };
+            let route = match &front.message {
+                Some(_) if redelivery && resend_id.is_none() => None,
+                None => None,
+                Some(message) => {
+                    let from_self = message.client_id == self.client_id.as_bytes();
+                    match &replay {
+                        None => self.subscriptions.route(&message.topic, message.qos, message.retain, from_self),
+                        Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
+                    }
+                }
             };
-            let from_self = message.client_id == self.client_id.as_bytes();
-            let route = match &replay {
-                None => self.subscriptions.route(&message.topic, message.qos, message.retain, from_self),
-                Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
+            // A resent message keeps the QoS it first went out with.
+            let route = match (route, resend_id.map(|id| self.window.stage(id))) {
+                (Some(route), Some(Some(Stage::AwaitPubAck))) => Some(Route { qos: QoS::AtLeastOnce, ..route }),
+                (Some(route), Some(Some(Stage::AwaitPubRec))) => Some(Route { qos: QoS::ExactlyOnce, ..route }),
+                (route, None) => route,
+                // Acknowledged meanwhile, or no longer wanted.
+                (_, Some(_)) => None,
             };
             let Some(route) = route else {
+                if let Some(id) = resend_id {
+                    self.window.forget(id);
+                }
                 buffered.pop_front();
                 next = offset + 1;
                 continue;
             };
-            if route.qos != QoS::AtMostOnce && !self.window.has_room() {
+            if resend_id.is_none() && route.qos != QoS::AtMostOnce && !self.window.has_room() {
                 break;
             }
             let mut message = buffered.pop_front().and_then(|b| b.message).expect("front holds a message");
             next = offset + 1;
             let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
+                if let Some(id) = resend_id {
+                    self.window.forget(id);
+                }
                 continue;
             };
-            let dup = route.qos != QoS::AtMostOnce && session_state::is_redelivery(offset, redeliver_below);
-            let position = match &replay {
-                // The plain reader's offsets are the session's committed offsets.
-                None => Some((partition.id, offset)),
-                Some(replay) => {
-                    if self.version.is_v5() {
-                        add_stream_properties(&mut message, replay, partition.number, offset, timestamp);
-                    }
-                    None
-                }
-            };
-            self.queue_publish(message, route, expiry, position, dup);
+            if let (Some(replay), true) = (&replay, self.version.is_v5()) {
+                add_stream_properties(&mut message, replay, partition.number, offset, timestamp);
+            }
+            let sent = self.queue_publish(message, route, expiry, Some((key, offset)), false, resend_id);
+            if let (Some(id), None) = (resend_id, sent) {
+                self.window.forget(id);
+            }
         }
         if buffered.is_empty() {
             next = next.max(buffered_end);
         }
+        if next >= redeliver_below {
+            // Whatever is left was removed by retention before it could be resent.
+            for (_, id) in resend.drain() {
+                self.window.forget(id);
+            }
+        }
         let cursor = &mut self.readers.cursors[index];
         cursor.next = next;
         cursor.buffered = buffered;
+        cursor.resend = resend;
         cursor.buffered_end = buffered_end;
         cursor.caught_up = caught_up;
         Ok(())
@@ -1170,11 +1311,15 @@ impl Outbound {
             identifier,
             compaction_key,
         };
+        let starts = starts.into_iter().map(|(partition, next)| (partition, readers::ReplayStart::At(next))).collect();
         self.readers.add_replay(subscription, starts);
         Ok(())
     }
 
     /// Queues one PUBLISH; a retained message (RETAIN set by a SUBSCRIBE) holds no offset.
+    /// `resend` is the packet identifier a resumed session's message keeps (DUP set); it is
+    /// already in the window. `dup` sets DUP on a message sent under a new identifier. Returns the packet identifier, or `None` for QoS 0 or when the
+    /// message is too large for the client.
     fn queue_publish(
         &mut self,
         message: record::StoredMessage,
@@ -1182,6 +1327,7 @@ impl Outbound {
         expiry: Option<u32>,
         position: Option<(u32, u64)>,
         dup: bool,
+        resend: Option<PacketId>,
     ) -> Option<u16> {
         let mut properties = message.properties;
         if self.version.is_v5() {
@@ -1189,7 +1335,7 @@ impl Outbound {
             properties.subscription_identifiers = route.identifiers;
         }
         let mut publish = Publish {
-            dup,
+            dup: dup || resend.is_some(),
             qos: route.qos,
             retain: route.retain,
             topic: message.topic,
@@ -1213,7 +1359,7 @@ impl Outbound {
             return None;
         }
         if route.qos != QoS::AtMostOnce {
-            publish.packet_id = Some(self.window.start(route.qos, position));
+            publish.packet_id = Some(resend.unwrap_or_else(|| self.window.start(route.qos, position)));
         }
         let packet_id = publish.packet_id.map(PacketId::get);
         if self.version.is_v5() {

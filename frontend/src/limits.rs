@@ -22,7 +22,14 @@ pub struct Limits {
     pub max_keep_alive: Option<u16>,
     /// Our Topic Alias Maximum, announced in the MQTT 5 CONNACK; 0 refuses topic aliases.
     pub topic_alias_maximum: u16,
+    /// How many offsets a live reader whose subscriptions are all QoS 0 may fall behind a
+    /// partition's high watermark before it skips to it (the skipped offsets are counted).
+    /// `None`: never skip.
+    pub qos0_max_lag: Option<u64>,
 }
+
+/// Default [`Limits::qos0_max_lag`]: 100,000 messages of 100 bytes are 10 MB behind.
+pub const DEFAULT_QOS0_MAX_LAG: u64 = 100_000;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -33,6 +40,7 @@ impl Default for Limits {
             max_topic_levels: topics.max_levels,
             max_keep_alive: None,
             topic_alias_maximum: 64,
+            qos0_max_lag: Some(DEFAULT_QOS0_MAX_LAG),
         }
     }
 }

@@ -62,6 +62,8 @@ pub(crate) struct Metrics {
     bytes_sent: [IntCounter; 3],
     publish_ack_latency: Histogram,
     fsync_latency: Histogram,
+    qos0_lag_skips: IntCounter,
+    qos0_skipped_offsets: IntCounter,
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
     maintenance: MaintenanceCounters,
@@ -126,6 +128,16 @@ impl Metrics {
                 "Wall time of each fsync of appended data, all partitions.",
                 FSYNC_BUCKETS,
             ),
+            qos0_lag_skips: int_counter(
+                &r,
+                "strata_qos0_lag_skips_total",
+                "Times a QoS 0 subscriber fell more than qos0_max_lag behind and skipped ahead.",
+            ),
+            qos0_skipped_offsets: int_counter(
+                &r,
+                "strata_qos0_skipped_offsets_total",
+                "Offsets QoS 0 subscribers skipped by those jumps (messages they never read).",
+            ),
             partitions: Mutex::new(Vec::new()),
             partition_gauges: PartitionGauges {
                 log_start: partition_gauge(&r, "strata_partition_log_start_offset", "First offset still stored."),
@@ -175,6 +187,12 @@ impl Metrics {
     pub(crate) fn sent(&self, qos: QoS, payload_bytes: usize) {
         self.messages_sent[qos_index(qos)].inc();
         self.bytes_sent[qos_index(qos)].inc_by(payload_bytes as u64);
+    }
+
+    /// A QoS 0 reader skipped `offsets` to catch up with the high watermark.
+    pub(crate) fn qos0_skipped(&self, offsets: u64) {
+        self.qos0_lag_skips.inc();
+        self.qos0_skipped_offsets.inc_by(offsets);
     }
 
     /// A PUBACK or PUBREC queued, `elapsed` after its PUBLISH was received.

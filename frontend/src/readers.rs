@@ -1,19 +1,26 @@
 //! A connection's readers: one cursor per partition it follows. Plain subscriptions follow
 //! every partition of every stream (filtering by topic as they read); each `$stream`
-//! subscription has its own cursors over its stream's partitions. Only the plain cursors'
-//! positions are kept in the persistent session (per stream and partition).
+//! subscription has its own cursors over its stream's partitions. Every cursor's position is
+//! kept in the persistent session (per stream, partition and subscription).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use crate::codec::PacketId;
 use crate::record::StoredMessage;
 use crate::replay::ReplaySubscription;
 use crate::session::OutboundWindow;
 use crate::session_state::{self, PartitionPosition};
 use crate::streams::{Partition, Streams};
 
+/// Keys of `$stream` cursors start here; a plain cursor's key is its partition's id, which
+/// stays below (partition ids count the partitions the broker opened).
+const REPLAY_KEYS: u32 = 1 << 31;
+
 /// Where one reader stands in one partition.
 pub(crate) struct Cursor {
+    /// Names this cursor's positions in the outbound window (see [`REPLAY_KEYS`]).
+    pub(crate) key: u32,
     pub(crate) stream: Arc<str>,
     pub(crate) partition: Arc<Partition>,
     /// The next offset to deliver: every record below it was delivered or skipped.
@@ -26,8 +33,12 @@ pub(crate) struct Cursor {
     /// The offset after the fetch `buffered` came from: where the next read starts once
     /// `buffered` is drained.
     pub(crate) buffered_end: u64,
-    /// A resumed session had read up to here: QoS 1/2 messages below go out with DUP set.
+    /// A resumed session had read up to here. Below it only the messages in `resend` go out
+    /// (again, with DUP set); the others were acknowledged before.
     pub(crate) redeliver_below: u64,
+    /// Offset → packet identifier of the messages below `redeliver_below` that were in flight
+    /// awaiting PUBACK or PUBREC: resent under their identifiers, which the window holds.
+    pub(crate) resend: HashMap<u64, PacketId>,
     /// Whether it has read everything up to the high watermark.
     pub(crate) caught_up: bool,
     /// The `$stream` subscription it serves; `None` for the plain subscriptions' reader.
@@ -42,12 +53,20 @@ pub(crate) struct BufferedRecord {
     pub(crate) message: Option<StoredMessage>,
 }
 
+/// Where a resumed reader starts in one partition, and what it resends.
+pub(crate) struct Resumed {
+    pub(crate) position: PartitionPosition,
+    pub(crate) resend: HashMap<u64, PacketId>,
+}
+
 /// Every cursor of a connection.
 #[derive(Default)]
 pub(crate) struct Readers {
     pub(crate) cursors: Vec<Cursor>,
     /// Which cursor reads first on the next pass, so that no partition starves the others.
     pub(crate) next_turn: usize,
+    /// The key of the next `$stream` cursor.
+    next_replay_key: u32,
 }
 
 impl Readers {
@@ -59,6 +78,24 @@ impl Readers {
     /// Whether the plain subscriptions' reader runs.
     pub(crate) fn follows_all(&self) -> bool {
         self.cursors.iter().any(|c| c.replay.is_none())
+    }
+
+    /// Whether some cursor is still below where a resumed session had read: it resends
+    /// without needing room in the window (the window already holds those messages).
+    pub(crate) fn redelivering(&self) -> bool {
+        self.cursors.iter().any(|c| c.next < c.redeliver_below)
+    }
+
+    /// The key of the cursor serving `position`, if one does.
+    pub(crate) fn key_of(&self, position: &PartitionPosition) -> Option<u32> {
+        self.cursors
+            .iter()
+            .find(|c| {
+                *c.stream == position.stream
+                    && c.partition.number == position.partition
+                    && c.replay.as_ref().map(|r| r.subscribed_as.as_str()) == position.subscription.as_deref()
+            })
+            .map(|c| c.key)
     }
 
     /// Whether every cursor has read up to its partition's high watermark.
@@ -73,30 +110,22 @@ impl Readers {
         }
     }
 
-    /// Starts the plain reader on every partition of every stream: from a stored position
-    /// where `positions` has one, else from the high watermark.
-    pub(crate) fn follow_all(&mut self, streams: &Streams, positions: &[PartitionPosition]) {
+    /// Starts the plain reader on every partition of every stream: from a resumed position
+    /// where `resumed` has one, else from the high watermark.
+    pub(crate) fn follow_all(&mut self, streams: &Streams, resumed: &mut Vec<Resumed>) {
         if self.follows_all() {
             return;
         }
         for stream in streams.all() {
             let name: Arc<str> = Arc::from(stream.name.as_str());
             for partition in &stream.partitions {
-                let stored = positions.iter().find(|p| p.stream == stream.name && p.partition == partition.number);
-                let (next, redeliver_below) = match stored {
-                    Some(position) => (position.committed, position.read_up_to),
-                    None => (partition.log.offsets().high_watermark, 0),
-                };
-                self.cursors.push(Cursor {
-                    stream: Arc::clone(&name),
-                    partition: Arc::clone(partition),
-                    next,
-                    buffered: VecDeque::new(),
-                    buffered_end: next,
-                    redeliver_below,
-                    caught_up: false,
-                    replay: None,
+                let stored = resumed.iter().position(|r| {
+                    r.position.subscription.is_none()
+                        && r.position.stream == stream.name
+                        && r.position.partition == partition.number
                 });
+                let start = stored.map(|i| resumed.swap_remove(i));
+                self.cursors.push(Cursor::new(partition.id, Arc::clone(&name), Arc::clone(partition), None, start));
             }
         }
     }
@@ -106,22 +135,29 @@ impl Readers {
         self.cursors.retain(|c| c.replay.is_some());
     }
 
-    /// Adds (or replaces, for the same filter) a `$stream` subscription starting at `starts`.
-    pub(crate) fn add_replay(&mut self, replay: ReplaySubscription, starts: Vec<(Arc<Partition>, u64)>) {
+    /// Adds (or replaces, for the same filter) a `$stream` subscription: each partition from
+    /// its offset, or from where a resumed session stood.
+    pub(crate) fn add_replay(&mut self, replay: ReplaySubscription, starts: Vec<(Arc<Partition>, ReplayStart)>) {
         self.remove_replay(&replay.subscribed_as);
         let replay = Arc::new(replay);
         let stream: Arc<str> = Arc::from(replay.stream.as_str());
-        for (partition, next) in starts {
-            self.cursors.push(Cursor {
-                stream: Arc::clone(&stream),
-                partition,
-                next,
-                buffered: VecDeque::new(),
-                buffered_end: next,
-                redeliver_below: 0,
-                caught_up: false,
-                replay: Some(Arc::clone(&replay)),
-            });
+        for (partition, start) in starts {
+            let key = REPLAY_KEYS | self.next_replay_key;
+            self.next_replay_key = (self.next_replay_key + 1) % REPLAY_KEYS;
+            let resumed = match start {
+                ReplayStart::At(next) => Some(Resumed {
+                    position: PartitionPosition {
+                        stream: replay.stream.clone(),
+                        partition: partition.number,
+                        committed: next,
+                        read_up_to: 0,
+                        subscription: None,
+                    },
+                    resend: HashMap::new(),
+                }),
+                ReplayStart::Resumed(resumed) => Some(resumed),
+            };
+            self.cursors.push(Cursor::new(key, Arc::clone(&stream), partition, Some(Arc::clone(&replay)), resumed));
         }
     }
 
@@ -132,17 +168,17 @@ impl Readers {
         self.cursors.len() != before
     }
 
-    /// The plain reader's positions, for the session record: each partition's committed
-    /// offset is its lowest unacknowledged offset.
+    /// Every cursor's position, in cursor order, for the session record: each committed
+    /// offset is the cursor's lowest unacknowledged offset.
     pub(crate) fn positions(&self, window: &OutboundWindow) -> Vec<PartitionPosition> {
         self.cursors
             .iter()
-            .filter(|c| c.replay.is_none())
             .map(|c| PartitionPosition {
                 stream: c.stream.to_string(),
                 partition: c.partition.number,
-                committed: session_state::committed_offset(window.lowest_offset(c.partition.id), c.next),
+                committed: session_state::committed_offset(window.lowest_offset(c.key), c.next),
                 read_up_to: c.next.max(c.redeliver_below),
+                subscription: c.replay.as_ref().map(|r| r.subscribed_as.clone()),
             })
             .collect()
     }
@@ -150,5 +186,40 @@ impl Readers {
     /// The committed offsets alone, to tell whether they moved since the last commit.
     pub(crate) fn committed(&self, window: &OutboundWindow) -> Vec<u64> {
         self.positions(window).into_iter().map(|p| p.committed).collect()
+    }
+}
+
+/// Where a `$stream` cursor starts.
+pub(crate) enum ReplayStart {
+    /// At this offset, as the SUBSCRIBE asked.
+    At(u64),
+    /// Where a resumed session's cursor stood.
+    Resumed(Resumed),
+}
+
+impl Cursor {
+    fn new(
+        key: u32,
+        stream: Arc<str>,
+        partition: Arc<Partition>,
+        replay: Option<Arc<ReplaySubscription>>,
+        resumed: Option<Resumed>,
+    ) -> Cursor {
+        let (next, redeliver_below, resend) = match resumed {
+            Some(Resumed { position, resend }) => (position.committed, position.read_up_to, resend),
+            None => (partition.log.offsets().high_watermark, 0, HashMap::new()),
+        };
+        Cursor {
+            key,
+            stream,
+            partition,
+            next,
+            buffered: VecDeque::new(),
+            buffered_end: next,
+            redeliver_below,
+            resend,
+            caught_up: false,
+            replay,
+        }
     }
 }

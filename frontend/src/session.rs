@@ -67,6 +67,11 @@ impl Subscriptions {
         self.entries.is_empty()
     }
 
+    /// The highest QoS granted to any subscription (QoS 0 when there is none).
+    pub fn max_qos(&self) -> QoS {
+        self.entries.iter().map(|s| s.options.qos).max().unwrap_or(QoS::AtMostOnce)
+    }
+
     /// How a message on `topic`, published at `qos` with `retain`, reaches this session, or
     /// `None` if no subscription wants it. `from_self` says whether this session's client
     /// published it (No Local subscriptions skip those).
@@ -91,18 +96,24 @@ impl Subscriptions {
 /// Where an outbound QoS 1 or 2 message stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[allow(clippy::enum_variant_names)] // named after the packet awaited
-enum Outbound {
+pub enum Stage {
+    /// QoS 1, sent: PUBACK awaited.
     AwaitPubAck,
+    /// QoS 2, sent: PUBREC awaited.
     AwaitPubRec,
+    /// QoS 2, PUBREL sent: PUBCOMP awaited.
     AwaitPubComp,
 }
+
+/// Where a message was read: (reader key, offset).
+pub type Position = (u32, u64);
 
 /// Outbound QoS 1 and 2 messages in flight, bounded by the client's Receive Maximum.
 #[derive(Debug)]
 pub struct OutboundWindow {
-    /// Each message's stage and its (partition id, offset) (`None` for a retained message or
-    /// a `$stream` replay, which do not hold the session's committed offsets back).
-    in_flight: HashMap<u16, (Outbound, Option<(u32, u64)>)>,
+    /// Each message's stage and its (reader key, offset) (`None` for a retained message or a
+    /// group's message, which do not hold the session's committed offsets back).
+    in_flight: HashMap<u16, (Stage, Option<(u32, u64)>)>,
     next_id: u16,
     window: usize,
 }
@@ -144,23 +155,47 @@ impl OutboundWindow {
         self.in_flight.is_empty()
     }
 
-    /// The lowest offset of partition `partition` still unacknowledged, if any.
-    pub fn lowest_offset(&self, partition: u32) -> Option<u64> {
+    /// The lowest offset read by reader `key` still unacknowledged, if any.
+    pub fn lowest_offset(&self, key: u32) -> Option<u64> {
         self.in_flight
             .values()
-            .filter_map(|(_, position)| position.filter(|(p, _)| *p == partition).map(|(_, offset)| offset))
+            .filter_map(|(_, position)| position.filter(|(k, _)| *k == key).map(|(_, offset)| offset))
             .min()
     }
 
+    /// Every message in flight as (packet identifier, stage, position), by identifier.
+    pub fn in_flight(&self) -> Vec<(u16, Stage, Option<Position>)> {
+        let mut all: Vec<_> = self.in_flight.iter().map(|(&id, &(stage, position))| (id, stage, position)).collect();
+        all.sort_unstable_by_key(|&(id, ..)| id);
+        all
+    }
+
+    /// Puts back a message a resumed session had in flight, under its original packet
+    /// identifier (MQTT requires the resend to use it), whether or not there is room.
+    pub fn restore(&mut self, id: PacketId, stage: Stage, position: Option<(u32, u64)>) {
+        self.in_flight.insert(id.get(), (stage, position));
+    }
+
+    /// The stage of message `id`, if it is in flight.
+    pub fn stage(&self, id: PacketId) -> Option<Stage> {
+        self.in_flight.get(&id.get()).map(|&(stage, _)| stage)
+    }
+
+    /// Drops message `id` without an acknowledgement (a restored message that can no longer
+    /// be sent: expired, or no subscription wants it any more).
+    pub fn forget(&mut self, id: PacketId) {
+        self.in_flight.remove(&id.get());
+    }
+
     /// Takes a free packet identifier for a message at `qos` (1 or 2), read from `position`
-    /// (partition id, offset). Call only when [`OutboundWindow::has_room`].
+    /// (reader key, offset). Call only when [`OutboundWindow::has_room`].
     pub fn start(&mut self, qos: QoS, position: Option<(u32, u64)>) -> PacketId {
         debug_assert!(self.has_room() && qos != QoS::AtMostOnce);
         loop {
             let id = self.next_id;
             self.next_id = self.next_id.checked_add(1).unwrap_or(1);
             if let (Some(packet_id), false) = (PacketId::new(id), self.in_flight.contains_key(&id)) {
-                let state = if qos == QoS::ExactlyOnce { Outbound::AwaitPubRec } else { Outbound::AwaitPubAck };
+                let state = if qos == QoS::ExactlyOnce { Stage::AwaitPubRec } else { Stage::AwaitPubAck };
                 self.in_flight.insert(id, (state, position));
                 return packet_id;
             }
@@ -169,18 +204,18 @@ impl OutboundWindow {
 
     /// The client sent PUBACK.
     pub fn on_puback(&mut self, id: PacketId) -> AckOutcome {
-        self.finish(id, Outbound::AwaitPubAck)
+        self.finish(id, Stage::AwaitPubAck)
     }
 
     /// The client sent PUBREC; `failed` when its reason code is an error (the exchange ends).
     pub fn on_pubrec(&mut self, id: PacketId, failed: bool) -> AckOutcome {
         match self.in_flight.get_mut(&id.get()) {
-            Some((state @ (Outbound::AwaitPubRec | Outbound::AwaitPubComp), _)) => {
+            Some((state @ (Stage::AwaitPubRec | Stage::AwaitPubComp), _)) => {
                 if failed {
                     self.in_flight.remove(&id.get());
                     AckOutcome::Done
                 } else {
-                    *state = Outbound::AwaitPubComp;
+                    *state = Stage::AwaitPubComp;
                     AckOutcome::SendPubRel(id)
                 }
             }
@@ -190,10 +225,10 @@ impl OutboundWindow {
 
     /// The client sent PUBCOMP.
     pub fn on_pubcomp(&mut self, id: PacketId) -> AckOutcome {
-        self.finish(id, Outbound::AwaitPubComp)
+        self.finish(id, Stage::AwaitPubComp)
     }
 
-    fn finish(&mut self, id: PacketId, expected: Outbound) -> AckOutcome {
+    fn finish(&mut self, id: PacketId, expected: Stage) -> AckOutcome {
         if self.in_flight.get(&id.get()).is_some_and(|(state, _)| *state == expected) {
             self.in_flight.remove(&id.get());
             AckOutcome::Done

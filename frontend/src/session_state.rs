@@ -3,21 +3,31 @@
 //! no I/O. The decisions a resumed session takes (where to read from, what counts as a
 //! redelivery) are functions here so they are tested without sockets.
 //!
-//! Encoding, version 1, all integers little-endian:
-//! `u8 version=1, u32 expiry_interval, i64 disconnected_at_ms,
+//! Encoding, version 2, all integers little-endian (docs/format.md has the table):
+//! `u8 version=2, u32 expiry_interval, i64 disconnected_at_ms,
 //!  u16 n, n × (u16 len, filter UTF-8, u8 options, u32 identifier (0 = none)),
-//!  u16 n, n × (u16 len, stream UTF-8, u32 partition, u64 committed, u64 read_up_to),
-//!  u16 n, n × u16 QoS 2 packet id awaiting PUBREL`.
+//!  u16 n, n × (u16 len, stream UTF-8, u32 partition, u64 committed, u64 read_up_to,
+//!              u16 len, `$stream` filter UTF-8 (empty = the plain subscriptions' reader)),
+//!  u16 n, n × u16 QoS 2 packet id awaiting PUBREL,
+//!  u16 n, n × (u16 packet id, u8 stage (1 PUBACK, 2 PUBREC, 3 PUBCOMP awaited),
+//!              u16 position index (0xFFFF = none), u64 offset),
+//!  u8 has_will, [i64 due_at_ms, u32 len, the will as an MQTT 5 PUBLISH packet]`.
 //! `options` is QoS in bits 0-1, No Local bit 2, Retain As Published bit 3, Retain Handling
-//! bits 4-5, as on the wire.
+//! bits 4-5, as on the wire. Subscriptions include `$share/...` and `$stream/...` filters.
 
-use crate::codec::{QoS, RetainHandling, SubscriptionOptions};
+use bytes::BytesMut;
+
+use crate::codec::{self, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions};
+use crate::session::Stage;
 
 /// Session Expiry Interval meaning "never expires" (MQTT 5 0xFFFFFFFF; every MQTT 3.1.1
 /// persistent session).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
 
-const VERSION: u8 = 1;
+const VERSION: u8 = 2;
+
+/// Position index meaning "no position" in an in-flight entry.
+const NO_POSITION: u16 = u16::MAX;
 
 /// One subscription kept by a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,9 +49,34 @@ pub struct PartitionPosition {
     pub partition: u32,
     /// The lowest unacknowledged offset: a resumed session reads from here.
     pub committed: u64,
-    /// Where the reader was: QoS 1/2 messages below this were sent before, and go out again
-    /// with DUP set.
+    /// Where the reader was: messages from `committed` up to here were sent before. Those
+    /// still in flight go out again with DUP set and their packet identifiers; the rest were
+    /// acknowledged (or not wanted) and are skipped.
     pub read_up_to: u64,
+    /// The `$stream/...` subscription this reader serves; `None` for the reader of the plain
+    /// subscriptions.
+    pub subscription: Option<String>,
+}
+
+/// An outbound QoS 1/2 message in flight when the session was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InFlight {
+    /// Its packet identifier (never 0).
+    pub packet_id: u16,
+    /// What the client still owes us for it.
+    pub stage: Stage,
+    /// Index into [`SessionState::positions`] of the reader that read it, with its offset;
+    /// `None` for a message no reader position holds (a retained message).
+    pub position: Option<(u16, u64)>,
+}
+
+/// A will waiting out its Will Delay Interval when the session was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingWill {
+    /// When it is published (unix ms), unless the client comes back first.
+    pub due_at_ms: i64,
+    /// The will as it will be published.
+    pub publish: Publish,
 }
 
 /// A persistent session as stored in `$sessions`.
@@ -57,6 +92,10 @@ pub struct SessionState {
     pub positions: Vec<PartitionPosition>,
     /// Inbound QoS 2 packet identifiers stored but not yet released by PUBREL.
     pub qos2_awaiting_pubrel: Vec<u16>,
+    /// Outbound QoS 1/2 messages unacknowledged, by packet identifier.
+    pub in_flight: Vec<InFlight>,
+    /// The will, when the connection ended with a Will Delay Interval still running.
+    pub will: Option<PendingWill>,
 }
 
 /// A `$sessions` value that cannot be read.
@@ -95,10 +134,32 @@ impl SessionState {
             out.extend_from_slice(&p.partition.to_le_bytes());
             out.extend_from_slice(&p.committed.to_le_bytes());
             out.extend_from_slice(&p.read_up_to.to_le_bytes());
+            put_str(&mut out, p.subscription.as_deref().unwrap_or(""));
         }
         put_len(&mut out, self.qos2_awaiting_pubrel.len());
         for id in &self.qos2_awaiting_pubrel {
             out.extend_from_slice(&id.to_le_bytes());
+        }
+        put_len(&mut out, self.in_flight.len());
+        for entry in &self.in_flight {
+            out.extend_from_slice(&entry.packet_id.to_le_bytes());
+            out.push(match entry.stage {
+                Stage::AwaitPubAck => 1,
+                Stage::AwaitPubRec => 2,
+                Stage::AwaitPubComp => 3,
+            });
+            let (index, offset) = entry.position.unwrap_or((NO_POSITION, 0));
+            out.extend_from_slice(&index.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+        match self.will.as_ref().and_then(|will| encode_will(&will.publish).map(|bytes| (will.due_at_ms, bytes))) {
+            Some((due_at_ms, bytes)) => {
+                out.push(1);
+                out.extend_from_slice(&due_at_ms.to_le_bytes());
+                out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+                out.extend_from_slice(&bytes);
+            }
+            None => out.push(0),
         }
         out
     }
@@ -137,16 +198,76 @@ impl SessionState {
             let partition = r.u32()?;
             let committed = r.u64()?;
             let read_up_to = r.u64()?;
-            positions.push(PartitionPosition { stream, partition, committed, read_up_to });
+            let subscription = Some(r.string()?).filter(|s| !s.is_empty());
+            positions.push(PartitionPosition { stream, partition, committed, read_up_to, subscription });
         }
         let mut qos2_awaiting_pubrel = Vec::new();
         for _ in 0..r.u16()? {
             qos2_awaiting_pubrel.push(r.u16()?);
         }
+        let mut in_flight = Vec::new();
+        for _ in 0..r.u16()? {
+            let packet_id = r.u16()?;
+            if packet_id == 0 {
+                return Err(BadSessionRecord("packet identifier 0"));
+            }
+            let stage = match r.u8()? {
+                1 => Stage::AwaitPubAck,
+                2 => Stage::AwaitPubRec,
+                3 => Stage::AwaitPubComp,
+                _ => return Err(BadSessionRecord("bad in-flight stage")),
+            };
+            let index = r.u16()?;
+            let offset = r.u64()?;
+            if index != NO_POSITION && usize::from(index) >= positions.len() {
+                return Err(BadSessionRecord("in-flight position out of range"));
+            }
+            in_flight.push(InFlight { packet_id, stage, position: (index != NO_POSITION).then_some((index, offset)) });
+        }
+        let will = match r.u8()? {
+            0 => None,
+            1 => {
+                let due_at_ms = r.u64()? as i64;
+                let len = r.u32()? as usize;
+                let publish = decode_will(r.take(len)?).ok_or(BadSessionRecord("bad will"))?;
+                Some(PendingWill { due_at_ms, publish })
+            }
+            _ => return Err(BadSessionRecord("bad will flag")),
+        };
         if !r.0.is_empty() {
             return Err(BadSessionRecord("trailing bytes"));
         }
-        Ok(SessionState { expiry_interval, disconnected_at_ms, subscriptions, positions, qos2_awaiting_pubrel })
+        Ok(SessionState {
+            expiry_interval,
+            disconnected_at_ms,
+            subscriptions,
+            positions,
+            qos2_awaiting_pubrel,
+            in_flight,
+            will,
+        })
+    }
+}
+
+/// A will as an MQTT 5 PUBLISH packet: the codec already writes every property a will can
+/// carry. `None` only if it cannot be encoded (it was decoded from a CONNECT, so it can).
+fn encode_will(will: &Publish) -> Option<Vec<u8>> {
+    let mut publish = will.clone();
+    publish.dup = false;
+    publish.packet_id = (publish.qos != QoS::AtMostOnce).then(|| codec::PacketId::new(1)).flatten();
+    let mut buf = BytesMut::new();
+    codec::encode(&Packet::Publish(publish), ProtocolVersion::V5, &mut buf).ok()?;
+    Some(buf.to_vec())
+}
+
+fn decode_will(bytes: &[u8]) -> Option<Publish> {
+    let mut buf = BytesMut::from(bytes);
+    match codec::decode(&mut buf, ProtocolVersion::V5, usize::MAX) {
+        Ok(Some(Packet::Publish(mut publish))) if buf.is_empty() => {
+            publish.packet_id = None;
+            Some(publish)
+        }
+        _ => None,
     }
 }
 
@@ -223,13 +344,45 @@ mod tests {
                 },
                 StoredSubscription { filter: "#".into(), options: SubscriptionOptions::default(), identifier: None },
             ],
-            positions: vec![PartitionPosition {
-                stream: "default".into(),
-                partition: 0,
-                committed: 17,
-                read_up_to: 42,
-            }],
+            positions: vec![
+                PartitionPosition {
+                    stream: "default".into(),
+                    partition: 0,
+                    committed: 17,
+                    read_up_to: 42,
+                    subscription: None,
+                },
+                PartitionPosition {
+                    stream: "orders".into(),
+                    partition: 3,
+                    committed: 5,
+                    read_up_to: 9,
+                    subscription: Some("$stream/orders/eu/#".into()),
+                },
+            ],
             qos2_awaiting_pubrel: vec![1, 65_535],
+            in_flight: vec![
+                InFlight { packet_id: 7, stage: Stage::AwaitPubAck, position: Some((0, 17)) },
+                InFlight { packet_id: 8, stage: Stage::AwaitPubComp, position: Some((1, 6)) },
+                InFlight { packet_id: 65_535, stage: Stage::AwaitPubRec, position: None },
+            ],
+            will: Some(PendingWill { due_at_ms: 1_700_000_030_000, publish: will() }),
+        }
+    }
+
+    fn will() -> Publish {
+        let mut properties = crate::codec::Properties::default();
+        properties.content_type = Some("text/plain".into());
+        properties.message_expiry_interval = Some(600);
+        properties.user_properties = vec![("k".into(), "v".into())];
+        Publish {
+            dup: false,
+            qos: QoS::AtLeastOnce,
+            retain: true,
+            topic: "clients/c1/status".into(),
+            packet_id: None,
+            properties,
+            payload: bytes::Bytes::from_static(b"offline"),
         }
     }
 
@@ -248,11 +401,18 @@ mod tests {
             assert!(SessionState::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut versioned = bytes.clone();
-        versioned[0] = 2;
+        versioned[0] = 3;
         assert!(SessionState::decode(&versioned).is_err());
         let mut longer = bytes;
         longer.push(0);
         assert!(SessionState::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn in_flight_entries_must_point_at_a_stored_position() {
+        let mut state = sample();
+        state.in_flight[0].position = Some((2, 17));
+        assert_eq!(SessionState::decode(&state.encode()), Err(BadSessionRecord("in-flight position out of range")));
     }
 
     #[test]

@@ -60,6 +60,8 @@ struct MqttSection {
     max_topic_levels: Option<u32>,
     /// Server Keep Alive cap, in seconds. Default: none.
     max_keep_alive: Option<u16>,
+    /// Offsets a live QoS 0 subscriber may lag before it skips ahead; 0: never. Default 100,000.
+    qos0_max_lag: Option<u64>,
 }
 
 /// `[http]`.
@@ -172,6 +174,9 @@ fn broker_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
         config.limits.max_topic_levels = levels as usize;
     }
     config.limits.max_keep_alive = file.mqtt.max_keep_alive;
+    if let Some(lag) = file.mqtt.qos0_max_lag {
+        config.limits.qos0_max_lag = (lag > 0).then_some(lag);
+    }
     Ok(config)
 }
 

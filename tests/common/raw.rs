@@ -53,6 +53,38 @@ impl RawClient {
         client
     }
 
+    /// Connects to resume (or start) a persistent session: clean start off and, for MQTT 5, a
+    /// Session Expiry Interval of an hour. Expects a successful CONNACK.
+    pub async fn connect_persistent(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+    ) -> (RawClient, ConnAck) {
+        let mut properties = Properties::default();
+        if version == ProtocolVersion::V5 {
+            properties.session_expiry_interval = Some(3600);
+        }
+        let stream =
+            tokio::time::timeout(DEADLINE, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let mut client = RawClient { stream, buf: BytesMut::new(), version };
+        let connect = Connect {
+            protocol: version,
+            clean_start: false,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: None,
+            password: None,
+            properties,
+        };
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(connack)) if !connack.reason_code.is_error() => (client, connack),
+            other => panic!("{client_id}: expected a successful CONNACK, got {other:?}"),
+        }
+    }
+
     /// Connects with clean start and keep alive 60 and expects a successful CONNACK.
     pub async fn connect(addr: SocketAddr, version: ProtocolVersion, client_id: &str) -> (RawClient, ConnAck) {
         Self::connect_props(addr, version, client_id, Properties::default()).await
@@ -84,6 +116,12 @@ impl RawClient {
             codec::encode(packet, self.version, &mut out).expect("encode");
         }
         self.stream.write_all(&out).await.expect("write");
+    }
+
+    /// The next packet if one arrives within `wait`; `None` if none does (or the broker
+    /// closed the connection).
+    pub async fn recv_within(&mut self, wait: Duration) -> Option<Packet> {
+        tokio::time::timeout(wait, self.recv()).await.ok().flatten()
     }
 
     /// The next packet; `None` once the broker closed the connection.
