@@ -1,6 +1,6 @@
 //! Wills (MQTT 5, rumqttc v5): published through the normal path when a connection ends
 //! without DISCONNECT, suppressed by DISCONNECT 0x00, held for the Will Delay Interval and
-//! cancelled when the session reconnects within it.
+//! cancelled when the session reconnects within it, also across a `kill -9` and restart.
 
 #[path = "common/broker.rs"]
 mod broker;
@@ -144,4 +144,40 @@ async fn a_delayed_will_waits_and_a_reconnect_cancels_it() {
     drop(events);
     drop(client);
     assert_eq!(next_topic(&mut watch_events).await, "will/w-delayed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_will_survives_kill_9_and_goes_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = ServeProcess::start(dir.path());
+    // Two sessions end with a 3 s will delay pending; one will come back in time.
+    let mut gone_at = Vec::new();
+    for id in ["w-restart", "w-restart-back"] {
+        let (client, events) = with_will(broker.port(), id, Some(3), Some(60)).await;
+        drop(events);
+        drop(client);
+        gone_at.push(std::time::Instant::now());
+    }
+    // The broker saves each session (with its will) when it sees the socket close.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.kill9();
+
+    let mut broker = ServeProcess::start(dir.path());
+    let (watch, mut watch_events) = watcher(broker.port(), "will-watcher-3").await;
+    let (_back, mut back_events) = with_will(broker.port(), "w-restart-back", Some(3), Some(60)).await;
+    let keep = tokio::spawn(async move { while back_events.poll().await.is_ok() {} });
+    assert_eq!(next_topic(&mut watch_events).await, "will/w-restart");
+    // Millisecond clocks: allow the rounding.
+    assert!(gone_at[0].elapsed() >= Duration::from_millis(2990), "not before its delay");
+    // Past the other will's delay: it was cancelled by the reconnect.
+    tokio::time::sleep(Duration::from_secs(4).saturating_sub(gone_at[1].elapsed())).await;
+    assert!(topics_until_marker(&watch, &mut watch_events, "3").await.is_empty());
+    keep.abort();
+
+    // Sent once: another restart does not send it again.
+    assert!(broker.stop().success());
+    let broker = ServeProcess::start(dir.path());
+    let (watch, mut watch_events) = watcher(broker.port(), "will-watcher-4").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(topics_until_marker(&watch, &mut watch_events, "4").await.is_empty());
 }

@@ -253,13 +253,14 @@ pub(crate) async fn run_transport(
         if let Some(End::ClientDisconnect { session_expiry: Some(expiry), .. }) = &ended {
             expiry_interval = *expiry;
         }
+        // Taken before leaving the groups: the session keeps its memberships.
+        if expiry_interval > 0 {
+            final_state = Some(outbound.state(expiry_interval, now_ms().max(1)));
+        }
         // What this member held goes to the group's other members; the group's offsets are
         // committed now (batched otherwise).
         outbound.leave_groups().await;
         persisted |= outbound.last_commit.is_some();
-        if expiry_interval > 0 {
-            final_state = Some(outbound.state(expiry_interval, now_ms().max(1)));
-        }
     }
     // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
     // DISCONNECT). With a Will Delay Interval it waits, within the session's lifetime, and is
@@ -1193,8 +1194,11 @@ impl Outbound {
                 if let Some(max_lag) = qos0_max_lag {
                     let high_watermark = partition.log.offsets().high_watermark;
                     if high_watermark.saturating_sub(next) > max_lag && next >= redeliver_below {
-                        self.shared.metrics.qos0_skipped(high_watermark - next);
-                        next = high_watermark;
+                        // Keep the newest half of the allowed lag: the freshest messages go
+                        // out, and the next skip is not one fetch away.
+                        let to = high_watermark - max_lag / 2;
+                        self.shared.metrics.qos0_skipped(to - next);
+                        next = to;
                     }
                 }
                 let fetch = partition.log.read(next, FETCH_BYTES)?;

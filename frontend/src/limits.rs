@@ -23,7 +23,8 @@ pub struct Limits {
     /// Our Topic Alias Maximum, announced in the MQTT 5 CONNACK; 0 refuses topic aliases.
     pub topic_alias_maximum: u16,
     /// How many offsets a live reader whose subscriptions are all QoS 0 may fall behind a
-    /// partition's high watermark before it skips to it (the skipped offsets are counted).
+    /// partition's high watermark before it skips ahead to half that far behind (the skipped
+    /// offsets are counted).
     /// `None`: never skip.
     pub qos0_max_lag: Option<u64>,
 }
