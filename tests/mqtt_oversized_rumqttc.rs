@@ -46,11 +46,9 @@ mod v5 {
 
     pub async fn subscribe(client: &AsyncClient, events: &mut EventLoop, filter: &str) {
         client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
-        timeout(DEADLINE, async {
-            while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {}
-        })
-        .await
-        .expect("SUBACK in time");
+        timeout(DEADLINE, async { while !matches!(events.poll().await, Ok(Event::Incoming(Packet::SubAck(_)))) {} })
+            .await
+            .expect("SUBACK in time");
     }
 
     /// Payload sizes received until the 1-byte marker.
