@@ -65,7 +65,9 @@ pub struct CompactionConfig {
     pub min_cleanable_dirty_ratio: f64,
     /// A tombstone (empty value) is dropped once its timestamp is this old.
     pub delete_retention_ms: u64,
-    /// Memory for the key → latest-offset map of one pass; more keys take more passes.
+    /// Memory for the key → latest-offset map of one pass; more keys take more passes. A
+    /// partition under [`crate::Maintenance`] gets the node's
+    /// [`MaintenanceConfig::cleaner_buffer_bytes`] instead.
     pub offset_map_bytes: usize,
     /// Rewritten segments are merged up to this size.
     pub segment_bytes: u64,
@@ -80,7 +82,7 @@ impl Default for CompactionConfig {
             max_compaction_lag_ms: None,
             min_cleanable_dirty_ratio: 0.5,
             delete_retention_ms: 24 * 3600 * 1000,
-            offset_map_bytes: 32 << 20,
+            offset_map_bytes: DEFAULT_CLEANER_BUFFER_BYTES,
             segment_bytes: 128 << 20,
         }
     }
@@ -88,6 +90,8 @@ impl Default for CompactionConfig {
 
 /// The smallest offset map accepted.
 pub const MIN_OFFSET_MAP_BYTES: usize = 1024;
+/// The default offset map of one cleaning pass: 32 MiB, about a million keys.
+pub const DEFAULT_CLEANER_BUFFER_BYTES: usize = 32 << 20;
 
 impl CompactionConfig {
     /// Checks every value, naming the first bad one.
@@ -129,6 +133,10 @@ pub struct MaintenanceConfig {
     pub cleaner_throttle_bytes_per_sec: Option<u64>,
     /// How often an idle cleaner looks for a dirty partition.
     pub cleaner_backoff: Duration,
+    /// Memory of each cleaner thread's key → latest-offset map (one pass); it replaces the
+    /// `offset_map_bytes` of every partition registered, so the node's cleaner memory is
+    /// bounded by `cleaner_threads` × this.
+    pub cleaner_buffer_bytes: usize,
 }
 
 impl Default for MaintenanceConfig {
@@ -138,6 +146,7 @@ impl Default for MaintenanceConfig {
             cleaner_threads: 1,
             cleaner_throttle_bytes_per_sec: Some(DEFAULT_CLEANER_THROTTLE),
             cleaner_backoff: Duration::from_secs(15),
+            cleaner_buffer_bytes: DEFAULT_CLEANER_BUFFER_BYTES,
         }
     }
 }
@@ -161,6 +170,9 @@ impl MaintenanceConfig {
         }
         if self.cleaner_backoff.is_zero() {
             return bad("cleaner_backoff_ms", "0".into(), "must be at least 1");
+        }
+        if self.cleaner_buffer_bytes < MIN_OFFSET_MAP_BYTES {
+            return bad("cleaner_buffer_bytes", self.cleaner_buffer_bytes.to_string(), "must be at least 1024");
         }
         Ok(())
     }
@@ -195,5 +207,7 @@ mod tests {
         CompactionConfig::default().validate().unwrap();
         let threads = MaintenanceConfig { cleaner_threads: 0, ..Default::default() };
         assert!(threads.validate().unwrap_err().to_string().contains("cleaner_threads"));
+        let buffer = MaintenanceConfig { cleaner_buffer_bytes: 100, ..Default::default() };
+        assert!(buffer.validate().unwrap_err().to_string().contains("cleaner_buffer_bytes"));
     }
 }

@@ -34,7 +34,8 @@ pub use cleaner::{
     plan_cleaning,
 };
 pub use config::{
-    CleanupPolicy, CompactionConfig, DEFAULT_CLEANER_THROTTLE, MIN_OFFSET_MAP_BYTES, MaintenanceConfig, TOPIC_HEADER,
+    CleanupPolicy, CompactionConfig, DEFAULT_CLEANER_BUFFER_BYTES, DEFAULT_CLEANER_THROTTLE, MIN_OFFSET_MAP_BYTES,
+    MaintenanceConfig, TOPIC_HEADER,
 };
 pub use error::CompactionError;
 pub use maintenance::{CleanerState, Maintenance, MaintenanceTotals, PartitionSettings, TotalsReader};

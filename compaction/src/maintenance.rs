@@ -123,13 +123,15 @@ impl Maintenance {
         Ok(Maintenance { inner, threads })
     }
 
-    /// Puts a partition under maintenance (or replaces its settings and log).
+    /// Puts a partition under maintenance (or replaces its settings and log). Its
+    /// `offset_map_bytes` becomes the node's `cleaner_buffer_bytes`.
     pub fn register(
         &self,
         name: impl Into<String>,
         log: Log,
-        settings: PartitionSettings,
+        mut settings: PartitionSettings,
     ) -> Result<(), CompactionError> {
+        settings.compaction.offset_map_bytes = self.inner.config.cleaner_buffer_bytes;
         settings.compaction.validate()?;
         let partition = Arc::new(Partition {
             state: Mutex::new(CleanerState { cleaned_up_to: log.offsets().cleaned_up_to, ..Default::default() }),
@@ -147,7 +149,8 @@ impl Maintenance {
     }
 
     /// Changes a partition's settings at runtime.
-    pub fn update_settings(&self, name: &str, settings: PartitionSettings) -> Result<(), CompactionError> {
+    pub fn update_settings(&self, name: &str, mut settings: PartitionSettings) -> Result<(), CompactionError> {
+        settings.compaction.offset_map_bytes = self.inner.config.cleaner_buffer_bytes;
         settings.compaction.validate()?;
         let partition = self.inner.partition(name)?;
         *lock(&partition.settings) = settings;

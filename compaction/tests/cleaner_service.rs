@@ -74,6 +74,7 @@ fn a_dirty_compacted_partition_is_cleaned_in_the_background() {
         cleaner_threads: 1,
         cleaner_throttle_bytes_per_sec: None,
         cleaner_backoff: Duration::from_millis(50),
+        ..Default::default()
     })
     .unwrap();
     maintenance.register("home", log.clone(), settings()).unwrap();
@@ -119,6 +120,7 @@ fn compact_now_cleans_on_demand() {
         cleaner_threads: 1,
         cleaner_throttle_bytes_per_sec: None,
         cleaner_backoff: Duration::from_secs(3600),
+        ..Default::default()
     })
     .unwrap();
     thread::sleep(Duration::from_millis(100));
@@ -175,6 +177,7 @@ fn compact_now_during_a_background_pass_waits_for_it() {
         cleaner_threads: 1,
         cleaner_throttle_bytes_per_sec: Some(4096),
         cleaner_backoff: Duration::from_millis(50),
+        ..Default::default()
     })
     .unwrap();
     maintenance.register("home", log.clone(), settings()).unwrap();

@@ -199,6 +199,7 @@ fn the_background_task_deletes_old_segments_by_time_bytes_and_messages() {
         cleaner_threads: 1,
         cleaner_throttle_bytes_per_sec: None,
         cleaner_backoff: Duration::from_millis(50),
+        ..Default::default()
     })
     .unwrap();
     for case in &cases {
@@ -254,6 +255,7 @@ fn enforce_retention_now_deletes_at_once_and_counts_it() {
         cleaner_threads: 1,
         cleaner_throttle_bytes_per_sec: None,
         cleaner_backoff: Duration::from_secs(3600),
+        ..Default::default()
     })
     .unwrap();
     for case in &cases {

@@ -66,6 +66,8 @@ pub struct BrokerConfig {
     pub limits: crate::limits::Limits,
     /// Seconds between refreshes of the `$SYS` topics; 0 turns them off.
     pub sys_interval_secs: u64,
+    /// The node's retention and cleaner threads (`[compaction]` in the config file).
+    pub maintenance: MaintenanceConfig,
 }
 
 impl BrokerConfig {
@@ -82,6 +84,7 @@ impl BrokerConfig {
             ws_listen: None,
             limits: crate::limits::Limits::default(),
             sys_interval_secs: 10,
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -505,7 +508,7 @@ impl Broker {
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
         let (retained, sessions, restored_offsets) = rebuilt;
-        let maintenance = Maintenance::start(MaintenanceConfig::default())?;
+        let maintenance = Maintenance::start(config.maintenance.clone())?;
         for internal in [&retained_log, &sessions_log, &offsets_log] {
             let settings = PartitionSettings {
                 cleanup_policy: CleanupPolicy::Compact,

@@ -64,7 +64,9 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
         tracing::debug!(%peer, %error, "set_nodelay failed");
     }
     let (reader, writer) = stream.into_split();
-    run_transport(Box::new(reader), Box::new(writer), peer, shared).await;
+    // One span per TCP connection, for trace export (`[telemetry]`); disabled, it costs nothing.
+    let span = tracing::info_span!("mqtt.connection", %peer);
+    tracing::Instrument::instrument(run_transport(Box::new(reader), Box::new(writer), peer, shared), span).await;
 }
 
 /// Runs a connection over any byte stream to the end. Never panics on input; errors close

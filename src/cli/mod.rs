@@ -3,12 +3,15 @@
 mod admin_client;
 mod bench;
 mod compact;
+mod config;
 mod display;
 mod grpc;
 mod http;
 mod log_tools;
 mod serve;
 mod streams_config;
+mod telemetry;
+mod units;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -21,8 +24,8 @@ pub const EXIT_DAMAGED: u8 = 1;
 
 /// Strata: an MQTT broker built on a Kafka-like segmented log.
 ///
-/// `strata serve` runs the broker (MQTT over TCP on a single node); `strata log` holds the
-/// offline tools for partition logs.
+/// `strata serve` runs the broker (MQTT over TCP on a single node); `strata config check`
+/// validates a config file; `strata log` holds the offline tools for partition logs.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version)]
 pub struct Cli {
@@ -50,9 +53,13 @@ enum Command {
     /// With no flags: data in ./data, MQTT on 127.0.0.1:1883. Flags override the config
     /// file. A bad config file stops the start with exit status 2 and names the key.
     Serve {
-        /// A TOML config file.
+        /// A TOML config file (docs/config.md).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Print the effective configuration (file, flags and defaults: every key with its
+        /// value, as TOML that `strata config check` accepts) and exit without starting.
+        #[arg(long)]
+        print_config: bool,
         /// Root directory of the partition logs.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -72,6 +79,9 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         grpc: Option<SocketAddr>,
     },
+    /// Config files of `strata serve`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Streams of a running node, through its gRPC admin API (`strata serve --grpc`).
     Stream {
         #[command(flatten)]
@@ -94,6 +104,18 @@ enum Command {
     ///
     /// Prints a progress line while running, a summary, and a final `RESULT {json}` line.
     Bench(Box<bench::BenchArgs>),
+}
+
+/// Config file tools.
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a config file exactly as `strata serve --config FILE` would, without starting.
+    ///
+    /// Prints `FILE: ok` and exits 0, or prints the first error, naming the key, and exits 2.
+    Check {
+        /// A TOML config file.
+        file: PathBuf,
+    },
 }
 
 /// Offline tools for partition directories. `dump` and `verify` take no lock and repair
@@ -154,10 +176,18 @@ enum LogCommand {
 
 /// Runs the parsed command and turns its outcome into the process exit status.
 pub fn run(cli: Cli) -> ExitCode {
+    // `serve` sets up logging itself, once its config says whether spans are exported.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        telemetry::init_logging(cli.log_format);
+    }
     let outcome = match cli.command {
-        Command::Serve { config, data_dir, mqtt, ws, http, grpc } => {
-            serve::serve(&serve::ServeArgs { config, data_dir, mqtt, ws, http, grpc })
-        }
+        Command::Serve { config, print_config, data_dir, mqtt, ws, http, grpc } => serve::serve(&serve::ServeArgs {
+            config,
+            print_config,
+            log_format: cli.log_format,
+            overrides: config::Overrides { data_dir, mqtt, ws, http, grpc },
+        }),
+        Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Stream { client, command } => admin_client::stream(&client, &command),
         Command::Group { client, command } => admin_client::group(&client, &command),
         Command::Bench(args) => bench::bench(&args),

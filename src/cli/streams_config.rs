@@ -12,8 +12,10 @@ use strata_frontend::topic::{TopicLimits, validate_topic_filter};
 use strata_log::{Compression, FlushPolicy};
 use toml::{Table, Value};
 
+use super::units::{duration_ms, integer, size, string};
+
 /// Keys of the log settings, accepted in `[log]` and in each `[[streams]]` entry.
-const LOG_KEYS: &[&str] = &[
+pub const LOG_KEYS: &[&str] = &[
     "segment_bytes",
     "segment_ms",
     "index_interval_bytes",
@@ -31,11 +33,21 @@ const LOG_KEYS: &[&str] = &[
     "retention_messages",
 ];
 /// Keys only a `[[streams]]` entry has.
-const STREAM_KEYS: &[&str] = &["name", "topics", "partitions"];
+pub const STREAM_KEYS: &[&str] = &["name", "topics", "partitions"];
+
+/// The settings `[log]` gives every stream, and the streams (the `[log]` values under each
+/// stream's own; `default` last unless configured).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Streams {
+    /// `[log]` over the built-in defaults, as a stream without name.
+    pub log_defaults: StreamConfig,
+    /// Every stream, in the file's order.
+    pub streams: Vec<StreamConfig>,
+}
 
 /// Reads `[log]` and every `[[streams]]` entry into stream configs (the `[log]` values under
 /// each stream's own). Errors name the key.
-pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<Vec<StreamConfig>> {
+pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<Streams> {
     let mut defaults = StreamConfig::new("");
     if let Some(log) = log {
         apply_log_settings(&mut defaults, log, "log")?;
@@ -89,24 +101,11 @@ pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<V
     }
     // `default` always exists, with the `[log]` settings unless configured.
     if !out.iter().any(|s| s.name == strata_frontend::DEFAULT_STREAM) {
-        defaults.name = strata_frontend::DEFAULT_STREAM.to_owned();
-        out.push(defaults);
+        let mut default = defaults.clone();
+        default.name = strata_frontend::DEFAULT_STREAM.to_owned();
+        out.push(default);
     }
-    Ok(out)
-}
-
-fn integer(value: &Value, at: &str, key: &str) -> anyhow::Result<u64> {
-    match value {
-        Value::Integer(n) if *n >= 0 => Ok(*n as u64),
-        other => anyhow::bail!("{at}.{key} = {other}: must be a non-negative integer"),
-    }
-}
-
-fn string<'a>(value: &'a Value, at: &str, key: &str) -> anyhow::Result<&'a str> {
-    match value {
-        Value::String(s) => Ok(s),
-        other => anyhow::bail!("{at}.{key} = {other}: must be a string"),
-    }
+    Ok(Streams { log_defaults: defaults, streams: out })
 }
 
 /// Applies the log-setting keys of `table` (at `at`, e.g. `log` or `streams[2]`) to `stream`.
@@ -114,13 +113,14 @@ fn apply_log_settings(stream: &mut StreamConfig, table: &Table, at: &str) -> any
     let mut flush = None;
     let mut flush_interval_ms = None;
     for (key, value) in table {
-        let int = || integer(value, at, key);
+        let bytes = || size(value, at, key);
+        let ms = || duration_ms(value, at, key);
         match key.as_str() {
-            "segment_bytes" => stream.log.segment_bytes = int()?,
-            "segment_ms" => stream.log.segment_ms = Some(int()?),
-            "index_interval_bytes" => stream.log.index_interval_bytes = int()?,
+            "segment_bytes" => stream.log.segment_bytes = bytes()?,
+            "segment_ms" => stream.log.segment_ms = Some(ms()?),
+            "index_interval_bytes" => stream.log.index_interval_bytes = bytes()?,
             "flush" => flush = Some(string(value, at, key)?.to_owned()),
-            "flush_interval_ms" => flush_interval_ms = Some(int()?),
+            "flush_interval_ms" => flush_interval_ms = Some(ms()?),
             "compression" => {
                 stream.log.compression = match string(value, at, key)? {
                     "none" => Compression::None,
@@ -143,8 +143,8 @@ fn apply_log_settings(stream: &mut StreamConfig, table: &Table, at: &str) -> any
                 }
                 stream.compaction_key = Some(name.to_owned());
             }
-            "min_compaction_lag_ms" => stream.compaction.min_compaction_lag_ms = int()?,
-            "max_compaction_lag_ms" => stream.compaction.max_compaction_lag_ms = Some(int()?),
+            "min_compaction_lag_ms" => stream.compaction.min_compaction_lag_ms = ms()?,
+            "max_compaction_lag_ms" => stream.compaction.max_compaction_lag_ms = Some(ms()?),
             "min_cleanable_dirty_ratio" => {
                 let ratio = match value {
                     Value::Float(f) => *f,
@@ -153,10 +153,10 @@ fn apply_log_settings(stream: &mut StreamConfig, table: &Table, at: &str) -> any
                 };
                 stream.compaction.min_cleanable_dirty_ratio = ratio;
             }
-            "delete_retention_ms" => stream.compaction.delete_retention_ms = int()?,
-            "retention_ms" => stream.retention.retention_ms = Some(int()?),
-            "retention_bytes" => stream.retention.retention_bytes = Some(int()?),
-            "retention_messages" => stream.retention.retention_messages = Some(int()?),
+            "delete_retention_ms" => stream.compaction.delete_retention_ms = ms()?,
+            "retention_ms" => stream.retention.retention_ms = Some(ms()?),
+            "retention_bytes" => stream.retention.retention_bytes = Some(bytes()?),
+            "retention_messages" => stream.retention.retention_messages = Some(integer(value, at, key)?),
             "name" | "topics" | "partitions" if at != "log" => {}
             other => anyhow::bail!("{at}.{other}: unknown key; [log] has {}", LOG_KEYS.join(", ")),
         }
@@ -205,6 +205,10 @@ mod tests {
     use super::*;
 
     fn parse(text: &str) -> anyhow::Result<Vec<StreamConfig>> {
+        parse_with_defaults(text).map(|parsed| parsed.streams)
+    }
+
+    fn parse_with_defaults(text: &str) -> anyhow::Result<Streams> {
         #[derive(serde::Deserialize)]
         struct File {
             log: Option<Table>,

@@ -1,0 +1,618 @@
+//! The configuration of `strata serve`: the TOML file read key by key (so an error names the
+//! key: `mqtt.max_packet_size`, `streams[1].retention_ms`), then the flags, over the defaults.
+//! The result, [`Effective`], is what `serve` runs with, what `strata config check` validates
+//! and what `serve --print-config` prints back as a file `config check` accepts.
+//!
+//! The `*_KEYS` lists are the only statement of which keys exist: parsing refuses any other
+//! key, and printing walks them, so `--print-config` shows every key the code accepts.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use strata_compaction::{CleanupPolicy, MaintenanceConfig};
+use strata_frontend::{BrokerConfig, StreamConfig};
+use strata_log::{Compression, FlushPolicy};
+use toml::{Table, Value};
+
+use super::streams_config::{self, LOG_KEYS, STREAM_KEYS};
+use super::units::{duration_ms, duration_secs, integer, key_name, size, string};
+
+/// Top-level keys and sections.
+pub const TOP_KEYS: &[&str] = &["data_dir", "mqtt", "http", "grpc", "compaction", "telemetry", "log", "streams"];
+/// Keys of `[mqtt]`.
+pub const MQTT_KEYS: &[&str] = &[
+    "listen",
+    "max_packet_size",
+    "max_inflight",
+    "receive_maximum",
+    "ws_listen",
+    "topic_alias_maximum",
+    "max_connections",
+    "max_topic_length",
+    "max_topic_levels",
+    "max_keep_alive",
+    "sys_interval_secs",
+    "qos0_max_lag",
+];
+/// Keys of `[http]` and of `[grpc]`.
+pub const LISTEN_KEYS: &[&str] = &["listen"];
+/// Keys of `[compaction]`: the node's retention and cleaner threads.
+pub const COMPACTION_KEYS: &[&str] = &[
+    "retention_check_interval_ms",
+    "cleaner_threads",
+    "cleaner_throttle_bytes_per_sec",
+    "cleaner_buffer_bytes",
+    "cleaner_backoff_ms",
+];
+/// Keys of `[telemetry]`.
+pub const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "service_name"];
+
+/// Largest accepted `mqtt.sys_interval_secs`: one day.
+const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
+/// Smallest accepted `mqtt.max_packet_size`: a CONNECT with a client id must fit.
+const MIN_PACKET_SIZE: u64 = 64;
+/// Largest packet MQTT can express (268,435,455 bytes of Remaining Length plus the header).
+const MAX_PACKET_SIZE: u64 = 268_435_460;
+/// Most cleaner threads.
+const MAX_CLEANER_THREADS: u64 = 64;
+/// `cleaner_throttle_bytes_per_sec` with no cap.
+const UNLIMITED: &str = "unlimited";
+/// The default `telemetry.service_name`.
+pub const DEFAULT_SERVICE_NAME: &str = "strata";
+
+/// `[telemetry]`: trace export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Where spans go, over OTLP/gRPC (`http://host:4317`); `None`: no export, nothing starts.
+    pub otlp_endpoint: Option<String>,
+    /// The `service.name` resource of exported spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig { otlp_endpoint: None, service_name: DEFAULT_SERVICE_NAME.to_owned() }
+    }
+}
+
+/// Everything `strata serve` runs with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Effective {
+    /// The broker's settings, streams and maintenance included.
+    pub broker: BrokerConfig,
+    /// `[log]`: the settings every stream starts from.
+    pub log_defaults: StreamConfig,
+    /// `[http] listen`.
+    pub http_listen: Option<SocketAddr>,
+    /// `[grpc] listen`.
+    pub grpc_listen: Option<SocketAddr>,
+    /// `[telemetry]`.
+    pub telemetry: TelemetryConfig,
+}
+
+/// The flags of `strata serve` that override the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub mqtt: Option<SocketAddr>,
+    pub ws: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub grpc: Option<SocketAddr>,
+}
+
+/// Reads `path` (if any) and applies `overrides`: what `serve` and `config check` both call.
+pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effective> {
+    let text = match path {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading config file {}", path.display()))?;
+            Some((path, text))
+        }
+        None => None,
+    };
+    let mut effective = match &text {
+        Some((path, text)) => parse(text).with_context(|| format!("config file {}", path.display()))?,
+        None => parse("")?,
+    };
+    let broker = &mut effective.broker;
+    if let Some(dir) = &overrides.data_dir {
+        broker.data_dir = dir.clone();
+    }
+    if let Some(addr) = overrides.mqtt {
+        broker.listen = addr;
+    }
+    if let Some(addr) = overrides.ws {
+        broker.ws_listen = Some(addr);
+    }
+    if let Some(addr) = overrides.http {
+        effective.http_listen = Some(addr);
+    }
+    if let Some(addr) = overrides.grpc {
+        effective.grpc_listen = Some(addr);
+    }
+    Ok(effective)
+}
+
+/// `strata config check FILE`: the same reading and checks as `serve --config FILE`.
+pub fn check(path: &Path) -> anyhow::Result<std::process::ExitCode> {
+    load(Some(path), &Overrides::default())?;
+    println!("{}: ok", path.display());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Parses and checks a config file's text over the defaults. Errors name the key.
+pub fn parse(text: &str) -> anyhow::Result<Effective> {
+    let root: Table = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
+    for key in root.keys() {
+        if !TOP_KEYS.contains(&key.as_str()) {
+            anyhow::bail!("{key}: unknown key; the file has {}", TOP_KEYS.join(", "));
+        }
+    }
+    let data_dir = match root.get("data_dir") {
+        Some(value) => PathBuf::from(string(value, "", "data_dir")?),
+        None => PathBuf::from("data"),
+    };
+    let mut broker = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)), data_dir);
+    if let Some(mqtt) = section(&root, "mqtt", MQTT_KEYS)? {
+        apply_mqtt(&mut broker, mqtt)?;
+    }
+    let listen = |name: &str| -> anyhow::Result<Option<SocketAddr>> {
+        match section(&root, name, LISTEN_KEYS)?.and_then(|table| table.get("listen")) {
+            Some(value) => Ok(Some(socket_addr(value, name, "listen")?)),
+            None => Ok(None),
+        }
+    };
+    let http_listen = listen("http")?;
+    let grpc_listen = listen("grpc")?;
+    if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
+        broker.maintenance = maintenance(compaction)?;
+    }
+    let telemetry = match section(&root, "telemetry", TELEMETRY_KEYS)? {
+        Some(table) => telemetry(table)?,
+        None => TelemetryConfig::default(),
+    };
+    // `[log]` and `[[streams]]` are checked key by key in `streams_config.rs`.
+    let log = match root.get("log") {
+        Some(Value::Table(table)) => Some(table),
+        Some(_) => anyhow::bail!("log: must be a table ([log])"),
+        None => None,
+    };
+    let streams: Vec<Table> = match root.get("streams") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| match item {
+                Value::Table(table) => Ok(table.clone()),
+                _ => Err(anyhow::anyhow!("streams[{i}]: must be a table ([[streams]])")),
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Some(_) => anyhow::bail!("streams: must be an array of tables ([[streams]])"),
+        None => Vec::new(),
+    };
+    let parsed = streams_config::parse_streams(log, &streams)?;
+    broker.streams = parsed.streams;
+    Ok(Effective { broker, log_defaults: parsed.log_defaults, http_listen, grpc_listen, telemetry })
+}
+
+/// The table `[name]`, after checking it has only `keys`.
+fn section<'a>(root: &'a Table, name: &str, keys: &[&str]) -> anyhow::Result<Option<&'a Table>> {
+    let table = match root.get(name) {
+        Some(Value::Table(table)) => table,
+        Some(_) => anyhow::bail!("{name}: must be a table ([{name}])"),
+        None => return Ok(None),
+    };
+    for key in table.keys() {
+        if !keys.contains(&key.as_str()) {
+            anyhow::bail!("{name}.{key}: unknown key; [{name}] has {}", keys.join(", "));
+        }
+    }
+    Ok(Some(table))
+}
+
+fn socket_addr(value: &Value, at: &str, key: &str) -> anyhow::Result<SocketAddr> {
+    let text = string(value, at, key)?;
+    text.parse()
+        .map_err(|_| anyhow::anyhow!("{}: {text:?} is not an address such as 127.0.0.1:1883", key_name(at, key)))
+}
+
+/// An integer within `range`, for the key's message.
+fn bounded(value: u64, at: &str, key: &str, range: std::ops::RangeInclusive<u64>, unit: &str) -> anyhow::Result<u64> {
+    if !range.contains(&value) {
+        anyhow::bail!("{} = {value}: must be between {} and {}{unit}", key_name(at, key), range.start(), range.end());
+    }
+    Ok(value)
+}
+
+fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
+    let at = "mqtt";
+    for (key, value) in table {
+        let key = key.as_str();
+        let int = || integer(value, at, key);
+        let u16_at_least_1 = || -> anyhow::Result<u16> { Ok(bounded(int()?, at, key, 1..=65_535, "")? as u16) };
+        match key {
+            "listen" => broker.listen = socket_addr(value, at, key)?,
+            "max_packet_size" => {
+                let bytes = size(value, at, key)?;
+                broker.max_packet_size = bounded(bytes, at, key, MIN_PACKET_SIZE..=MAX_PACKET_SIZE, " bytes")? as u32;
+            }
+            "max_inflight" => broker.max_inflight = u16_at_least_1()?,
+            "receive_maximum" => broker.receive_maximum = u16_at_least_1()?,
+            "ws_listen" => broker.ws_listen = Some(socket_addr(value, at, key)?),
+            "topic_alias_maximum" => {
+                broker.limits.topic_alias_maximum = bounded(int()?, at, key, 0..=65_535, "")? as u16
+            }
+            "max_connections" => {
+                broker.limits.max_connections = Some(bounded(int()?, at, key, 1..=u64::from(u32::MAX), "")? as usize)
+            }
+            "max_topic_length" => {
+                broker.limits.max_topic_length = bounded(int()?, at, key, 1..=65_535, " bytes")? as usize
+            }
+            "max_topic_levels" => broker.limits.max_topic_levels = bounded(int()?, at, key, 1..=65_535, "")? as usize,
+            "max_keep_alive" => {
+                let secs = duration_secs(value, at, key)?;
+                broker.limits.max_keep_alive = Some(bounded(secs, at, key, 1..=65_535, " seconds")? as u16);
+            }
+            "sys_interval_secs" => {
+                let secs = duration_secs(value, at, key)?;
+                broker.sys_interval_secs = bounded(secs, at, key, 0..=MAX_SYS_INTERVAL_SECS, " seconds (0: off)")?;
+            }
+            "qos0_max_lag" => {
+                let lag = int()?;
+                broker.limits.qos0_max_lag = (lag > 0).then_some(lag);
+            }
+            other => anyhow::bail!("{at}.{other}: unknown key"),
+        }
+    }
+    Ok(())
+}
+
+fn maintenance(table: &Table) -> anyhow::Result<MaintenanceConfig> {
+    let at = "compaction";
+    let mut config = MaintenanceConfig::default();
+    for (key, value) in table {
+        let key = key.as_str();
+        let positive_ms = || -> anyhow::Result<Duration> {
+            let ms = duration_ms(value, at, key)?;
+            Ok(Duration::from_millis(bounded(ms, at, key, 1..=u64::MAX, " ms")?))
+        };
+        match key {
+            "retention_check_interval_ms" => config.retention_check_interval = positive_ms()?,
+            "cleaner_backoff_ms" => config.cleaner_backoff = positive_ms()?,
+            "cleaner_threads" => {
+                config.cleaner_threads =
+                    bounded(integer(value, at, key)?, at, key, 1..=MAX_CLEANER_THREADS, "")? as usize
+            }
+            "cleaner_throttle_bytes_per_sec" => {
+                config.cleaner_throttle_bytes_per_sec = match value {
+                    Value::String(text) if text == UNLIMITED => None,
+                    _ => Some(bounded(size(value, at, key)?, at, key, 1..=u64::MAX, " (or \"unlimited\")")?),
+                }
+            }
+            "cleaner_buffer_bytes" => {
+                let bytes = size(value, at, key)?;
+                let max = usize::MAX as u64;
+                let min = strata_compaction::MIN_OFFSET_MAP_BYTES as u64;
+                config.cleaner_buffer_bytes = bounded(bytes, at, key, min..=max, " bytes")? as usize;
+            }
+            other => anyhow::bail!("{at}.{other}: unknown key"),
+        }
+    }
+    config.validate().map_err(|error| anyhow::anyhow!("{at}: {error}"))?;
+    Ok(config)
+}
+
+fn telemetry(table: &Table) -> anyhow::Result<TelemetryConfig> {
+    let at = "telemetry";
+    let mut config = TelemetryConfig::default();
+    for (key, value) in table {
+        let key = key.as_str();
+        match key {
+            "otlp_endpoint" => {
+                let url = string(value, at, key)?;
+                let Some(rest) = url.strip_prefix("http://") else {
+                    anyhow::bail!(
+                        "{at}.{key}: {url:?} must be an http:// URL of an OTLP/gRPC collector such as \
+                         http://127.0.0.1:4317 (no TLS: put a local collector in front)"
+                    );
+                };
+                if rest.is_empty() || tonic::transport::Endpoint::from_shared(url.to_owned()).is_err() {
+                    anyhow::bail!("{at}.{key}: {url:?} is not a URL such as http://127.0.0.1:4317");
+                }
+                config.otlp_endpoint = Some(url.to_owned());
+            }
+            "service_name" => {
+                let name = string(value, at, key)?;
+                if name.trim().is_empty() {
+                    anyhow::bail!("{at}.{key}: must not be empty");
+                }
+                config.service_name = name.to_owned();
+            }
+            other => anyhow::bail!("{at}.{other}: unknown key"),
+        }
+    }
+    Ok(config)
+}
+
+/// The effective configuration as TOML: every key with its value; a key without a value
+/// (an unset optional one) as a comment saying what that means. `config check` accepts it
+/// and `serve --config` with it runs with the same values.
+pub fn print(effective: &Effective) -> String {
+    let mut out = String::new();
+    let broker = &effective.broker;
+    let _ =
+        writeln!(out, "# The effective configuration of `strata serve`: the file, then the flags, over the defaults.");
+    let _ =
+        writeln!(out, "# Sizes are in bytes; durations in the key's unit. `strata config check` accepts this file.");
+    line(&mut out, "data_dir", Ok(text(&broker.data_dir.to_string_lossy())));
+    let _ = writeln!(out, "\n[mqtt]");
+    for key in MQTT_KEYS {
+        let limits = &broker.limits;
+        let value = match *key {
+            "listen" => Ok(text(&broker.listen.to_string())),
+            "max_packet_size" => Ok(int(u64::from(broker.max_packet_size))),
+            "max_inflight" => Ok(int(u64::from(broker.max_inflight))),
+            "receive_maximum" => Ok(int(u64::from(broker.receive_maximum))),
+            "ws_listen" => broker.ws_listen.map(|addr| text(&addr.to_string())).ok_or("off"),
+            "topic_alias_maximum" => Ok(int(u64::from(limits.topic_alias_maximum))),
+            "max_connections" => limits.max_connections.map(|n| int(n as u64)).ok_or("no limit"),
+            "max_topic_length" => Ok(int(limits.max_topic_length as u64)),
+            "max_topic_levels" => Ok(int(limits.max_topic_levels as u64)),
+            "max_keep_alive" => limits.max_keep_alive.map(|n| int(u64::from(n))).ok_or("no cap"),
+            "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
+            "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
+            _ => Err("not printed"),
+        };
+        line(&mut out, key, value);
+    }
+    for (name, listen) in [("http", effective.http_listen), ("grpc", effective.grpc_listen)] {
+        let _ = writeln!(out, "\n[{name}]");
+        for key in LISTEN_KEYS {
+            line(&mut out, key, listen.map(|addr| text(&addr.to_string())).ok_or("off"));
+        }
+    }
+    let _ = writeln!(out, "\n[compaction]");
+    let maintenance = &broker.maintenance;
+    for key in COMPACTION_KEYS {
+        let value = match *key {
+            "retention_check_interval_ms" => Ok(int(maintenance.retention_check_interval.as_millis() as u64)),
+            "cleaner_threads" => Ok(int(maintenance.cleaner_threads as u64)),
+            "cleaner_throttle_bytes_per_sec" => {
+                Ok(maintenance.cleaner_throttle_bytes_per_sec.map_or_else(|| text(UNLIMITED), int))
+            }
+            "cleaner_buffer_bytes" => Ok(int(maintenance.cleaner_buffer_bytes as u64)),
+            "cleaner_backoff_ms" => Ok(int(maintenance.cleaner_backoff.as_millis() as u64)),
+            _ => Err("not printed"),
+        };
+        line(&mut out, key, value);
+    }
+    let _ = writeln!(out, "\n[telemetry]");
+    for key in TELEMETRY_KEYS {
+        let telemetry = &effective.telemetry;
+        let value = match *key {
+            "otlp_endpoint" => telemetry.otlp_endpoint.as_deref().map(text).ok_or("no trace export"),
+            "service_name" => Ok(text(&telemetry.service_name)),
+            _ => Err("not printed"),
+        };
+        line(&mut out, key, value);
+    }
+    let _ = writeln!(out, "\n[log]");
+    print_log_settings(&mut out, &effective.log_defaults);
+    for stream in &broker.streams {
+        let _ = writeln!(out, "\n[[streams]]");
+        for key in STREAM_KEYS {
+            let value = match *key {
+                "name" => Ok(text(&stream.name)),
+                "topics" => Ok(Value::Array(stream.topics.iter().map(|t| text(t)).collect())),
+                "partitions" => Ok(int(u64::from(stream.partitions))),
+                _ => Err("not printed"),
+            };
+            line(&mut out, key, value);
+        }
+        print_log_settings(&mut out, stream);
+    }
+    out
+}
+
+/// One `key = value` line, or `# key (unset: meaning)`.
+fn line(out: &mut String, key: &str, value: Result<Value, &str>) {
+    let _ = match value {
+        Ok(value) => writeln!(out, "{key} = {value}"),
+        Err(meaning) => writeln!(out, "# {key} (unset: {meaning})"),
+    };
+}
+
+fn print_log_settings(out: &mut String, stream: &StreamConfig) {
+    for key in LOG_KEYS {
+        let log = &stream.log;
+        let value = match *key {
+            "segment_bytes" => Ok(int(log.segment_bytes)),
+            "segment_ms" => log.segment_ms.map(int).ok_or("segments roll by size only"),
+            "index_interval_bytes" => Ok(int(log.index_interval_bytes)),
+            "flush" => Ok(text(match log.flush {
+                FlushPolicy::Always => "always",
+                FlushPolicy::Interval(_) => "interval",
+                FlushPolicy::Never => "never",
+            })),
+            "flush_interval_ms" => match log.flush {
+                FlushPolicy::Interval(every) => Ok(int(every.as_millis() as u64)),
+                _ => Err("only with flush = \"interval\""),
+            },
+            "compression" => Ok(text(match log.compression {
+                Compression::None => "none",
+                Compression::Zstd => "zstd",
+            })),
+            "cleanup_policy" => Ok(text(match stream.cleanup_policy {
+                CleanupPolicy::Delete => "delete",
+                CleanupPolicy::Compact => "compact",
+                CleanupPolicy::CompactDelete => "compact,delete",
+            })),
+            "compaction_key" => stream.compaction_key.as_deref().map(text).ok_or("the key is the topic"),
+            "min_compaction_lag_ms" => Ok(int(stream.compaction.min_compaction_lag_ms)),
+            "max_compaction_lag_ms" => stream.compaction.max_compaction_lag_ms.map(int).ok_or("none"),
+            "min_cleanable_dirty_ratio" => Ok(Value::Float(stream.compaction.min_cleanable_dirty_ratio)),
+            "delete_retention_ms" => Ok(int(stream.compaction.delete_retention_ms)),
+            "retention_ms" => stream.retention.retention_ms.map(int).ok_or("unlimited"),
+            "retention_bytes" => stream.retention.retention_bytes.map(int).ok_or("unlimited"),
+            "retention_messages" => stream.retention.retention_messages.map(int).ok_or("unlimited"),
+            _ => Err("not printed"),
+        };
+        line(out, key, value);
+    }
+}
+
+fn text(s: &str) -> Value {
+    Value::String(s.to_owned())
+}
+
+/// A TOML integer; every value printed fits, since each was read from one (or is a default).
+fn int(n: u64) -> Value {
+    Value::Integer(i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_key_is_named() {
+        let error = parse("[mqtt]\nlisten = \"127.0.0.1:1\"\nmax_packet_sise = 5\n").unwrap_err();
+        assert!(format!("{error:#}").contains("mqtt.max_packet_sise"), "{error:#}");
+        let error = parse("[compaction]\ncleaner_thread = 2\n").unwrap_err();
+        assert!(format!("{error:#}").contains("compaction.cleaner_thread"), "{error:#}");
+        let error = parse("[telemetry]\notlp = \"x\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("telemetry.otlp"), "{error:#}");
+        let error = parse("datadir = \"x\"\n").unwrap_err();
+        assert!(format!("{error:#}").contains("datadir"), "{error:#}");
+    }
+
+    #[test]
+    fn a_bad_value_is_named() {
+        for (text, key) in [
+            ("[mqtt]\nlisten = \"not an address\"", "mqtt.listen"),
+            ("[mqtt]\nmax_packet_size = 3", "mqtt.max_packet_size"),
+            ("[mqtt]\nmax_packet_size = \"1GiB\"", "mqtt.max_packet_size"),
+            ("[mqtt]\nmax_packet_size = \"lots\"", "mqtt.max_packet_size"),
+            ("[mqtt]\nmax_connections = 0", "mqtt.max_connections"),
+            ("[mqtt]\nmax_topic_length = 0", "mqtt.max_topic_length"),
+            ("[mqtt]\nmax_topic_levels = 70000", "mqtt.max_topic_levels"),
+            ("[mqtt]\nmax_keep_alive = 0", "mqtt.max_keep_alive"),
+            ("[mqtt]\nmax_inflight = 0", "mqtt.max_inflight"),
+            ("[mqtt]\nreceive_maximum = 65536", "mqtt.receive_maximum"),
+            ("[mqtt]\ntopic_alias_maximum = -1", "mqtt.topic_alias_maximum"),
+            ("[mqtt]\nws_listen = \"nowhere\"", "mqtt.ws_listen"),
+            ("[mqtt]\nsys_interval_secs = \"2d\"", "mqtt.sys_interval_secs"),
+            ("[mqtt]\nsys_interval_secs = \"10x\"", "mqtt.sys_interval_secs"),
+            ("[http]\nlisten = \"nowhere\"", "http.listen"),
+            ("[grpc]\nlistne = \"127.0.0.1:1\"", "grpc.listne"),
+            ("[compaction]\ncleaner_threads = 0", "compaction.cleaner_threads"),
+            ("[compaction]\ncleaner_threads = 65", "compaction.cleaner_threads"),
+            ("[compaction]\ncleaner_throttle_bytes_per_sec = 0", "compaction.cleaner_throttle_bytes_per_sec"),
+            ("[compaction]\ncleaner_throttle_bytes_per_sec = \"fast\"", "compaction.cleaner_throttle_bytes_per_sec"),
+            ("[compaction]\ncleaner_buffer_bytes = \"1KB\"", "compaction.cleaner_buffer_bytes"),
+            ("[compaction]\nretention_check_interval_ms = 0", "compaction.retention_check_interval_ms"),
+            ("[compaction]\nretention_check_interval_ms = \"soon\"", "compaction.retention_check_interval_ms"),
+            ("[compaction]\ncleaner_backoff_ms = \"0s\"", "compaction.cleaner_backoff_ms"),
+            ("[telemetry]\notlp_endpoint = \"127.0.0.1:4317\"", "telemetry.otlp_endpoint"),
+            ("[telemetry]\notlp_endpoint = \"https://collector:4317\"", "telemetry.otlp_endpoint"),
+            ("[telemetry]\nservice_name = \"\"", "telemetry.service_name"),
+            ("mqtt = 5", "mqtt"),
+            ("data_dir = 5", "data_dir"),
+            ("streams = 5", "streams"),
+        ] {
+            let error = format!("{:#}", parse(text).unwrap_err());
+            assert!(error.contains(key), "{text:?}: {error} should name {key}");
+        }
+    }
+
+    #[test]
+    fn human_sizes_and_durations_are_read() {
+        let effective = parse(
+            "[mqtt]\nmax_packet_size = \"64KiB\"\nsys_interval_secs = \"1m\"\nmax_keep_alive = \"10m\"\n\
+             [compaction]\nretention_check_interval_ms = \"5m\"\ncleaner_threads = 4\n\
+             cleaner_throttle_bytes_per_sec = \"10MB\"\ncleaner_buffer_bytes = \"128MiB\"\ncleaner_backoff_ms = \"250ms\"\n\
+             [log]\nsegment_bytes = \"512MiB\"\nretention_ms = \"7d\"\nretention_bytes = \"1GiB\"\nsegment_ms = \"12h\"\n",
+        )
+        .unwrap();
+        let broker = &effective.broker;
+        assert_eq!((broker.max_packet_size, broker.sys_interval_secs), (64 << 10, 60));
+        assert_eq!(broker.limits.max_keep_alive, Some(600));
+        let maintenance = &broker.maintenance;
+        assert_eq!(maintenance.retention_check_interval, Duration::from_secs(300));
+        assert_eq!(maintenance.cleaner_threads, 4);
+        assert_eq!(maintenance.cleaner_throttle_bytes_per_sec, Some(10_000_000));
+        assert_eq!(maintenance.cleaner_buffer_bytes, 128 << 20);
+        assert_eq!(maintenance.cleaner_backoff, Duration::from_millis(250));
+        let default = &broker.streams[0];
+        assert_eq!(default.log.segment_bytes, 512 << 20);
+        assert_eq!(default.log.segment_ms, Some(12 * 3_600_000));
+        assert_eq!(default.retention.retention_ms, Some(7 * 86_400_000));
+        assert_eq!(default.retention.retention_bytes, Some(1 << 30));
+        let unlimited = parse("[compaction]\ncleaner_throttle_bytes_per_sec = \"unlimited\"\n").unwrap();
+        assert_eq!(unlimited.broker.maintenance.cleaner_throttle_bytes_per_sec, None);
+    }
+
+    #[test]
+    fn the_empty_file_is_all_defaults() {
+        let effective = parse("").unwrap();
+        let mut expected = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)), PathBuf::from("data"));
+        expected.streams = vec![StreamConfig::new(strata_frontend::DEFAULT_STREAM)];
+        assert_eq!(effective.broker, expected);
+        assert_eq!((effective.http_listen, effective.grpc_listen), (None, None));
+        assert_eq!(effective.telemetry, TelemetryConfig::default());
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("strata.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/x\"\n[mqtt]\nlisten = \"127.0.0.1:1\"\n[grpc]\nlisten = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let overrides = Overrides {
+            data_dir: Some(PathBuf::from("/y")),
+            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 3))),
+            ..Overrides::default()
+        };
+        let effective = load(Some(&path), &overrides).unwrap();
+        assert_eq!(effective.broker.data_dir, PathBuf::from("/y"));
+        assert_eq!(effective.broker.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
+        assert_eq!(effective.grpc_listen, Some(SocketAddr::from(([127, 0, 0, 1], 3))));
+    }
+
+    #[test]
+    fn the_printed_config_has_every_key_and_reads_back_the_same() {
+        let effective = parse(
+            "data_dir = \"/var/lib/strata\"\n[mqtt]\nmax_connections = 10\n[http]\nlisten = \"127.0.0.1:9090\"\n\
+             [compaction]\ncleaner_throttle_bytes_per_sec = \"unlimited\"\n\
+             [telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"edge-1\"\n\
+             [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
+             [[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\ncompaction_key = \"id\"\n\
+             cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n",
+        )
+        .unwrap();
+        let printed = print(&effective);
+        assert!(!printed.contains("not printed"), "{printed}");
+        for (section, keys) in [
+            ("[mqtt]", MQTT_KEYS),
+            ("[compaction]", COMPACTION_KEYS),
+            ("[telemetry]", TELEMETRY_KEYS),
+            ("[log]", LOG_KEYS),
+            ("[[streams]]", STREAM_KEYS),
+        ] {
+            assert!(printed.contains(section), "{printed}");
+            for key in keys {
+                assert!(
+                    printed.contains(&format!("\n{key} = ")) || printed.contains(&format!("\n# {key} (unset")),
+                    "{key} missing from\n{printed}"
+                );
+            }
+        }
+        assert_eq!(parse(&printed).unwrap(), effective, "{printed}");
+        assert_eq!(print(&parse(&printed).unwrap()), printed);
+    }
+}
