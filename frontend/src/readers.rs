@@ -48,6 +48,8 @@ pub(crate) struct Readers {
     pub(crate) cursors: Vec<Cursor>,
     /// Which cursor reads first on the next pass, so that no partition starves the others.
     pub(crate) next_turn: usize,
+    /// The streams' generation the cursors were last matched against ([`Readers::refresh`]).
+    generation: u64,
 }
 
 impl Readers {
@@ -79,7 +81,9 @@ impl Readers {
         if self.follows_all() {
             return;
         }
-        for stream in streams.all() {
+        let registry = streams.registry();
+        self.generation = registry.generation();
+        for stream in registry.all() {
             let name: Arc<str> = Arc::from(stream.name.as_str());
             for partition in &stream.partitions {
                 let stored = positions.iter().find(|p| p.stream == stream.name && p.partition == partition.number);
@@ -94,6 +98,42 @@ impl Readers {
                     buffered: VecDeque::new(),
                     buffered_end: next,
                     redeliver_below,
+                    caught_up: false,
+                    replay: None,
+                });
+            }
+        }
+    }
+
+    /// Follows the streams created, altered or deleted since the cursors were made: the plain
+    /// reader also reads new partitions, from their start (everything in them came after it
+    /// started following); cursors of deleted partitions go, so a deleted stream's
+    /// `$stream` subscriptions end without an error. Cheap when nothing changed.
+    pub(crate) fn refresh(&mut self, streams: &Streams) {
+        if streams.generation() == self.generation {
+            return;
+        }
+        let registry = streams.registry();
+        self.generation = registry.generation();
+        let live: std::collections::HashSet<u32> =
+            registry.all().iter().flat_map(|s| s.partitions.iter().map(|p| p.id)).collect();
+        self.cursors.retain(|c| live.contains(&c.partition.id));
+        if !self.follows_all() {
+            return;
+        }
+        let followed: std::collections::HashSet<u32> =
+            self.cursors.iter().filter(|c| c.replay.is_none()).map(|c| c.partition.id).collect();
+        for stream in registry.all() {
+            let name: Arc<str> = Arc::from(stream.name.as_str());
+            for partition in stream.partitions.iter().filter(|p| !followed.contains(&p.id)) {
+                let next = partition.log.offsets().log_start;
+                self.cursors.push(Cursor {
+                    stream: Arc::clone(&name),
+                    partition: Arc::clone(partition),
+                    next,
+                    buffered: VecDeque::new(),
+                    buffered_end: next,
+                    redeliver_below: 0,
                     caught_up: false,
                     replay: None,
                 });

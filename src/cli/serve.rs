@@ -26,6 +26,9 @@ pub struct ConfigFile {
     /// `[log]` and `[[streams]]` read and checked by [`parse_config`].
     #[serde(skip)]
     parsed_streams: Vec<strata_frontend::StreamConfig>,
+    /// `[log]` read and checked: what a stream created at runtime starts from.
+    #[serde(skip)]
+    stream_defaults: Option<strata_frontend::StreamConfig>,
     /// The operator HTTP endpoint.
     #[serde(default)]
     http: HttpSection,
@@ -122,7 +125,9 @@ pub fn parse_config(text: &str) -> anyhow::Result<ConfigFile> {
         anyhow::bail!("mqtt.max_keep_alive = 0: must be between 1 and 65535 seconds (leave it out for no cap)");
     }
     let mut config = config;
-    config.parsed_streams = super::streams_config::parse_streams(config.log.as_ref(), &config.streams)?;
+    let (defaults, streams) = super::streams_config::parse_streams(config.log.as_ref(), &config.streams)?;
+    config.stream_defaults = Some(defaults);
+    config.parsed_streams = streams;
     Ok(config)
 }
 
@@ -148,6 +153,9 @@ fn broker_config(args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
     let data_dir = args.data_dir.clone().or(file.data_dir).unwrap_or_else(|| PathBuf::from("data"));
     let mut config = BrokerConfig::new(listen, data_dir);
     config.streams = file.parsed_streams.clone();
+    if let Some(defaults) = &file.stream_defaults {
+        config.stream_defaults = defaults.clone();
+    }
     if let Some(size) = file.mqtt.max_packet_size {
         config.max_packet_size = size;
     }
