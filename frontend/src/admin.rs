@@ -479,6 +479,12 @@ impl Admin {
             }
         }
         self.shared.metrics.remove_stream(name);
+        // Disconnected sessions forget their positions in it, so that a stream created again
+        // under this name is read from its start (connected ones drop them at their next
+        // commit, with their cursors).
+        for state in lock(&self.shared.sessions).values_mut() {
+            state.positions.retain(|p| p.stream != name);
+        }
         let logs: Vec<Arc<Log>> = stream.partitions.iter().map(|p| Arc::clone(&p.log)).collect();
         let dir = self.shared.streams.stream_dir(name);
         // Readers still holding a partition keep reading what they had mapped; appends

@@ -88,7 +88,12 @@ impl Readers {
             for partition in &stream.partitions {
                 let stored = positions.iter().find(|p| p.stream == stream.name && p.partition == partition.number);
                 let (next, redeliver_below) = match stored {
-                    Some(position) => (position.committed, position.read_up_to),
+                    // Never past the high watermark: a stream deleted and created again
+                    // under the same name starts over at 0.
+                    Some(position) => {
+                        let high_watermark = partition.log.offsets().high_watermark;
+                        (position.committed.min(high_watermark), position.read_up_to.min(high_watermark))
+                    }
                     None => (partition.log.offsets().high_watermark, 0),
                 };
                 self.cursors.push(Cursor {
