@@ -752,3 +752,47 @@ impl Broker {
         .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamConfig;
+
+    #[test]
+    fn kept_definitions_override_the_config_file_and_created_streams_follow_in_creation_order() {
+        let mut orders = StreamConfig::new("orders");
+        orders.topics = vec!["orders/#".into()];
+        let configured = vec![orders.clone(), StreamConfig::new("default")];
+        let mut altered = orders.clone();
+        altered.retention.retention_ms = Some(60_000);
+        let persisted = HashMap::from([
+            ("orders".to_owned(), (altered.clone(), 0)),
+            ("late".to_owned(), (StreamConfig::new("late"), 200)),
+            ("early".to_owned(), (StreamConfig::new("early"), 100)),
+        ]);
+        let names = |streams: &[(StreamConfig, i64)]| streams.iter().map(|(s, _)| s.name.clone()).collect::<Vec<_>>();
+        let effective = effective_streams(&configured, persisted);
+        assert_eq!(names(&effective), ["orders", "default", "early", "late"]);
+        assert_eq!(effective[0].0, altered);
+        assert_eq!(names(&effective_streams(&configured, HashMap::new())), ["orders", "default"]);
+    }
+
+    #[test]
+    fn a_tombstone_forgets_a_definition_and_a_damaged_one_is_skipped() {
+        let record = |key: &str, value: Vec<u8>| StoredRecord {
+            offset: 0,
+            timestamp: 0,
+            key: Some(key.as_bytes().to_vec().into()),
+            value: value.into(),
+            headers: Vec::new(),
+        };
+        let mut map = HashMap::new();
+        let stream = StreamConfig::new("s");
+        apply_definition(&mut map, record("s", crate::stream_settings::encode_definition(&stream, 7)));
+        apply_definition(&mut map, record("bad", vec![9, 9]));
+        assert_eq!(map.get("s"), Some(&(stream, 7)));
+        assert!(!map.contains_key("bad"));
+        apply_definition(&mut map, record("s", Vec::new()));
+        assert!(map.is_empty());
+    }
+}
