@@ -1,14 +1,22 @@
 //! What the admin API (`strata serve --grpc`) reads and runs on a live broker: streams and
-//! their partitions' offsets and sizes, consumer groups with their committed offsets and lag,
-//! and compaction or retention on demand. Plain Rust types; the gRPC mapping lives in the
-//! binary, so this crate needs no tonic.
+//! their partitions' offsets and sizes; creating, altering and deleting streams (kept in the
+//! internal compacted stream `$streams`, so they survive a restart); consumer groups and
+//! persistent sessions with their committed offsets and lag, and resetting those offsets;
+//! compaction or retention on demand. Plain Rust types; the gRPC mapping lives in the binary,
+//! so this crate needs no tonic.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use strata_compaction::{CleanupPolicy, Maintenance};
+use strata_compaction::Maintenance;
+use strata_log::{Log, Record};
+use tokio::sync::{mpsc, oneshot};
 
-use crate::broker::Shared;
-use crate::streams::Stream;
+use crate::StreamConfig;
+use crate::broker::{Shared, lock, now_ms};
+use crate::partition_writer::AppendRequest;
+use crate::stream_settings::{self, SettingError};
+use crate::streams::{Partition, Stream};
 
 /// A handle to a running broker's admin operations ([`crate::Broker::admin`]).
 #[derive(Clone)]
@@ -22,10 +30,19 @@ pub enum AdminError {
     /// No stream of that name.
     #[error("unknown stream {0:?}")]
     UnknownStream(String),
-    /// No consumer group of that name (groups exist once a `$share/<group>/...` subscription
-    /// created them since the broker started).
-    #[error("unknown group {0:?}")]
+    /// No consumer group or persistent session of that name.
+    #[error("unknown group {0:?} (neither a $share group nor a persistent session)")]
     UnknownGroup(String),
+    /// A stream of that name exists already.
+    #[error("stream {0:?} already exists")]
+    StreamExists(String),
+    /// A setting, topic filter, partition count or name is not valid; the error names it.
+    #[error("{0}")]
+    Invalid(#[from] SettingError),
+    /// The operation cannot be done in the current state (the message says why and what to
+    /// do).
+    #[error("{0}")]
+    Refused(String),
     /// Compaction asked of a stream whose cleanup policy does not compact.
     #[error("stream {0:?} has cleanup_policy \"delete\"; only a compacted stream can be compacted")]
     NotCompacted(String),
@@ -48,6 +65,8 @@ pub struct StreamInfo {
     pub cleanup_policy: &'static str,
     /// Its partitions, in order.
     pub partitions: Vec<PartitionInfo>,
+    /// Every setting, by name (`stream_settings::settings_of`).
+    pub settings: Vec<(String, String)>,
 }
 
 /// One partition's offsets and size, read now.
@@ -84,20 +103,42 @@ pub struct PartitionCompaction {
     pub cleaned_up_to: u64,
 }
 
-/// One consumer group, read now.
+/// Whether a consumer is a `$share` group or a persistent session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GroupKind {
+    /// A consumer group of `$share/<group>/<filter>` subscribers.
+    Share,
+    /// A persistent session (its client id is the name): one member at most.
+    Session,
+}
+
+impl GroupKind {
+    /// `share` or `session`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupKind::Share => "share",
+            GroupKind::Session => "session",
+        }
+    }
+}
+
+/// One consumer group or persistent session, read now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupInfo {
-    /// The group's name.
+    /// The group's name, or the session's client id.
     pub name: String,
-    /// The topic filter it consumes.
+    /// A `$share` group or a session.
+    pub kind: GroupKind,
+    /// The topic filter(s) it consumes, comma-separated (empty when not known: a group not
+    /// recreated since the restart).
     pub filter: String,
-    /// Connected members.
+    /// Connected members (0 or 1 for a session).
     pub members: u32,
     /// Per stream partition: committed offset and lag.
     pub partitions: Vec<GroupPartitionInfo>,
 }
 
-/// A group's position in one partition.
+/// A consumer's position in one partition.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GroupPartitionInfo {
     /// The stream.
@@ -108,7 +149,10 @@ pub struct GroupPartitionInfo {
     pub committed: u64,
     /// The partition's log end.
     pub log_end: u64,
-    /// `log_end - committed`.
+    /// The partition's high watermark.
+    pub high_watermark: u64,
+    /// `high_watermark - committed`: offsets not yet consumed (records its filter skips
+    /// count too, as offsets do).
     pub lag: u64,
 }
 
@@ -119,12 +163,66 @@ impl GroupInfo {
     }
 }
 
-fn policy_name(policy: CleanupPolicy) -> &'static str {
-    match policy {
-        CleanupPolicy::Delete => "delete",
-        CleanupPolicy::Compact => "compact",
-        CleanupPolicy::CompactDelete => "compact,delete",
+/// Where an offset reset moves a consumer, per partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTarget {
+    /// The first offset still stored.
+    Earliest,
+    /// The high watermark: skip everything stored.
+    Latest,
+    /// This offset, clamped to what is stored.
+    Offset(u64),
+    /// The first record at or after this time (unix ms); the high watermark if none.
+    Timestamp(i64),
+}
+
+impl ResetTarget {
+    fn offset_in(self, log: &Log) -> u64 {
+        let offsets = log.offsets();
+        let (start, end) = (offsets.log_start, offsets.high_watermark);
+        match self {
+            ResetTarget::Earliest => start,
+            ResetTarget::Latest => end,
+            ResetTarget::Offset(n) => n.clamp(start, end),
+            ResetTarget::Timestamp(ms) => log.offset_for_timestamp(ms).ok().flatten().unwrap_or(end).clamp(start, end),
+        }
     }
+}
+
+/// Which partitions an offset reset moves: all, one stream's, or one partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartitionSelector {
+    /// Only this stream.
+    pub stream: Option<String>,
+    /// Only this partition (of `stream`).
+    pub partition: Option<u32>,
+}
+
+impl PartitionSelector {
+    fn picks(&self, stream: &str, partition: u32) -> bool {
+        self.stream.as_deref().is_none_or(|s| s == stream) && self.partition.is_none_or(|p| p == partition)
+    }
+}
+
+/// What `alter` changes; `None` and empty leave things as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StreamChange {
+    /// A larger partition count.
+    pub partitions: Option<u32>,
+    /// The new topic filters (replacing the old ones).
+    pub topics: Option<Vec<String>>,
+    /// Settings to change, by name.
+    pub settings: Vec<(String, String)>,
+}
+
+/// What `alter` did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlterOutcome {
+    /// The stream as it is now.
+    pub stream: StreamInfo,
+    /// Changed settings that the open partitions keep until the next start (segment and
+    /// flush settings: see `stream_settings::RESTART_KEYS`); partitions added now use them.
+    pub at_restart: Vec<String>,
 }
 
 fn stream_info(stream: &Stream) -> StreamInfo {
@@ -147,25 +245,39 @@ fn stream_info(stream: &Stream) -> StreamInfo {
     StreamInfo {
         name: stream.name.clone(),
         topics: stream.topics.clone(),
-        cleanup_policy: policy_name(stream.cleanup_policy),
+        cleanup_policy: stream_settings::policy_name(stream.cleanup_policy),
         partitions,
+        settings: stream_settings::settings_of(&stream.config),
     }
 }
 
+/// Appends `record` through `writer` and waits until it is durable.
+async fn append_durably(writer: &mpsc::Sender<AppendRequest>, record: Record, what: &str) -> Result<u64, AdminError> {
+    let (durable, done) = oneshot::channel();
+    let stopped = || AdminError::Failed(format!("the {what} writer stopped"));
+    writer.send(AppendRequest { record, durable: Some(durable) }).await.map_err(|_| stopped())?;
+    done.await.map_err(|_| stopped())?.map_err(|e| AdminError::Failed(format!("writing {what}: {e}")))
+}
+
+/// Runs blocking file work off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AdminError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| AdminError::Failed(format!("admin task failed: {e}")))
+}
+
 impl Admin {
-    /// Every stream (not the internal `$` ones), in configuration order. Reading sizes lists
-    /// segment files: call it off the async workers.
+    /// Every stream (not the internal `$` ones), in order. Reading sizes lists segment
+    /// files: call it off the async workers.
     pub fn list_streams(&self) -> Vec<StreamInfo> {
-        self.shared.streams.all().iter().map(stream_info).collect()
+        self.shared.streams.all().iter().map(|s| stream_info(s)).collect()
     }
 
     /// The stream `name`.
     pub fn describe_stream(&self, name: &str) -> Result<StreamInfo, AdminError> {
-        self.shared.streams.get(name).map(stream_info).ok_or_else(|| AdminError::UnknownStream(name.to_owned()))
+        self.shared.streams.get(name).map(|s| stream_info(&s)).ok_or_else(|| AdminError::UnknownStream(name.to_owned()))
     }
 
     fn maintenance(&self) -> Result<Arc<Maintenance>, AdminError> {
-        let guard = self.shared.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let guard = lock(&self.shared.maintenance);
         guard.clone().ok_or(AdminError::ShuttingDown)
     }
 
@@ -203,37 +315,430 @@ impl Admin {
         Ok(self.maintenance()?.enforce_retention_now())
     }
 
-    /// Every consumer group created since the broker started, by name.
-    pub fn list_groups(&self) -> Vec<GroupInfo> {
-        let groups: Vec<_> =
-            self.shared.groups.lock().unwrap_or_else(|p| p.into_inner()).values().map(Arc::clone).collect();
-        let mut out: Vec<GroupInfo> = groups.iter().map(|g| group_info(g)).collect();
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        out
+    /// Writes the definition of `config` to `$streams`, durably.
+    async fn persist(&self, config: &StreamConfig, created_at_ms: i64) -> Result<(), AdminError> {
+        let value = stream_settings::encode_definition(config, created_at_ms);
+        let record = Record::new(now_ms(), value).with_key(config.name.clone().into_bytes());
+        append_durably(&self.shared.streams_writer, record, crate::STREAMS_STREAM).await.map(|_| ())
     }
 
-    /// The group `name`.
-    pub fn describe_group(&self, name: &str) -> Result<GroupInfo, AdminError> {
-        let group = self.shared.groups.lock().unwrap_or_else(|p| p.into_inner()).get(name).map(Arc::clone);
-        group.map(|g| group_info(&g)).ok_or_else(|| AdminError::UnknownGroup(name.to_owned()))
+    /// Creates the stream `name` with `partitions` partitions capturing `topics`, starting
+    /// from the node's `[log]` settings with `settings` applied. It is kept in `$streams`
+    /// before it takes publishes. Nothing is created when anything is invalid.
+    pub async fn create_stream(
+        &self,
+        name: &str,
+        partitions: u32,
+        topics: Vec<String>,
+        settings: &[(String, String)],
+    ) -> Result<StreamInfo, AdminError> {
+        if !crate::streams::valid_stream_name(name) {
+            return Err(SettingError {
+                key: "name".into(),
+                value: Some(name.to_owned()),
+                reason: "must be 1-255 bytes without '/', '+', '#', '\\', not starting with '$', not . or ..".into(),
+            }
+            .into());
+        }
+        let mut config = self.shared.config.stream_defaults.clone();
+        config.name = name.to_owned();
+        config.partitions = stream_settings::validate_partitions(u64::from(partitions))?;
+        stream_settings::validate_topics(&topics)?;
+        config.topics = topics;
+        stream_settings::apply_settings(&mut config, settings)?;
+
+        let _serialised = self.shared.admin_lock.lock().await;
+        if self.shared.streams.get(name).is_some() {
+            return Err(AdminError::StreamExists(name.to_owned()));
+        }
+        let dir = self.shared.streams.stream_dir(name);
+        if dir.exists() {
+            return Err(AdminError::Refused(format!(
+                "{} exists but no stream {name:?} does (data of a stream no longer defined?); move or remove it first",
+                dir.display()
+            )));
+        }
+        let maintenance = self.maintenance()?;
+        let opened = self
+            .shared
+            .streams
+            .open_partitions(&config, 0..config.partitions, &maintenance)
+            .await
+            .map_err(|e| AdminError::Failed(format!("opening the partitions of {name:?}: {e}")));
+        let created_at_ms = now_ms();
+        let persisted = match opened {
+            Ok(partitions) => self.persist(&config, created_at_ms).await.map(|()| partitions),
+            Err(error) => Err(error),
+        };
+        let partitions = match persisted {
+            Ok(partitions) => partitions,
+            Err(error) => {
+                // Leave nothing behind: no registration, no directory.
+                for number in 0..config.partitions {
+                    maintenance.unregister(&format!("{name}/{number}"));
+                }
+                let _ = blocking(move || std::fs::remove_dir_all(dir)).await;
+                return Err(error);
+            }
+        };
+        for partition in &partitions {
+            self.shared.metrics.add_partition(name, partition.number, false, &partition.log);
+        }
+        let stream = Arc::new(Stream::new(config, partitions, created_at_ms));
+        let mut all = self.shared.streams.all();
+        all.push(Arc::clone(&stream));
+        self.shared.streams.replace(all);
+        tracing::info!(stream = name, "stream created");
+        Ok(stream_info(&stream))
+    }
+
+    /// Changes the stream `name`: topics and routing, retention and compaction settings and
+    /// a larger partition count apply at once; segment and flush settings apply to partitions
+    /// opened from now on (see [`AlterOutcome::at_restart`]). Kept in `$streams` first.
+    pub async fn alter_stream(&self, name: &str, change: StreamChange) -> Result<AlterOutcome, AdminError> {
+        let _serialised = self.shared.admin_lock.lock().await;
+        let stream = self.shared.streams.get(name).ok_or_else(|| AdminError::UnknownStream(name.to_owned()))?;
+        let mut config = stream.config.clone();
+        if let Some(topics) = change.topics {
+            stream_settings::validate_topics(&topics)?;
+            config.topics = topics;
+        }
+        if let Some(partitions) = change.partitions {
+            config.partitions = stream_settings::validate_partitions(u64::from(partitions))?;
+            if config.partitions < stream.config.partitions {
+                return Err(AdminError::Refused(format!(
+                    "partitions = {partitions}: stream {name:?} has {}; partitions can only be added",
+                    stream.config.partitions
+                )));
+            }
+        }
+        stream_settings::apply_settings(&mut config, &change.settings)?;
+        let before: HashMap<String, String> = stream_settings::settings_of(&stream.config).into_iter().collect();
+        let after: HashMap<String, String> = stream_settings::settings_of(&config).into_iter().collect();
+        let at_restart: Vec<String> = stream_settings::RESTART_KEYS
+            .iter()
+            .filter(|key| before.get(**key) != after.get(**key))
+            .map(|key| (*key).to_owned())
+            .collect();
+
+        let maintenance = self.maintenance()?;
+        let current = stream.partitions.len() as u32;
+        let added = self
+            .shared
+            .streams
+            .open_partitions(&config, current..config.partitions, &maintenance)
+            .await
+            .map_err(|e| AdminError::Failed(format!("adding partitions to {name:?}: {e}")))?;
+        if let Err(error) = self.persist(&config, stream.created_at_ms).await {
+            for partition in &added {
+                maintenance.unregister(&format!("{name}/{}", partition.number));
+            }
+            return Err(error);
+        }
+        let settings = crate::streams::partition_settings(&config);
+        for partition in &stream.partitions {
+            maintenance
+                .update_settings(&format!("{name}/{}", partition.number), settings.clone())
+                .map_err(|e| AdminError::Failed(format!("applying the settings of {name:?}: {e}")))?;
+        }
+        for partition in &added {
+            self.shared.metrics.add_partition(name, partition.number, false, &partition.log);
+        }
+        let partitions: Vec<Arc<Partition>> = stream.partitions.iter().cloned().chain(added).collect();
+        let altered = Arc::new(Stream::new(config, partitions, stream.created_at_ms));
+        let all = self
+            .shared
+            .streams
+            .all()
+            .into_iter()
+            .map(|s| if s.name == name { Arc::clone(&altered) } else { s })
+            .collect();
+        self.shared.streams.replace(all);
+        tracing::info!(stream = name, ?at_restart, "stream altered");
+        Ok(AlterOutcome { stream: stream_info(&altered), at_restart })
+    }
+
+    /// Deletes the stream `name`: it stops taking publishes (they route as if it never
+    /// existed), its partitions leave maintenance and close, its directory goes, and a
+    /// tombstone in `$streams` forgets its definition. `default` and the internal streams
+    /// cannot be deleted. Returns whether the config file still defines it (it comes back,
+    /// empty, at the next start unless removed there).
+    pub async fn delete_stream(&self, name: &str) -> Result<bool, AdminError> {
+        if name == crate::DEFAULT_STREAM || name.starts_with('$') {
+            return Err(AdminError::Refused(format!(
+                "stream {name:?} cannot be deleted: `default` and the internal $ streams always exist"
+            )));
+        }
+        let _serialised = self.shared.admin_lock.lock().await;
+        let stream = self.shared.streams.get(name).ok_or_else(|| AdminError::UnknownStream(name.to_owned()))?;
+        let rest = self.shared.streams.all().into_iter().filter(|s| s.name != name).collect();
+        self.shared.streams.replace(rest);
+        if let Ok(maintenance) = self.maintenance() {
+            for partition in &stream.partitions {
+                maintenance.unregister(&format!("{name}/{}", partition.number));
+            }
+        }
+        self.shared.metrics.remove_stream(name);
+        // Disconnected sessions forget their positions in it, so that a stream created again
+        // under this name is read from its start (connected ones drop them at their next
+        // commit, with their cursors).
+        for state in lock(&self.shared.sessions).values_mut() {
+            state.positions.retain(|p| p.stream != name);
+        }
+        let logs: Vec<Arc<Log>> = stream.partitions.iter().map(|p| Arc::clone(&p.log)).collect();
+        let dir = self.shared.streams.stream_dir(name);
+        // Readers still holding a partition keep reading what they had mapped; appends
+        // that raced the swap fail with "closed" and their publishers get an error.
+        blocking(move || {
+            for log in &logs {
+                if let Err(error) = log.close() {
+                    tracing::warn!(dir = %log.dir().display(), %error, "closing a deleted partition");
+                }
+            }
+            std::fs::remove_dir_all(&dir).map_err(|e| AdminError::Failed(format!("removing {}: {e}", dir.display())))
+        })
+        .await??;
+        let tombstone = Record::new(now_ms(), Vec::new()).with_key(name.as_bytes().to_vec());
+        append_durably(&self.shared.streams_writer, tombstone, crate::STREAMS_STREAM).await?;
+        tracing::info!(stream = name, "stream deleted");
+        Ok(self.shared.config.streams.iter().any(|s| s.name == name))
+    }
+
+    /// Every `$share` group (live, or known from `$offsets`) and persistent session, by name
+    /// then kind.
+    pub fn list_groups(&self) -> Vec<GroupInfo> {
+        consumers(&self.shared)
+    }
+
+    /// The group or session `name`; `kind` settles a name that is both.
+    pub fn describe_group(&self, name: &str, kind: Option<GroupKind>) -> Result<GroupInfo, AdminError> {
+        let mut found: Vec<GroupInfo> = consumers(&self.shared)
+            .into_iter()
+            .filter(|g| g.name == name && kind.is_none_or(|k| k == g.kind))
+            .collect();
+        match found.len() {
+            0 => Err(AdminError::UnknownGroup(name.to_owned())),
+            1 => Ok(found.remove(0)),
+            _ => Err(AdminError::Refused(format!(
+                "{name:?} is both a $share group and a persistent session; say which with --kind"
+            ))),
+        }
+    }
+
+    /// Moves the committed offsets of group or session `name` (in the partitions `select`
+    /// picks) to `target`, durably. Refused while it has a connected member: like Kafka,
+    /// offsets are reset on an inactive group. A session that reconnects then reads from
+    /// the new offsets.
+    pub async fn reset_offsets(
+        &self,
+        name: &str,
+        kind: Option<GroupKind>,
+        select: &PartitionSelector,
+        target: ResetTarget,
+    ) -> Result<GroupInfo, AdminError> {
+        let _serialised = self.shared.admin_lock.lock().await;
+        let registry = self.shared.streams.registry();
+        if let Some(stream) = &select.stream {
+            let Some(found) = registry.get(stream) else { return Err(AdminError::UnknownStream(stream.clone())) };
+            if let Some(p) = select.partition
+                && p as usize >= found.partitions.len()
+            {
+                return Err(AdminError::Invalid(SettingError {
+                    key: "partition".into(),
+                    value: Some(p.to_string()),
+                    reason: format!("stream {stream:?} has partitions 0 to {}", found.partitions.len() - 1),
+                }));
+            }
+        } else if select.partition.is_some() {
+            return Err(AdminError::Invalid(SettingError {
+                key: "partition".into(),
+                value: None,
+                reason: "needs a stream".into(),
+            }));
+        }
+        let group = self.describe_group(name, kind)?;
+        match group.kind {
+            GroupKind::Share => self.reset_share_group(name, select, target, &registry).await?,
+            GroupKind::Session => self.reset_session(name, select, target, &registry).await?,
+        }
+        self.describe_group(name, Some(group.kind))
+    }
+
+    async fn reset_share_group(
+        &self,
+        name: &str,
+        select: &PartitionSelector,
+        target: ResetTarget,
+        registry: &crate::streams::Registry,
+    ) -> Result<(), AdminError> {
+        let live = lock(&self.shared.groups).get(name).map(Arc::clone);
+        if let Some(group) = live {
+            group.seek(|stream, partition| select.picks(stream, partition), |log| target.offset_in(log)).map_err(
+                |members| {
+                    AdminError::Refused(format!(
+                        "group {name:?} has {members} connected member(s); offsets can only be reset while it has none"
+                    ))
+                },
+            )?;
+            group.commit(true).await;
+            return Ok(());
+        }
+        // Not recreated since the start: the offsets it will start from are those kept in
+        // `$offsets`. The groups lock keeps it from being recreated meanwhile.
+        let records: Vec<Record> = {
+            let groups = lock(&self.shared.groups);
+            if groups.contains_key(name) {
+                return Err(AdminError::Refused(format!("group {name:?} was just recreated; try again")));
+            }
+            let mut restored = lock(&self.shared.restored_offsets);
+            let mut records = Vec::new();
+            for stream in registry.all() {
+                for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
+                    let key = crate::groups::offsets_key(name, &stream.name, partition.number);
+                    let offset = target.offset_in(&partition.log);
+                    restored.insert(key.clone(), offset);
+                    records
+                        .push(Record::new(now_ms(), crate::groups::encode_offset(offset)).with_key(key.into_bytes()));
+                }
+            }
+            records
+        };
+        for record in records {
+            append_durably(&self.shared.offsets_writer, record, crate::OFFSETS_STREAM).await?;
+        }
+        Ok(())
+    }
+
+    async fn reset_session(
+        &self,
+        client_id: &str,
+        select: &PartitionSelector,
+        target: ResetTarget,
+        registry: &crate::streams::Registry,
+    ) -> Result<(), AdminError> {
+        let in_use = || {
+            AdminError::Refused(format!(
+                "session {client_id:?} has a connected client; offsets can only be reset while it is disconnected"
+            ))
+        };
+        if lock(&self.shared.connected).contains_key(client_id) {
+            return Err(in_use());
+        }
+        let state = {
+            let mut sessions = lock(&self.shared.sessions);
+            // Absent while connected: a connection takes its session out while it runs.
+            let state = sessions.get_mut(client_id).ok_or_else(in_use)?;
+            for stream in registry.all() {
+                for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
+                    let offset = target.offset_in(&partition.log);
+                    // The plain subscriptions' reader; `$stream` replays keep their own positions.
+                    let position = state.positions.iter_mut().find(|p| {
+                        p.subscription.is_none() && p.stream == stream.name && p.partition == partition.number
+                    });
+                    match position {
+                        Some(position) => {
+                            // Everything from the new offset goes out as new: nothing counts
+                            // as sent before (messages still in flight there are dropped).
+                            position.committed = offset;
+                            position.read_up_to = 0;
+                        }
+                        None => state.positions.push(crate::session_state::PartitionPosition {
+                            stream: stream.name.clone(),
+                            partition: partition.number,
+                            committed: offset,
+                            read_up_to: 0,
+                            subscription: None,
+                        }),
+                    }
+                }
+            }
+            state.clone()
+        };
+        self.shared.save_session(client_id, Some(&state), true).await;
+        Ok(())
     }
 }
 
-fn group_info(group: &crate::groups::Group) -> GroupInfo {
-    let (members, partitions) = group.snapshot();
-    GroupInfo {
-        name: group.name.clone(),
-        filter: group.filter.clone(),
-        members: members as u32,
-        partitions: partitions
-            .into_iter()
-            .map(|(stream, partition, committed, log_end)| GroupPartitionInfo {
-                stream: stream.to_string(),
-                partition,
-                committed,
-                log_end,
-                lag: log_end.saturating_sub(committed),
-            })
-            .collect(),
+/// The position of `stream`/`partition` in the live streams, for a consumer at `committed`.
+fn position(
+    registry: &crate::streams::Registry,
+    stream: &str,
+    partition: u32,
+    committed: u64,
+) -> Option<GroupPartitionInfo> {
+    let log = &registry.get(stream)?.partitions.get(partition as usize)?.log;
+    let offsets = log.offsets();
+    Some(GroupPartitionInfo {
+        stream: stream.to_owned(),
+        partition,
+        committed,
+        log_end: offsets.log_end,
+        high_watermark: offsets.high_watermark,
+        lag: offsets.high_watermark.saturating_sub(committed),
+    })
+}
+
+/// Every `$share` group and persistent session with its positions, read now (the admin API
+/// and the lag metrics).
+pub(crate) fn consumers(shared: &Shared) -> Vec<GroupInfo> {
+    let registry = shared.streams.registry();
+    let live: Vec<Arc<crate::groups::Group>> = lock(&shared.groups).values().map(Arc::clone).collect();
+    let mut out: Vec<GroupInfo> = live
+        .iter()
+        .map(|group| {
+            let (members, partitions) = group.snapshot();
+            GroupInfo {
+                name: group.name.clone(),
+                kind: GroupKind::Share,
+                filter: group.filter.clone(),
+                members: members as u32,
+                partitions: partitions
+                    .into_iter()
+                    .map(|(stream, partition, committed, offsets)| GroupPartitionInfo {
+                        stream: stream.to_string(),
+                        partition,
+                        committed,
+                        log_end: offsets.log_end,
+                        high_watermark: offsets.high_watermark,
+                        lag: offsets.high_watermark.saturating_sub(committed),
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    // Groups known only from `$offsets` (not recreated since the start).
+    let mut restored: HashMap<String, Vec<GroupPartitionInfo>> = HashMap::new();
+    for (key, &committed) in lock(&shared.restored_offsets).iter() {
+        let Some((group, rest)) = key.split_once('/') else { continue };
+        let Some((stream, partition)) = rest.rsplit_once('/') else { continue };
+        let Ok(partition) = partition.parse() else { continue };
+        if live.iter().any(|g| g.name == group) {
+            continue;
+        }
+        let entry = restored.entry(group.to_owned()).or_default();
+        entry.extend(position(&registry, stream, partition, committed));
     }
+    for (name, mut partitions) in restored {
+        partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
+        out.push(GroupInfo { name, kind: GroupKind::Share, filter: String::new(), members: 0, partitions });
+    }
+    let sessions: Vec<(String, crate::broker::SessionView)> =
+        lock(&shared.session_index).iter().map(|(id, view)| (id.clone(), view.clone())).collect();
+    let connected = lock(&shared.connected);
+    for (client_id, view) in sessions {
+        out.push(GroupInfo {
+            members: u32::from(connected.contains_key(&client_id)),
+            filter: view.filters.join(","),
+            kind: GroupKind::Session,
+            partitions: view
+                .positions
+                .iter()
+                .filter_map(|p| position(&registry, &p.stream, p.partition, p.committed))
+                .collect(),
+            name: client_id,
+        });
+    }
+    drop(connected);
+    out.sort_by(|a, b| (&a.name, a.kind).cmp(&(&b.name, b.kind)));
+    out
 }

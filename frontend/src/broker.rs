@@ -1,7 +1,8 @@
 //! The broker: opens every partition of the configured streams (and of the built-in stream
 //! `default`; `streams.rs` routes publishes to them) and the internal compacted streams
-//! `$retained`, `$sessions` and `$offsets`, starts their writers, rebuilds retained messages,
-//! disconnected sessions and consumer groups' committed offsets from them, holds the consumer
+//! `$retained`, `$sessions`, `$offsets` and `$streams`, starts their writers, rebuilds
+//! retained messages, disconnected sessions, consumer groups' committed offsets and the
+//! stream definitions made at runtime (`admin.rs`) from them, holds the consumer
 //! groups (`groups.rs`), accepts MQTT connections on TCP (one task
 //! each) and knows which client ids are connected, so that a second CONNECT with the same id
 //! takes the session over. A background task expires disconnected sessions; a
@@ -35,6 +36,9 @@ pub const SESSIONS_STREAM: &str = "$sessions";
 /// Internal compacted stream of consumer groups' committed offsets (key =
 /// `<group>/<stream>/<partition>`, `groups.rs`).
 pub const OFFSETS_STREAM: &str = "$offsets";
+/// Internal compacted stream of the stream definitions created or altered at runtime (key =
+/// stream name, value = `stream_settings::encode_definition`, empty = deleted).
+pub const STREAMS_STREAM: &str = "$streams";
 /// How often disconnected sessions are checked for expiry.
 const SESSION_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
@@ -58,8 +62,11 @@ pub struct BrokerConfig {
     pub receive_maximum: u16,
     /// Capacity of each partition writer's queue (records).
     pub writer_queue: usize,
-    /// The configured streams (`[[streams]]`); `default` is added when absent.
+    /// The configured streams (`[[streams]]`); `default` is added when absent. A definition
+    /// kept in `$streams` (created or altered at runtime) overrides the entry of its name.
     pub streams: Vec<crate::streams::StreamConfig>,
+    /// What a stream created at runtime starts from before its own settings (`[log]`).
+    pub stream_defaults: crate::streams::StreamConfig,
     /// MQTT over WebSocket (path `/mqtt`) listens here; `None`: off.
     pub ws_listen: Option<SocketAddr>,
     /// Connection, topic, keep-alive and topic-alias limits.
@@ -81,6 +88,7 @@ impl BrokerConfig {
             receive_maximum: 1024,
             writer_queue: 8192,
             streams: Vec::new(),
+            stream_defaults: crate::streams::StreamConfig::new(""),
             ws_listen: None,
             limits: crate::limits::Limits::default(),
             sys_interval_secs: 10,
@@ -121,8 +129,24 @@ pub enum BrokerError {
     },
 }
 
+/// A persistent session as last written to `$sessions`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionView {
+    pub(crate) filters: Vec<String>,
+    pub(crate) positions: Vec<crate::session_state::PartitionPosition>,
+}
+
+impl SessionView {
+    fn of(state: &SessionState) -> SessionView {
+        SessionView {
+            filters: state.subscriptions.iter().map(|s| s.filter.clone()).collect(),
+            positions: state.positions.clone(),
+        }
+    }
+}
+
 /// A connected client's handle, kept so a newer connection can take its session over.
-struct Connected {
+pub(crate) struct Connected {
     connection_id: u64,
     take_over: oneshot::Sender<()>,
     /// Completes (its sender is dropped) once that connection has saved its session and
@@ -157,14 +181,22 @@ pub(crate) struct Shared {
     sessions_writer: mpsc::Sender<AppendRequest>,
     /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
     /// session out while it runs and puts it back when it ends.
-    sessions: Mutex<HashMap<String, SessionState>>,
+    pub(crate) sessions: Mutex<HashMap<String, SessionState>>,
     delayed_wills: Mutex<HashMap<String, DelayedWill>>,
-    offsets_writer: mpsc::Sender<AppendRequest>,
-    /// Committed offsets read back from `$offsets` at start, for groups not yet recreated.
-    restored_offsets: HashMap<String, u64>,
+    pub(crate) offsets_writer: mpsc::Sender<AppendRequest>,
+    /// Committed offsets read back from `$offsets` at start, for groups not yet recreated
+    /// (and reset by the admin API while they are not).
+    pub(crate) restored_offsets: Mutex<HashMap<String, u64>>,
+    /// Where stream definitions created or altered at runtime are kept.
+    pub(crate) streams_writer: mpsc::Sender<AppendRequest>,
+    /// Serialises the admin API's stream changes and offset resets.
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Every persistent session's filters and positions as last written to `$sessions`
+    /// (connected or not), for the admin API and the lag metrics.
+    pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
     /// Consumer groups (`$share/<group>/...`) by group name; they live as long as the broker.
     pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
-    connected: Mutex<HashMap<String, Connected>>,
+    pub(crate) connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
     started_at_ms: u64,
     /// Open connections, for `limits.max_connections`.
@@ -265,6 +297,13 @@ impl Shared {
     pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
         let value = state.map(SessionState::encode).unwrap_or_default();
         let record = Record::new(now_ms(), value).with_key(client_id.as_bytes().to_vec());
+        {
+            let mut index = lock(&self.session_index);
+            match state {
+                Some(state) => index.insert(client_id.to_owned(), SessionView::of(state)),
+                None => index.remove(client_id),
+            };
+        }
         let (tx, rx) = if durable {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
@@ -362,7 +401,7 @@ impl Shared {
             name,
             filter,
             &self.streams,
-            &self.restored_offsets,
+            &lock(&self.restored_offsets),
             self.offsets_writer.clone(),
         );
         groups.insert(name.to_owned(), Arc::clone(&group));
@@ -390,6 +429,7 @@ pub struct Broker {
     retained_log: Arc<Log>,
     sessions_log: Arc<Log>,
     offsets_log: Arc<Log>,
+    streams_log: Arc<Log>,
 }
 
 /// Stops the maintenance threads; if an admin call still holds them (a compaction on demand),
@@ -405,11 +445,11 @@ fn stop_maintenance(mut maintenance: Arc<Maintenance>) {
     tracing::warn!("an admin compaction is still running at shutdown");
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -457,6 +497,50 @@ fn apply_offset(map: &mut HashMap<String, u64>, stored: StoredRecord) {
     }
 }
 
+/// Applies one `$streams` record: the latest definition per stream wins, a tombstone removes
+/// it. A definition that does not decode is skipped with a warning (its data stays on disk).
+fn apply_definition(map: &mut HashMap<String, (crate::StreamConfig, i64)>, stored: StoredRecord) {
+    let Some(name) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
+    if stored.value.is_empty() {
+        map.remove(name);
+        return;
+    }
+    match crate::stream_settings::decode_definition(name, &stored.value) {
+        Ok(definition) => {
+            map.insert(name.to_owned(), definition);
+        }
+        Err(error) => tracing::warn!(stream = name, %error, offset = stored.offset, "skipping a stream definition"),
+    }
+}
+
+/// The streams to open: those of the config file, each replaced by its `$streams`
+/// definition when there is one (with a warning if they differ), then the streams created
+/// at runtime in creation order.
+fn effective_streams(
+    configured: &[crate::StreamConfig],
+    mut persisted: HashMap<String, (crate::StreamConfig, i64)>,
+) -> Vec<(crate::StreamConfig, i64)> {
+    let mut out: Vec<(crate::StreamConfig, i64)> = configured
+        .iter()
+        .map(|config| match persisted.remove(&config.name) {
+            Some((definition, created_at_ms)) => {
+                if definition != *config {
+                    tracing::warn!(
+                        stream = config.name,
+                        "the definition kept in $streams (changed through the admin API) overrides the config file's"
+                    );
+                }
+                (definition, created_at_ms)
+            }
+            None => (config.clone(), 0),
+        })
+        .collect();
+    let mut created: Vec<_> = persisted.into_values().collect();
+    created.sort_by(|(a, at), (b, bt)| at.cmp(bt).then_with(|| a.name.cmp(&b.name)));
+    out.extend(created);
+    out
+}
+
 /// Calls `apply` on every record of `log`, from its start to its high watermark.
 fn replay(log: &Log, mut apply: impl FnMut(StoredRecord)) -> Result<(), LogError> {
     let mut offset = log.offsets().log_start;
@@ -481,17 +565,23 @@ async fn open_log(dir: PathBuf) -> Result<Arc<Log>, BrokerError> {
 }
 
 impl Broker {
-    /// Opens `<data_dir>/<stream>/<partition>/` of every stream, `$retained/0/` and `$sessions/0/`, rebuilds retained
-    /// messages and sessions, starts compaction of the internal streams and binds the MQTT
-    /// listener.
+    /// Opens `$retained/0/`, `$sessions/0/`, `$offsets/0/` and `$streams/0/`, rebuilds
+    /// retained messages, sessions, committed offsets and the stream definitions kept at
+    /// runtime, opens `<data_dir>/<stream>/<partition>/` of every stream, starts compaction
+    /// and binds the MQTT listener.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
         let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
         let offsets_log = open_log(config.data_dir.join(OFFSETS_STREAM).join("0")).await?;
+        let streams_log = open_log(config.data_dir.join(STREAMS_STREAM).join("0")).await?;
         let started_at = now_ms();
         let rebuilt = {
-            let (retained_log, sessions_log, offsets_log) =
-                (Arc::clone(&retained_log), Arc::clone(&sessions_log), Arc::clone(&offsets_log));
+            let (retained_log, sessions_log, offsets_log, streams_log) = (
+                Arc::clone(&retained_log),
+                Arc::clone(&sessions_log),
+                Arc::clone(&offsets_log),
+                Arc::clone(&streams_log),
+            );
             tokio::task::spawn_blocking(move || {
                 let mut retained = HashMap::new();
                 replay(&retained_log, |r| apply_retained(&mut retained, r))
@@ -502,14 +592,17 @@ impl Broker {
                 let mut offsets = HashMap::new();
                 replay(&offsets_log, |r| apply_offset(&mut offsets, r))
                     .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
-                Ok::<_, BrokerError>((retained, sessions, offsets))
+                let mut definitions = HashMap::new();
+                replay(&streams_log, |r| apply_definition(&mut definitions, r))
+                    .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
+                Ok::<_, BrokerError>((retained, sessions, offsets, definitions))
             })
             .await
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let (retained, sessions, restored_offsets) = rebuilt;
+        let (retained, sessions, restored_offsets, definitions) = rebuilt;
         let maintenance = Maintenance::start(config.maintenance.clone())?;
-        for internal in [&retained_log, &sessions_log, &offsets_log] {
+        for internal in [&retained_log, &sessions_log, &offsets_log, &streams_log] {
             let settings = PartitionSettings {
                 cleanup_policy: CleanupPolicy::Compact,
                 retention: Default::default(),
@@ -526,10 +619,12 @@ impl Broker {
             partition_writer::spawn(Arc::clone(log), queue, name.into())
                 .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })
         };
-        let streams = Streams::open(&config.streams, &config.data_dir, config.writer_queue, &maintenance).await?;
+        let effective = effective_streams(&config.streams, definitions);
+        let streams = Streams::open(&effective, &config.data_dir, config.writer_queue, &maintenance).await?;
         let retained_writer = spawn_writer(&retained_log, INTERNAL_WRITER_QUEUE, "writer-retained")?;
         let sessions_writer = spawn_writer(&sessions_log, INTERNAL_WRITER_QUEUE, "writer-sessions")?;
         let offsets_writer = spawn_writer(&offsets_log, INTERNAL_WRITER_QUEUE, "writer-offsets")?;
+        let streams_writer = spawn_writer(&streams_log, INTERNAL_WRITER_QUEUE, "writer-streams")?;
         let listener = TcpListener::bind(config.listen)
             .await
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
@@ -549,10 +644,15 @@ impl Broker {
             retained_writer,
             retained: Mutex::new(retained),
             sessions_writer,
+            session_index: Mutex::new(
+                sessions.iter().map(|(id, state)| (id.clone(), SessionView::of(state))).collect(),
+            ),
             sessions: Mutex::new(sessions),
             delayed_wills: Mutex::new(HashMap::new()),
             offsets_writer,
-            restored_offsets,
+            restored_offsets: Mutex::new(restored_offsets),
+            streams_writer,
+            admin_lock: tokio::sync::Mutex::new(()),
             groups: Mutex::new(HashMap::new()),
             connected: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
@@ -580,7 +680,8 @@ impl Broker {
         shared.metrics.add_partition(RETAINED_STREAM, 0, true, &retained_log);
         shared.metrics.add_partition(SESSIONS_STREAM, 0, true, &sessions_log);
         shared.metrics.add_partition(OFFSETS_STREAM, 0, true, &offsets_log);
-        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log })
+        shared.metrics.add_partition(STREAMS_STREAM, 0, true, &streams_log);
+        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, streams_log })
     }
 
     /// The address the MQTT-over-WebSocket listener is bound to, when there is one.
@@ -606,7 +707,7 @@ impl Broker {
 
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log } = self;
+        let Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, streams_log } = self;
         // Aborted at shutdown, like the connections it spawned are dropped with the runtime.
         let ws_task = ws_listener.map(|ws| tokio::spawn(crate::websocket::serve(ws, Arc::clone(&shared))));
         tokio::pin!(shutdown);
@@ -660,12 +761,56 @@ impl Broker {
             if let Some(maintenance) = maintenance {
                 stop_maintenance(maintenance);
             }
-            for log in [&retained_log, &sessions_log, &offsets_log].into_iter().chain(&logs) {
+            for log in [&retained_log, &sessions_log, &offsets_log, &streams_log].into_iter().chain(&logs) {
                 log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
             }
             Ok(())
         })
         .await
         .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StreamConfig;
+
+    #[test]
+    fn kept_definitions_override_the_config_file_and_created_streams_follow_in_creation_order() {
+        let mut orders = StreamConfig::new("orders");
+        orders.topics = vec!["orders/#".into()];
+        let configured = vec![orders.clone(), StreamConfig::new("default")];
+        let mut altered = orders.clone();
+        altered.retention.retention_ms = Some(60_000);
+        let persisted = HashMap::from([
+            ("orders".to_owned(), (altered.clone(), 0)),
+            ("late".to_owned(), (StreamConfig::new("late"), 200)),
+            ("early".to_owned(), (StreamConfig::new("early"), 100)),
+        ]);
+        let names = |streams: &[(StreamConfig, i64)]| streams.iter().map(|(s, _)| s.name.clone()).collect::<Vec<_>>();
+        let effective = effective_streams(&configured, persisted);
+        assert_eq!(names(&effective), ["orders", "default", "early", "late"]);
+        assert_eq!(effective[0].0, altered);
+        assert_eq!(names(&effective_streams(&configured, HashMap::new())), ["orders", "default"]);
+    }
+
+    #[test]
+    fn a_tombstone_forgets_a_definition_and_a_damaged_one_is_skipped() {
+        let record = |key: &str, value: Vec<u8>| StoredRecord {
+            offset: 0,
+            timestamp: 0,
+            key: Some(key.as_bytes().to_vec().into()),
+            value: value.into(),
+            headers: Vec::new(),
+        };
+        let mut map = HashMap::new();
+        let stream = StreamConfig::new("s");
+        apply_definition(&mut map, record("s", crate::stream_settings::encode_definition(&stream, 7)));
+        apply_definition(&mut map, record("bad", vec![9, 9]));
+        assert_eq!(map.get("s"), Some(&(stream, 7)));
+        assert!(!map.contains_key("bad"));
+        apply_definition(&mut map, record("s", Vec::new()));
+        assert!(map.is_empty());
     }
 }

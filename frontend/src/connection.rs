@@ -1159,6 +1159,7 @@ impl Outbound {
                 self.queue_publish(message, route, expiry, None, false, None);
             }
         }
+        self.readers.refresh(&self.shared.streams);
         let count = self.readers.cursors.len();
         let first = self.readers.next_turn;
         self.readers.next_turn = self.readers.next_turn.wrapping_add(1);

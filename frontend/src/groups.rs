@@ -26,8 +26,8 @@ use crate::record::{self, StoredMessage};
 use crate::streams::{Partition, Streams};
 
 /// One partition of a group as [`Group::snapshot`] reads it: stream name, partition number,
-/// committed offset, log end.
-pub(crate) type PartitionSnapshot = (Arc<str>, u32, u64, u64);
+/// committed offset, the partition's offsets.
+pub(crate) type PartitionSnapshot = (Arc<str>, u32, u64, strata_log::LogOffsets);
 
 /// A member of a group, unique within the broker's run.
 pub type MemberId = u64;
@@ -147,6 +147,12 @@ impl GroupState {
         self.partitions[partition].next = next;
     }
 
+    /// Starts `partition` over at `next`, forgetting what was pending or to redeliver (an
+    /// operator's offset reset; only while the group has no member).
+    pub fn seek(&mut self, partition: usize, next: u64) {
+        self.partitions[partition] = PartitionState { next, ..Default::default() };
+    }
+
     /// The next offset to read in `partition`.
     pub fn next(&self, partition: usize) -> u64 {
         self.partitions[partition].next
@@ -213,6 +219,8 @@ struct Inner {
     queues: HashMap<MemberId, mpsc::Sender<GroupDelivery>>,
     /// The committed offsets last written to `$offsets`.
     last_commit: Vec<Option<u64>>,
+    /// Partitions whose read-ahead the task must drop: an offset reset moved them.
+    seeked: Vec<bool>,
 }
 
 /// A consumer group, shared by its members' connections and its task.
@@ -273,7 +281,12 @@ impl Group {
             name: name.to_owned(),
             filter: filter.to_owned(),
             partitions,
-            inner: Mutex::new(Inner { state: GroupState::new(&starts), queues: HashMap::new(), last_commit }),
+            inner: Mutex::new(Inner {
+                state: GroupState::new(&starts),
+                queues: HashMap::new(),
+                seeked: vec![false; last_commit.len()],
+                last_commit,
+            }),
             wake: Notify::new(),
             offsets_writer,
             committing: tokio::sync::Mutex::new(()),
@@ -291,10 +304,34 @@ impl Group {
             .iter()
             .enumerate()
             .map(|(index, (stream, partition))| {
-                (Arc::clone(stream), partition.number, inner.state.committed(index), partition.log.offsets().log_end)
+                (Arc::clone(stream), partition.number, inner.state.committed(index), partition.log.offsets())
             })
             .collect();
         (inner.state.member_count(), partitions)
+    }
+
+    /// Moves the committed offset of every partition `select` picks to `target` of it, unless
+    /// the group has members (then returns their count and changes nothing: their pending
+    /// messages and read-ahead would make the reset a race). Commit afterwards.
+    pub(crate) fn seek(
+        &self,
+        select: impl Fn(&str, u32) -> bool,
+        target: impl Fn(&strata_log::Log) -> u64,
+    ) -> Result<(), usize> {
+        {
+            let mut inner = lock(&self.inner);
+            if !inner.state.is_empty() {
+                return Err(inner.state.member_count());
+            }
+            for (index, (stream, partition)) in self.partitions.iter().enumerate() {
+                if select(stream, partition.number) {
+                    inner.state.seek(index, target(&partition.log));
+                    inner.seeked[index] = true;
+                }
+            }
+        }
+        self.wake.notify_one();
+        Ok(())
     }
 
     /// Adds `member` with a queue of `window` messages; returns its end of the queue.
@@ -373,6 +410,11 @@ impl Group {
     /// members with room, until nobody has room, everything is read or a batch is done.
     fn dispatch(&self, buffers: &mut [(VecDeque<Buffered>, u64)]) -> Result<Pass, strata_log::LogError> {
         let mut inner = lock(&self.inner);
+        for (index, seeked) in inner.seeked.iter_mut().enumerate() {
+            if std::mem::take(seeked) {
+                buffers[index] = (VecDeque::new(), 0);
+            }
+        }
         if inner.state.is_empty() {
             return Ok(Pass::Wait);
         }

@@ -10,7 +10,8 @@
 //!   `$stream/` prefixes.
 //! - [`record`]: the record layout of an MQTT message in the log; [`session`]: the session's
 //!   decisions (routing, packet-id windows) as plain structs; [`session_state`]: what a
-//!   persistent session keeps in `$sessions`, and its encoding.
+//!   persistent session keeps in `$sessions`, and its encoding; [`stream_settings`]: a
+//!   stream's settings by name, and its definition as kept in `$streams`.
 //! - [`admin`]: what the admin API reads and runs on a live broker ([`Broker::admin`]).
 #![deny(missing_docs)]
 
@@ -28,13 +29,17 @@ pub mod replay;
 pub mod session;
 pub mod session_state;
 mod shutdown;
+pub mod stream_settings;
 pub mod streams;
 mod sys_topics;
 pub mod topic;
 mod topic_alias;
+pub mod units;
 mod websocket;
 
-pub use broker::{Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM};
+pub use broker::{
+    Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM,
+};
 pub use limits::Limits;
 pub use metrics::BrokerMetrics;
 pub use streams::StreamConfig;

@@ -13,6 +13,7 @@ use prometheus::{
 use strata_compaction::MaintenanceTotals;
 use strata_log::Log;
 
+use crate::admin::GroupInfo;
 use crate::codec::QoS;
 
 /// Upper bounds of the publish-to-ack latency buckets, in seconds (50 µs to 5 s).
@@ -38,6 +39,12 @@ struct PartitionGauges {
     high_watermark: IntGaugeVec,
     size: IntGaugeVec,
     segments: IntGaugeVec,
+}
+
+/// Consumers' gauges, set at scrape time from the groups and sessions.
+struct ConsumerGauges {
+    lag: IntGaugeVec,
+    committed: IntGaugeVec,
 }
 
 /// Counters mirrored from `Maintenance::totals()` at scrape time.
@@ -66,6 +73,7 @@ pub(crate) struct Metrics {
     qos0_skipped_offsets: IntCounter,
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
+    consumer_gauges: ConsumerGauges,
     maintenance: MaintenanceCounters,
     /// Serialises scrapes: they reset and refill the partition gauges.
     scrape: Mutex<()>,
@@ -100,6 +108,11 @@ fn int_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn partition_gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
     register(registry, IntGaugeVec::new(Opts::new(name, help), &["stream", "partition", "internal"]).expect("valid"))
+}
+
+fn consumer_gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    let labels = ["group", "kind", "stream", "partition"];
+    register(registry, IntGaugeVec::new(Opts::new(name, help), &labels).expect("valid"))
 }
 
 impl Metrics {
@@ -149,6 +162,18 @@ impl Metrics {
                 ),
                 size: partition_gauge(&r, "strata_partition_size_bytes", "Bytes of the partition's segment files."),
                 segments: partition_gauge(&r, "strata_partition_segments", "Segments of the partition."),
+            },
+            consumer_gauges: ConsumerGauges {
+                lag: consumer_gauge(
+                    &r,
+                    "strata_consumer_lag_messages",
+                    "High watermark minus the committed offset of a $share group or persistent session.",
+                ),
+                committed: consumer_gauge(
+                    &r,
+                    "strata_consumer_committed_offset",
+                    "Committed offset (lowest not acknowledged) of a $share group or persistent session.",
+                ),
             },
             maintenance: MaintenanceCounters {
                 retention_segments: int_counter(
@@ -216,6 +241,11 @@ impl Metrics {
         });
     }
 
+    /// Stops showing the partitions of `stream` (deleted).
+    pub(crate) fn remove_stream(&self, stream: &str) {
+        lock(&self.partitions).retain(|entry| entry.internal || entry.stream != stream);
+    }
+
     /// Totals for `$SYS`: messages received, messages sent, payload bytes received and sent.
     pub(crate) fn sys_totals(&self) -> SysTotals {
         let sum = |counters: &[IntCounter; 3]| counters.iter().map(IntCounter::get).sum();
@@ -228,10 +258,22 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of every metric, reading the logs and `maintenance`
-    /// (`None` once the maintenance threads have stopped) now.
-    pub(crate) fn render(&self, maintenance: Option<MaintenanceTotals>) -> String {
+    /// The Prometheus text exposition of every metric, reading the logs, `maintenance`
+    /// (`None` once the maintenance threads have stopped) and `consumers` now.
+    pub(crate) fn render(&self, maintenance: Option<MaintenanceTotals>, consumers: &[GroupInfo]) -> String {
         let _scrape = lock(&self.scrape);
+        let consumer_gauges = &self.consumer_gauges;
+        consumer_gauges.lag.reset();
+        consumer_gauges.committed.reset();
+        for consumer in consumers {
+            for p in &consumer.partitions {
+                let partition = p.partition.to_string();
+                let labels = [consumer.name.as_str(), consumer.kind.as_str(), p.stream.as_str(), partition.as_str()];
+                let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+                consumer_gauges.lag.with_label_values(&labels).set(as_gauge(p.lag));
+                consumer_gauges.committed.with_label_values(&labels).set(as_gauge(p.committed));
+            }
+        }
         let gauges = &self.partition_gauges;
         for gauge in [&gauges.log_start, &gauges.log_end, &gauges.high_watermark, &gauges.size, &gauges.segments] {
             gauge.reset();
@@ -279,7 +321,8 @@ impl BrokerMetrics {
     /// Every metric in the Prometheus text exposition format (version 0.0.4), with the
     /// partitions' offsets and sizes read now.
     pub fn render(&self) -> String {
-        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()))
+        let consumers = crate::admin::consumers(&self.shared);
+        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers)
     }
 }
 
@@ -323,7 +366,24 @@ mod tests {
             let _connected = metrics.connection_opened();
             assert_eq!(metrics.sys_totals().connected, 1);
         }
-        let text = metrics.render(Some(MaintenanceTotals { compaction_runs: 3, ..Default::default() }));
+        let consumer = GroupInfo {
+            name: "client-1".into(),
+            kind: crate::admin::GroupKind::Session,
+            filter: "#".into(),
+            members: 0,
+            partitions: vec![crate::admin::GroupPartitionInfo {
+                stream: "default".into(),
+                partition: 0,
+                committed: 1,
+                log_end: 2,
+                high_watermark: 2,
+                lag: 1,
+            }],
+        };
+        let text = metrics.render(Some(MaintenanceTotals { compaction_runs: 3, ..Default::default() }), &[consumer]);
+        let consumer_labels = "{group=\"client-1\",kind=\"session\",partition=\"0\",stream=\"default\"}";
+        assert!(text.contains(&format!("strata_consumer_lag_messages{consumer_labels} 1\n")), "{text}");
+        assert!(text.contains(&format!("strata_consumer_committed_offset{consumer_labels} 1\n")), "{text}");
         assert!(text.contains("strata_messages_received_total{qos=\"1\"} 2\n"), "{text}");
         assert!(text.contains("strata_received_payload_bytes_total{qos=\"1\"} 15\n"), "{text}");
         assert!(text.contains("strata_messages_sent_total{qos=\"0\"} 1\n"), "{text}");

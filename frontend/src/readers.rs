@@ -59,6 +59,20 @@ pub(crate) struct Resumed {
     pub(crate) resend: HashMap<u64, PacketId>,
 }
 
+impl Resumed {
+    /// A start at `offset` with nothing read before.
+    fn at(stream: &str, partition: u32, offset: u64) -> Resumed {
+        let position = PartitionPosition {
+            stream: stream.to_owned(),
+            partition,
+            committed: offset,
+            read_up_to: 0,
+            subscription: None,
+        };
+        Resumed { position, resend: HashMap::new() }
+    }
+}
+
 /// Every cursor of a connection.
 #[derive(Default)]
 pub(crate) struct Readers {
@@ -67,6 +81,8 @@ pub(crate) struct Readers {
     pub(crate) next_turn: usize,
     /// The key of the next `$stream` cursor.
     next_replay_key: u32,
+    /// The streams' generation the cursors were last matched against ([`Readers::refresh`]).
+    generation: u64,
 }
 
 impl Readers {
@@ -116,7 +132,9 @@ impl Readers {
         if self.follows_all() {
             return;
         }
-        for stream in streams.all() {
+        let registry = streams.registry();
+        self.generation = registry.generation();
+        for stream in registry.all() {
             let name: Arc<str> = Arc::from(stream.name.as_str());
             for partition in &stream.partitions {
                 let stored = resumed.iter().position(|r| {
@@ -126,6 +144,39 @@ impl Readers {
                 });
                 let start = stored.map(|i| resumed.swap_remove(i));
                 self.cursors.push(Cursor::new(partition.id, Arc::clone(&name), Arc::clone(partition), None, start));
+            }
+        }
+    }
+
+    /// Follows the streams created, altered or deleted since the cursors were made: the plain
+    /// reader also reads new partitions, from their start (everything in them came after it
+    /// started following); cursors of deleted partitions go, so a deleted stream's
+    /// `$stream` subscriptions end without an error. Cheap when nothing changed.
+    pub(crate) fn refresh(&mut self, streams: &Streams) {
+        if streams.generation() == self.generation {
+            return;
+        }
+        let registry = streams.registry();
+        self.generation = registry.generation();
+        let live: std::collections::HashSet<u32> =
+            registry.all().iter().flat_map(|s| s.partitions.iter().map(|p| p.id)).collect();
+        self.cursors.retain(|c| live.contains(&c.partition.id));
+        if !self.follows_all() {
+            return;
+        }
+        let followed: std::collections::HashSet<u32> =
+            self.cursors.iter().filter(|c| c.replay.is_none()).map(|c| c.partition.id).collect();
+        for stream in registry.all() {
+            let name: Arc<str> = Arc::from(stream.name.as_str());
+            for partition in stream.partitions.iter().filter(|p| !followed.contains(&p.id)) {
+                let start = Resumed::at(&stream.name, partition.number, partition.log.offsets().log_start);
+                self.cursors.push(Cursor::new(
+                    partition.id,
+                    Arc::clone(&name),
+                    Arc::clone(partition),
+                    None,
+                    Some(start),
+                ));
             }
         }
     }
@@ -145,16 +196,7 @@ impl Readers {
             let key = REPLAY_KEYS | self.next_replay_key;
             self.next_replay_key = (self.next_replay_key + 1) % REPLAY_KEYS;
             let resumed = match start {
-                ReplayStart::At(next) => Some(Resumed {
-                    position: PartitionPosition {
-                        stream: replay.stream.clone(),
-                        partition: partition.number,
-                        committed: next,
-                        read_up_to: 0,
-                        subscription: None,
-                    },
-                    resend: HashMap::new(),
-                }),
+                ReplayStart::At(next) => Some(Resumed::at(&replay.stream, partition.number, next)),
                 ReplayStart::Resumed(resumed) => Some(resumed),
             };
             self.cursors.push(Cursor::new(key, Arc::clone(&stream), partition, Some(Arc::clone(&replay)), resumed));
@@ -205,9 +247,14 @@ impl Cursor {
         replay: Option<Arc<ReplaySubscription>>,
         resumed: Option<Resumed>,
     ) -> Cursor {
+        let high_watermark = partition.log.offsets().high_watermark;
         let (next, redeliver_below, resend) = match resumed {
-            Some(Resumed { position, resend }) => (position.committed, position.read_up_to, resend),
-            None => (partition.log.offsets().high_watermark, 0, HashMap::new()),
+            // Never past the high watermark: a stream deleted and created again under the
+            // same name starts over at 0.
+            Some(Resumed { position, resend }) => {
+                (position.committed.min(high_watermark), position.read_up_to.min(high_watermark), resend)
+            }
+            None => (high_watermark, 0, HashMap::new()),
         };
         Cursor {
             key,

@@ -134,7 +134,7 @@ pub(crate) type Refusal = (ReasonCode, String);
 /// The partitions `request` reads and the offset each starts at.
 pub(crate) fn resolve(streams: &Streams, request: &ReplayRequest) -> Result<Vec<(Arc<Partition>, u64)>, Refusal> {
     let Some(stream) = streams.get(&request.stream) else {
-        let known: Vec<&str> = streams.all().iter().map(|s| s.name.as_str()).collect();
+        let known: Vec<String> = streams.all().iter().map(|s| s.name.clone()).collect();
         let why = format!("unknown stream {:?}; streams: {}", request.stream, known.join(", "));
         return Err((ReasonCode::TopicFilterInvalid, why));
     };

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
+use arc_swap::ArcSwap;
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
 use strata_log::{Log, LogConfig, RetentionPolicy};
 use tokio::sync::{mpsc, watch};
@@ -89,7 +91,8 @@ pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
 
 /// One open partition: its log and its writer.
 pub(crate) struct Partition {
-    /// Index of the partition among all streams' partitions (stable while the broker runs).
+    /// Unique among all partitions opened while the broker runs (never reused, also after
+    /// a stream is deleted): in-flight windows key on it.
     pub(crate) id: u32,
     /// The partition number within its stream.
     pub(crate) number: u32,
@@ -106,6 +109,10 @@ pub(crate) struct Stream {
     /// whose policy does not compact).
     pub(crate) cleanup_policy: CleanupPolicy,
     pub(crate) partitions: Vec<Arc<Partition>>,
+    /// The definition it runs with (what `$streams` holds for it once created or altered).
+    pub(crate) config: StreamConfig,
+    /// When it was first created at runtime (unix ms); 0 for a stream of the config file.
+    pub(crate) created_at_ms: i64,
 }
 
 impl Stream {
@@ -114,101 +121,183 @@ impl Stream {
         let name = self.compaction_key.as_deref()?;
         user_properties.iter().find(|(n, _)| &n[..] == name).map(|(_, v)| v)
     }
+
+    /// The stream running `config` on `partitions`.
+    pub(crate) fn new(config: StreamConfig, partitions: Vec<Arc<Partition>>, created_at_ms: i64) -> Stream {
+        Stream {
+            name: config.name.clone(),
+            topics: config.topics.clone(),
+            compaction_key: config.compaction_key.clone(),
+            cleanup_policy: config.cleanup_policy,
+            partitions,
+            config,
+            created_at_ms,
+        }
+    }
 }
 
-/// Every configured stream, open.
-pub(crate) struct Streams {
-    streams: Vec<Stream>,
+/// The streams at one moment: routing reads one of these without locking, and the admin API
+/// swaps in a new one to create, alter or delete a stream.
+pub(crate) struct Registry {
+    streams: Vec<Arc<Stream>>,
     default_index: usize,
+    generation: u64,
+}
+
+impl Registry {
+    /// Every stream, in order (configuration order, then creation order).
+    pub(crate) fn all(&self) -> &[Arc<Stream>] {
+        &self.streams
+    }
+
+    /// The stream named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&Arc<Stream>> {
+        self.streams.iter().find(|s| s.name == name)
+    }
+
+    /// Bumped by every swap: a reader that saw another value looks for new partitions.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation
+    }
+}
+
+/// Every open stream, swappable at runtime.
+pub(crate) struct Streams {
+    current: ArcSwap<Registry>,
     /// Bumped after any partition's high watermark moves: readers following many partitions
     /// wait on this one signal.
     appended: watch::Sender<u64>,
+    next_id: AtomicU32,
+    data_dir: PathBuf,
+    writer_queue: usize,
+}
+
+/// What maintenance applies to the partitions of `config`.
+pub(crate) fn partition_settings(config: &StreamConfig) -> PartitionSettings {
+    let mut compaction = config.compaction.clone();
+    compaction.segment_bytes = config.log.segment_bytes;
+    if let Some(key) = &config.compaction_key {
+        compaction.key_header = Some(format!("{USER_PREFIX}{key}").into_bytes().into());
+    }
+    PartitionSettings { cleanup_policy: config.cleanup_policy, retention: config.retention, compaction }
 }
 
 impl Streams {
     /// Opens every partition of `configs` (plus `default` if not among them) under `data_dir`,
-    /// starts their writers and registers them with `maintenance`.
+    /// starts their writers and registers them with `maintenance`. `created_at` gives the
+    /// creation time of the streams created at runtime.
     pub(crate) async fn open(
-        configs: &[StreamConfig],
+        configs: &[(StreamConfig, i64)],
         data_dir: &Path,
         writer_queue: usize,
         maintenance: &Maintenance,
     ) -> Result<Streams, BrokerError> {
         let mut configs = configs.to_vec();
-        if !configs.iter().any(|c| c.name == crate::DEFAULT_STREAM) {
-            configs.push(StreamConfig::new(crate::DEFAULT_STREAM));
+        if !configs.iter().any(|(c, _)| c.name == crate::DEFAULT_STREAM) {
+            configs.push((StreamConfig::new(crate::DEFAULT_STREAM), 0));
         }
         let (appended, _) = watch::channel(0u64);
-        let mut streams = Vec::with_capacity(configs.len());
-        let mut next_id = 0u32;
-        for config in configs {
-            let mut partitions = Vec::with_capacity(config.partitions as usize);
-            for number in 0..config.partitions.max(1) {
-                let dir = data_dir.join(&config.name).join(number.to_string());
-                let log = open_partition(dir, config.log.clone()).await?;
-                let mut compaction = config.compaction.clone();
-                compaction.segment_bytes = config.log.segment_bytes;
-                if let Some(key) = &config.compaction_key {
-                    compaction.key_header = Some(format!("{USER_PREFIX}{key}").into_bytes().into());
-                }
-                let settings = PartitionSettings {
-                    cleanup_policy: config.cleanup_policy,
-                    retention: config.retention,
-                    compaction,
-                };
-                maintenance.register(format!("{}/{number}", config.name), Log::clone(&log), settings)?;
-                let writer =
-                    partition_writer::spawn(Arc::clone(&log), writer_queue, format!("writer-{}-{number}", config.name))
-                        .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
-                relay_appends(&log, appended.clone());
-                partitions.push(Arc::new(Partition { id: next_id, number, log, writer }));
-                next_id += 1;
-            }
-            streams.push(Stream {
-                name: config.name,
-                topics: config.topics,
-                compaction_key: config.compaction_key,
-                cleanup_policy: config.cleanup_policy,
-                partitions,
-            });
+        let empty = Registry { streams: Vec::new(), default_index: 0, generation: 0 };
+        let streams = Streams {
+            current: ArcSwap::from_pointee(empty),
+            appended,
+            next_id: AtomicU32::new(0),
+            data_dir: data_dir.to_path_buf(),
+            writer_queue,
+        };
+        let mut opened = Vec::with_capacity(configs.len());
+        for (config, created_at_ms) in configs {
+            let partitions = streams.open_partitions(&config, 0..config.partitions.max(1), maintenance).await?;
+            opened.push(Arc::new(Stream::new(config, partitions, created_at_ms)));
         }
-        let default_index = streams.iter().position(|s| s.name == crate::DEFAULT_STREAM).unwrap_or(0);
-        Ok(Streams { streams, default_index, appended })
+        streams.replace(opened);
+        Ok(streams)
     }
 
-    /// The stream a message on `topic` goes to.
-    pub(crate) fn stream_for(&self, topic: &str) -> &Stream {
-        self.streams
+    /// Opens partitions `numbers` of `config`, starts their writers and registers them with
+    /// `maintenance`.
+    pub(crate) async fn open_partitions(
+        &self,
+        config: &StreamConfig,
+        numbers: std::ops::Range<u32>,
+        maintenance: &Maintenance,
+    ) -> Result<Vec<Arc<Partition>>, BrokerError> {
+        let mut partitions = Vec::with_capacity(numbers.len());
+        for number in numbers {
+            let log = open_partition(self.partition_dir(&config.name, number), config.log.clone()).await?;
+            maintenance.register(format!("{}/{number}", config.name), Log::clone(&log), partition_settings(config))?;
+            let writer = partition_writer::spawn(
+                Arc::clone(&log),
+                self.writer_queue,
+                format!("writer-{}-{number}", config.name),
+            )
+            .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
+            relay_appends(&log, self.appended.clone());
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            partitions.push(Arc::new(Partition { id, number, log, writer }));
+        }
+        Ok(partitions)
+    }
+
+    /// `<data_dir>/<stream>/`.
+    pub(crate) fn stream_dir(&self, name: &str) -> PathBuf {
+        self.data_dir.join(name)
+    }
+
+    fn partition_dir(&self, name: &str, number: u32) -> PathBuf {
+        self.stream_dir(name).join(number.to_string())
+    }
+
+    /// Makes `streams` the live set. Callers serialise swaps (the admin API holds a lock).
+    pub(crate) fn replace(&self, streams: Vec<Arc<Stream>>) {
+        let default_index = streams.iter().position(|s| s.name == crate::DEFAULT_STREAM).unwrap_or(0);
+        let generation = self.current.load().generation + 1;
+        self.current.store(Arc::new(Registry { streams, default_index, generation }));
+        // Connections waiting for data look again, and find the new partitions.
+        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// The live streams, now.
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.current.load_full()
+    }
+
+    /// The registry's generation, read without taking a reference.
+    pub(crate) fn generation(&self) -> u64 {
+        self.current.load().generation
+    }
+
+    /// The partition a message on `topic` with these user properties goes to: the first
+    /// stream whose filters match, else `default`. Lock-free.
+    pub(crate) fn route(&self, topic: &str, user_properties: &[(ByteString, ByteString)]) -> Arc<Partition> {
+        let registry = self.current.load();
+        let stream = registry
+            .streams
             .iter()
             .find(|s| s.topics.iter().any(|filter| crate::topic::matches(filter, topic)))
-            .unwrap_or(&self.streams[self.default_index])
-    }
-
-    /// The partition a message on `topic` with these user properties goes to.
-    pub(crate) fn route(&self, topic: &str, user_properties: &[(ByteString, ByteString)]) -> &Arc<Partition> {
-        let stream = self.stream_for(topic);
+            .unwrap_or(&registry.streams[registry.default_index]);
         let key = stream.key_of(user_properties).map_or(topic.as_bytes(), |k| k.as_bytes());
-        &stream.partitions[partition_for(key, stream.partitions.len() as u32) as usize]
+        Arc::clone(&stream.partitions[partition_for(key, stream.partitions.len() as u32) as usize])
     }
 
     /// The stream named `name`.
-    pub(crate) fn get(&self, name: &str) -> Option<&Stream> {
-        self.streams.iter().find(|s| s.name == name)
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.current.load().get(name).cloned()
     }
 
-    /// Every stream, in configuration order.
-    pub(crate) fn all(&self) -> &[Stream] {
-        &self.streams
+    /// Every stream, in order.
+    pub(crate) fn all(&self) -> Vec<Arc<Stream>> {
+        self.current.load().streams.clone()
     }
 
-    /// A receiver woken after any partition's high watermark moved.
+    /// A receiver woken after any partition's high watermark moved (or the streams changed).
     pub(crate) fn appended(&self) -> watch::Receiver<u64> {
         self.appended.subscribe()
     }
 
     /// Every partition's log, for closing.
     pub(crate) fn logs(&self) -> Vec<Arc<Log>> {
-        self.streams.iter().flat_map(|s| s.partitions.iter().map(|p| Arc::clone(&p.log))).collect()
+        self.all().iter().flat_map(|s| s.partitions.iter().map(|p| Arc::clone(&p.log))).collect()
     }
 }
 

@@ -1,6 +1,8 @@
 //! `strata stream ...` and `strata group ...`: clients of the gRPC admin API of a running node
 //! (`strata serve --grpc ADDR`). Human tables by default, `--output json` for scripts. Any
-//! failure (node unreachable, unknown stream or group) is one `error:` line and exit status 2.
+//! failure (node unreachable, unknown stream or group, a bad setting, a refused change) is one
+//! `error:` line and exit status 2. Settings are checked by the node, with the same parser as
+//! the config file, so the message names the key either way.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -59,22 +61,138 @@ pub enum StreamCommand {
         /// The stream's name (it must exist).
         name: String,
     },
+    /// Create a stream. It starts from the node's `[log]` settings; it is kept by the node
+    /// (in `$streams`) and survives restarts.
+    Create {
+        /// The stream's name.
+        name: String,
+        /// Number of partitions (1 to 1024).
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Topic filters it captures, comma-separated (`'a/#,b/+'`); may be repeated.
+        #[arg(long, value_delimiter = ',', value_name = "FILTERS")]
+        topics: Vec<String>,
+        /// A setting under its config-file name (`retention_ms=86400000`); may be repeated.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Change a stream: settings, topics (replacing them), more partitions. Retention,
+    /// compaction and routing change at once; segment, index, flush and compression settings
+    /// apply when the partitions are next opened (the command says which).
+    Alter {
+        /// The stream's name.
+        name: String,
+        /// A larger number of partitions (keys may then map to other partitions).
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// The new topic filters, comma-separated; `''` captures nothing.
+        #[arg(long, value_delimiter = ',', value_name = "FILTERS")]
+        topics: Option<Vec<String>>,
+        /// A setting under its config-file name (`retention_ms=86400000`); may be repeated.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        settings: Vec<String>,
+    },
+    /// Delete a stream and its data. `default` and the internal `$` streams cannot be deleted.
+    Delete {
+        /// The stream's name.
+        name: String,
+    },
 }
 
-/// `strata group ...`.
+/// `strata group ...`: `$share` groups and persistent sessions, which both keep committed
+/// offsets (KIND `share` or `session`; a session is named by its client id).
 #[derive(Debug, clap::Subcommand)]
 pub enum GroupCommand {
-    /// List the consumer groups (`$share/<group>/...`) created since the node started.
+    /// List the `$share` groups and the persistent sessions, with members and lag.
     List,
-    /// Show one group: members and, per partition, committed offset, log end and lag.
+    /// Show one group or session: members and, per partition, committed offset, high
+    /// watermark and lag.
     Describe {
-        /// The group's name.
+        /// The group's name or the session's client id.
         group: String,
+        /// Which one, when a group and a session share the name.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
     },
+    /// Move the committed offsets of a group or session with no connected member.
+    ResetOffsets {
+        /// The group's name or the session's client id.
+        group: String,
+        /// Which one, when a group and a session share the name.
+        #[arg(long, value_enum)]
+        kind: Option<Kind>,
+        /// Only this stream's partitions.
+        #[arg(long)]
+        stream: Option<String>,
+        /// Only this partition (of --stream).
+        #[arg(long, requires = "stream")]
+        partition: Option<u32>,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+/// A `$share` group or a persistent session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Kind {
+    /// A `$share/<group>/...` consumer group.
+    Share,
+    /// A persistent session.
+    Session,
+}
+
+impl Kind {
+    fn as_str(kind: Option<Kind>) -> String {
+        match kind {
+            None => String::new(),
+            Some(Kind::Share) => "share".into(),
+            Some(Kind::Session) => "session".into(),
+        }
+    }
+}
+
+/// Where `reset-offsets` moves the offsets: exactly one.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct TargetArgs {
+    /// The first offset still stored.
+    #[arg(long)]
+    to_earliest: bool,
+    /// The high watermark (skip everything stored).
+    #[arg(long)]
+    to_latest: bool,
+    /// This offset (clamped to what is stored).
+    #[arg(long, value_name = "N")]
+    to_offset: Option<u64>,
+    /// The first record at or after this time (RFC 3339, e.g. 2024-05-01T12:00:00Z).
+    #[arg(long, value_name = "RFC3339")]
+    to_datetime: Option<String>,
+}
+
+/// `KEY=VALUE` arguments as settings.
+fn settings(args: &[String]) -> anyhow::Result<Vec<pb::Setting>> {
+    args.iter()
+        .map(|arg| match arg.split_once('=') {
+            Some((key, value)) if !key.trim().is_empty() => {
+                Ok(pb::Setting { key: key.trim().to_owned(), value: value.trim().to_owned() })
+            }
+            _ => anyhow::bail!("--config {arg:?}: expected KEY=VALUE, e.g. retention_ms=86400000"),
+        })
+        .collect()
+}
+
+fn topics(filters: &[String]) -> Vec<String> {
+    filters.iter().map(|f| f.trim().to_owned()).filter(|f| !f.is_empty()).collect()
 }
 
 /// Runs `strata stream ...`.
 pub fn stream(args: &ClientArgs, command: &StreamCommand) -> anyhow::Result<ExitCode> {
+    let parsed = match command {
+        StreamCommand::Create { settings: given, .. } | StreamCommand::Alter { settings: given, .. } => {
+            settings(given)?
+        }
+        _ => Vec::new(),
+    };
     run(args, |mut client, output| async move {
         match command {
             StreamCommand::List => {
@@ -105,6 +223,59 @@ pub fn stream(args: &ClientArgs, command: &StreamCommand) -> anyhow::Result<Exit
                     ),
                 }
             }
+            StreamCommand::Create { name, partitions, topics: filters, .. } => {
+                let request = pb::CreateStreamRequest {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    topics: topics(filters),
+                    settings: parsed,
+                };
+                let response = client.create_stream(request).await?.into_inner();
+                print_stream(&response, output);
+            }
+            StreamCommand::Alter { name, partitions, topics: filters, .. } => {
+                let request = pb::AlterStreamRequest {
+                    name: name.clone(),
+                    partitions: *partitions,
+                    set_topics: filters.is_some(),
+                    topics: filters.as_deref().map(topics).unwrap_or_default(),
+                    settings: parsed,
+                };
+                let response = client.alter_stream(request).await?.into_inner();
+                let stream = response.stream.unwrap_or_default();
+                match output {
+                    Output::Json => {
+                        let mut value = stream_detail_json(&stream);
+                        value["at_restart"] = json!(response.at_restart);
+                        println!("{value}");
+                    }
+                    Output::Table => {
+                        print_stream(&stream, output);
+                        if !response.at_restart.is_empty() {
+                            println!(
+                                "note: {} apply to the open partitions at the next start (new partitions use them now)",
+                                response.at_restart.join(", ")
+                            );
+                        }
+                    }
+                }
+            }
+            StreamCommand::Delete { name } => {
+                let response = client.delete_stream(pb::DeleteStreamRequest { name: name.clone() }).await?.into_inner();
+                match output {
+                    Output::Json => {
+                        println!("{}", json!({"deleted": name, "in_config_file": response.in_config_file}))
+                    }
+                    Output::Table => {
+                        println!("stream {name} deleted");
+                        if response.in_config_file {
+                            println!(
+                                "note: the config file defines {name}; it comes back, empty, at the next start unless removed there"
+                            );
+                        }
+                    }
+                }
+            }
         }
         Ok(())
     })
@@ -112,6 +283,10 @@ pub fn stream(args: &ClientArgs, command: &StreamCommand) -> anyhow::Result<Exit
 
 /// Runs `strata group ...`.
 pub fn group(args: &ClientArgs, command: &GroupCommand) -> anyhow::Result<ExitCode> {
+    let target = match command {
+        GroupCommand::ResetOffsets { target, .. } => Some(reset_target(target)?),
+        _ => None,
+    };
     run(args, |mut client, output| async move {
         match command {
             GroupCommand::List => {
@@ -125,54 +300,97 @@ pub fn group(args: &ClientArgs, command: &GroupCommand) -> anyhow::Result<ExitCo
                         let rows = response
                             .groups
                             .iter()
-                            .map(|g| vec![g.name.clone(), g.filter.clone(), g.members.to_string(), g.lag.to_string()])
-                            .collect();
-                        print_table(&["GROUP", "FILTER", "MEMBERS", "LAG"], rows);
-                    }
-                }
-            }
-            GroupCommand::Describe { group } => {
-                let response =
-                    client.describe_group(pb::DescribeGroupRequest { name: group.clone() }).await?.into_inner();
-                let summary = response.group.unwrap_or_default();
-                match output {
-                    Output::Json => {
-                        let mut value = group_json(&summary);
-                        value["partitions"] = response
-                            .partitions
-                            .iter()
-                            .map(|p| {
-                                json!({"stream": p.stream, "partition": p.partition, "committed": p.committed,
-                                       "log_end": p.log_end, "lag": p.lag})
-                            })
-                            .collect();
-                        println!("{value}");
-                    }
-                    Output::Table => {
-                        println!(
-                            "group {}  filter {}  members {}  lag {}",
-                            summary.name, summary.filter, summary.members, summary.lag
-                        );
-                        let rows = response
-                            .partitions
-                            .iter()
-                            .map(|p| {
+                            .map(|g| {
                                 vec![
-                                    p.stream.clone(),
-                                    p.partition.to_string(),
-                                    p.committed.to_string(),
-                                    p.log_end.to_string(),
-                                    p.lag.to_string(),
+                                    g.name.clone(),
+                                    g.kind.clone(),
+                                    if g.filter.is_empty() { "-".into() } else { g.filter.clone() },
+                                    g.members.to_string(),
+                                    g.lag.to_string(),
                                 ]
                             })
                             .collect();
-                        print_table(&["STREAM", "PARTITION", "COMMITTED", "LOG END", "LAG"], rows);
+                        print_table(&["GROUP", "KIND", "FILTER", "MEMBERS", "LAG"], rows);
                     }
                 }
+            }
+            GroupCommand::Describe { group, kind } => {
+                let request = pb::DescribeGroupRequest { name: group.clone(), kind: Kind::as_str(*kind) };
+                let response = client.describe_group(request).await?.into_inner();
+                print_group(&response, output);
+            }
+            GroupCommand::ResetOffsets { group, kind, stream, partition, .. } => {
+                let request = pb::ResetOffsetsRequest {
+                    group: group.clone(),
+                    kind: Kind::as_str(*kind),
+                    stream: stream.clone().unwrap_or_default(),
+                    partition: *partition,
+                    target,
+                };
+                let response = client.reset_offsets(request).await?.into_inner();
+                print_group(&response, output);
             }
         }
         Ok(())
     })
+}
+
+fn reset_target(args: &TargetArgs) -> anyhow::Result<pb::reset_offsets_request::Target> {
+    use pb::reset_offsets_request::Target;
+    Ok(match (args.to_earliest, args.to_latest, args.to_offset, &args.to_datetime) {
+        (true, ..) => Target::Earliest(true),
+        (_, true, ..) => Target::Latest(true),
+        (_, _, Some(offset), _) => Target::Offset(offset),
+        (_, _, _, Some(text)) => {
+            Target::TimestampMs(super::display::parse_rfc3339(text).ok_or_else(|| {
+                anyhow::anyhow!("--to-datetime {text:?}: expected RFC 3339, e.g. 2024-05-01T12:00:00Z")
+            })?)
+        }
+        _ => anyhow::bail!("give one of --to-earliest, --to-latest, --to-offset, --to-datetime"),
+    })
+}
+
+fn print_group(response: &pb::DescribeGroupResponse, output: Output) {
+    let summary = response.group.clone().unwrap_or_default();
+    match output {
+        Output::Json => {
+            let mut value = group_json(&summary);
+            value["partitions"] = response
+                .partitions
+                .iter()
+                .map(|p| {
+                    json!({"stream": p.stream, "partition": p.partition, "committed": p.committed,
+                           "log_end": p.log_end, "high_watermark": p.high_watermark, "lag": p.lag})
+                })
+                .collect();
+            println!("{value}");
+        }
+        Output::Table => {
+            let filter = if summary.filter.is_empty() { "-" } else { summary.filter.as_str() };
+            println!(
+                "{} {}  filter {}  members {}  lag {}",
+                if summary.kind == "session" { "session" } else { "group" },
+                summary.name,
+                filter,
+                summary.members,
+                summary.lag
+            );
+            let rows = response
+                .partitions
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.stream.clone(),
+                        p.partition.to_string(),
+                        p.committed.to_string(),
+                        p.high_watermark.to_string(),
+                        p.lag.to_string(),
+                    ]
+                })
+                .collect();
+            print_table(&["STREAM", "PARTITION", "COMMITTED", "HIGH WATERMARK", "LAG"], rows);
+        }
+    }
 }
 
 /// Connects to `args.server` and runs `call`; a gRPC error becomes an `error:` line.
@@ -220,12 +438,15 @@ fn source_chain(error: &dyn std::error::Error) -> String {
 }
 
 fn stream_json(stream: &pb::StreamSummary) -> Value {
+    let settings: serde_json::Map<String, Value> =
+        stream.settings.iter().map(|s| (s.key.clone(), Value::String(s.value.clone()))).collect();
     json!({"name": stream.name, "partitions": stream.partitions, "topics": stream.topics,
-           "cleanup_policy": stream.cleanup_policy, "offset_span": stream.offset_span, "size_bytes": stream.size_bytes})
+           "cleanup_policy": stream.cleanup_policy, "offset_span": stream.offset_span, "size_bytes": stream.size_bytes,
+           "settings": settings})
 }
 
 fn group_json(group: &pb::GroupSummary) -> Value {
-    json!({"name": group.name, "filter": group.filter, "members": group.members, "lag": group.lag})
+    json!({"name": group.name, "kind": group.kind, "filter": group.filter, "members": group.members, "lag": group.lag})
 }
 
 fn print_streams(streams: &[pb::StreamSummary], output: Output) {
@@ -253,25 +474,31 @@ fn print_streams(streams: &[pb::StreamSummary], output: Output) {
     }
 }
 
+/// A stream with its partitions, as `describe --output json` prints it.
+fn stream_detail_json(response: &pb::DescribeStreamResponse) -> Value {
+    let summary = response.stream.clone().unwrap_or_default();
+    let mut value = stream_json(&summary);
+    value["partitions"] = response
+        .partitions
+        .iter()
+        .map(|p| {
+            json!({"partition": p.partition, "log_start": p.log_start, "log_end": p.log_end,
+                   "high_watermark": p.high_watermark, "cleaned_up_to": p.cleaned_up_to,
+                   "size_bytes": p.size_bytes, "segment_count": p.segment_count})
+        })
+        .collect();
+    value
+}
+
 fn print_stream(response: &pb::DescribeStreamResponse, output: Output) {
     let summary = response.stream.clone().unwrap_or_default();
     match output {
-        Output::Json => {
-            let mut value = stream_json(&summary);
-            value["partitions"] = response
-                .partitions
-                .iter()
-                .map(|p| {
-                    json!({"partition": p.partition, "log_start": p.log_start, "log_end": p.log_end,
-                           "high_watermark": p.high_watermark, "cleaned_up_to": p.cleaned_up_to,
-                           "size_bytes": p.size_bytes, "segment_count": p.segment_count})
-                })
-                .collect();
-            println!("{value}");
-        }
+        Output::Json => println!("{}", stream_detail_json(response)),
         Output::Table => {
             let topics = if summary.topics.is_empty() { "-".to_owned() } else { summary.topics.join(",") };
             println!("stream {}  policy {}  topics {}", summary.name, summary.cleanup_policy, topics);
+            let settings: Vec<String> = summary.settings.iter().map(|s| format!("{}={}", s.key, s.value)).collect();
+            println!("settings {}", settings.join(" "));
             let rows = response
                 .partitions
                 .iter()

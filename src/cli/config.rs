@@ -194,6 +194,7 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     };
     let parsed = streams_config::parse_streams(log, &streams)?;
     broker.streams = parsed.streams;
+    broker.stream_defaults = parsed.log_defaults.clone();
     Ok(Effective { broker, log_defaults: parsed.log_defaults, http_listen, grpc_listen, telemetry })
 }
 

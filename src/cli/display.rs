@@ -1,4 +1,5 @@
-//! Renderings shared by the log tools: timestamps, byte strings.
+//! Renderings shared by the log tools and the admin client: timestamps (and reading them
+//! back), byte strings.
 
 use std::fmt;
 
@@ -27,6 +28,64 @@ pub fn iso8601(ms: i64) -> Option<String> {
     let in_day = ms.rem_euclid(MS_PER_DAY);
     let (hour, minute, second, milli) = (in_day / 3_600_000, in_day / 60_000 % 60, in_day / 1000 % 60, in_day % 1000);
     Some(format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{milli:03}Z"))
+}
+
+/// An RFC 3339 date-time (`2024-05-01T12:00:00Z`, `2024-05-01T14:00:00.250+02:00`) as
+/// milliseconds since the Unix epoch; `None` if it is not one.
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.trim().as_bytes();
+    let digits = |range: std::ops::Range<usize>| -> Option<i64> {
+        let part = b.get(range)?;
+        part.iter().all(u8::is_ascii_digit).then(|| part.iter().fold(0i64, |n, d| n * 10 + i64::from(d - b'0')))
+    };
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let (hour, minute, second) = (digits(11..13)?, digits(14..16)?, digits(17..19)?);
+    if b.get(4) != Some(&b'-') || b.get(7) != Some(&b'-') || b.get(13) != Some(&b':') || b.get(16) != Some(&b':') {
+        return None;
+    }
+    if !matches!(b.get(10), Some(b'T' | b't' | b' ')) {
+        return None;
+    }
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 || second > 60 {
+        return None;
+    }
+    let mut rest = &b[19..];
+    let mut millis = 0;
+    if let Some(fraction) = rest.strip_prefix(b".") {
+        let len = fraction.iter().take_while(|c| c.is_ascii_digit()).count();
+        if len == 0 {
+            return None;
+        }
+        for (i, d) in fraction[..len.min(3)].iter().enumerate() {
+            millis += i64::from(d - b'0') * [100, 10, 1][i];
+        }
+        rest = &fraction[len..];
+    }
+    let offset_minutes = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let two = |a: u8, b: u8| -> Option<i64> {
+                (a.is_ascii_digit() && b.is_ascii_digit()).then(|| i64::from(a - b'0') * 10 + i64::from(b - b'0'))
+            };
+            let minutes = two(*h1, *h2)? * 60 + two(*m1, *m2)?;
+            if *sign == b'-' { -minutes } else { minutes }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(year, month, day);
+    let seconds = days * 86_400 + hour * 3600 + minute * 60 + second - offset_minutes * 60;
+    Some(seconds * 1000 + millis)
+}
+
+/// A proleptic Gregorian (year, month, day) to days since 1970-01-01; Howard Hinnant's
+/// `days_from_civil`.
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let yoe = year.rem_euclid(400);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Days since 1970-01-01 to a proleptic Gregorian (year, month, day); Howard Hinnant's
@@ -112,6 +171,18 @@ mod tests {
         assert_eq!(iso8601(i64::MIN), None);
         assert_eq!(iso8601(i64::MAX), None);
         assert_eq!(Millis(i64::MAX).to_string(), i64::MAX.to_string());
+    }
+
+    #[test]
+    fn rfc3339_reads_back_what_iso8601_writes() {
+        for ms in [0, 1_700_000_000_123, 951_782_400_000, -1, 253_402_300_799_999] {
+            assert_eq!(parse_rfc3339(&iso8601(ms).unwrap()), Some(ms), "{ms}");
+        }
+        assert_eq!(parse_rfc3339("2023-11-14T23:13:20+01:00"), Some(1_700_000_000_000));
+        assert_eq!(parse_rfc3339("2023-11-14t22:13:20.5z"), Some(1_700_000_000_500));
+        for bad in ["", "2023-11-14", "2023-11-14T22:13:20", "2023-13-14T22:13:20Z", "2023-11-14T22:13:20+1:00"] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 use std::net::SocketAddr;
 
 use anyhow::Context;
-use strata_frontend::admin::{Admin, AdminError, GroupInfo, StreamInfo};
+use strata_frontend::admin::{
+    Admin, AdminError, GroupInfo, GroupKind, PartitionSelector, ResetTarget, StreamChange, StreamInfo,
+};
 use strata_proto::admin::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -19,7 +21,9 @@ struct AdminService {
 fn status(error: AdminError) -> Status {
     match error {
         AdminError::UnknownStream(_) | AdminError::UnknownGroup(_) => Status::not_found(error.to_string()),
-        AdminError::NotCompacted(_) => Status::failed_precondition(error.to_string()),
+        AdminError::NotCompacted(_) | AdminError::Refused(_) => Status::failed_precondition(error.to_string()),
+        AdminError::Invalid(_) => Status::invalid_argument(error.to_string()),
+        AdminError::StreamExists(_) => Status::already_exists(error.to_string()),
         AdminError::ShuttingDown => Status::unavailable(error.to_string()),
         AdminError::Failed(_) => Status::internal(error.to_string()),
     }
@@ -33,6 +37,61 @@ fn summary(stream: &StreamInfo) -> pb::StreamSummary {
         cleanup_policy: stream.cleanup_policy.to_owned(),
         offset_span: stream.partitions.iter().map(|p| p.log_end.saturating_sub(p.log_start)).sum(),
         size_bytes: stream.partitions.iter().map(|p| p.size_bytes).sum(),
+        settings: settings(&stream.settings),
+    }
+}
+
+fn settings(pairs: &[(String, String)]) -> Vec<pb::Setting> {
+    pairs.iter().map(|(key, value)| pb::Setting { key: key.clone(), value: value.clone() }).collect()
+}
+
+fn pairs(settings: Vec<pb::Setting>) -> Vec<(String, String)> {
+    settings.into_iter().map(|s| (s.key, s.value)).collect()
+}
+
+fn describe_response(stream: &StreamInfo) -> pb::DescribeStreamResponse {
+    pb::DescribeStreamResponse {
+        stream: Some(summary(stream)),
+        partitions: stream
+            .partitions
+            .iter()
+            .map(|p| pb::PartitionInfo {
+                partition: p.partition,
+                log_start: p.log_start,
+                log_end: p.log_end,
+                high_watermark: p.high_watermark,
+                cleaned_up_to: p.cleaned_up_to,
+                size_bytes: p.size_bytes,
+                segment_count: p.segment_count,
+            })
+            .collect(),
+    }
+}
+
+fn group_response(group: &GroupInfo) -> pb::DescribeGroupResponse {
+    pb::DescribeGroupResponse {
+        group: Some(group_summary(group)),
+        partitions: group
+            .partitions
+            .iter()
+            .map(|p| pb::GroupPartition {
+                stream: p.stream.clone(),
+                partition: p.partition,
+                committed: p.committed,
+                log_end: p.log_end,
+                lag: p.lag,
+                high_watermark: p.high_watermark,
+            })
+            .collect(),
+    }
+}
+
+fn kind(text: &str) -> Result<Option<GroupKind>, Status> {
+    match text {
+        "" => Ok(None),
+        "share" => Ok(Some(GroupKind::Share)),
+        "session" => Ok(Some(GroupKind::Session)),
+        other => Err(Status::invalid_argument(format!("kind = {other:?}: must be \"share\" or \"session\""))),
     }
 }
 
@@ -42,6 +101,7 @@ fn group_summary(group: &GroupInfo) -> pb::GroupSummary {
         filter: group.filter.clone(),
         members: group.members,
         lag: group.lag(),
+        kind: group.kind.as_str().to_owned(),
     }
 }
 
@@ -71,22 +131,66 @@ impl pb::admin_server::Admin for AdminService {
         let admin = self.admin.clone();
         let name = request.into_inner().name;
         let stream = blocking(move || admin.describe_stream(&name)).await?;
-        Ok(Response::new(pb::DescribeStreamResponse {
-            stream: Some(summary(&stream)),
-            partitions: stream
-                .partitions
-                .iter()
-                .map(|p| pb::PartitionInfo {
-                    partition: p.partition,
-                    log_start: p.log_start,
-                    log_end: p.log_end,
-                    high_watermark: p.high_watermark,
-                    cleaned_up_to: p.cleaned_up_to,
-                    size_bytes: p.size_bytes,
-                    segment_count: p.segment_count,
-                })
-                .collect(),
+        Ok(Response::new(describe_response(&stream)))
+    }
+
+    async fn create_stream(
+        &self,
+        request: Request<pb::CreateStreamRequest>,
+    ) -> Result<Response<pb::DescribeStreamResponse>, Status> {
+        let request = request.into_inner();
+        let stream = self
+            .admin
+            .create_stream(&request.name, request.partitions, request.topics, &pairs(request.settings))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(describe_response(&stream)))
+    }
+
+    async fn alter_stream(
+        &self,
+        request: Request<pb::AlterStreamRequest>,
+    ) -> Result<Response<pb::AlterStreamResponse>, Status> {
+        let request = request.into_inner();
+        let change = StreamChange {
+            partitions: request.partitions,
+            topics: request.set_topics.then_some(request.topics),
+            settings: pairs(request.settings),
+        };
+        let outcome = self.admin.alter_stream(&request.name, change).await.map_err(status)?;
+        Ok(Response::new(pb::AlterStreamResponse {
+            stream: Some(describe_response(&outcome.stream)),
+            at_restart: outcome.at_restart,
         }))
+    }
+
+    async fn delete_stream(
+        &self,
+        request: Request<pb::DeleteStreamRequest>,
+    ) -> Result<Response<pb::DeleteStreamResponse>, Status> {
+        let in_config_file = self.admin.delete_stream(&request.into_inner().name).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteStreamResponse { in_config_file }))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let request = request.into_inner();
+        let target = match request.target {
+            Some(pb::reset_offsets_request::Target::Earliest(_)) => ResetTarget::Earliest,
+            Some(pb::reset_offsets_request::Target::Latest(_)) => ResetTarget::Latest,
+            Some(pb::reset_offsets_request::Target::Offset(offset)) => ResetTarget::Offset(offset),
+            Some(pb::reset_offsets_request::Target::TimestampMs(ms)) => ResetTarget::Timestamp(ms),
+            None => return Err(Status::invalid_argument("target: one of earliest, latest, offset, timestamp_ms")),
+        };
+        let select = PartitionSelector {
+            stream: (!request.stream.is_empty()).then_some(request.stream),
+            partition: request.partition,
+        };
+        let group =
+            self.admin.reset_offsets(&request.group, kind(&request.kind)?, &select, target).await.map_err(status)?;
+        Ok(Response::new(group_response(&group)))
     }
 
     async fn compact_stream(
@@ -124,7 +228,8 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         _request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        let groups = self.admin.list_groups();
+        let admin = self.admin.clone();
+        let groups = blocking(move || Ok(admin.list_groups())).await?;
         Ok(Response::new(pb::ListGroupsResponse { groups: groups.iter().map(group_summary).collect() }))
     }
 
@@ -132,21 +237,10 @@ impl pb::admin_server::Admin for AdminService {
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
-        let group = self.admin.describe_group(&request.into_inner().name).map_err(status)?;
-        Ok(Response::new(pb::DescribeGroupResponse {
-            group: Some(group_summary(&group)),
-            partitions: group
-                .partitions
-                .iter()
-                .map(|p| pb::GroupPartition {
-                    stream: p.stream.clone(),
-                    partition: p.partition,
-                    committed: p.committed,
-                    log_end: p.log_end,
-                    lag: p.lag,
-                })
-                .collect(),
-        }))
+        let request = request.into_inner();
+        let kind = kind(&request.kind)?;
+        let group = self.admin.describe_group(&request.name, kind).map_err(status)?;
+        Ok(Response::new(group_response(&group)))
     }
 }
 

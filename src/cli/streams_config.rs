@@ -2,36 +2,14 @@
 //! so that an unknown key or a bad value is named exactly: `streams[1].segment_bytes`.
 //! `docs/config.md` documents every key, its unit, default and range.
 
-use std::str::FromStr;
-use std::time::Duration;
-
-use strata_compaction::CleanupPolicy;
 use strata_frontend::StreamConfig;
-use strata_frontend::streams::{MAX_PARTITIONS, valid_stream_name};
-use strata_frontend::topic::{TopicLimits, validate_topic_filter};
-use strata_log::{Compression, FlushPolicy};
+use strata_frontend::stream_settings::{self, SETTING_KEYS};
+use strata_frontend::streams::valid_stream_name;
 use toml::{Table, Value};
 
-use super::units::{duration_ms, integer, size, string};
-
-/// Keys of the log settings, accepted in `[log]` and in each `[[streams]]` entry.
-pub const LOG_KEYS: &[&str] = &[
-    "segment_bytes",
-    "segment_ms",
-    "index_interval_bytes",
-    "flush",
-    "flush_interval_ms",
-    "compression",
-    "cleanup_policy",
-    "compaction_key",
-    "min_compaction_lag_ms",
-    "max_compaction_lag_ms",
-    "min_cleanable_dirty_ratio",
-    "delete_retention_ms",
-    "retention_ms",
-    "retention_bytes",
-    "retention_messages",
-];
+/// Keys of the log settings, accepted in `[log]` and in each `[[streams]]` entry: the same
+/// settings the admin API takes (`stream_settings`).
+pub const LOG_KEYS: &[&str] = SETTING_KEYS;
 /// Keys only a `[[streams]]` entry has.
 pub const STREAM_KEYS: &[&str] = &["name", "topics", "partitions"];
 
@@ -39,7 +17,8 @@ pub const STREAM_KEYS: &[&str] = &["name", "topics", "partitions"];
 /// stream's own; `default` last unless configured).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Streams {
-    /// `[log]` over the built-in defaults, as a stream without name.
+    /// `[log]` over the built-in defaults, as a stream without name: what a stream created at
+    /// runtime starts from.
     pub log_defaults: StreamConfig,
     /// Every stream, in the file's order.
     pub streams: Vec<StreamConfig>,
@@ -56,11 +35,11 @@ pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<S
     for (i, table) in streams.iter().enumerate() {
         let at = format!("streams[{i}]");
         for key in table.keys() {
-            if !LOG_KEYS.contains(&key.as_str()) && !STREAM_KEYS.contains(&key.as_str()) {
+            if !SETTING_KEYS.contains(&key.as_str()) && !STREAM_KEYS.contains(&key.as_str()) {
                 anyhow::bail!(
                     "{at}.{key}: unknown key; a stream has {}, {}",
                     STREAM_KEYS.join(", "),
-                    LOG_KEYS.join(", ")
+                    SETTING_KEYS.join(", ")
                 );
             }
         }
@@ -83,18 +62,16 @@ pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<S
             let Value::Array(items) = value else { anyhow::bail!("{at}.topics: must be an array of topic filters") };
             for (j, item) in items.iter().enumerate() {
                 let Value::String(filter) = item else { anyhow::bail!("{at}.topics[{j}]: must be a string") };
-                if filter.starts_with('$') || validate_topic_filter(filter, &TopicLimits::default()).is_err() {
-                    anyhow::bail!("{at}.topics[{j}] = {filter:?}: not a valid MQTT topic filter (nor a $ topic)");
-                }
                 stream.topics.push(filter.clone());
             }
+            stream_settings::validate_topics(&stream.topics).map_err(|e| anyhow::anyhow!("{at}.{e}"))?;
         }
         if let Some(value) = table.get("partitions") {
-            let n = integer(value, &at, "partitions")?;
-            if !(1..=u64::from(MAX_PARTITIONS)).contains(&n) {
-                anyhow::bail!("{at}.partitions = {n}: must be between 1 and {MAX_PARTITIONS}");
-            }
-            stream.partitions = n as u32;
+            let n = match value {
+                Value::Integer(n) if *n >= 0 => *n as u64,
+                other => anyhow::bail!("{at}.partitions = {other}: must be a non-negative integer"),
+            };
+            stream.partitions = stream_settings::validate_partitions(n).map_err(|e| anyhow::anyhow!("{at}.{e}"))?;
         }
         apply_log_settings(&mut stream, table, &at)?;
         out.push(stream);
@@ -108,101 +85,38 @@ pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<S
     Ok(Streams { log_defaults: defaults, streams: out })
 }
 
-/// Applies the log-setting keys of `table` (at `at`, e.g. `log` or `streams[2]`) to `stream`.
+/// Applies the log-setting keys of `table` (at `at`, e.g. `log` or `streams[2]`) to `stream`
+/// through the parser the admin API uses too (`stream_settings`), so both accept the same.
 fn apply_log_settings(stream: &mut StreamConfig, table: &Table, at: &str) -> anyhow::Result<()> {
-    let mut flush = None;
-    let mut flush_interval_ms = None;
+    let mut settings = Vec::with_capacity(table.len());
     for (key, value) in table {
-        let bytes = || size(value, at, key);
-        let ms = || duration_ms(value, at, key);
-        match key.as_str() {
-            "segment_bytes" => stream.log.segment_bytes = bytes()?,
-            "segment_ms" => stream.log.segment_ms = Some(ms()?),
-            "index_interval_bytes" => stream.log.index_interval_bytes = bytes()?,
-            "flush" => flush = Some(string(value, at, key)?.to_owned()),
-            "flush_interval_ms" => flush_interval_ms = Some(ms()?),
-            "compression" => {
-                stream.log.compression = match string(value, at, key)? {
-                    "none" => Compression::None,
-                    "zstd" => Compression::Zstd,
-                    other => anyhow::bail!("{at}.compression = {other:?}: must be \"none\" or \"zstd\""),
-                }
-            }
-            "cleanup_policy" => {
-                let text = string(value, at, key)?;
-                stream.cleanup_policy = CleanupPolicy::from_str(text).map_err(|_| {
-                    anyhow::anyhow!(
-                        "{at}.cleanup_policy = {text:?}: must be \"delete\", \"compact\" or \"compact,delete\""
-                    )
-                })?;
-            }
-            "compaction_key" => {
-                let name = string(value, at, key)?;
-                if name.is_empty() {
-                    anyhow::bail!("{at}.compaction_key: must not be empty (leave it out to key by topic)");
-                }
-                stream.compaction_key = Some(name.to_owned());
-            }
-            "min_compaction_lag_ms" => stream.compaction.min_compaction_lag_ms = ms()?,
-            "max_compaction_lag_ms" => stream.compaction.max_compaction_lag_ms = Some(ms()?),
-            "min_cleanable_dirty_ratio" => {
-                let ratio = match value {
-                    Value::Float(f) => *f,
-                    Value::Integer(n) => *n as f64,
-                    other => anyhow::bail!("{at}.min_cleanable_dirty_ratio = {other}: must be a number"),
-                };
-                stream.compaction.min_cleanable_dirty_ratio = ratio;
-            }
-            "delete_retention_ms" => stream.compaction.delete_retention_ms = ms()?,
-            "retention_ms" => stream.retention.retention_ms = Some(ms()?),
-            "retention_bytes" => stream.retention.retention_bytes = Some(bytes()?),
-            "retention_messages" => stream.retention.retention_messages = Some(integer(value, at, key)?),
-            "name" | "topics" | "partitions" if at != "log" => {}
-            other => anyhow::bail!("{at}.{other}: unknown key; [log] has {}", LOG_KEYS.join(", ")),
+        if STREAM_KEYS.contains(&key.as_str()) && at != "log" {
+            continue;
         }
+        let text = match value {
+            Value::String(s) => s.clone(),
+            Value::Integer(n) => n.to_string(),
+            Value::Float(f) => f.to_string(),
+            other => anyhow::bail!("{at}.{key} = {other}: must be a number or a string"),
+        };
+        settings.push((key.clone(), text));
     }
-    let interval = |ms: Option<u64>, current: FlushPolicy| -> Duration {
-        match (ms, current) {
-            (Some(ms), _) => Duration::from_millis(ms),
-            (None, FlushPolicy::Interval(every)) => every,
-            (None, _) => Duration::from_millis(strata_log::DEFAULT_FLUSH_INTERVAL_MS),
+    stream_settings::apply_settings(stream, &settings).map_err(|error| {
+        if SETTING_KEYS.contains(&error.key.as_str()) || error.key.starts_with("topics") {
+            anyhow::anyhow!("{at}.{error}")
+        } else if at == "log" {
+            anyhow::anyhow!("{at}.{}: unknown key; [log] has {}", error.key, SETTING_KEYS.join(", "))
+        } else {
+            anyhow::anyhow!("{at}.{error}")
         }
-    };
-    match flush.as_deref() {
-        Some("always") => stream.log.flush = FlushPolicy::Always,
-        Some("never") => stream.log.flush = FlushPolicy::Never,
-        Some("interval") => stream.log.flush = FlushPolicy::Interval(interval(flush_interval_ms, stream.log.flush)),
-        Some(other) => anyhow::bail!("{at}.flush = {other:?}: must be \"always\", \"interval\" or \"never\""),
-        None => {
-            if let Some(ms) = flush_interval_ms {
-                match stream.log.flush {
-                    FlushPolicy::Interval(_) => stream.log.flush = FlushPolicy::Interval(Duration::from_millis(ms)),
-                    _ => anyhow::bail!("{at}.flush_interval_ms: only applies with flush = \"interval\""),
-                }
-            }
-        }
-    }
-    if flush_interval_ms.is_some() && !matches!(stream.log.flush, FlushPolicy::Interval(_)) {
-        anyhow::bail!("{at}.flush_interval_ms: only applies with flush = \"interval\"");
-    }
-    stream.log.validate().map_err(|error| match error {
-        strata_log::LogError::InvalidConfig { key, value, reason } => anyhow::anyhow!("{at}.{key} = {value}: {reason}"),
-        other => anyhow::anyhow!("{at}: {other}"),
-    })?;
-    let mut compaction = stream.compaction.clone();
-    compaction.segment_bytes = stream.log.segment_bytes;
-    compaction.validate().map_err(|error| match error {
-        strata_compaction::CompactionError::InvalidConfig { key, value, reason } => {
-            anyhow::anyhow!("{at}.{key} = {value}: {reason}")
-        }
-        other => anyhow::anyhow!("{at}: {other}"),
-    })?;
-    Ok(())
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_compaction::CleanupPolicy;
+    use strata_log::FlushPolicy;
 
     fn parse(text: &str) -> anyhow::Result<Vec<StreamConfig>> {
         parse_with_defaults(text).map(|parsed| parsed.streams)

@@ -4,8 +4,6 @@
 //! Every error names the key (`streams[1].retention_ms: "7x" is not a duration`), and a value
 //! too large for the key is an error, never a wrapped number.
 
-use std::time::Duration;
-
 use toml::Value;
 
 /// A key's full name for messages: `mqtt.listen`, `streams[1].retention_ms`, or just `data_dir`
@@ -87,28 +85,7 @@ fn duration_in(value: &Value, at: &str, key: &str, unit: Unit) -> anyhow::Result
     }
 }
 
-/// Parses `"1GiB"`, `"512 MiB"`, `"10MB"`, `"4096"` into bytes. The error completes the
-/// sentence "`"<text>"` ...".
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    if text.trim().is_empty() {
-        return Err("is not a size (give bytes, or a number and a unit such as 64KiB or 10MB)".into());
-    }
-    // parse-size also takes fractions ("1.5GiB"), which it rounds to whole bytes, and a bare
-    // "K"/"M"/"G" as SI prefixes.
-    parse_size::parse_size(text).map_err(|error| match error {
-        parse_size::Error::PosOverflow => "is too large (at most 2^64 - 1 bytes)".to_owned(),
-        _ => "is not a size (give bytes, or a number and a unit such as 64KiB or 10MB)".to_owned(),
-    })
-}
-
-/// Parses `"7d"`, `"12h"`, `"30m"`, `"15s"`, `"250ms"` (or sums such as `"1h 30m"`). The
-/// error completes the sentence "`"<text>"` ...".
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text).map_err(|error| match error {
-        humantime::DurationError::NumberOverflow => "is too large".to_owned(),
-        _ => "is not a duration (a number and a unit: 7d, 12h, 30m, 15s, 250ms)".to_owned(),
-    })
-}
+pub use strata_frontend::units::{parse_duration, parse_size};
 
 #[cfg(test)]
 mod tests {
