@@ -159,7 +159,13 @@ impl Maintenance {
 
     /// Applies retention to every partition now; returns segments and bytes deleted.
     pub fn enforce_retention_now(&self) -> (u64, u64) {
-        self.inner.enforce_retention_all()
+        self.inner.enforce_retention(|_| true)
+    }
+
+    /// Applies retention now to the partitions whose registered names `select` picks;
+    /// returns segments and bytes deleted.
+    pub fn enforce_retention_now_on(&self, select: impl Fn(&str) -> bool) -> (u64, u64) {
+        self.inner.enforce_retention(select)
     }
 
     /// Cleans one partition now, if the planner finds it dirty enough. If a cleaner thread is
@@ -261,13 +267,13 @@ impl Inner {
 
     fn retention_loop(&self) {
         while !self.sleep(self.config.retention_check_interval) {
-            self.enforce_retention_all();
+            self.enforce_retention(|_| true);
         }
     }
 
-    fn enforce_retention_all(&self) -> (u64, u64) {
+    fn enforce_retention(&self, select: impl Fn(&str) -> bool) -> (u64, u64) {
         let (mut segments, mut bytes) = (0, 0);
-        for (name, partition) in self.snapshot() {
+        for (name, partition) in self.snapshot().into_iter().filter(|(name, _)| select(name)) {
             let settings = lock(&partition.settings).clone();
             if !settings.cleanup_policy.deletes() {
                 continue;

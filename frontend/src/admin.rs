@@ -305,14 +305,16 @@ impl Admin {
         Ok(out)
     }
 
-    /// Applies retention now. `name` must be a stream, but retention runs over every
-    /// partition of the node whose policy deletes (that is what the maintenance service
-    /// offers). Returns segments and bytes deleted. Blocks: call it off the async workers.
+    /// Applies retention now to every partition of stream `name` (if its policy deletes).
+    /// Returns segments and bytes deleted. Blocks: call it off the async workers.
     pub fn enforce_retention(&self, name: &str) -> Result<(u64, u64), AdminError> {
         if self.shared.streams.get(name).is_none() {
             return Err(AdminError::UnknownStream(name.to_owned()));
         }
-        Ok(self.maintenance()?.enforce_retention_now())
+        // Partitions are registered with maintenance as `<stream>/<number>`.
+        let prefix = format!("{name}/");
+        let on_stream = |partition: &str| partition.strip_prefix(&prefix).is_some_and(|n| n.parse::<u32>().is_ok());
+        Ok(self.maintenance()?.enforce_retention_now_on(on_stream))
     }
 
     /// Writes the definition of `config` to `$streams`, durably.
