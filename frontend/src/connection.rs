@@ -22,7 +22,7 @@ use crate::codec::{
     self, Ack, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
-use crate::groups::{Group, GroupDelivery, MemberId};
+use crate::groups::{Group, GroupDelivery, MemberId, PartitionId};
 use crate::partition_writer::{AppendRequest, AppendResult};
 use crate::readers::{self, BufferedRecord, Readers};
 use crate::record;
@@ -612,7 +612,7 @@ struct Outbound {
     /// The consumer groups (`$share/...`) this connection is a member of.
     memberships: Vec<Membership>,
     /// Group messages in flight by packet identifier: whom to tell when they are acknowledged.
-    group_in_flight: HashMap<u16, (Arc<Group>, MemberId, usize, u64)>,
+    group_in_flight: HashMap<u16, (Arc<Group>, MemberId, PartitionId, u64)>,
     /// Acknowledgements of inbound messages, in arrival order.
     pending_acks: VecDeque<PendingAck>,
     /// Bytes to write, in order: encoded packets and the payloads they share with the log.

@@ -9,12 +9,14 @@
 //! first, with DUP set. A partition's committed offset is its lowest pending (or
 //! to-be-redelivered) offset, else the cursor; it is written to the internal compacted stream
 //! `$offsets` (key `<group>/<stream>/<partition>`) on an interval and when a member
-//! disconnects, and read back at start.
+//! disconnects, and read back at start. The group follows the streams as the admin API
+//! creates, alters and deletes them: a new partition is read from its start, a deleted
+//! stream's partitions are dropped with what was pending there.
 //!
 //! [`GroupState`] holds the decisions (membership, round-robin, pending offsets); the
 //! [`Group`] shell adds the log, the members' queues and the task.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,7 +25,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::partition_writer::AppendRequest;
 use crate::record::{self, StoredMessage};
-use crate::streams::{Partition, Streams};
+use crate::streams::{LiveStreams, Partition, Registry, Streams};
 
 /// One partition of a group as [`Group::snapshot`] reads it: stream name, partition number,
 /// committed offset, the partition's offsets.
@@ -43,6 +45,11 @@ const MAX_MEMBER_QUEUE: usize = 1024;
 /// Version byte of a `$offsets` value.
 const OFFSETS_VERSION: u8 = 1;
 
+/// A partition of a group, named by its stream partition's [`Partition::id`]: unique while
+/// the broker runs and never reused, so an acknowledgement that comes after its stream was
+/// deleted (or deleted and created again) never lands on another partition.
+pub type PartitionId = u32;
+
 /// One partition of a group: where its cursor stands and what is handed out but not done.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartitionState {
@@ -54,22 +61,46 @@ pub struct PartitionState {
     redeliver: BTreeSet<u64>,
 }
 
-/// A group's decisions, free of I/O.
+/// A group's decisions, free of I/O. The partitions it follows come and go with their
+/// streams; every call naming a partition it does not follow (any more) is ignored, so a
+/// late acknowledgement or a redelivery of a deleted stream's message is harmless.
 #[derive(Debug, Default)]
 pub struct GroupState {
     members: Vec<MemberId>,
     turn: usize,
-    partitions: Vec<PartitionState>,
+    partitions: BTreeMap<PartitionId, PartitionState>,
 }
 
 impl GroupState {
-    /// A group whose partition `i` starts reading at `starts[i]`.
-    pub fn new(starts: &[u64]) -> GroupState {
-        GroupState {
-            members: Vec::new(),
-            turn: 0,
-            partitions: starts.iter().map(|&next| PartitionState { next, ..Default::default() }).collect(),
+    /// A group whose partition `id` starts reading at `next`, for each `(id, next)`.
+    pub fn new(starts: &[(PartitionId, u64)]) -> GroupState {
+        let mut state = GroupState::default();
+        for &(partition, next) in starts {
+            state.add_partition(partition, next);
         }
+        state
+    }
+
+    /// Follows `partition` from `next`; false (and nothing changes) if it is followed already.
+    pub fn add_partition(&mut self, partition: PartitionId, next: u64) -> bool {
+        match self.partitions.entry(partition) {
+            std::collections::btree_map::Entry::Occupied(_) => false,
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(PartitionState { next, ..Default::default() });
+                true
+            }
+        }
+    }
+
+    /// Stops following `partition` (its stream was deleted): what was pending or to redeliver
+    /// there is forgotten. Returns whether it was followed.
+    pub fn remove_partition(&mut self, partition: PartitionId) -> bool {
+        self.partitions.remove(&partition).is_some()
+    }
+
+    /// Whether `partition` is followed.
+    pub fn follows(&self, partition: PartitionId) -> bool {
+        self.partitions.contains_key(&partition)
     }
 
     /// Adds a member.
@@ -83,7 +114,7 @@ impl GroupState {
     pub fn leave(&mut self, member: MemberId) -> usize {
         self.members.retain(|&m| m != member);
         let mut returned = 0;
-        for partition in &mut self.partitions {
+        for partition in self.partitions.values_mut() {
             let mine: Vec<u64> = partition.pending.iter().filter(|(_, m)| **m == member).map(|(o, _)| *o).collect();
             for offset in mine {
                 partition.pending.remove(&offset);
@@ -119,49 +150,57 @@ impl GroupState {
     }
 
     /// The lowest offset of `partition` waiting for redelivery.
-    pub fn first_redelivery(&self, partition: usize) -> Option<u64> {
-        self.partitions[partition].redeliver.first().copied()
+    pub fn first_redelivery(&self, partition: PartitionId) -> Option<u64> {
+        self.partitions.get(&partition)?.redeliver.first().copied()
     }
 
     /// Drops a redelivery that cannot be served (the record is gone).
-    pub fn forget_redelivery(&mut self, partition: usize, offset: u64) {
-        self.partitions[partition].redeliver.remove(&offset);
+    pub fn forget_redelivery(&mut self, partition: PartitionId, offset: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.redeliver.remove(&offset);
+        }
     }
 
     /// `offset` of `partition` went to `member` (fresh or redelivered).
-    pub fn hand_out(&mut self, partition: usize, offset: u64, member: MemberId) {
-        let p = &mut self.partitions[partition];
-        p.redeliver.remove(&offset);
-        p.pending.insert(offset, member);
-        p.next = p.next.max(offset + 1);
+    pub fn hand_out(&mut self, partition: PartitionId, offset: u64, member: MemberId) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.redeliver.remove(&offset);
+            p.pending.insert(offset, member);
+            p.next = p.next.max(offset + 1);
+        }
     }
 
     /// The cursor of `partition` moved past records not handed out (filtered, not MQTT).
-    pub fn advance(&mut self, partition: usize, next: u64) {
-        let p = &mut self.partitions[partition];
-        p.next = p.next.max(next);
+    pub fn advance(&mut self, partition: PartitionId, next: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.next = p.next.max(next);
+        }
     }
 
     /// Moves the cursor of `partition` to `next` even backwards (retention removed records).
-    pub fn reset(&mut self, partition: usize, next: u64) {
-        self.partitions[partition].next = next;
+    pub fn reset(&mut self, partition: PartitionId, next: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.next = next;
+        }
     }
 
     /// Starts `partition` over at `next`, forgetting what was pending or to redeliver (an
     /// operator's offset reset; only while the group has no member).
-    pub fn seek(&mut self, partition: usize, next: u64) {
-        self.partitions[partition] = PartitionState { next, ..Default::default() };
+    pub fn seek(&mut self, partition: PartitionId, next: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            *p = PartitionState { next, ..Default::default() };
+        }
     }
 
     /// The next offset to read in `partition`.
-    pub fn next(&self, partition: usize) -> u64 {
-        self.partitions[partition].next
+    pub fn next(&self, partition: PartitionId) -> Option<u64> {
+        Some(self.partitions.get(&partition)?.next)
     }
 
     /// `member` acknowledged `offset` of `partition`; ignored (false) unless that member
-    /// holds it (it may have been given back already).
-    pub fn ack(&mut self, partition: usize, offset: u64, member: MemberId) -> bool {
-        let p = &mut self.partitions[partition];
+    /// holds it (it may have been given back already, or the partition dropped).
+    pub fn ack(&mut self, partition: PartitionId, offset: u64, member: MemberId) -> bool {
+        let Some(p) = self.partitions.get_mut(&partition) else { return false };
         if p.pending.get(&offset) == Some(&member) {
             p.pending.remove(&offset);
             true
@@ -170,11 +209,12 @@ impl GroupState {
         }
     }
 
-    /// The committed offset of `partition`: the lowest offset not yet acknowledged.
-    pub fn committed(&self, partition: usize) -> u64 {
-        let p = &self.partitions[partition];
+    /// The committed offset of `partition`: the lowest offset not yet acknowledged (pending
+    /// or to redeliver), else the cursor.
+    pub fn committed(&self, partition: PartitionId) -> Option<u64> {
+        let p = self.partitions.get(&partition)?;
         let lowest = [p.pending.keys().next().copied(), p.redeliver.first().copied()].into_iter().flatten().min();
-        lowest.map_or(p.next, |lowest| lowest.min(p.next))
+        Some(lowest.map_or(p.next, |lowest| lowest.min(p.next)))
     }
 }
 
@@ -201,7 +241,7 @@ pub fn decode_offset(value: &[u8]) -> Option<u64> {
 
 /// One message handed to a member.
 pub(crate) struct GroupDelivery {
-    pub(crate) partition: usize,
+    pub(crate) partition: PartitionId,
     pub(crate) offset: u64,
     pub(crate) message: StoredMessage,
     /// Given back by another member: it may have been seen (DUP).
@@ -214,20 +254,38 @@ struct Buffered {
     message: Option<StoredMessage>,
 }
 
+/// One partition a group follows, with what its task read ahead there.
+struct Followed {
+    stream: Arc<str>,
+    partition: Arc<Partition>,
+    /// The committed offset last written to `$offsets`.
+    last_commit: Option<u64>,
+    /// Records read and not handed out yet, in offset order.
+    buffered: VecDeque<Buffered>,
+    /// The offset after the fetch `buffered` came from (0: read from the cursor).
+    buffered_end: u64,
+}
+
 struct Inner {
     state: GroupState,
     queues: HashMap<MemberId, mpsc::Sender<GroupDelivery>>,
-    /// The committed offsets last written to `$offsets`.
-    last_commit: Vec<Option<u64>>,
-    /// Partitions whose read-ahead the task must drop: an offset reset moved them.
-    seeked: Vec<bool>,
+    /// The partitions followed, in the streams' order.
+    partitions: Vec<Followed>,
+    /// The streams' generation `partitions` was last matched against.
+    generation: u64,
+    /// This group's committed offsets read from `$offsets` at start and not used yet, by
+    /// `$offsets` key: a partition that shows up later starts there if it is within the log.
+    restored: HashMap<String, u64>,
+    /// `$offsets` keys of partitions dropped with their stream, tombstoned at the next commit
+    /// (a stream created again under that name is read from its start).
+    forgotten: Vec<String>,
 }
 
 /// A consumer group, shared by its members' connections and its task.
 pub(crate) struct Group {
     pub(crate) name: String,
     pub(crate) filter: String,
-    partitions: Vec<(Arc<str>, Arc<Partition>)>,
+    streams: LiveStreams,
     inner: Mutex<Inner>,
     wake: Notify,
     offsets_writer: mpsc::Sender<AppendRequest>,
@@ -254,7 +312,9 @@ enum Pass {
 
 impl Group {
     /// Creates the group over every partition of `streams`, each from its restored committed
-    /// offset (clamped to the log) or from the end, and starts its task.
+    /// offset (clamped to the log) or from the end, and starts its task. Partitions created
+    /// later are followed from their restored offset if it is within the log, else from their
+    /// start (see [`Group::follow_streams`]).
     pub(crate) fn start(
         name: &str,
         filter: &str,
@@ -262,49 +322,110 @@ impl Group {
         restored: &HashMap<String, u64>,
         offsets_writer: mpsc::Sender<AppendRequest>,
     ) -> Arc<Group> {
-        let mut partitions = Vec::new();
-        let mut starts = Vec::new();
-        let mut last_commit = Vec::new();
-        for stream in streams.all() {
-            let stream_name: Arc<str> = Arc::from(stream.name.as_str());
-            for partition in &stream.partitions {
-                let offsets = partition.log.offsets();
-                let stored = restored.get(&offsets_key(name, &stream.name, partition.number)).copied();
-                let start =
-                    stored.map_or(offsets.high_watermark, |o| o.clamp(offsets.log_start, offsets.high_watermark));
-                partitions.push((Arc::clone(&stream_name), Arc::clone(partition)));
-                starts.push(start);
-                last_commit.push(stored);
-            }
-        }
+        let prefix = format!("{name}/");
+        let restored = restored.iter().filter(|(key, _)| key.starts_with(&prefix)).map(|(k, v)| (k.clone(), *v));
         let group = Arc::new(Group {
             name: name.to_owned(),
             filter: filter.to_owned(),
-            partitions,
+            streams: streams.live(),
             inner: Mutex::new(Inner {
-                state: GroupState::new(&starts),
+                state: GroupState::default(),
                 queues: HashMap::new(),
-                seeked: vec![false; last_commit.len()],
-                last_commit,
+                partitions: Vec::new(),
+                generation: 0,
+                restored: restored.collect(),
+                forgotten: Vec::new(),
             }),
             wake: Notify::new(),
             offsets_writer,
             committing: tokio::sync::Mutex::new(()),
         });
+        {
+            let mut inner = lock(&group.inner);
+            group.follow(&mut inner, &group.streams.registry(), true);
+        }
         tokio::spawn(run(Arc::clone(&group), streams.appended()));
         group
+    }
+
+    /// Follows the streams created, altered or deleted since the group last looked: new
+    /// partitions from their restored offset if within the log, else from their start
+    /// (everything in them came after the group started); partitions of deleted streams are
+    /// dropped with what was pending there. Cheap when nothing changed.
+    fn follow_streams(&self, inner: &mut Inner) {
+        if self.streams.generation() != inner.generation {
+            self.follow(inner, &self.streams.registry(), false);
+        }
+    }
+
+    /// Matches the partitions followed with `registry`; at `start`, a partition without a
+    /// restored offset starts at its end.
+    fn follow(&self, inner: &mut Inner, registry: &Registry, start: bool) {
+        inner.generation = registry.generation();
+        let live: HashSet<PartitionId> =
+            registry.all().iter().flat_map(|s| s.partitions.iter().map(|p| p.id)).collect();
+        let Inner { state, partitions, restored, forgotten, .. } = inner;
+        partitions.retain(|followed| {
+            if live.contains(&followed.partition.id) {
+                return true;
+            }
+            state.remove_partition(followed.partition.id);
+            let key = offsets_key(&self.name, &followed.stream, followed.partition.number);
+            restored.remove(&key);
+            if followed.last_commit.is_some() {
+                forgotten.push(key);
+            }
+            tracing::info!(group = %self.name, stream = %followed.stream, partition = followed.partition.number,
+                "group dropped the partition of a deleted stream");
+            false
+        });
+        for stream in registry.all() {
+            let stream_name: Arc<str> = Arc::from(stream.name.as_str());
+            for partition in &stream.partitions {
+                if state.follows(partition.id) {
+                    continue;
+                }
+                let offsets = partition.log.offsets();
+                let (log_start, high_watermark) = (offsets.log_start, offsets.high_watermark);
+                let stored = restored.remove(&offsets_key(&self.name, &stream.name, partition.number));
+                let next = match stored {
+                    Some(offset) if start => offset.clamp(log_start, high_watermark),
+                    None if start => high_watermark,
+                    Some(offset) if (log_start..=high_watermark).contains(&offset) => offset,
+                    _ => log_start,
+                };
+                state.add_partition(partition.id, next);
+                partitions.push(Followed {
+                    stream: Arc::clone(&stream_name),
+                    partition: Arc::clone(partition),
+                    last_commit: stored,
+                    buffered: VecDeque::new(),
+                    buffered_end: 0,
+                });
+                if !start {
+                    tracing::info!(group = %self.name, stream = %stream.name, partition = partition.number, next,
+                        "group follows a new partition");
+                }
+            }
+        }
     }
 
     /// The group's members count and, per partition (stream name, partition number, log
     /// end), its committed offset, read now (for the admin API).
     pub(crate) fn snapshot(&self) -> (usize, Vec<PartitionSnapshot>) {
-        let inner = lock(&self.inner);
-        let partitions = self
+        let mut inner = lock(&self.inner);
+        self.follow_streams(&mut inner);
+        let partitions = inner
             .partitions
             .iter()
-            .enumerate()
-            .map(|(index, (stream, partition))| {
-                (Arc::clone(stream), partition.number, inner.state.committed(index), partition.log.offsets())
+            .filter_map(|followed| {
+                let committed = inner.state.committed(followed.partition.id)?;
+                Some((
+                    Arc::clone(&followed.stream),
+                    followed.partition.number,
+                    committed,
+                    followed.partition.log.offsets(),
+                ))
             })
             .collect();
         (inner.state.member_count(), partitions)
@@ -323,11 +444,12 @@ impl Group {
             if !inner.state.is_empty() {
                 return Err(inner.state.member_count());
             }
-            for (index, (stream, partition)) in self.partitions.iter().enumerate() {
-                if select(stream, partition.number) {
-                    inner.state.seek(index, target(&partition.log));
-                    inner.seeked[index] = true;
-                }
+            self.follow_streams(&mut inner);
+            let Inner { state, partitions, .. } = &mut *inner;
+            for followed in partitions.iter_mut().filter(|f| select(&f.stream, f.partition.number)) {
+                state.seek(followed.partition.id, target(&followed.partition.log));
+                followed.buffered.clear();
+                followed.buffered_end = 0;
             }
         }
         self.wake.notify_one();
@@ -357,8 +479,9 @@ impl Group {
         self.wake.notify_one();
     }
 
-    /// `member` acknowledged (or finished with) `offset` of partition index `partition`.
-    pub(crate) fn ack(&self, member: MemberId, partition: usize, offset: u64) {
+    /// `member` acknowledged (or finished with) `offset` of `partition`; ignored if the group
+    /// dropped that partition meanwhile.
+    pub(crate) fn ack(&self, member: MemberId, partition: PartitionId, offset: u64) {
         lock(&self.inner).state.ack(partition, offset, member);
     }
 
@@ -367,18 +490,22 @@ impl Group {
         self.wake.notify_one();
     }
 
-    /// Writes the committed offsets that moved since the last commit to `$offsets`; with
-    /// `durable`, waits until they are durable.
+    /// Writes the committed offsets that moved since the last commit to `$offsets` (and
+    /// tombstones those of dropped partitions); with `durable`, waits until they are durable.
     pub(crate) async fn commit(&self, durable: bool) {
         let _ordered = self.committing.lock().await;
         let records: Vec<Record> = {
             let mut inner = lock(&self.inner);
-            let mut records = Vec::new();
-            for (index, (stream, partition)) in self.partitions.iter().enumerate() {
-                let committed = inner.state.committed(index);
-                if inner.last_commit[index] != Some(committed) {
-                    inner.last_commit[index] = Some(committed);
-                    let key = offsets_key(&self.name, stream, partition.number);
+            let Inner { state, partitions, forgotten, .. } = &mut *inner;
+            // Tombstones first: a partition of a stream created again under the same name
+            // writes the same key after them.
+            let mut records: Vec<Record> =
+                forgotten.drain(..).map(|key| Record::new(now_ms(), Vec::new()).with_key(key.into_bytes())).collect();
+            for followed in partitions.iter_mut() {
+                let Some(committed) = state.committed(followed.partition.id) else { continue };
+                if followed.last_commit != Some(committed) {
+                    followed.last_commit = Some(committed);
+                    let key = offsets_key(&self.name, &followed.stream, followed.partition.number);
                     records.push(Record::new(now_ms(), encode_offset(committed)).with_key(key.into_bytes()));
                 }
             }
@@ -408,48 +535,48 @@ impl Group {
 
     /// Hands out what is ready: redeliveries first, then new records, round-robin among
     /// members with room, until nobody has room, everything is read or a batch is done.
-    fn dispatch(&self, buffers: &mut [(VecDeque<Buffered>, u64)]) -> Result<Pass, strata_log::LogError> {
+    /// Follows the streams first, so that no partition of a deleted stream is read.
+    fn dispatch(&self) -> Result<Pass, strata_log::LogError> {
         let mut inner = lock(&self.inner);
-        for (index, seeked) in inner.seeked.iter_mut().enumerate() {
-            if std::mem::take(seeked) {
-                buffers[index] = (VecDeque::new(), 0);
-            }
-        }
-        if inner.state.is_empty() {
+        self.follow_streams(&mut inner);
+        let Inner { state, queues, partitions, .. } = &mut *inner;
+        if state.is_empty() {
             return Ok(Pass::Wait);
         }
         let mut sent = 0;
-        for (index, (_, partition)) in self.partitions.iter().enumerate() {
-            while let Some(offset) = inner.state.first_redelivery(index) {
+        for followed in partitions.iter_mut() {
+            let (id, log) = (followed.partition.id, &followed.partition.log);
+            while let Some(offset) = state.first_redelivery(id) {
                 if sent >= DISPATCH_BATCH {
                     return Ok(Pass::More);
                 }
-                let fetch = partition.log.read(offset, FETCH_BYTES)?;
+                let fetch = log.read(offset, FETCH_BYTES)?;
                 let found = if offset < fetch.log_start {
                     None
                 } else {
                     fetch.records(offset)?.into_iter().find(|r| r.offset == offset)
                 };
                 let Some(message) = found.and_then(|r| record::from_record(r).ok()) else {
-                    inner.state.forget_redelivery(index, offset);
+                    state.forget_redelivery(id, offset);
                     continue;
                 };
-                let delivery = GroupDelivery { partition: index, offset, message, redelivery: true };
-                if !offer(&mut inner, delivery) {
+                let delivery = GroupDelivery { partition: id, offset, message, redelivery: true };
+                if !offer(state, queues, delivery) {
                     return Ok(Pass::Wait);
                 }
                 sent += 1;
             }
-            let (buffered, end) = &mut buffers[index];
+            let (buffered, end) = (&mut followed.buffered, &mut followed.buffered_end);
             loop {
                 if sent >= DISPATCH_BATCH {
                     return Ok(Pass::More);
                 }
                 let Some(front) = buffered.front() else {
-                    let next = inner.state.next(index).max(*end);
-                    let fetch = partition.log.read(next, FETCH_BYTES)?;
+                    let Some(next) = state.next(id) else { break };
+                    let next = next.max(*end);
+                    let fetch = log.read(next, FETCH_BYTES)?;
                     if next < fetch.log_start {
-                        inner.state.reset(index, fetch.log_start);
+                        state.reset(id, fetch.log_start);
                         *end = fetch.log_start;
                         continue;
                     }
@@ -462,7 +589,7 @@ impl Group {
                     );
                     *end = fetch_end;
                     if buffered.is_empty() {
-                        inner.state.advance(index, fetch_end);
+                        state.advance(id, fetch_end);
                     }
                     continue;
                 };
@@ -470,18 +597,18 @@ impl Group {
                 let wanted = front.message.as_ref().is_some_and(|m| crate::topic::matches(&self.filter, &m.topic));
                 if !wanted {
                     buffered.pop_front();
-                    inner.state.advance(index, offset + 1);
+                    state.advance(id, offset + 1);
                 } else {
                     let message = front.message.clone().expect("wanted messages exist");
-                    let delivery = GroupDelivery { partition: index, offset, message, redelivery: false };
-                    if !offer(&mut inner, delivery) {
+                    let delivery = GroupDelivery { partition: id, offset, message, redelivery: false };
+                    if !offer(state, queues, delivery) {
                         return Ok(Pass::Wait);
                     }
                     buffered.pop_front();
                     sent += 1;
                 }
                 if buffered.is_empty() {
-                    inner.state.advance(index, *end);
+                    state.advance(id, *end);
                 }
             }
         }
@@ -490,30 +617,32 @@ impl Group {
 }
 
 /// Gives `delivery` to the next member with room; false when none has room.
-fn offer(inner: &mut Inner, delivery: GroupDelivery) -> bool {
-    let queues = &inner.queues;
-    let Some(member) = inner.state.pick(|m| queues.get(&m).is_some_and(|q| q.capacity() > 0)) else {
+fn offer(
+    state: &mut GroupState,
+    queues: &HashMap<MemberId, mpsc::Sender<GroupDelivery>>,
+    delivery: GroupDelivery,
+) -> bool {
+    let Some(member) = state.pick(|m| queues.get(&m).is_some_and(|q| q.capacity() > 0)) else {
         return false;
     };
     let (partition, offset) = (delivery.partition, delivery.offset);
     // Only this group sends on the queue, under this lock: the room seen is still there.
-    if inner.queues[&member].try_send(delivery).is_err() {
+    if queues[&member].try_send(delivery).is_err() {
         return false;
     }
-    inner.state.hand_out(partition, offset, member);
+    state.hand_out(partition, offset, member);
     true
 }
 
-/// The group's task: hands out messages as records arrive and members make room, and
-/// commits offsets on an interval. It lives as long as the broker.
+/// The group's task: hands out messages as records arrive, members make room and streams
+/// change (a swap of the streams also wakes `appended`), and commits offsets on an interval.
+/// It lives as long as the broker.
 async fn run(group: Arc<Group>, mut appended: watch::Receiver<u64>) {
-    let mut buffers: Vec<(VecDeque<Buffered>, u64)> =
-        (0..group.partitions.len()).map(|_| (VecDeque::new(), 0)).collect();
     let mut tick = tokio::time::interval(COMMIT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         appended.borrow_and_update();
-        match group.dispatch(&mut buffers) {
+        match group.dispatch() {
             Ok(Pass::More) => {
                 tokio::task::yield_now().await;
                 continue;
@@ -535,7 +664,7 @@ mod tests {
 
     #[test]
     fn members_take_turns_among_those_with_room() {
-        let mut state = GroupState::new(&[0]);
+        let mut state = GroupState::new(&[(0, 0)]);
         state.join(1);
         state.join(2);
         state.join(3);
@@ -548,23 +677,171 @@ mod tests {
 
     #[test]
     fn a_leaving_member_gives_back_what_it_held_and_the_commit_waits_for_it() {
-        let mut state = GroupState::new(&[10]);
+        let mut state = GroupState::new(&[(0, 10)]);
         state.join(1);
         state.join(2);
         state.hand_out(0, 10, 1);
         state.hand_out(0, 11, 2);
         state.advance(0, 13);
-        assert_eq!(state.committed(0), 10);
+        assert_eq!(state.committed(0), Some(10));
         assert!(state.ack(0, 11, 2));
         assert!(!state.ack(0, 10, 2), "only the holder acknowledges");
         assert_eq!(state.leave(1), 1);
         assert_eq!(state.first_redelivery(0), Some(10));
-        assert_eq!(state.committed(0), 10);
+        assert_eq!(state.committed(0), Some(10));
         assert!(!state.ack(0, 10, 1), "a late ack from the member that left is ignored");
         state.hand_out(0, 10, 2);
         assert_eq!(state.first_redelivery(0), None);
         assert!(state.ack(0, 10, 2));
-        assert_eq!(state.committed(0), 13);
+        assert_eq!(state.committed(0), Some(13));
+    }
+
+    #[test]
+    fn an_added_partition_starts_where_told_and_adding_it_again_changes_nothing() {
+        let mut state = GroupState::new(&[(3, 10)]);
+        state.join(1);
+        assert!(state.add_partition(7, 0));
+        assert_eq!(state.committed(7), Some(0));
+        state.hand_out(7, 0, 1);
+        state.advance(7, 2);
+        assert!(!state.add_partition(7, 50), "a followed partition keeps its state");
+        assert_eq!(state.next(7), Some(2));
+        assert_eq!(state.committed(7), Some(0));
+        assert_eq!(state.committed(3), Some(10));
+    }
+
+    #[test]
+    fn a_removed_partition_is_forgotten_and_the_others_are_untouched() {
+        let mut state = GroupState::new(&[(0, 0), (1, 100), (2, 200)]);
+        state.join(1);
+        state.join(2);
+        state.hand_out(0, 0, 1);
+        state.hand_out(1, 100, 1);
+        state.hand_out(1, 101, 2);
+        state.hand_out(2, 200, 2);
+        assert!(state.remove_partition(1));
+        assert!(!state.remove_partition(1));
+        assert!(!state.follows(1));
+        assert_eq!(state.committed(1), None);
+        assert_eq!(state.next(1), None);
+        assert!(!state.ack(1, 101, 2), "a late ack for a dropped partition is ignored");
+        state.hand_out(1, 102, 1);
+        state.advance(1, 500);
+        state.seek(1, 7);
+        assert!(!state.follows(1), "calls naming a dropped partition do not bring it back");
+        // Only the remaining partitions' messages come back for redelivery.
+        assert_eq!(state.leave(1), 1);
+        assert_eq!(state.first_redelivery(0), Some(0));
+        assert_eq!(state.first_redelivery(1), None);
+        assert_eq!(state.committed(0), Some(0));
+        assert_eq!(state.committed(2), Some(200));
+        assert!(state.ack(2, 200, 2));
+        assert_eq!(state.committed(2), Some(201));
+        // The same stream created again gets a new partition id and starts afresh.
+        assert!(state.add_partition(3, 0));
+        assert_eq!(state.committed(3), Some(0));
+    }
+
+    /// One step of [`committed_offsets_match_a_model_as_partitions_come_and_go`]: partition
+    /// and member are picked modulo the few there are.
+    #[derive(Debug, Clone)]
+    enum Step {
+        Add(u32, u64),
+        Remove(u32),
+        HandOut(u32, u64),
+        Redeliver(u32, u64),
+        Ack(u32, usize, u64),
+        Skip(u32, u64),
+        Leave(u64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0..6u32, 0..20u64).prop_map(|(p, n)| Step::Add(p, n)),
+            (0..6u32).prop_map(Step::Remove),
+            (0..6u32, 0..3u64).prop_map(|(p, m)| Step::HandOut(p, m)),
+            (0..6u32, 0..3u64).prop_map(|(p, m)| Step::Redeliver(p, m)),
+            (0..6u32, 0..8usize, 0..3u64).prop_map(|(p, i, m)| Step::Ack(p, i, m)),
+            (0..6u32, 0..5u64).prop_map(|(p, n)| Step::Skip(p, n)),
+            (0..3u64).prop_map(Step::Leave),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The model: per followed partition, a cursor and the offsets handed out and not yet
+        /// acknowledged by their holder (a member that left holds nothing). The committed
+        /// offset is the lowest of those, else the cursor; a dropped partition has none and
+        /// takes no calls.
+        #[test]
+        fn committed_offsets_match_a_model_as_partitions_come_and_go(
+            steps in proptest::collection::vec(step(), 1..200),
+        ) {
+            let mut state = GroupState::default();
+            let mut model: BTreeMap<u32, (u64, BTreeMap<u64, Option<MemberId>>)> = BTreeMap::new();
+            for member in 0..3 {
+                state.join(member);
+            }
+            for step in steps {
+                match step {
+                    Step::Add(p, next) => {
+                        let added = state.add_partition(p, next);
+                        proptest::prop_assert_eq!(added, !model.contains_key(&p));
+                        model.entry(p).or_insert((next, BTreeMap::new()));
+                    }
+                    Step::Remove(p) => {
+                        proptest::prop_assert_eq!(state.remove_partition(p), model.remove(&p).is_some());
+                    }
+                    Step::HandOut(p, member) => {
+                        let next = state.next(p);
+                        if let (Some(next), Some((cursor, out))) = (next, model.get_mut(&p)) {
+                            state.hand_out(p, next, member);
+                            out.insert(next, Some(member));
+                            *cursor = next + 1;
+                        } else {
+                            state.hand_out(p, 0, member);
+                        }
+                    }
+                    Step::Redeliver(p, member) => {
+                        if let Some(offset) = state.first_redelivery(p) {
+                            let (_, out) = model.get_mut(&p).expect("only followed partitions redeliver");
+                            proptest::prop_assert_eq!(out.get(&offset), Some(&None));
+                            state.hand_out(p, offset, member);
+                            out.insert(offset, Some(member));
+                        }
+                    }
+                    Step::Ack(p, index, member) => {
+                        let target = model.get(&p).and_then(|(_, out)| out.keys().nth(index).copied());
+                        let offset = target.unwrap_or(index as u64);
+                        let holds = model.get(&p).and_then(|(_, out)| out.get(&offset)) == Some(&Some(member));
+                        proptest::prop_assert_eq!(state.ack(p, offset, member), holds);
+                        if holds {
+                            model.get_mut(&p).expect("held").1.remove(&offset);
+                        }
+                    }
+                    Step::Skip(p, count) => {
+                        if let (Some(next), Some((cursor, _))) = (state.next(p), model.get_mut(&p)) {
+                            state.advance(p, next + count);
+                            *cursor = next + count;
+                        }
+                    }
+                    Step::Leave(member) => {
+                        let held: usize = model
+                            .values_mut()
+                            .flat_map(|(_, out)| out.values_mut())
+                            .filter(|holder| **holder == Some(member))
+                            .map(|holder| *holder = None)
+                            .count();
+                        proptest::prop_assert_eq!(state.leave(member), held);
+                        state.join(member);
+                    }
+                }
+                for p in 0..6 {
+                    let expected = model.get(&p).map(|(cursor, out)| out.keys().next().copied().unwrap_or(*cursor));
+                    proptest::prop_assert_eq!(state.committed(p), expected, "partition {}", p);
+                }
+            }
+        }
     }
 
     #[test]

@@ -161,9 +161,26 @@ impl Registry {
     }
 }
 
+/// A handle on the live streams that a long-lived task keeps (a consumer group's), to look
+/// for streams created, altered or deleted since it last looked.
+#[derive(Clone)]
+pub(crate) struct LiveStreams(Arc<ArcSwap<Registry>>);
+
+impl LiveStreams {
+    /// The live streams, now.
+    pub(crate) fn registry(&self) -> Arc<Registry> {
+        self.0.load_full()
+    }
+
+    /// The registry's generation, read without taking a reference.
+    pub(crate) fn generation(&self) -> u64 {
+        self.0.load().generation
+    }
+}
+
 /// Every open stream, swappable at runtime.
 pub(crate) struct Streams {
-    current: ArcSwap<Registry>,
+    current: Arc<ArcSwap<Registry>>,
     /// Bumped after any partition's high watermark moves: readers following many partitions
     /// wait on this one signal.
     appended: watch::Sender<u64>,
@@ -199,7 +216,7 @@ impl Streams {
         let (appended, _) = watch::channel(0u64);
         let empty = Registry { streams: Vec::new(), default_index: 0, generation: 0 };
         let streams = Streams {
-            current: ArcSwap::from_pointee(empty),
+            current: Arc::new(ArcSwap::from_pointee(empty)),
             appended,
             next_id: AtomicU32::new(0),
             data_dir: data_dir.to_path_buf(),
@@ -265,6 +282,11 @@ impl Streams {
     /// The registry's generation, read without taking a reference.
     pub(crate) fn generation(&self) -> u64 {
         self.current.load().generation
+    }
+
+    /// A handle on the live streams that follows every swap.
+    pub(crate) fn live(&self) -> LiveStreams {
+        LiveStreams(Arc::clone(&self.current))
     }
 
     /// The partition a message on `topic` with these user properties goes to: the first
