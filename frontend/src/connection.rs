@@ -565,11 +565,37 @@ impl Inbound {
             }
             None => (None, None),
         };
+        let partition = self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
+        // A lone publish (nothing more read behind it) is appended at once when nothing is
+        // queued ahead; a burst goes through the writer thread, which batches it.
+        let record = match self.buf.is_empty() {
+            true => match partition.writer.try_append_now(record) {
+                Ok(outcome) => {
+                    if let Some(durable) = durable {
+                        let _ = durable.send(outcome);
+                    }
+                    return self.acknowledge(packet, packet_id, durable_rx, received).await;
+                }
+                Err(record) => record,
+            },
+            false => record,
+        };
         // A full queue holds this connection's reads back: backpressure on the socket.
-        let writer = &self.shared.streams.route(&publish.topic, &publish.properties.user_properties).writer;
-        if writer.send(AppendRequest { record, durable }).await.is_err() {
+        if partition.writer.send(AppendRequest { record, durable }).await.is_err() {
             return Some(End::Disconnect(ReasonCode::ServerShuttingDown, "the partition writer stopped".to_owned()));
         }
+        self.acknowledge(packet, packet_id, durable_rx, received).await
+    }
+
+    /// Queues the PUBACK or PUBREC of a stored publish for the outbound half, which sends it
+    /// once `durable_rx` says the record is durable.
+    async fn acknowledge(
+        &mut self,
+        packet: Option<AckPacket>,
+        packet_id: Option<PacketId>,
+        durable_rx: Option<oneshot::Receiver<AppendResult>>,
+        received: std::time::Instant,
+    ) -> Option<End> {
         if let (Some(packet), Some(packet_id)) = (packet, packet_id) {
             let message = ToOutbound::Ack {
                 packet,

@@ -3,13 +3,23 @@
 //! takes everything waiting, appends it as one batch, waits until the batch is durable per
 //! the flush policy, and only then tells each publisher its offset.
 //!
-//! It runs on a dedicated thread because `Log::append` and an fsync are blocking calls.
+//! It runs on a dedicated thread because `Log::append` and an fsync are blocking calls. After
+//! each append it bumps the broker's "something was appended" signal itself, so a waiting
+//! subscriber is woken straight from here, with no task in between.
+//!
+//! A stream partition's writer ([`PartitionWriter`]) also has a fast path for a lone publish:
+//! when nothing is queued ahead and the flush policy does not wait for an fsync, the caller
+//! appends on its own thread ([`PartitionWriter::try_append_now`]), which saves the hand-over
+//! to the writer thread and back. Order per connection holds: a connection appends inline
+//! only when none of its earlier records is still queued, since every queued record counts
+//! in `queued` until it is in the log.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 
 use strata_log::{Log, Record};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most records appended as one batch.
 const MAX_BATCH_RECORDS: usize = 4096;
@@ -28,15 +38,90 @@ pub struct AppendRequest {
     pub durable: Option<oneshot::Sender<AppendResult>>,
 }
 
-/// Starts the writer thread of `log`, fed by a channel of `capacity` requests. The thread
-/// ends when every sender is dropped.
-pub fn spawn(log: Arc<Log>, capacity: usize, name: String) -> std::io::Result<mpsc::Sender<AppendRequest>> {
+/// Starts the writer thread of `log`, fed by a channel of `capacity` requests. After every
+/// append (which moves the high watermark: the broker's logs follow their end) it bumps
+/// `appended`, if given. The thread ends when every sender is dropped.
+pub fn spawn(
+    log: Arc<Log>,
+    capacity: usize,
+    name: String,
+    appended: Option<watch::Sender<u64>>,
+) -> std::io::Result<mpsc::Sender<AppendRequest>> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    thread::Builder::new().name(name).spawn(move || run(&log, rx))?;
+    thread::Builder::new().name(name).spawn(move || run(&log, rx, appended, None))?;
     Ok(tx)
 }
 
-fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>) {
+/// The writer of a stream partition: its queue, and the inline path for a lone publish.
+pub struct PartitionWriter {
+    tx: mpsc::Sender<AppendRequest>,
+    /// Records sent to the queue and not yet in the log.
+    queued: Arc<AtomicUsize>,
+    log: Arc<Log>,
+    appended: watch::Sender<u64>,
+    /// Whether an append is durable once written (any flush policy but `always`).
+    durable_when_written: bool,
+}
+
+/// The queue is closed: the writer thread stopped.
+#[derive(Debug)]
+pub struct WriterStopped;
+
+impl PartitionWriter {
+    /// Starts the writer thread of `log` (see [`spawn`]).
+    pub fn start(
+        log: Arc<Log>,
+        capacity: usize,
+        name: String,
+        appended: watch::Sender<u64>,
+    ) -> std::io::Result<PartitionWriter> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let queued = Arc::new(AtomicUsize::new(0));
+        let durable_when_written = !matches!(log.config().flush, strata_log::FlushPolicy::Always);
+        let thread_log = Arc::clone(&log);
+        let (thread_appended, thread_queued) = (appended.clone(), Arc::clone(&queued));
+        thread::Builder::new()
+            .name(name)
+            .spawn(move || run(&thread_log, rx, Some(thread_appended), Some(thread_queued)))?;
+        Ok(PartitionWriter { tx, queued, log, appended, durable_when_written })
+    }
+
+    /// Queues `request` for the writer thread; waits while the queue is full.
+    pub async fn send(&self, request: AppendRequest) -> Result<(), WriterStopped> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(request).await.map_err(|_| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            WriterStopped
+        })
+    }
+
+    /// Appends `record` now, on the caller's thread, if that keeps order and needs no fsync
+    /// wait: nothing queued ahead, and a flush policy other than `always`. Returns the
+    /// outcome, or gives the record back for [`PartitionWriter::send`].
+    pub fn try_append_now(&self, record: Record) -> Result<AppendResult, Record> {
+        if !self.durable_when_written || self.queued.load(Ordering::Acquire) != 0 {
+            return Err(record);
+        }
+        let outcome = match self.log.append(std::slice::from_ref(&record), 0) {
+            Ok(info) => {
+                self.appended.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(info.base_offset)
+            }
+            Err(error) => {
+                tracing::error!(partition = %self.log.dir().display(), %error, "append failed");
+                Err(error.to_string())
+            }
+        };
+        Ok(outcome)
+    }
+}
+
+fn run(
+    log: &Log,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    appended: Option<watch::Sender<u64>>,
+    queued: Option<Arc<AtomicUsize>>,
+) {
     let mut records = Vec::new();
     let mut waiting = Vec::new();
     // Blocks only while nothing is waiting: a lone publish is appended at once.
@@ -49,9 +134,13 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>) {
             waiting.push(request.durable);
             next = if records.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES { rx.try_recv().ok() } else { None };
         }
-        let outcome = log
-            .append(&records, 0)
-            .and_then(|info| log.wait_durable_blocking(info.last_offset).map(|()| info.base_offset));
+        let outcome = log.append(&records, 0).and_then(|info| {
+            // Readers may read it now; publishers hear back once it is durable.
+            if let Some(appended) = &appended {
+                appended.send_modify(|n| *n = n.wrapping_add(1));
+            }
+            log.wait_durable_blocking(info.last_offset).map(|()| info.base_offset)
+        });
         match outcome {
             Ok(base_offset) => {
                 for (i, durable) in waiting.drain(..).enumerate() {
@@ -68,6 +157,10 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>) {
                 }
             }
         }
+        // Only now are they in the log: a publisher may append inline again.
+        if let Some(queued) = &queued {
+            queued.fetch_sub(records.len(), Ordering::AcqRel);
+        }
         records.clear();
     }
 }
@@ -82,7 +175,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let tx = spawn(Arc::clone(&log), 16, "test-writer".into()).unwrap();
+        let tx = spawn(Arc::clone(&log), 16, "test-writer".into(), None).unwrap();
         let offsets = runtime.block_on(async {
             let mut receivers = Vec::new();
             for i in 0..11 {
@@ -102,5 +195,38 @@ mod tests {
         let records = log.read(0, 1 << 20).unwrap().records(0).unwrap();
         assert_eq!(records.len(), 11);
         assert_eq!(&records[3].value[..], b"v3");
+    }
+
+    #[test]
+    fn a_lone_append_goes_inline_only_when_nothing_is_queued_and_no_fsync_is_awaited() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
+        let (appended, mut woken) = watch::channel(0u64);
+        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), appended).unwrap();
+        assert_eq!(writer.try_append_now(Record::new(1, "a")).ok(), Some(Ok(0)));
+        assert!(woken.has_changed().unwrap(), "an inline append wakes readers");
+        woken.borrow_and_update();
+        runtime.block_on(async {
+            let (done, rx) = oneshot::channel();
+            writer.send(AppendRequest { record: Record::new(1, "b"), durable: Some(done) }).await.unwrap();
+            assert_eq!(rx.await.unwrap(), Ok(1));
+        });
+        // The queued record is in the log before `queued` drops; poll briefly for that.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let outcome = loop {
+            match writer.try_append_now(Record::new(1, "c")) {
+                Ok(outcome) => break outcome,
+                Err(_) if std::time::Instant::now() < deadline => std::thread::yield_now(),
+                Err(_) => panic!("the queue never drained"),
+            }
+        };
+        assert_eq!(outcome, Ok(2), "after the queued record, in order");
+
+        let always = tempfile::tempdir().unwrap();
+        let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
+        let log = Arc::new(Log::open(always.path(), config).unwrap());
+        let writer = PartitionWriter::start(log, 16, "test-always".into(), watch::channel(0).0).unwrap();
+        assert!(writer.try_append_now(Record::new(1, "x")).is_err(), "an fsync wait never runs inline");
     }
 }

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use arc_swap::ArcSwap;
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
 use strata_log::{Log, LogConfig, RetentionPolicy};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::broker::BrokerError;
 use crate::codec::ByteString;
-use crate::partition_writer::{self, AppendRequest};
+use crate::partition_writer::PartitionWriter;
 use crate::record::USER_PREFIX;
 
 /// Most partitions a stream may have.
@@ -97,7 +97,7 @@ pub(crate) struct Partition {
     /// The partition number within its stream.
     pub(crate) number: u32,
     pub(crate) log: Arc<Log>,
-    pub(crate) writer: mpsc::Sender<AppendRequest>,
+    pub(crate) writer: PartitionWriter,
 }
 
 /// One open stream.
@@ -243,13 +243,13 @@ impl Streams {
         for number in numbers {
             let log = open_partition(self.partition_dir(&config.name, number), config.log.clone()).await?;
             maintenance.register(format!("{}/{number}", config.name), Log::clone(&log), partition_settings(config))?;
-            let writer = partition_writer::spawn(
+            let writer = PartitionWriter::start(
                 Arc::clone(&log),
                 self.writer_queue,
                 format!("writer-{}-{number}", config.name),
+                self.appended.clone(),
             )
             .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
-            relay_appends(&log, self.appended.clone());
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             partitions.push(Arc::new(Partition { id, number, log, writer }));
         }
@@ -331,16 +331,6 @@ async fn open_partition(dir: PathBuf, config: LogConfig) -> Result<Arc<Log>, Bro
             .map_err(|e| BrokerError::Io { what: "opening the log".into(), source: std::io::Error::other(e) })?
     };
     Ok(Arc::new(opened.map_err(|source| BrokerError::Log { dir, source })?))
-}
-
-/// Forwards `log`'s high-watermark changes to the shared `appended` signal.
-fn relay_appends(log: &Log, appended: watch::Sender<u64>) {
-    let mut high_watermark = log.watch_high_watermark();
-    tokio::spawn(async move {
-        while high_watermark.changed().await.is_ok() {
-            appended.send_modify(|n| *n = n.wrapping_add(1));
-        }
-    });
 }
 
 #[cfg(test)]
