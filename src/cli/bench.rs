@@ -23,7 +23,7 @@ use strata_frontend::codec::{
     SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc, watch};
 
@@ -95,6 +95,15 @@ pub struct BenchArgs {
     /// Idle mode: open N connections and hold them for --duration seconds.
     #[arg(long, value_name = "N")]
     idle: Option<u32>,
+    /// Publishers' socket send buffer (SO_SNDBUF), in bytes; default: the kernel's autotuning
+    /// (up to 4 MiB on Linux). Unthrottled publishers keep it full, and the time messages
+    /// wait in it counts in the end-to-end latency: bound it to see the broker's own share.
+    #[arg(long, value_name = "BYTES")]
+    sndbuf: Option<u32>,
+    /// Subscribers' socket receive buffer (SO_RCVBUF), in bytes; default: the kernel's
+    /// autotuning.
+    #[arg(long, value_name = "BYTES")]
+    rcvbuf: Option<u32>,
     /// The broker's process id: its RSS and CPU time are reported.
     #[arg(long, value_name = "PID")]
     broker_pid: Option<u32>,
@@ -283,10 +292,31 @@ struct Connection {
     version: ProtocolVersion,
 }
 
-/// Opens a TCP connection with TCP_NODELAY, sends CONNECT (clean start, keep alive off) and
-/// waits for a successful CONNACK.
-async fn connect(target: SocketAddr, version: ProtocolVersion, client_id: &str) -> anyhow::Result<Connection> {
-    let stream = TcpStream::connect(target).await.with_context(|| format!("connecting to {target}"))?;
+/// Socket buffer sizes for a connection; `None` leaves the kernel's autotuning.
+#[derive(Debug, Clone, Copy, Default)]
+struct SocketBuffers {
+    send: Option<u32>,
+    receive: Option<u32>,
+}
+
+/// Opens a TCP connection with TCP_NODELAY (and `buffers`, set before connecting so the
+/// window is sized from the start), sends CONNECT (clean start, keep alive off) and waits for
+/// a successful CONNACK.
+async fn connect(
+    target: SocketAddr,
+    version: ProtocolVersion,
+    client_id: &str,
+    buffers: SocketBuffers,
+) -> anyhow::Result<Connection> {
+    let socket =
+        if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.context("creating a socket")?;
+    if let Some(bytes) = buffers.send {
+        socket.set_send_buffer_size(bytes).context("setting SO_SNDBUF")?;
+    }
+    if let Some(bytes) = buffers.receive {
+        socket.set_recv_buffer_size(bytes).context("setting SO_RCVBUF")?;
+    }
+    let stream = socket.connect(target).await.with_context(|| format!("connecting to {target}"))?;
     stream.set_nodelay(true).context("setting TCP_NODELAY")?;
     let (reader, mut writer) = stream.into_split();
     let connect = Connect {
@@ -420,7 +450,8 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut subscribers = Vec::new();
     for s in 0..args.subscribers {
-        let mut connection = connect(target, version, &format!("sb-{run}-s{s}")).await?;
+        let buffers = SocketBuffers { receive: args.rcvbuf, ..SocketBuffers::default() };
+        let mut connection = connect(target, version, &format!("sb-{run}-s{s}"), buffers).await?;
         connection.subscribe(&filter, qos).await?;
         subscribers.push(connection);
     }
@@ -436,7 +467,8 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
 
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
-        publishers.push(connect(target, version, &format!("sb-{run}-p{p}")).await?);
+        let buffers = SocketBuffers { send: args.sndbuf, ..SocketBuffers::default() };
+        publishers.push(connect(target, version, &format!("sb-{run}-p{p}"), buffers).await?);
     }
     let per_publisher_budget = args.max_messages.div_ceil(u64::from(args.publishers));
     let start = Instant::now();
@@ -552,6 +584,8 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
         "rate_per_publisher": args.rate,
         "topic_mode": args.topic_mode.name(),
         "window": args.window,
+        "sndbuf": args.sndbuf,
+        "rcvbuf": args.rcvbuf,
         "duration_s": args.duration,
         "max_messages": args.max_messages,
         "publish_elapsed_s": publish_elapsed.as_secs_f64(),
@@ -1037,9 +1071,11 @@ async fn open_connections(
                         break;
                     }
                     let t0 = Instant::now();
-                    let attempt =
-                        tokio::time::timeout_at(deadline.into(), connect(target, version, &format!("sb-{run}-c{i}")))
-                            .await;
+                    let attempt = tokio::time::timeout_at(
+                        deadline.into(),
+                        connect(target, version, &format!("sb-{run}-c{i}"), SocketBuffers::default()),
+                    )
+                    .await;
                     match attempt {
                         Ok(Ok(connection)) => {
                             latency.saturating_record((t0.elapsed().as_micros() as u64).max(1));
