@@ -95,15 +95,18 @@ impl PartitionWriter {
         })
     }
 
-    /// Appends `record` now, on the caller's thread, if that keeps order and needs no fsync
-    /// wait: nothing queued ahead, and a flush policy other than `always`. Returns the
-    /// outcome, or gives the record back for [`PartitionWriter::send`].
+    /// Appends `record` now, on the caller's thread, if that keeps order and cannot block:
+    /// nothing queued ahead, a flush policy other than `always`, the log's writer free and no
+    /// segment roll due. Returns the outcome, or gives the record back for
+    /// [`PartitionWriter::send`].
     pub fn try_append_now(&self, record: Record) -> Result<AppendResult, Record> {
         if !self.durable_when_written || self.queued.load(Ordering::Acquire) != 0 {
             return Err(record);
         }
-        let outcome = match self.log.append(std::slice::from_ref(&record), 0) {
-            Ok(info) => {
+        // Never waits: a busy writer or a segment roll (which fsyncs) sends it to the queue.
+        let outcome = match self.log.try_append_now(std::slice::from_ref(&record), 0) {
+            Ok(None) => return Err(record),
+            Ok(Some(info)) => {
                 self.appended.send_modify(|n| *n = n.wrapping_add(1));
                 Ok(info.base_offset)
             }

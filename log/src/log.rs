@@ -278,6 +278,31 @@ impl Log {
         self.shared.append_locked(&mut writer, records, leader_term)
     }
 
+    /// Appends `records` only if it can be done without waiting on anything but the write
+    /// itself: the writer is free (no other append or segment roll holds it) and the batch
+    /// fits in the active segment (so no roll, whose fsyncs block), with no roll due by age.
+    /// `Ok(None)`: nothing was appended; use [`Log::append`]. For callers on an async
+    /// runtime's threads, which must not block.
+    pub fn try_append_now(&self, records: &[Record], leader_term: u64) -> Result<Option<AppendInfo>, LogError> {
+        if records.is_empty() {
+            return Err(LogError::EmptyBatch);
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed { path: self.shared.dir.clone() });
+        }
+        let mut writer = match self.shared.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => {
+                return Err(LogError::Closed { path: self.shared.dir.clone() });
+            }
+        };
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LogError::Closed { path: self.shared.dir.clone() });
+        }
+        self.shared.append_locked_without_roll(&mut writer, records, leader_term)
+    }
+
     /// Reads whole batches from `offset` up to about `max_bytes` (at least one batch if any
     /// is visible), stopping at the high watermark. Every returned batch is CRC-checked.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Fetch, LogError> {
@@ -502,13 +527,39 @@ impl Shared {
         Ok(AppendInfo { base_offset, last_offset: header.last_offset() })
     }
 
+    /// As `append_locked`, unless the batch would roll the segment: then `Ok(None)` and
+    /// nothing is written.
+    fn append_locked_without_roll(
+        &self,
+        w: &mut Writer,
+        records: &[Record],
+        leader_term: u64,
+    ) -> Result<Option<AppendInfo>, LogError> {
+        let base_offset = w.log_end;
+        let mut buf = std::mem::take(&mut w.buf);
+        let mut scratch = std::mem::take(&mut w.scratch);
+        let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
+        w.scratch = scratch;
+        let result =
+            if self.roll_due(w, buf.len() as u64) { Ok(None) } else { self.write_batch(w, &buf, &header).map(Some) };
+        if buf.capacity() <= 4 << 20 {
+            w.buf = buf;
+        }
+        Ok(result?.map(|()| AppendInfo { base_offset, last_offset: header.last_offset() }))
+    }
+
+    /// Whether a batch of `len` bytes would roll the active segment first.
+    fn roll_due(&self, w: &Writer, len: u64) -> bool {
+        let too_old = self.config.segment_ms.is_some_and(|ms| w.active_created.elapsed().as_millis() >= u128::from(ms));
+        w.active_len > 0 && (w.active_len + len > self.config.segment_bytes || too_old)
+    }
+
     fn write_batch(&self, w: &mut Writer, bytes: &[u8], header: &BatchHeader) -> Result<(), LogError> {
         if bytes.len() > MAX_BATCH_LEN {
             return Err(LogError::BatchTooLarge { bytes: bytes.len(), limit: MAX_BATCH_LEN });
         }
         let len = bytes.len() as u64;
-        let too_old = self.config.segment_ms.is_some_and(|ms| w.active_created.elapsed().as_millis() >= u128::from(ms));
-        if w.active_len > 0 && (w.active_len + len > self.config.segment_bytes || too_old) {
+        if self.roll_due(w, len) {
             self.roll(w)?;
         }
         if w.active_len + len > w.active.data.len() as u64 {
