@@ -63,6 +63,15 @@ pub struct PartitionWriter {
     durable_when_written: bool,
 }
 
+/// Takes one back from the queued count when dropped: a send that failed or was cancelled.
+struct Uncount<'a>(&'a AtomicUsize);
+
+impl Drop for Uncount<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The queue is closed: the writer thread stopped.
 #[derive(Debug)]
 pub struct WriterStopped;
@@ -86,13 +95,15 @@ impl PartitionWriter {
         Ok(PartitionWriter { tx, queued, log, appended, durable_when_written })
     }
 
-    /// Queues `request` for the writer thread; waits while the queue is full.
+    /// Queues `request` for the writer thread; waits while the queue is full. Cancel-safe:
+    /// dropped before it is queued, the request is not counted as queued.
     pub async fn send(&self, request: AppendRequest) -> Result<(), WriterStopped> {
         self.queued.fetch_add(1, Ordering::AcqRel);
-        self.tx.send(request).await.map_err(|_| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            WriterStopped
-        })
+        let not_queued = Uncount(&self.queued);
+        self.tx.send(request).await.map_err(|_| WriterStopped)?;
+        // Queued: the writer thread uncounts it once it is in the log.
+        std::mem::forget(not_queued);
+        Ok(())
     }
 
     /// Appends `record` now, on the caller's thread, if that keeps order and cannot block:
