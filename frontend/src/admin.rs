@@ -487,6 +487,10 @@ impl Admin {
         for state in lock(&self.shared.sessions).values_mut() {
             state.positions.retain(|p| p.stream != name);
         }
+        // The tombstone goes first: after a crash from here on, the next start finds the
+        // stream deleted and removes what is left of its directory.
+        let tombstone = Record::new(now_ms(), Vec::new()).with_key(name.as_bytes().to_vec());
+        append_durably(&self.shared.streams_writer, tombstone, crate::STREAMS_STREAM).await?;
         let logs: Vec<Arc<Log>> = stream.partitions.iter().map(|p| Arc::clone(&p.log)).collect();
         let dir = self.shared.streams.stream_dir(name);
         // Readers still holding a partition keep reading what they had mapped; appends
@@ -500,8 +504,6 @@ impl Admin {
             std::fs::remove_dir_all(&dir).map_err(|e| AdminError::Failed(format!("removing {}: {e}", dir.display())))
         })
         .await??;
-        let tombstone = Record::new(now_ms(), Vec::new()).with_key(name.as_bytes().to_vec());
-        append_durably(&self.shared.streams_writer, tombstone, crate::STREAMS_STREAM).await?;
         tracing::info!(stream = name, "stream deleted");
         Ok(self.shared.config.streams.iter().any(|s| s.name == name))
     }

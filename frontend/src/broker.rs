@@ -513,6 +513,30 @@ fn apply_definition(map: &mut HashMap<String, (crate::StreamConfig, i64)>, store
     }
 }
 
+/// Removes what a crash left of streams deleted at runtime: a deleted stream's tombstone is
+/// written before its directory goes. A stream the config file declares is left alone (it
+/// was opened again from the file after its delete, and may hold new data since).
+fn finish_deletes(
+    data_dir: &std::path::Path,
+    deleted: &std::collections::HashSet<String>,
+    configured: &[crate::StreamConfig],
+) {
+    for name in deleted {
+        if !crate::streams::valid_stream_name(name) || configured.iter().any(|c| &c.name == name) {
+            continue;
+        }
+        let dir = data_dir.join(name);
+        if dir.is_dir() {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => tracing::info!(dir = %dir.display(), "removed the rest of a stream deleted before a crash"),
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "could not remove a deleted stream's directory")
+                }
+            }
+        }
+    }
+}
+
 /// The streams to open: those of the config file, each replaced by its `$streams`
 /// definition when there is one (with a warning if they differ), then the streams created
 /// at runtime in creation order.
@@ -593,14 +617,24 @@ impl Broker {
                 replay(&offsets_log, |r| apply_offset(&mut offsets, r))
                     .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
                 let mut definitions = HashMap::new();
-                replay(&streams_log, |r| apply_definition(&mut definitions, r))
-                    .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
-                Ok::<_, BrokerError>((retained, sessions, offsets, definitions))
+                let mut deleted = std::collections::HashSet::new();
+                replay(&streams_log, |r| {
+                    if let Some(name) = r.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) {
+                        match r.value.is_empty() {
+                            true => deleted.insert(name.to_owned()),
+                            false => deleted.remove(name),
+                        };
+                    }
+                    apply_definition(&mut definitions, r)
+                })
+                .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
+                Ok::<_, BrokerError>((retained, sessions, offsets, definitions, deleted))
             })
             .await
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let (retained, sessions, restored_offsets, definitions) = rebuilt;
+        let (retained, sessions, restored_offsets, definitions, deleted) = rebuilt;
+        finish_deletes(&config.data_dir, &deleted, &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
         for internal in [&retained_log, &sessions_log, &offsets_log, &streams_log] {
             let settings = PartitionSettings {
