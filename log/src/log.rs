@@ -275,7 +275,8 @@ impl Log {
             return Err(LogError::EmptyBatch);
         }
         let mut writer = self.shared.lock_writer()?;
-        self.shared.append_locked(&mut writer, records, leader_term)
+        let appended = self.shared.append_locked(&mut writer, records, leader_term, true)?;
+        Ok(appended.expect("an append that may roll always writes"))
     }
 
     /// Appends `records` only if it can be done without waiting on anything but the write
@@ -287,20 +288,8 @@ impl Log {
         if records.is_empty() {
             return Err(LogError::EmptyBatch);
         }
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed { path: self.shared.dir.clone() });
-        }
-        let mut writer = match self.shared.writer.try_lock() {
-            Ok(writer) => writer,
-            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
-            Err(std::sync::TryLockError::Poisoned(_)) => {
-                return Err(LogError::Closed { path: self.shared.dir.clone() });
-            }
-        };
-        if self.shared.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed { path: self.shared.dir.clone() });
-        }
-        self.shared.append_locked_without_roll(&mut writer, records, leader_term)
+        let Some(mut writer) = self.shared.try_lock_writer()? else { return Ok(None) };
+        self.shared.append_locked(&mut writer, records, leader_term, false)
     }
 
     /// Reads whole batches from `offset` up to about `max_bytes` (at least one batch if any
@@ -487,15 +476,30 @@ impl Drop for Shared {
 
 impl Shared {
     pub(crate) fn lock_writer(&self) -> Result<MutexGuard<'_, Writer>, LogError> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed { path: self.dir.clone() });
-        }
+        self.ensure_open()?;
         // A panic while holding the lock leaves the writer's state unknown; refuse to go on.
         let writer = self.writer.lock().map_err(|_| LogError::Closed { path: self.dir.clone() })?;
-        if self.closed.load(Ordering::Acquire) {
-            return Err(LogError::Closed { path: self.dir.clone() });
-        }
+        self.ensure_open()?;
         Ok(writer)
+    }
+
+    /// As [`Shared::lock_writer`], but `None` instead of waiting when the lock is taken.
+    pub(crate) fn try_lock_writer(&self) -> Result<Option<MutexGuard<'_, Writer>>, LogError> {
+        self.ensure_open()?;
+        let writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::sync::TryLockError::Poisoned(_)) => return Err(LogError::Closed { path: self.dir.clone() }),
+        };
+        self.ensure_open()?;
+        Ok(Some(writer))
+    }
+
+    fn ensure_open(&self) -> Result<(), LogError> {
+        match self.closed.load(Ordering::Acquire) {
+            true => Err(LogError::Closed { path: self.dir.clone() }),
+            false => Ok(()),
+        }
     }
 
     pub(crate) fn flush_interval(&self) -> Option<std::time::Duration> {
@@ -512,36 +516,26 @@ impl Shared {
         self.dir.join(segment_file_name(base, extension))
     }
 
-    fn append_locked(&self, w: &mut Writer, records: &[Record], leader_term: u64) -> Result<AppendInfo, LogError> {
-        let base_offset = w.log_end;
-        let mut buf = std::mem::take(&mut w.buf);
-        let mut scratch = std::mem::take(&mut w.scratch);
-        let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
-        w.scratch = scratch;
-        let result = self.write_batch(w, &buf, &header);
-        // Keep the buffer for the next append unless one huge batch blew it up.
-        if buf.capacity() <= 4 << 20 {
-            w.buf = buf;
-        }
-        result?;
-        Ok(AppendInfo { base_offset, last_offset: header.last_offset() })
-    }
-
-    /// As `append_locked`, unless the batch would roll the segment: then `Ok(None)` and
-    /// nothing is written.
-    fn append_locked_without_roll(
+    /// Encodes and writes one batch. Without `may_roll`, a batch that would roll the segment
+    /// first is not written: `Ok(None)`.
+    fn append_locked(
         &self,
         w: &mut Writer,
         records: &[Record],
         leader_term: u64,
+        may_roll: bool,
     ) -> Result<Option<AppendInfo>, LogError> {
         let base_offset = w.log_end;
         let mut buf = std::mem::take(&mut w.buf);
         let mut scratch = std::mem::take(&mut w.scratch);
         let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
         w.scratch = scratch;
-        let result =
-            if self.roll_due(w, buf.len() as u64) { Ok(None) } else { self.write_batch(w, &buf, &header).map(Some) };
+        let result = if !may_roll && self.roll_due(w, buf.len() as u64) {
+            Ok(None)
+        } else {
+            self.write_batch(w, &buf, &header).map(Some)
+        };
+        // Keep the buffer for the next append unless one huge batch blew it up.
         if buf.capacity() <= 4 << 20 {
             w.buf = buf;
         }

@@ -35,13 +35,24 @@ impl RawClient {
         keep_alive: u16,
         properties: Properties,
     ) -> RawClient {
+        Self::send_connect(addr, version, client_id, true, keep_alive, properties).await
+    }
+
+    async fn send_connect(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        clean_start: bool,
+        keep_alive: u16,
+        properties: Properties,
+    ) -> RawClient {
         let stream =
             tokio::time::timeout(DEADLINE, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         let mut client = RawClient { stream, buf: BytesMut::new(), version };
         let connect = Connect {
             protocol: version,
-            clean_start: true,
+            clean_start,
             keep_alive,
             client_id: client_id.into(),
             will: None,
@@ -51,6 +62,14 @@ impl RawClient {
         };
         client.send(&Packet::Connect(Box::new(connect))).await;
         client
+    }
+
+    /// Reads the CONNACK and expects it to be successful.
+    async fn accepted(mut self, client_id: &str) -> (RawClient, ConnAck) {
+        match self.recv().await {
+            Some(Packet::ConnAck(connack)) if !connack.reason_code.is_error() => (self, connack),
+            other => panic!("{client_id}: expected a successful CONNACK, got {other:?}"),
+        }
     }
 
     /// Connects to resume (or start) a persistent session: clean start off and, for MQTT 5, a
@@ -64,25 +83,7 @@ impl RawClient {
         if version == ProtocolVersion::V5 {
             properties.session_expiry_interval = Some(3600);
         }
-        let stream =
-            tokio::time::timeout(DEADLINE, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
-        stream.set_nodelay(true).expect("nodelay");
-        let mut client = RawClient { stream, buf: BytesMut::new(), version };
-        let connect = Connect {
-            protocol: version,
-            clean_start: false,
-            keep_alive: 60,
-            client_id: client_id.into(),
-            will: None,
-            username: None,
-            password: None,
-            properties,
-        };
-        client.send(&Packet::Connect(Box::new(connect))).await;
-        match client.recv().await {
-            Some(Packet::ConnAck(connack)) if !connack.reason_code.is_error() => (client, connack),
-            other => panic!("{client_id}: expected a successful CONNACK, got {other:?}"),
-        }
+        Self::send_connect(addr, version, client_id, false, 60, properties).await.accepted(client_id).await
     }
 
     /// Connects with clean start and keep alive 60 and expects a successful CONNACK.
@@ -96,11 +97,7 @@ impl RawClient {
         client_id: &str,
         properties: Properties,
     ) -> (RawClient, ConnAck) {
-        let mut client = Self::connect_with(addr, version, client_id, 60, properties).await;
-        match client.recv().await {
-            Some(Packet::ConnAck(connack)) if !connack.reason_code.is_error() => (client, connack),
-            other => panic!("{client_id}: expected a successful CONNACK, got {other:?}"),
-        }
+        Self::connect_with(addr, version, client_id, 60, properties).await.accepted(client_id).await
     }
 
     pub async fn send(&mut self, packet: &Packet) {
