@@ -33,6 +33,12 @@ use crate::topic;
 use crate::topic_alias::{InboundAliases, OutboundAliases, OutboundTopic};
 
 /// How long a new connection has to send its CONNECT.
+/// A connection starts reading up to this many bytes at a time: an idle connection holds no
+/// bigger buffer.
+const READ_CHUNK_MIN: usize = 1 << 10;
+/// While every read fills the room it had (a client sending flat out), the room doubles up to
+/// this, so that a busy publisher costs few reads.
+const READ_CHUNK_MAX: usize = 64 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection may take to write its last packets.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -66,7 +72,10 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let (reader, writer) = stream.into_split();
     // One span per TCP connection, for trace export (`[telemetry]`); disabled, it costs nothing.
     let span = tracing::info_span!("mqtt.connection", %peer);
-    tracing::Instrument::instrument(run_transport(Box::new(reader), Box::new(writer), peer, shared), span).await;
+    // Boxed where it is made: wrapped by value, the large connection future would be laid out
+    // twice in the spawned task (and copied on every spawn).
+    let connection = Box::pin(run_transport(Box::new(reader), Box::new(writer), peer, shared));
+    tracing::Instrument::instrument(connection, span).await;
 }
 
 /// Runs a connection over any byte stream to the end. Never panics on input; errors close
@@ -79,30 +88,35 @@ pub(crate) async fn run_transport(
 ) {
     // Counted until this task ends: shutdown waits for it.
     let _active = shared.shutdown.track();
-    let mut buf = BytesMut::with_capacity(4096);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK_MIN);
+    let mut read_chunk = READ_CHUNK_MIN;
     let max_packet_size = shared.config.max_packet_size as usize;
-    let connect =
-        match tokio::time::timeout(CONNECT_TIMEOUT, read_connect(&mut reader, &mut buf, max_packet_size)).await {
-            Ok(Ok(connect)) => connect,
-            Ok(Err(Refusal::UnsupportedProtocol)) => {
-                // Answered as a 3.1.1 server would: return code 0x01.
-                let connack = ConnAck {
-                    session_present: false,
-                    reason_code: ReasonCode::UnsupportedProtocolVersion,
-                    properties: Properties::default(),
-                };
-                let _ = write_packet(&mut writer, &Packet::ConnAck(connack), ProtocolVersion::V3_1_1).await;
-                return;
-            }
-            Ok(Err(Refusal::Close(why))) => {
-                tracing::debug!(%peer, why, "closing before CONNECT");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!(%peer, "no CONNECT in time");
-                return;
-            }
-        };
+    let connect = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        read_connect(&mut reader, &mut buf, &mut read_chunk, max_packet_size),
+    )
+    .await
+    {
+        Ok(Ok(connect)) => connect,
+        Ok(Err(Refusal::UnsupportedProtocol)) => {
+            // Answered as a 3.1.1 server would: return code 0x01.
+            let connack = ConnAck {
+                session_present: false,
+                reason_code: ReasonCode::UnsupportedProtocolVersion,
+                properties: Properties::default(),
+            };
+            let _ = write_packet(&mut writer, &Packet::ConnAck(connack), ProtocolVersion::V3_1_1).await;
+            return;
+        }
+        Ok(Err(Refusal::Close(why))) => {
+            tracing::debug!(%peer, why, "closing before CONNECT");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "no CONNECT in time");
+            return;
+        }
+    };
     let version = connect.protocol;
     // Held until the connection ends; beyond `max_connections` the client is refused.
     let Some(_slot) = shared.connections.try_acquire(shared.config.limits.max_connections) else {
@@ -143,7 +157,7 @@ pub(crate) async fn run_transport(
         && connect.clean_start
     {
         // A clean start ends the previous session, and a session's end sends its will.
-        if let Err(error) = shared.publish(&will, &client_id).await {
+        if let Err(error) = Box::pin(shared.publish(&will, &client_id)).await {
             tracing::warn!(client_id, %error, "will not published");
         }
     }
@@ -156,7 +170,7 @@ pub(crate) async fn run_transport(
     let had_record = stored.is_some();
     let resumed = if connect.clean_start { None } else { stored };
     if had_record && resumed.is_none() {
-        shared.save_session(&client_id, None, false).await;
+        Box::pin(shared.save_session(&client_id, None, false)).await;
     }
 
     let mut properties = Properties::default();
@@ -232,6 +246,7 @@ pub(crate) async fn run_transport(
             },
             reader,
             buf,
+            read_chunk,
             to_outbound,
             qos2,
             qos1_unacked,
@@ -261,7 +276,7 @@ pub(crate) async fn run_transport(
         }
         // What this member held goes to the group's other members; the group's offsets are
         // committed now (batched otherwise).
-        outbound.leave_groups().await;
+        Box::pin(outbound.leave_groups()).await;
         persisted |= outbound.last_commit.is_some();
     }
     // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
@@ -295,15 +310,15 @@ pub(crate) async fn run_transport(
         }
     }
     match &final_state {
-        Some(state) => shared.save_session(&client_id, Some(state), true).await,
-        None if persisted => shared.save_session(&client_id, None, false).await,
+        Some(state) => Box::pin(shared.save_session(&client_id, Some(state), true)).await,
+        None if persisted => Box::pin(shared.save_session(&client_id, None, false)).await,
         None => {}
     }
     if let Some(will) = final_state.and_then(|state| state.will) {
         shared.delay_will(&client_id, will.publish, will.due_at_ms);
     }
     if let Some(will) = will_now
-        && let Err(error) = shared.publish(&will, &client_id).await
+        && let Err(error) = Box::pin(shared.publish(&will, &client_id)).await
     {
         tracing::warn!(client_id, %error, "will not published");
     }
@@ -316,7 +331,12 @@ enum Refusal {
     Close(&'static str),
 }
 
-async fn read_connect(reader: &mut TransportReader, buf: &mut BytesMut, max: usize) -> Result<Connect, Refusal> {
+async fn read_connect(
+    reader: &mut TransportReader,
+    buf: &mut BytesMut,
+    read_chunk: &mut usize,
+    max: usize,
+) -> Result<Connect, Refusal> {
     loop {
         match codec::decode(buf, ProtocolVersion::V3_1_1, max) {
             Ok(Some(Packet::Connect(connect))) => return Ok(*connect),
@@ -325,11 +345,25 @@ async fn read_connect(reader: &mut TransportReader, buf: &mut BytesMut, max: usi
             Err(codec::CodecError::UnsupportedProtocolVersion { .. }) => return Err(Refusal::UnsupportedProtocol),
             Err(_) => return Err(Refusal::Close("malformed CONNECT")),
         }
-        match reader.read_buf(buf).await {
+        match read_more(reader, buf, read_chunk).await {
             Ok(0) | Err(_) => return Err(Refusal::Close("closed before CONNECT")),
             Ok(_) => {}
         }
     }
+}
+
+/// Reads what the transport has into `buf`, first making room for `read_chunk` bytes when
+/// less than half that is free. A read that fills all the room doubles `read_chunk`.
+async fn read_more(reader: &mut TransportReader, buf: &mut BytesMut, read_chunk: &mut usize) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < *read_chunk / 2 {
+        buf.reserve(*read_chunk);
+    }
+    let room = buf.capacity() - buf.len();
+    let read = reader.read_buf(buf).await?;
+    if read == room {
+        *read_chunk = (*read_chunk * 2).min(READ_CHUNK_MAX);
+    }
+    Ok(read)
 }
 
 async fn write_packet(writer: &mut TransportWriter, packet: &Packet, version: ProtocolVersion) -> std::io::Result<()> {
@@ -353,13 +387,24 @@ enum ToOutbound {
         /// When the PUBLISH arrived, for the publish-to-ack latency; `None` for other acks.
         received: Option<std::time::Instant>,
     },
-    /// The client acknowledged one of our messages.
-    ClientAck(Packet),
-    Subscribe(Subscribe),
-    Unsubscribe(Unsubscribe),
+    /// The client acknowledged one of our messages: PUBACK, PUBREC (with whether its reason
+    /// code is an error) or PUBCOMP. Only what the window needs, so that every queued message
+    /// stays small: each connection's queue allocates its slots in blocks.
+    ClientAck(ClientAck, PacketId),
+    /// Boxed for the same reason: rare and large.
+    Subscribe(Box<Subscribe>),
+    Unsubscribe(Box<Unsubscribe>),
     PingResp,
     /// Close the connection, with this DISCONNECT reason code and string for an MQTT 5 client.
     Close(Option<(ReasonCode, String)>),
+}
+
+#[derive(Debug, Clone, Copy)]
+#[allow(clippy::enum_variant_names)] // the packets' names in the specification
+enum ClientAck {
+    PubAck,
+    PubRec { failed: bool },
+    PubComp,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -385,6 +430,8 @@ struct Inbound {
     keep_alive: u16,
     reader: TransportReader,
     buf: BytesMut,
+    /// See [`read_more`].
+    read_chunk: usize,
     to_outbound: mpsc::Sender<ToOutbound>,
     /// Shared with the outbound half, which saves it with the session.
     qos2: Arc<Mutex<InboundQos2>>,
@@ -445,7 +492,7 @@ impl Inbound {
                     }
                 }
             }
-            let read = self.reader.read_buf(&mut self.buf);
+            let read = read_more(&mut self.reader, &mut self.buf, &mut self.read_chunk);
             let read = match idle_limit {
                 Some(limit) => match tokio::time::timeout(limit, read).await {
                     Ok(read) => read,
@@ -482,9 +529,13 @@ impl Inbound {
                     received: None,
                 }
             }
-            Packet::PubAck(_) | Packet::PubRec(_) | Packet::PubComp(_) => ToOutbound::ClientAck(packet),
-            Packet::Subscribe(subscribe) => ToOutbound::Subscribe(subscribe),
-            Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(unsubscribe),
+            Packet::PubAck(ack) => ToOutbound::ClientAck(ClientAck::PubAck, ack.packet_id),
+            Packet::PubRec(ack) => {
+                ToOutbound::ClientAck(ClientAck::PubRec { failed: ack.reason_code.is_error() }, ack.packet_id)
+            }
+            Packet::PubComp(ack) => ToOutbound::ClientAck(ClientAck::PubComp, ack.packet_id),
+            Packet::Subscribe(subscribe) => ToOutbound::Subscribe(Box::new(subscribe)),
+            Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(Box::new(unsubscribe)),
             Packet::PingReq => ToOutbound::PingResp,
             Packet::Disconnect(disconnect) => {
                 return Some(End::ClientDisconnect {
@@ -553,7 +604,7 @@ impl Inbound {
             // Into `$retained` durably before the stream append, so that its acknowledgement
             // also covers the retained copy. Retained publishes are rare; waiting here only
             // holds this connection's reads.
-            if let Err(error) = self.shared.store_retained(record.clone()).await {
+            if let Err(error) = Box::pin(self.shared.store_retained(record.clone())).await {
                 tracing::error!(client_id = %self.client_id, %error, "storing a retained message failed");
                 return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
             }
@@ -573,6 +624,12 @@ impl Inbound {
                 Ok(outcome) => {
                     if let Some(durable) = durable {
                         let _ = durable.send(outcome);
+                    }
+                    if packet.is_some() {
+                        // The append woke the subscribers' tasks; let them write the message
+                        // before this task writes its PUBACK, as the delivery is what the
+                        // end-to-end latency waits for.
+                        tokio::task::yield_now().await;
                     }
                     return self.acknowledge(packet, packet_id, durable_rx, received).await;
                 }
@@ -889,7 +946,8 @@ impl Outbound {
             return;
         }
         let state = self.state(self.expiry_interval, 0);
-        self.shared.save_session(&self.client_id, Some(&state), false).await;
+        // Boxed, as the other rare awaits here: inline, they would grow every connection's task.
+        Box::pin(self.shared.save_session(&self.client_id, Some(&state), false)).await;
         self.last_commit = Some(committed);
         self.subscriptions_changed = false;
     }
@@ -905,14 +963,14 @@ impl Outbound {
         loop {
             self.commit(false).await;
             if let Err(reason) = self.release_ready_acks() {
-                self.disconnect(reason, "a publish could not be stored".into()).await;
+                Box::pin(self.disconnect(reason, "a publish could not be stored".into())).await;
                 return;
             }
             // Anything appended after this point wakes the wait below.
             appended.borrow_and_update();
             if let Err(error) = self.deliver() {
                 tracing::error!(client_id = %self.client_id, %error, "reading the partition failed");
-                self.disconnect(ReasonCode::UnspecifiedError, "reading the log failed".into()).await;
+                Box::pin(self.disconnect(ReasonCode::UnspecifiedError, "reading the log failed".into())).await;
                 return;
             }
             if self.flush().await.is_err() {
@@ -932,7 +990,7 @@ impl Outbound {
                 changed = stopping.changed() => {
                     let stop = changed.is_err() || *stopping.borrow_and_update();
                     if stop {
-                        self.disconnect(ReasonCode::ServerShuttingDown, "the server is shutting down".into()).await;
+                        Box::pin(self.disconnect(ReasonCode::ServerShuttingDown, "the server is shutting down".into())).await;
                         return;
                     }
                 }
@@ -946,7 +1004,7 @@ impl Outbound {
                 }
                 _ = &mut taken_over => {
                     let why = format!("another connection took over client id {}", self.client_id);
-                    self.disconnect(ReasonCode::SessionTakenOver, why).await;
+                    Box::pin(self.disconnect(ReasonCode::SessionTakenOver, why)).await;
                     return;
                 }
                 outcome = async { front_durable.expect("guarded").await }, if has_front => {
@@ -954,7 +1012,7 @@ impl Outbound {
                     ack.durable = None;
                     if !matches!(outcome, Ok(Ok(_))) {
                         tracing::error!(client_id = %self.client_id, ?outcome, "a publish was not stored");
-                        self.disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()).await;
+                        Box::pin(self.disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into())).await;
                         return;
                     }
                 }
@@ -968,13 +1026,13 @@ impl Outbound {
                             None => return,
                             Some(ToOutbound::Close(reason)) => {
                                 if let Some((reason, why)) = reason {
-                                    self.disconnect(reason, why).await;
+                                    Box::pin(self.disconnect(reason, why)).await;
                                 }
                                 return;
                             }
                             Some(message) => {
                                 if let Err(reason) = self.handle(message) {
-                                    self.disconnect(reason, "protocol error".into()).await;
+                                    Box::pin(self.disconnect(reason, "protocol error".into())).await;
                                     return;
                                 }
                             }
@@ -1016,28 +1074,20 @@ impl Outbound {
             ToOutbound::Ack { packet, packet_id, reason, durable, received } => {
                 self.pending_acks.push_back(PendingAck { packet, packet_id, reason, durable, received });
             }
-            ToOutbound::ClientAck(packet) => match packet {
-                Packet::PubAck(ack) => {
-                    let done = self.window.on_puback(ack.packet_id) == AckOutcome::Done;
-                    if done {
-                        self.group_done(ack.packet_id);
-                    }
-                }
-                Packet::PubRec(ack) => match self.window.on_pubrec(ack.packet_id, ack.reason_code.is_error()) {
+            ToOutbound::ClientAck(ack, packet_id) => {
+                let outcome = match ack {
+                    ClientAck::PubAck => self.window.on_puback(packet_id),
+                    ClientAck::PubRec { failed } => self.window.on_pubrec(packet_id, failed),
+                    ClientAck::PubComp => self.window.on_pubcomp(packet_id),
+                };
+                match outcome {
                     AckOutcome::SendPubRel(id) => self.queue(&Packet::PubRel(Ack::success(id))),
-                    AckOutcome::Done => self.group_done(ack.packet_id),
+                    AckOutcome::Done => self.group_done(packet_id),
                     AckOutcome::Unknown => {}
-                },
-                Packet::PubComp(ack) => {
-                    let done = self.window.on_pubcomp(ack.packet_id) == AckOutcome::Done;
-                    if done {
-                        self.group_done(ack.packet_id);
-                    }
                 }
-                _ => {}
-            },
+            }
             ToOutbound::Subscribe(subscribe) => {
-                self.subscribe(subscribe);
+                self.subscribe(*subscribe);
                 self.subscriptions_changed = true;
             }
             ToOutbound::Unsubscribe(unsubscribe) => {

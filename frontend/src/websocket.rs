@@ -96,7 +96,8 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let (pipe, broker_side) = tokio::io::duplex(PIPE_BYTES);
     let (reader, writer) = tokio::io::split(broker_side);
-    let connection = crate::connection::run_transport(Box::new(reader), Box::new(writer), peer, Arc::clone(&shared));
+    let connection =
+        Box::pin(crate::connection::run_transport(Box::new(reader), Box::new(writer), peer, Arc::clone(&shared)));
     tokio::join!(connection, pump(websocket, pipe));
 }
 
