@@ -36,6 +36,7 @@ pub const MQTT_KEYS: &[&str] = &[
     "max_keep_alive",
     "sys_interval_secs",
     "qos0_max_lag",
+    "socket_receive_buffer",
 ];
 /// Keys of `[http]` and of `[grpc]`.
 pub const LISTEN_KEYS: &[&str] = &["listen"];
@@ -56,6 +57,10 @@ const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
 const MIN_PACKET_SIZE: u64 = 64;
 /// Largest packet MQTT can express (268,435,455 bytes of Remaining Length plus the header).
 const MAX_PACKET_SIZE: u64 = 268_435_460;
+/// Bounds of `mqtt.socket_receive_buffer` (other than 0): Linux raises anything smaller to
+/// its own minimum, and SO_RCVBUF takes an `int`.
+const MIN_SOCKET_BUFFER: u64 = 4096;
+const MAX_SOCKET_BUFFER: u64 = i32::MAX as u64 / 2;
 /// Most cleaner threads.
 const MAX_CLEANER_THREADS: u64 = 64;
 /// `cleaner_throttle_bytes_per_sec` with no cap.
@@ -264,6 +269,13 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
                 let lag = int()?;
                 broker.limits.qos0_max_lag = (lag > 0).then_some(lag);
             }
+            "socket_receive_buffer" => {
+                let bytes = size(value, at, key)?;
+                if bytes != 0 {
+                    bounded(bytes, at, key, MIN_SOCKET_BUFFER..=MAX_SOCKET_BUFFER, " bytes (or 0: the kernel's)")?;
+                }
+                broker.socket_receive_buffer = (bytes > 0).then_some(bytes as usize);
+            }
             other => anyhow::bail!("{at}.{other}: unknown key"),
         }
     }
@@ -364,6 +376,7 @@ pub fn print(effective: &Effective) -> String {
             "max_keep_alive" => limits.max_keep_alive.map(|n| int(u64::from(n))).ok_or("no cap"),
             "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
             "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
+            "socket_receive_buffer" => Ok(int(broker.socket_receive_buffer.unwrap_or(0) as u64)),
             _ => Err("not printed"),
         };
         line(&mut out, key, value);
