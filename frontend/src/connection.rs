@@ -234,6 +234,7 @@ pub(crate) async fn run_transport(
             } else {
                 0
             }),
+            sys_updates: None,
             pending_retained: VecDeque::new(),
             memberships: Vec::new(),
             group_in_flight: HashMap::new(),
@@ -701,6 +702,8 @@ struct Outbound {
     qos1_unacked: Arc<AtomicUsize>,
     /// The topic aliases we send this client.
     aliases: OutboundAliases,
+    /// `$SYS` refreshes, once a subscription can match them ([`Outbound::follow_sys_if_needed`]).
+    sys_updates: Option<tokio::sync::broadcast::Receiver<record::StoredMessage>>,
     /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
     pending_retained: VecDeque<(record::StoredMessage, Route)>,
     /// The consumer groups (`$share/...`) this connection is a member of.
@@ -884,6 +887,7 @@ impl Outbound {
             let (filter, options, identifier) = (&subscription.filter, subscription.options, subscription.identifier);
             match topic::parse_subscription(filter, &limits) {
                 Ok(topic::Subscription::Plain(plain)) => {
+                    self.follow_sys_if_needed(plain);
                     self.subscriptions.subscribe(plain, options, identifier);
                 }
                 Ok(topic::Subscription::Shared { group, filter: inner }) => {
@@ -964,7 +968,6 @@ impl Outbound {
     }
 
     async fn run(&mut self, mut from_inbound: mpsc::Receiver<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
-        let mut sys_updates = self.shared.sys.subscribe();
         let mut stopping = self.shared.shutdown.subscribe();
         // Checked once at once: shutdown may have begun before this connection subscribed.
         stopping.mark_changed();
@@ -996,6 +999,8 @@ impl Outbound {
             let memberships = &mut self.memberships;
             let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());
             let has_front = front_durable.is_some();
+            let sys_updates = self.sys_updates.as_mut();
+            let follows_sys = sys_updates.is_some();
             tokio::select! {
                 biased;
                 changed = stopping.changed() => {
@@ -1005,7 +1010,7 @@ impl Outbound {
                         return;
                     }
                 }
-                update = sys_updates.recv() => {
+                update = async { sys_updates.expect("guarded").recv().await }, if follows_sys => {
                     // `$SYS` refreshes come from memory, never from a log (`sys_topics.rs`).
                     if let Ok(message) = update
                         && let Some(route) = self.subscriptions.route(&message.topic, message.qos, false, false)
@@ -1130,6 +1135,15 @@ impl Outbound {
         Ok(())
     }
 
+    /// Starts taking `$SYS` refreshes when `filter` can match a `$SYS` topic: only a filter
+    /// whose first level is `$SYS` can (MQTT-4.7.2-1). Connections that never ask for them
+    /// do not wait on the channel at all.
+    fn follow_sys_if_needed(&mut self, filter: &str) {
+        if self.sys_updates.is_none() && filter.split('/').next() == Some("$SYS") {
+            self.sys_updates = Some(self.shared.sys.subscribe());
+        }
+    }
+
     fn subscribe(&mut self, subscribe: Subscribe) {
         let identifier = subscribe.properties.subscription_identifiers.first().copied();
         let limits = self.shared.config.limits.topics();
@@ -1138,6 +1152,8 @@ impl Outbound {
         for filter in &subscribe.filters {
             let code = match topic::parse_subscription(&filter.filter, &limits) {
                 Ok(topic::Subscription::Plain(plain)) => {
+                    // Before the latest values are taken below, so that no refresh is missed.
+                    self.follow_sys_if_needed(plain);
                     let existed = self.subscriptions.subscribe(plain, filter.options, identifier);
                     let send_retained = match filter.options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
