@@ -64,12 +64,9 @@ pub(crate) type TransportReader = Box<dyn AsyncRead + Send + Unpin>;
 /// The write side of a connection's byte stream.
 pub(crate) type TransportWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
-/// Runs an MQTT-over-TCP connection to the end.
+/// Runs an MQTT-over-TCP connection to the end. The socket comes with TCP_NODELAY and
+/// SO_RCVBUF set, inherited from the listener (`broker::mqtt_listener`).
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "set_nodelay failed");
-    }
-    bound_receive_buffer(&stream, shared.config.socket_receive_buffer, peer);
     let (reader, writer) = stream.into_split();
     // One span per TCP connection, for trace export (`[telemetry]`); disabled, it costs nothing.
     let span = tracing::info_span!("mqtt.connection", %peer);
@@ -77,16 +74,6 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     // twice in the spawned task (and copied on every spawn).
     let connection = Box::pin(run_transport(Box::new(reader), Box::new(writer), peer, shared));
     tracing::Instrument::instrument(connection, span).await;
-}
-
-/// Sets SO_RCVBUF (`mqtt.socket_receive_buffer`) on an accepted socket. A failure only costs
-/// the bound, so it is logged and the connection goes on.
-pub(crate) fn bound_receive_buffer(stream: &TcpStream, bytes: Option<usize>, peer: SocketAddr) {
-    if let Some(bytes) = bytes
-        && let Err(error) = socket2::SockRef::from(stream).set_recv_buffer_size(bytes)
-    {
-        tracing::debug!(%peer, %error, "setting SO_RCVBUF failed");
-    }
 }
 
 /// Runs a connection over any byte stream to the end. Never panics on input; errors close

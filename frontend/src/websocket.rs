@@ -61,10 +61,6 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
 
 #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
 async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    if let Err(error) = stream.set_nodelay(true) {
-        tracing::debug!(%peer, %error, "set_nodelay failed");
-    }
-    crate::connection::bound_receive_buffer(&stream, shared.config.socket_receive_buffer, peer);
     let check = |request: &Request, mut response: Response| {
         if request.uri().path() != WEBSOCKET_PATH {
             return Err(refuse(StatusCode::NOT_FOUND, "MQTT over WebSocket is served on /mqtt"));
