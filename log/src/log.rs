@@ -222,6 +222,26 @@ pub(crate) struct Writer {
     dirty: bool,
 }
 
+/// How long [`Log::open`] retries a lock held elsewhere before it reports [`LogError::Locked`].
+/// A lock can outlive its holder for a moment: when another thread of the same process
+/// forks (to spawn a program), the child holds a copy of every descriptor until it execs,
+/// and a lock taken with `flock` lasts as long as any copy.
+const LOCK_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn lock_for_a_while(lock: &File, lock_path: &Path) -> Result<(), LogError> {
+    let deadline = std::time::Instant::now() + LOCK_RETRY;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: lock_path.to_path_buf() }),
+            Err(fs::TryLockError::Error(e)) => return Err(e).at(lock_path, "locking"),
+        }
+    }
+}
+
 impl Log {
     /// Opens (or creates) the partition in `dir`, recovering from a crash if needed.
     pub fn open(dir: impl AsRef<Path>, config: LogConfig) -> Result<Log, LogError> {
@@ -235,11 +255,7 @@ impl Log {
             .write(true)
             .open(&lock_path)
             .at(&lock_path, "opening the lock file")?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => return Err(LogError::Locked { path: lock_path }),
-            Err(fs::TryLockError::Error(e)) => return Err(e).at(&lock_path, "locking"),
-        }
+        lock_for_a_while(&lock, &lock_path)?;
         let shared = recover(dir, config, lock)?;
         let shared = Arc::new(shared);
         // Every log registers: besides fsyncing, the flusher releases mapped pages.
