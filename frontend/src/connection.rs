@@ -23,6 +23,7 @@ use crate::codec::{
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
 };
 use crate::groups::{Group, GroupDelivery, MemberId, PartitionId};
+use crate::handoff::Handoff;
 use crate::partition_writer::{AppendRequest, AppendResult};
 use crate::readers::{self, BufferedRecord, Readers};
 use crate::record;
@@ -194,7 +195,7 @@ pub(crate) async fn run_transport(
     let mut persisted = resumed.is_some();
     if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
         let _connected = shared.metrics.connection_opened();
-        let (to_outbound, from_inbound) = mpsc::channel(OUTBOUND_QUEUE);
+        let handoff = Arc::new(Handoff::new(OUTBOUND_QUEUE));
         let receive_maximum =
             if version.is_v5() { connect.properties.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
         let window = receive_maximum.min(shared.config.max_inflight.max(1));
@@ -246,13 +247,13 @@ pub(crate) async fn run_transport(
             reader,
             buf,
             read_chunk,
-            to_outbound,
+            to_outbound: Arc::clone(&handoff),
             qos2,
             qos1_unacked,
             aliases: InboundAliases::new(shared.config.limits.topic_alias_maximum),
         };
         {
-            let outbound_run = outbound.run(from_inbound, registration.taken_over);
+            let outbound_run = outbound.run(&handoff, registration.taken_over);
             let inbound_run = inbound.run();
             tokio::pin!(outbound_run, inbound_run);
             // Biased: when the inbound half ended first, its ending is known here.
@@ -431,7 +432,8 @@ struct Inbound {
     buf: BytesMut,
     /// See [`read_more`].
     read_chunk: usize,
-    to_outbound: mpsc::Sender<ToOutbound>,
+    /// To the outbound half, which this task polls right after this half (`handoff.rs`).
+    to_outbound: Arc<Handoff<ToOutbound>>,
     /// Shared with the outbound half, which saves it with the session.
     qos2: Arc<Mutex<InboundQos2>>,
     /// Inbound QoS 1 messages not yet PUBACKed; the outbound half counts down as it sends
@@ -468,7 +470,7 @@ impl Inbound {
             End::Quiet | End::ClientDisconnect { .. } => None,
             End::Disconnect(reason, why) => Some((*reason, why.clone())),
         };
-        let _ = self.to_outbound.send(ToOutbound::Close(reason)).await;
+        self.to_outbound.push(ToOutbound::Close(reason)).await;
         end
     }
 
@@ -554,7 +556,8 @@ impl Inbound {
                 return Some(End::Disconnect(ReasonCode::ProtocolError, why));
             }
         };
-        self.to_outbound.send(message).await.err().map(|_| End::Quiet)
+        self.to_outbound.push(message).await;
+        None
     }
 
     async fn publish(&mut self, publish: Publish) -> Option<End> {
@@ -589,7 +592,8 @@ impl Inbound {
                         durable: None,
                         received: None,
                     };
-                    return self.to_outbound.send(message).await.err().map(|_| End::Quiet);
+                    self.to_outbound.push(message).await;
+                    return None;
                 }
                 Qos2Publish::OverLimit => {
                     let why = "more unreleased QoS 2 messages than our Receive Maximum".to_owned();
@@ -660,7 +664,8 @@ impl Inbound {
                 durable: durable_rx,
                 received: Some(received),
             };
-            return self.to_outbound.send(message).await.err().map(|_| End::Quiet);
+            self.to_outbound.push(message).await;
+            return None;
         }
         None
     }
@@ -954,7 +959,7 @@ impl Outbound {
         self.subscriptions_changed = false;
     }
 
-    async fn run(&mut self, mut from_inbound: mpsc::Receiver<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
+    async fn run(&mut self, from_inbound: &Handoff<ToOutbound>, mut taken_over: oneshot::Receiver<()>) {
         let mut stopping = self.shared.shutdown.subscribe();
         // Checked once at once: shutdown may have begun before this connection subscribed.
         stopping.mark_changed();
@@ -1019,14 +1024,14 @@ impl Outbound {
                         return;
                     }
                 }
-                message = from_inbound.recv() => {
+                () = from_inbound.queued() => {
                     // Take everything already waiting too, so that a burst of acknowledgements
                     // costs one pass of delivery and one write, not one per packet.
-                    let mut message = message;
+                    let mut message = from_inbound.pop();
                     let mut taken = 0;
                     loop {
                         match message {
-                            None => return,
+                            None => break,
                             Some(ToOutbound::Close(reason)) => {
                                 if let Some((reason, why)) = reason {
                                     Box::pin(self.disconnect(reason, why)).await;
@@ -1044,10 +1049,7 @@ impl Outbound {
                         if taken >= INBOUND_DRAIN || self.chunk_bytes >= WRITE_CHUNK_BYTES {
                             break;
                         }
-                        match from_inbound.try_recv() {
-                            Ok(next) => message = Some(next),
-                            Err(_) => break,
-                        }
+                        message = from_inbound.pop();
                     }
                 }
                 (index, delivery) = next_group_delivery(memberships), if group_ready => {

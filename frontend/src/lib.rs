@@ -20,6 +20,7 @@ mod broker;
 pub mod codec;
 mod connection;
 pub mod groups;
+mod handoff;
 mod limits;
 mod metrics;
 mod partition_writer;
