@@ -33,13 +33,13 @@ use crate::session_state::{self, NEVER_EXPIRES, SessionState};
 use crate::topic;
 use crate::topic_alias::{InboundAliases, OutboundAliases, OutboundTopic};
 
-/// How long a new connection has to send its CONNECT.
 /// A connection starts reading up to this many bytes at a time: an idle connection holds no
 /// bigger buffer.
 const READ_CHUNK_MIN: usize = 1 << 10;
 /// While every read fills the room it had (a client sending flat out), the room doubles up to
 /// this, so that a busy publisher costs few reads.
 const READ_CHUNK_MAX: usize = 64 << 10;
+/// How long a new connection has to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection may take to write its last packets.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -389,7 +389,7 @@ enum ToOutbound {
     },
     /// The client acknowledged one of our messages: PUBACK, PUBREC (with whether its reason
     /// code is an error) or PUBCOMP. Only what the window needs, so that every queued message
-    /// stays small: each connection's queue allocates its slots in blocks.
+    /// stays small (the queue holds up to `OUTBOUND_QUEUE` of them).
     ClientAck(ClientAck, PacketId),
     /// Boxed for the same reason: rare and large.
     Subscribe(Box<Subscribe>),
