@@ -3,34 +3,21 @@
 //! its offsets; an unknown stream or group, and a node that is not there, exit 2 with a
 //! message naming what is wrong. Loopback only, every wait bounded.
 
+#[path = "common/admin_cli.rs"]
+mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
 #[path = "common/v4_session.rs"]
 mod v4_session;
 
-use std::net::SocketAddr;
-use std::process::{Command, Output};
 use std::time::Duration;
 
+use admin_cli::{strata, text};
 use broker::ServeProcess;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const PUBLISHED: u64 = 5;
-
-/// Runs `strata <args> --server <grpc>` and returns its output.
-fn strata(grpc: SocketAddr, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(args)
-        .args(["--server", &grpc.to_string()])
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("run strata")
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_list_and_describe_show_the_published_offsets() {
