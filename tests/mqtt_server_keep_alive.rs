@@ -1,6 +1,7 @@
 //! `mqtt.max_keep_alive` (Server Keep Alive, MQTT 5): a longer or absent (0) keep alive is
 //! lowered to it and CONNACK says so; a shorter one is kept and not announced. The capped
-//! keep alive is enforced: silence for 1.5 × it closes with DISCONNECT 0x8D.
+//! keep alive is enforced: silence for 1.5 × it closes with DISCONNECT 0x8D, and each packet
+//! received pushes that deadline back.
 
 #[path = "common/broker.rs"]
 mod broker;
@@ -9,6 +10,7 @@ mod raw;
 
 use broker::ServeProcess;
 use raw::RawClient;
+use std::time::Duration;
 use strata_frontend::codec::{Packet, Properties, ProtocolVersion, ReasonCode};
 
 async fn connack_keep_alive(addr: std::net::SocketAddr, keep_alive: u16) -> (RawClient, Option<u16>) {
@@ -32,6 +34,16 @@ async fn the_keep_alive_is_capped_announced_and_enforced() {
     assert_eq!(connack_keep_alive(broker.addr, 0).await.1, Some(1), "no keep alive: raised to the cap");
     let (mut client, announced) = connack_keep_alive(broker.addr, 600).await;
     assert_eq!(announced, Some(1), "longer: lowered to the cap");
+    // Each packet pushes the deadline back: a PINGREQ every 0.5 s keeps the connection up
+    // for 3 s, twice the 1.5 s limit.
+    for _ in 0..6 {
+        client.send(&Packet::PingReq).await;
+        match client.recv_within(Duration::from_millis(500)).await {
+            Some(Packet::PingResp) => {}
+            other => panic!("expected PINGRESP while pinging within the keep alive, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     // Silent: closed after 1.5 s rather than 900 s (the read deadline is 30 s).
     match client.recv().await {
         Some(Packet::Disconnect(d)) => assert_eq!(d.reason_code, ReasonCode::KeepAliveTimeout),

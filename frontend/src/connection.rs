@@ -475,8 +475,12 @@ impl Inbound {
     }
 
     async fn read_loop(&mut self) -> End {
-        // Keep alive: the client must send something within 1.5 times its interval.
+        // Keep alive: the client must send something within 1.5 times its interval. One timer
+        // for the whole connection, pushed back before each wait: moving a deadline later is
+        // an atomic store in tokio, where a timeout per wait takes the timer wheel's lock twice.
         let idle_limit = (self.keep_alive > 0).then(|| Duration::from_millis(u64::from(self.keep_alive) * 1500));
+        let keep_alive = tokio::time::sleep(idle_limit.unwrap_or(Duration::MAX / 4));
+        tokio::pin!(keep_alive);
         let max_packet_size = self.shared.config.max_packet_size as usize;
         loop {
             loop {
@@ -493,16 +497,17 @@ impl Inbound {
                     }
                 }
             }
-            let read = read_more(&mut self.reader, &mut self.buf, &mut self.read_chunk);
-            let read = match idle_limit {
-                Some(limit) => match tokio::time::timeout(limit, read).await {
-                    Ok(read) => read,
-                    Err(_) => {
-                        let why = format!("nothing received for 1.5 x the keep alive of {} s", self.keep_alive);
-                        return End::Disconnect(ReasonCode::KeepAliveTimeout, why);
-                    }
-                },
-                None => read.await,
+            // Counted from when this wait begins, as time spent handling packets is ours.
+            if let Some(limit) = idle_limit {
+                keep_alive.as_mut().reset(tokio::time::Instant::now() + limit);
+            }
+            let read = tokio::select! {
+                biased;
+                read = read_more(&mut self.reader, &mut self.buf, &mut self.read_chunk) => read,
+                () = &mut keep_alive, if idle_limit.is_some() => {
+                    let why = format!("nothing received for 1.5 x the keep alive of {} s", self.keep_alive);
+                    return End::Disconnect(ReasonCode::KeepAliveTimeout, why);
+                }
             };
             match read {
                 Ok(0) | Err(_) => return End::Quiet,
@@ -612,33 +617,36 @@ impl Inbound {
                 return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
             }
         }
-        let (durable, durable_rx) = match packet {
-            Some(_) => {
-                let (tx, rx) = oneshot::channel();
-                (Some(tx), Some(rx))
-            }
-            None => (None, None),
-        };
         let partition = self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
         // A lone publish (nothing more read behind it) is appended at once when nothing is
         // queued ahead; a burst goes through the writer thread, which batches it.
         let record = match self.buf.is_empty() {
             true => match partition.writer.try_append_now(record) {
-                Ok(outcome) => {
-                    if let Some(durable) = durable {
-                        let _ = durable.send(outcome);
-                    }
+                Ok(Ok(_)) => {
                     if packet.is_some() {
                         // The append woke the subscribers' tasks; let them write the message
                         // before this task writes its PUBACK, as the delivery is what the
                         // end-to-end latency waits for.
                         tokio::task::yield_now().await;
                     }
-                    return self.acknowledge(packet, packet_id, durable_rx, received).await;
+                    // Already in the log: nothing to wait for before acknowledging.
+                    return self.acknowledge(packet, packet_id, None, received).await;
+                }
+                // The append has logged the error. QoS 0 promised nothing.
+                Ok(Err(_)) if packet.is_none() => return None,
+                Ok(Err(_)) => {
+                    return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
                 }
                 Err(record) => record,
             },
             false => record,
+        };
+        let (durable, durable_rx) = match packet {
+            Some(_) => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            None => (None, None),
         };
         // A full queue holds this connection's reads back: backpressure on the socket.
         if partition.writer.send(AppendRequest { record, durable }).await.is_err() {

@@ -42,6 +42,7 @@ impl<T> Handoff<T> {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State<T>> {
+        #[cfg_attr(not(debug_assertions), allow(unused_mut))]
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         #[cfg(debug_assertions)]
         if let Some(current) = tokio::task::try_id() {
