@@ -679,7 +679,7 @@ impl Broker {
             maintenance.register(name, Log::clone(internal), settings)?;
         }
         let spawn_writer = |log: &Arc<Log>, queue: usize, name: &str| {
-            partition_writer::spawn(Arc::clone(log), queue, name.into(), None)
+            partition_writer::spawn(Arc::clone(log), queue, name.into())
                 .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })
         };
         let effective = effective_streams(&config.streams, definitions);

@@ -24,6 +24,7 @@ use crate::codec::{
 };
 use crate::groups::{Group, GroupDelivery, MemberId, PartitionId};
 use crate::handoff::Handoff;
+use crate::interest::ConnectionInterest;
 use crate::partition_writer::{AppendRequest, AppendResult};
 use crate::readers::{self, BufferedRecord, Readers};
 use crate::record;
@@ -202,8 +203,10 @@ pub(crate) async fn run_transport(
         let qos2 = InboundQos2::new(usize::from(shared.config.receive_maximum));
         let qos2 = Arc::new(Mutex::new(qos2));
         let qos1_unacked = Arc::new(AtomicUsize::new(0));
+        let interest = Arc::new(ConnectionInterest::new(shared.streams.append_signal(), registration.connection_id));
         let mut outbound = Outbound {
             shared: Arc::clone(&shared),
+            interest: Arc::clone(&interest),
             version,
             client_id: client_id.clone(),
             client_max_packet_size: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
@@ -248,6 +251,7 @@ pub(crate) async fn run_transport(
             buf,
             read_chunk,
             to_outbound: Arc::clone(&handoff),
+            interest,
             qos2,
             qos1_unacked,
             aliases: InboundAliases::new(shared.config.limits.topic_alias_maximum),
@@ -276,7 +280,9 @@ pub(crate) async fn run_transport(
         }
         // What this member held goes to the group's other members; the group's offsets are
         // committed now (batched otherwise).
-        Box::pin(outbound.leave_groups()).await;
+        if !outbound.memberships.is_empty() {
+            Box::pin(outbound.leave_groups()).await;
+        }
         persisted |= outbound.last_commit.is_some();
     }
     // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
@@ -391,8 +397,9 @@ enum ToOutbound {
     /// code is an error) or PUBCOMP. Only what the window needs, so that every queued message
     /// stays small (the queue holds up to `OUTBOUND_QUEUE` of them).
     ClientAck(ClientAck, PacketId),
-    /// Boxed for the same reason: rare and large.
-    Subscribe(Box<Subscribe>),
+    /// Boxed for the same reason: rare and large. With each partition's high watermark when
+    /// the SUBSCRIBE was read (see [`Outbound::subscribe`]).
+    Subscribe(Box<(Subscribe, Vec<(u32, u64)>)>),
     Unsubscribe(Box<Unsubscribe>),
     PingResp,
     /// Close the connection, with this DISCONNECT reason code and string for an MQTT 5 client.
@@ -434,6 +441,8 @@ struct Inbound {
     read_chunk: usize,
     /// To the outbound half, which this task polls right after this half (`handoff.rs`).
     to_outbound: Arc<Handoff<ToOutbound>>,
+    /// Shared with the outbound half: SUBSCRIBE's plain filters go in as the packet is read.
+    interest: Arc<ConnectionInterest>,
     /// Shared with the outbound half, which saves it with the session.
     qos2: Arc<Mutex<InboundQos2>>,
     /// Inbound QoS 1 messages not yet PUBACKed; the outbound half counts down as it sends
@@ -459,6 +468,21 @@ enum End {
 }
 
 impl Inbound {
+    /// Puts the SUBSCRIBE's plain filters in the interest tree now, in packet order: a
+    /// PUBLISH read after it, even on this connection, wakes the subscription. Returns each
+    /// partition's high watermark, read after (`interest.rs`).
+    fn register_plain_filters(&self, subscribe: &Subscribe) -> Vec<(u32, u64)> {
+        let limits = self.shared.config.limits.topics();
+        let mut plain = false;
+        for filter in &subscribe.filters {
+            if let Ok(topic::Subscription::Plain(filter)) = topic::parse_subscription(&filter.filter, &limits) {
+                self.interest.add(filter);
+                plain = true;
+            }
+        }
+        if plain { self.shared.streams.high_watermarks() } else { Vec::new() }
+    }
+
     /// The lock is released before the caller awaits anything.
     fn qos2_publish(qos2: &Mutex<InboundQos2>, id: PacketId) -> Qos2Publish {
         lock(qos2).on_publish(id)
@@ -540,7 +564,10 @@ impl Inbound {
                 ToOutbound::ClientAck(ClientAck::PubRec { failed: ack.reason_code.is_error() }, ack.packet_id)
             }
             Packet::PubComp(ack) => ToOutbound::ClientAck(ClientAck::PubComp, ack.packet_id),
-            Packet::Subscribe(subscribe) => ToOutbound::Subscribe(Box::new(subscribe)),
+            Packet::Subscribe(subscribe) => {
+                let since = self.register_plain_filters(&subscribe);
+                ToOutbound::Subscribe(Box::new((subscribe, since)))
+            }
             Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(Box::new(unsubscribe)),
             Packet::PingReq => ToOutbound::PingResp,
             Packet::Disconnect(disconnect) => {
@@ -681,6 +708,9 @@ impl Inbound {
 
 struct Outbound {
     shared: Arc<Shared>,
+    /// This connection's plain filters in the broker's interest tree, and its wake
+    /// (`interest.rs`).
+    interest: Arc<ConnectionInterest>,
     version: ProtocolVersion,
     client_id: String,
     client_max_packet_size: usize,
@@ -888,6 +918,8 @@ impl Outbound {
             match topic::parse_subscription(filter, &limits) {
                 Ok(topic::Subscription::Plain(plain)) => {
                     self.follow_sys_if_needed(plain);
+                    // Before the cursors read the high watermark (`interest.rs`).
+                    self.interest.add(plain);
                     self.subscriptions.subscribe(plain, options, identifier);
                 }
                 Ok(topic::Subscription::Shared { group, filter: inner }) => {
@@ -972,8 +1004,13 @@ impl Outbound {
         // Checked once at once: shutdown may have begun before this connection subscribed.
         stopping.mark_changed();
         let mut appended = self.shared.streams.appended();
-        let mut commit_tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
-        commit_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interest = Arc::clone(&self.interest);
+        // Only a persistent session commits offsets: the others need no timer.
+        let mut commit_tick = self.persistent.then(|| {
+            let mut tick = tokio::time::interval(OFFSET_COMMIT_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick
+        });
         loop {
             self.commit(false).await;
             if let Err(reason) = self.release_ready_acks() {
@@ -982,6 +1019,7 @@ impl Outbound {
             }
             // Anything appended after this point wakes the wait below.
             appended.borrow_and_update();
+            self.jump_cursors();
             if let Err(error) = self.deliver() {
                 tracing::error!(client_id = %self.client_id, %error, "reading the partition failed");
                 Box::pin(self.disconnect(ReasonCode::UnspecifiedError, "reading the log failed".into())).await;
@@ -991,6 +1029,7 @@ impl Outbound {
                 return;
             }
             let can_deliver = !self.readers.is_empty() && (self.window.has_room() || self.readers.redelivering());
+            let replays = self.readers.cursors.iter().any(|c| c.replay.is_some());
             let caught_up = self.readers.all_caught_up();
             let retained_ready = !self.pending_retained.is_empty()
                 && (self.window.has_room()
@@ -1063,10 +1102,15 @@ impl Outbound {
                 (index, delivery) = next_group_delivery(memberships), if group_ready => {
                     self.deliver_group(index, delivery);
                 }
-                _ = appended.changed(), if can_deliver && caught_up => self.readers.wake(),
+                // Plain subscriptions are woken only by appends on topics they match; `$stream`
+                // cursors read everything, so any append wakes them.
+                () = interest.wake.notify.notified(), if can_deliver && caught_up => self.readers.wake(),
+                _ = appended.changed(), if can_deliver && caught_up && replays => self.readers.wake(),
                 // More is already in the log: go round and deliver it.
                 () = std::future::ready(()), if (can_deliver && !caught_up) || retained_ready => {}
-                _ = commit_tick.tick(), if self.persistent => self.commit(true).await,
+                _ = async { commit_tick.as_mut().expect("guarded").tick().await }, if commit_tick.is_some() => {
+                    self.commit(true).await
+                }
             }
         }
     }
@@ -1100,7 +1144,8 @@ impl Outbound {
                 }
             }
             ToOutbound::Subscribe(subscribe) => {
-                self.subscribe(*subscribe);
+                let (subscribe, since) = *subscribe;
+                self.subscribe(subscribe, since);
                 self.subscriptions_changed = true;
             }
             ToOutbound::Unsubscribe(unsubscribe) => {
@@ -1109,6 +1154,7 @@ impl Outbound {
                     .filters
                     .iter()
                     .map(|filter| {
+                        self.interest.remove(filter);
                         if self.subscriptions.unsubscribe(filter)
                             | self.readers.remove_replay(filter)
                             | self.leave_group(filter)
@@ -1141,7 +1187,8 @@ impl Outbound {
         }
     }
 
-    fn subscribe(&mut self, subscribe: Subscribe) {
+    /// `since`: each partition's high watermark when the inbound half read the SUBSCRIBE.
+    fn subscribe(&mut self, subscribe: Subscribe, since: Vec<(u32, u64)>) {
         let identifier = subscribe.properties.subscription_identifiers.first().copied();
         let limits = self.shared.config.limits.topics();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
@@ -1151,7 +1198,12 @@ impl Outbound {
                 Ok(topic::Subscription::Plain(plain)) => {
                     // Before the latest values are taken below, so that no refresh is missed.
                     self.follow_sys_if_needed(plain);
-                    let existed = self.subscriptions.subscribe(plain, filter.options, identifier);
+                    // Again: an UNSUBSCRIBE read after this SUBSCRIBE's filters went in may have
+                    // taken them out.
+                    self.interest.add(plain);
+                    // From where the partitions ended when the SUBSCRIBE was read: a cursor
+                    // still behind does not hand the new subscription older messages.
+                    let existed = self.subscriptions.subscribe_since(plain, filter.options, identifier, since.clone());
                     let send_retained = match filter.options.retain_handling {
                         RetainHandling::SendAtSubscribe => true,
                         RetainHandling::SendAtSubscribeIfNew => !existed,
@@ -1200,7 +1252,9 @@ impl Outbound {
         }
         if !self.subscriptions.is_empty() {
             // Live delivery starts at each partition's end.
-            self.readers.follow_all(&self.shared.streams, &mut Vec::new());
+            // From where the partitions ended when the SUBSCRIBE was read.
+            let mut starts = readers::Resumed::from_high_watermarks(&self.shared.streams, &since);
+            self.readers.follow_all(&self.shared.streams, &mut starts);
         }
         let mut properties = Properties::default();
         if !refusals.is_empty() && self.version.is_v5() {
@@ -1243,6 +1297,27 @@ impl Outbound {
             self.queue(&packet);
         }
         Ok(())
+    }
+
+    /// Moves the plain cursors that had read to the end up to the first record a wake
+    /// reported in their partition: what lies between matched none of this connection's
+    /// filters (`interest.rs` says why nothing is skipped that should not be).
+    fn jump_cursors(&mut self) {
+        let lowest = self.interest.wake.take();
+        if lowest.is_empty() {
+            return;
+        }
+        for cursor in &mut self.readers.cursors {
+            let Some(&offset) = lowest.get(&cursor.partition.id) else { continue };
+            if cursor.replay.is_some() || !cursor.reached_end || offset <= cursor.next {
+                continue;
+            }
+            debug_assert!(cursor.buffered.is_empty(), "a cursor at the end holds nothing read ahead");
+            cursor.next = offset;
+            cursor.buffered_end = offset;
+            cursor.caught_up = false;
+            cursor.reached_end = false;
+        }
     }
 
     /// Reads from the partition and queues deliveries until caught up, the window is full
@@ -1334,7 +1409,13 @@ impl Outbound {
                 Some(message) => {
                     let from_self = message.client_id == self.client_id.as_bytes();
                     match &replay {
-                        None => self.subscriptions.route(&message.topic, message.qos, message.retain, from_self),
+                        None => self.subscriptions.route_at(
+                            &message.topic,
+                            message.qos,
+                            message.retain,
+                            from_self,
+                            Some((partition.id, offset)),
+                        ),
                         Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
                     }
                 }
@@ -1389,6 +1470,7 @@ impl Outbound {
         cursor.resend = resend;
         cursor.buffered_end = buffered_end;
         cursor.caught_up = caught_up;
+        cursor.reached_end = caught_up;
         Ok(())
     }
 

@@ -21,6 +21,7 @@ pub mod codec;
 mod connection;
 pub mod groups;
 mod handoff;
+mod interest;
 mod limits;
 mod metrics;
 mod partition_writer;

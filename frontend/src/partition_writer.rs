@@ -4,7 +4,7 @@
 //! the flush policy, and only then tells each publisher its offset.
 //!
 //! It runs on a dedicated thread because `Log::append` and an fsync are blocking calls. After
-//! each append it bumps the broker's "something was appended" signal itself, so a waiting
+//! each append it raises the broker's append signal itself (`interest.rs`), so a waiting
 //! subscriber is woken straight from here, with no task in between.
 //!
 //! A stream partition's writer ([`PartitionWriter`]) also has a fast path for a lone publish:
@@ -14,12 +14,14 @@
 //! only when none of its earlier records is still queued, since every queued record counts
 //! in `queued` until it is in the log.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use strata_log::{Log, Record};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::interest::AppendSignal;
 
 /// Most records appended as one batch.
 const MAX_BATCH_RECORDS: usize = 4096;
@@ -39,17 +41,29 @@ pub struct AppendRequest {
 }
 
 /// Starts the writer thread of `log`, fed by a channel of `capacity` requests. After every
-/// append (which moves the high watermark: the broker's logs follow their end) it bumps
+/// append (which moves the high watermark: the broker's logs follow their end) it raises
 /// `appended`, if given. The thread ends when every sender is dropped.
-pub fn spawn(
-    log: Arc<Log>,
-    capacity: usize,
-    name: String,
-    appended: Option<watch::Sender<u64>>,
-) -> std::io::Result<mpsc::Sender<AppendRequest>> {
+pub(crate) fn spawn(log: Arc<Log>, capacity: usize, name: String) -> std::io::Result<mpsc::Sender<AppendRequest>> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    thread::Builder::new().name(name).spawn(move || run(&log, rx, appended, None))?;
+    thread::Builder::new().name(name).spawn(move || run(&log, rx, None, None))?;
     Ok(tx)
+}
+
+/// Where a stream partition's appends are announced, in offset order.
+#[derive(Clone)]
+struct Announce {
+    signal: Arc<AppendSignal>,
+    /// The partition's id (`streams::Partition::id`).
+    partition: u32,
+    /// Held across each append and its announcement, by the writer thread and by the
+    /// inline path alike (`interest.rs` relies on the order).
+    order: Arc<Mutex<()>>,
+}
+
+impl Announce {
+    fn lock_order(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// The writer of a stream partition: its queue, and the inline path for a lone publish.
@@ -58,7 +72,7 @@ pub struct PartitionWriter {
     /// Records sent to the queue and not yet in the log.
     queued: Arc<AtomicUsize>,
     log: Arc<Log>,
-    appended: watch::Sender<u64>,
+    announce: Announce,
     /// Whether an append is durable once written (any flush policy but `always`).
     durable_when_written: bool,
 }
@@ -78,21 +92,23 @@ pub struct WriterStopped;
 
 impl PartitionWriter {
     /// Starts the writer thread of `log` (see [`spawn`]).
-    pub fn start(
+    pub(crate) fn start(
         log: Arc<Log>,
         capacity: usize,
         name: String,
-        appended: watch::Sender<u64>,
+        appended: Arc<AppendSignal>,
+        partition: u32,
     ) -> std::io::Result<PartitionWriter> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let durable_when_written = !matches!(log.config().flush, strata_log::FlushPolicy::Always);
         let thread_log = Arc::clone(&log);
-        let (thread_appended, thread_queued) = (appended.clone(), Arc::clone(&queued));
+        let announce = Announce { signal: appended, partition, order: Arc::default() };
+        let (thread_announce, thread_queued) = (announce.clone(), Arc::clone(&queued));
         thread::Builder::new()
             .name(name)
-            .spawn(move || run(&thread_log, rx, Some(thread_appended), Some(thread_queued)))?;
-        Ok(PartitionWriter { tx, queued, log, appended, durable_when_written })
+            .spawn(move || run(&thread_log, rx, Some(thread_announce), Some(thread_queued)))?;
+        Ok(PartitionWriter { tx, queued, log, announce, durable_when_written })
     }
 
     /// Queues `request` for the writer thread; waits while the queue is full. Cancel-safe:
@@ -115,10 +131,11 @@ impl PartitionWriter {
             return Err(record);
         }
         // Never waits: a busy writer or a segment roll (which fsyncs) sends it to the queue.
+        let Ok(_order) = self.announce.order.try_lock() else { return Err(record) };
         let outcome = match self.log.try_append_now(std::slice::from_ref(&record), 0) {
             Ok(None) => return Err(record),
             Ok(Some(info)) => {
-                self.appended.send_modify(|n| *n = n.wrapping_add(1));
+                self.announce.signal.appended(self.announce.partition, info.base_offset, std::slice::from_ref(&record));
                 Ok(info.base_offset)
             }
             Err(error) => {
@@ -130,12 +147,7 @@ impl PartitionWriter {
     }
 }
 
-fn run(
-    log: &Log,
-    mut rx: mpsc::Receiver<AppendRequest>,
-    appended: Option<watch::Sender<u64>>,
-    queued: Option<Arc<AtomicUsize>>,
-) {
+fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announce>, queued: Option<Arc<AtomicUsize>>) {
     let mut records = Vec::new();
     let mut waiting = Vec::new();
     // Blocks only while nothing is waiting: a lone publish is appended at once.
@@ -148,13 +160,19 @@ fn run(
             waiting.push(request.durable);
             next = if records.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES { rx.try_recv().ok() } else { None };
         }
-        let outcome = log.append(&records, 0).and_then(|info| {
-            // Readers may read it now; publishers hear back once it is durable.
-            if let Some(appended) = &appended {
-                appended.send_modify(|n| *n = n.wrapping_add(1));
+        let appended = match &announce {
+            Some(announce) => {
+                let _order = announce.lock_order();
+                let appended = log.append(&records, 0);
+                if let Ok(info) = &appended {
+                    // Readers may read it now; publishers hear back once it is durable.
+                    announce.signal.appended(announce.partition, info.base_offset, &records);
+                }
+                appended
             }
-            log.wait_durable_blocking(info.last_offset).map(|()| info.base_offset)
-        });
+            None => log.append(&records, 0),
+        };
+        let outcome = appended.and_then(|info| log.wait_durable_blocking(info.last_offset).map(|()| info.base_offset));
         match outcome {
             Ok(base_offset) => {
                 for (i, durable) in waiting.drain(..).enumerate() {
@@ -189,7 +207,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let tx = spawn(Arc::clone(&log), 16, "test-writer".into(), None).unwrap();
+        let tx = spawn(Arc::clone(&log), 16, "test-writer".into()).unwrap();
         let offsets = runtime.block_on(async {
             let mut receivers = Vec::new();
             for i in 0..11 {
@@ -216,8 +234,9 @@ mod tests {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
-        let (appended, mut woken) = watch::channel(0u64);
-        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), appended).unwrap();
+        let appended = Arc::new(AppendSignal::new());
+        let mut woken = appended.subscribe_everything();
+        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), appended, 0).unwrap();
         assert_eq!(writer.try_append_now(Record::new(1, "a")).ok(), Some(Ok(0)));
         assert!(woken.has_changed().unwrap(), "an inline append wakes readers");
         woken.borrow_and_update();
@@ -240,7 +259,7 @@ mod tests {
         let always = tempfile::tempdir().unwrap();
         let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
         let log = Arc::new(Log::open(always.path(), config).unwrap());
-        let writer = PartitionWriter::start(log, 16, "test-always".into(), watch::channel(0).0).unwrap();
+        let writer = PartitionWriter::start(log, 16, "test-always".into(), Arc::new(AppendSignal::new()), 0).unwrap();
         assert!(writer.try_append_now(Record::new(1, "x")).is_err(), "an fsync wait never runs inline");
     }
 }

@@ -41,6 +41,10 @@ pub(crate) struct Cursor {
     pub(crate) resend: HashMap<u64, PacketId>,
     /// Whether it has read everything up to the high watermark.
     pub(crate) caught_up: bool,
+    /// Whether its last read found the end of the partition. Unlike `caught_up` a wake does
+    /// not clear it. Only such a cursor may jump to the lowest offset a wake reports
+    /// (`interest.rs`): every matching record it had been told of is behind it.
+    pub(crate) reached_end: bool,
     /// The `$stream` subscription it serves; `None` for the plain subscriptions' reader.
     pub(crate) replay: Option<Arc<ReplaySubscription>>,
 }
@@ -60,6 +64,20 @@ pub(crate) struct Resumed {
 }
 
 impl Resumed {
+    /// Starts at `since`'s offsets (partition id, offset), for the partitions it lists.
+    pub(crate) fn from_high_watermarks(streams: &Streams, since: &[(u32, u64)]) -> Vec<Resumed> {
+        let registry = streams.registry();
+        let mut starts = Vec::new();
+        for stream in registry.all() {
+            for partition in &stream.partitions {
+                if let Some(&(_, offset)) = since.iter().find(|(id, _)| *id == partition.id) {
+                    starts.push(Resumed::at(&stream.name, partition.number, offset));
+                }
+            }
+        }
+        starts
+    }
+
     /// A start at `offset` with nothing read before.
     fn at(stream: &str, partition: u32, offset: u64) -> Resumed {
         let position = PartitionPosition {
@@ -266,6 +284,7 @@ impl Cursor {
             redeliver_below,
             resend,
             caught_up: false,
+            reached_end: next == high_watermark && redeliver_below <= next,
             replay,
         }
     }

@@ -89,6 +89,12 @@ pub struct StoredMessage {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NotAMessage(pub &'static str);
 
+/// The MQTT topic among a record's headers, without decoding the rest.
+pub fn topic_of(headers: &[Header]) -> Option<&str> {
+    let header = headers.iter().find(|h| h.name == TOPIC.as_bytes())?;
+    std::str::from_utf8(&header.value).ok()
+}
+
 /// Reads a stored record back as a message.
 pub fn from_record(record: StoredRecord) -> Result<StoredMessage, NotAMessage> {
     let mut topic = None;

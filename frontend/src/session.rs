@@ -13,6 +13,10 @@ struct Subscription {
     filter: String,
     options: SubscriptionOptions,
     identifier: Option<u32>,
+    /// (partition id, offset): the subscription wants records of that partition from the
+    /// offset on, the partition's end when it was made. A reader that lags behind does not
+    /// hand it older ones. Partitions not listed: every record.
+    since: Vec<(u32, u64)>,
 }
 
 /// A session's subscriptions, keyed by filter (a second SUBSCRIBE to a filter replaces it).
@@ -37,10 +41,23 @@ pub struct Route {
 impl Subscriptions {
     /// Adds or replaces the subscription to `filter`; returns whether it existed before.
     pub fn subscribe(&mut self, filter: &str, options: SubscriptionOptions, identifier: Option<u32>) -> bool {
-        let entry = Subscription { filter: filter.to_owned(), options, identifier };
+        self.subscribe_since(filter, options, identifier, Vec::new())
+    }
+
+    /// As [`Subscriptions::subscribe`], for records from `since` on (see `Subscription::since`);
+    /// a subscription replaced keeps its own.
+    pub fn subscribe_since(
+        &mut self,
+        filter: &str,
+        options: SubscriptionOptions,
+        identifier: Option<u32>,
+        since: Vec<(u32, u64)>,
+    ) -> bool {
+        let entry = Subscription { filter: filter.to_owned(), options, identifier, since };
         match self.entries.iter_mut().find(|s| s.filter == filter) {
             Some(existing) => {
-                *existing = entry;
+                let since = std::mem::take(&mut existing.since);
+                *existing = Subscription { since, ..entry };
                 true
             }
             None => {
@@ -76,9 +93,31 @@ impl Subscriptions {
     /// `None` if no subscription wants it. `from_self` says whether this session's client
     /// published it (No Local subscriptions skip those).
     pub fn route(&self, topic: &str, qos: QoS, retain: bool, from_self: bool) -> Option<Route> {
+        self.route_at(topic, qos, retain, from_self, None)
+    }
+
+    /// As [`Subscriptions::route`], for the record at `position` (partition id, offset): a
+    /// subscription made after the record was appended does not take it.
+    pub fn route_at(
+        &self,
+        topic: &str,
+        qos: QoS,
+        retain: bool,
+        from_self: bool,
+        position: Option<(u32, u64)>,
+    ) -> Option<Route> {
         let mut route: Option<Route> = None;
         for subscription in &self.entries {
             if (from_self && subscription.options.no_local) || !topic::matches(&subscription.filter, topic) {
+                continue;
+            }
+            let too_old = position.is_some_and(|(partition, offset)| {
+                subscription
+                    .since
+                    .iter()
+                    .any(|&(since_partition, since)| since_partition == partition && offset < since)
+            });
+            if too_old {
                 continue;
             }
             let route = route.get_or_insert(Route { qos: QoS::AtMostOnce, retain: false, identifiers: Vec::new() });
@@ -310,6 +349,25 @@ mod tests {
             retain_as_published: false,
             retain_handling: RetainHandling::SendAtSubscribe,
         }
+    }
+
+    #[test]
+    fn a_subscription_takes_records_from_where_it_was_made_and_keeps_that_when_replaced() {
+        let mut subscriptions = Subscriptions::default();
+        let options = SubscriptionOptions { qos: QoS::AtLeastOnce, ..SubscriptionOptions::default() };
+        subscriptions.subscribe_since("a/#", options, None, vec![(7, 100)]);
+        let at = |offset| subscriptions.route_at("a/b", QoS::AtLeastOnce, false, false, Some((7, offset)));
+        assert!(at(99).is_none(), "appended before the subscription");
+        assert!(at(100).is_some());
+        assert!(
+            subscriptions.route_at("a/b", QoS::AtLeastOnce, false, false, Some((8, 0))).is_some(),
+            "other partition"
+        );
+        assert!(subscriptions.route("a/b", QoS::AtLeastOnce, false, false).is_some(), "no position: no limit");
+        // Subscribing again (a new QoS) keeps the original start: nothing it had is lost.
+        subscriptions.subscribe_since("a/#", SubscriptionOptions::default(), None, vec![(7, 500)]);
+        let route = subscriptions.route_at("a/b", QoS::AtLeastOnce, false, false, Some((7, 100)));
+        assert_eq!(route.map(|r| r.qos), Some(QoS::AtMostOnce));
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::broker::BrokerError;
 use crate::codec::ByteString;
+use crate::interest::AppendSignal;
 use crate::partition_writer::PartitionWriter;
 use crate::record::USER_PREFIX;
 
@@ -181,9 +182,9 @@ impl LiveStreams {
 /// Every open stream, swappable at runtime.
 pub(crate) struct Streams {
     current: Arc<ArcSwap<Registry>>,
-    /// Bumped after any partition's high watermark moves: readers following many partitions
-    /// wait on this one signal.
-    appended: watch::Sender<u64>,
+    /// Raised after any partition's high watermark moves, and after every swap: readers of
+    /// everything wait on its watch, connections on their plain subscriptions' topics.
+    appended: Arc<AppendSignal>,
     next_id: AtomicU32,
     data_dir: PathBuf,
     writer_queue: usize,
@@ -213,7 +214,7 @@ impl Streams {
         if !configs.iter().any(|(c, _)| c.name == crate::DEFAULT_STREAM) {
             configs.push((StreamConfig::new(crate::DEFAULT_STREAM), 0));
         }
-        let (appended, _) = watch::channel(0u64);
+        let appended = Arc::new(AppendSignal::new());
         let empty = Registry { streams: Vec::new(), default_index: 0, generation: 0 };
         let streams = Streams {
             current: Arc::new(ArcSwap::from_pointee(empty)),
@@ -243,14 +244,15 @@ impl Streams {
         for number in numbers {
             let log = open_partition(self.partition_dir(&config.name, number), config.log.clone()).await?;
             maintenance.register(format!("{}/{number}", config.name), Log::clone(&log), partition_settings(config))?;
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let writer = PartitionWriter::start(
                 Arc::clone(&log),
                 self.writer_queue,
                 format!("writer-{}-{number}", config.name),
-                self.appended.clone(),
+                Arc::clone(&self.appended),
+                id,
             )
             .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
-            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             partitions.push(Arc::new(Partition { id, number, log, writer }));
         }
         Ok(partitions)
@@ -271,7 +273,7 @@ impl Streams {
         let generation = self.current.load().generation + 1;
         self.current.store(Arc::new(Registry { streams, default_index, generation }));
         // Connections waiting for data look again, and find the new partitions.
-        self.appended.send_modify(|n| *n = n.wrapping_add(1));
+        self.appended.streams_changed();
     }
 
     /// The live streams, now.
@@ -314,7 +316,22 @@ impl Streams {
 
     /// A receiver woken after any partition's high watermark moved (or the streams changed).
     pub(crate) fn appended(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
+        self.appended.subscribe_everything()
+    }
+
+    /// The append signal, where connections register their plain subscriptions' filters.
+    pub(crate) fn append_signal(&self) -> Arc<AppendSignal> {
+        Arc::clone(&self.appended)
+    }
+
+    /// Each partition's id and high watermark, now.
+    pub(crate) fn high_watermarks(&self) -> Vec<(u32, u64)> {
+        let registry = self.current.load();
+        registry
+            .streams
+            .iter()
+            .flat_map(|s| s.partitions.iter().map(|p| (p.id, p.log.offsets().high_watermark)))
+            .collect()
     }
 
     /// Every partition's log, for closing.

@@ -1,0 +1,370 @@
+//! Who an append concerns. Readers that want everything (`$stream` cursors, consumer
+//! groups) wait on one signal bumped after every append. A connection's plain
+//! subscriptions are kept here instead, in a tree of filter levels. An append then wakes
+//! only the connections with a filter matching its topic, and not every connection that
+//! subscribed to anything.
+//!
+//! A wake also says where, in each partition, the first record that matched lies. Every
+//! record between the connection's cursor and that offset matched none of its filters
+//! when it was appended, so the cursor jumps there instead of reading them. A connection
+//! subscribed to a quiet topic on a busy stream then reads only what it is sent.
+//!
+//! Invariants:
+//! - A connection's filters are here exactly while its outbound half holds them
+//!   (`connection.rs` adds them on SUBSCRIBE and resume, before its cursors read the high
+//!   watermark, and removes them on UNSUBSCRIBE and when the connection ends).
+//! - Per partition, appends and their wakes happen in offset order: the partition's writer
+//!   holds one lock across both (`partition_writer.rs`). So when a wake's lowest offset is
+//!   taken, every matching record below it has already been taken in an earlier wake.
+//! - A jump only covers offsets appended while the filters were registered: a cursor does
+//!   not jump below the high watermark it started from (a resumed session reads what came
+//!   while it was away).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+
+use strata_log::Record;
+use tokio::sync::{Notify, watch};
+
+/// Wakes one connection's outbound half, and says from where to read.
+#[derive(Default)]
+pub(crate) struct ConnectionWake {
+    /// `notify_one` keeps a permit when the connection is not waiting, so an append between
+    /// its last read and its next wait is not missed.
+    pub(crate) notify: Notify,
+    /// Partition id → the lowest offset of a matching record since the last [`take`](Self::take).
+    lowest: Mutex<HashMap<u32, u64>>,
+}
+
+impl ConnectionWake {
+    fn matched(&self, partition: u32, offset: u64) {
+        let mut lowest = self.lowest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        lowest.entry(partition).and_modify(|held| *held = (*held).min(offset)).or_insert(offset);
+        drop(lowest);
+        self.notify.notify_one();
+    }
+
+    /// The lowest matching offset per partition since the last call.
+    pub(crate) fn take(&self) -> HashMap<u32, u64> {
+        let mut lowest = self.lowest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if lowest.is_empty() { HashMap::new() } else { std::mem::take(&mut *lowest) }
+    }
+}
+
+pub(crate) type Wake = Arc<ConnectionWake>;
+
+/// One connection's filters in the tree. Both halves of the connection share it. The
+/// inbound half adds a SUBSCRIBE's filters as it reads the packet, so that a PUBLISH right
+/// behind it on the same connection already counts. The outbound half adds them again when
+/// it takes the subscription (an UNSUBSCRIBE queued in between may have removed them), and
+/// removes them on UNSUBSCRIBE. Whatever is left goes when the connection ends.
+pub(crate) struct ConnectionInterest {
+    signal: Arc<AppendSignal>,
+    id: u64,
+    pub(crate) wake: Wake,
+    filters: Mutex<std::collections::HashSet<String>>,
+}
+
+impl ConnectionInterest {
+    pub(crate) fn new(signal: Arc<AppendSignal>, id: u64) -> ConnectionInterest {
+        ConnectionInterest { signal, id, wake: Arc::default(), filters: Mutex::default() }
+    }
+
+    fn filters(&self) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+        self.filters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn add(&self, filter: &str) {
+        let mut filters = self.filters();
+        if !filters.contains(filter) {
+            filters.insert(filter.to_owned());
+        }
+        self.signal.interest.add(filter, self.id, &self.wake);
+    }
+
+    pub(crate) fn remove(&self, filter: &str) {
+        self.filters().remove(filter);
+        self.signal.interest.remove(filter, self.id);
+    }
+}
+
+impl Drop for ConnectionInterest {
+    fn drop(&mut self) {
+        for filter in self.filters().drain() {
+            self.signal.interest.remove(&filter, self.id);
+        }
+    }
+}
+
+/// The broker's "something was appended" signals.
+pub(crate) struct AppendSignal {
+    /// Bumped after every append and every swap of the streams.
+    everything: watch::Sender<u64>,
+    interest: Interest,
+}
+
+impl AppendSignal {
+    pub(crate) fn new() -> AppendSignal {
+        AppendSignal { everything: watch::channel(0).0, interest: Interest::default() }
+    }
+
+    /// After `records` went into partition `partition` from `base_offset` on: wakes the
+    /// readers of everything and the connections whose plain subscriptions match a record's
+    /// topic. The caller holds the partition's append lock (see the module's invariants).
+    pub(crate) fn appended(&self, partition: u32, base_offset: u64, records: &[Record]) {
+        self.everything.send_modify(|n| *n = n.wrapping_add(1));
+        let mut last_topic: Option<&str> = None;
+        for (offset, record) in (base_offset..).zip(records) {
+            let Some(topic) = crate::record::topic_of(&record.headers) else { continue };
+            // A run on one topic looks the tree up once: its first offset is the lowest.
+            if last_topic != Some(topic) {
+                self.interest.wake_matching(topic, partition, offset);
+                last_topic = Some(topic);
+            }
+        }
+    }
+
+    /// After the streams changed: every reader looks again (new partitions to follow).
+    pub(crate) fn streams_changed(&self) {
+        self.everything.send_modify(|n| *n = n.wrapping_add(1));
+        self.interest.wake_all();
+    }
+
+    /// A receiver woken after every append and every swap of the streams.
+    pub(crate) fn subscribe_everything(&self) -> watch::Receiver<u64> {
+        self.everything.subscribe()
+    }
+
+    #[cfg(test)]
+    fn interest(&self) -> &Interest {
+        &self.interest
+    }
+}
+
+/// Plain subscription filters → the connections holding them.
+#[derive(Default)]
+pub(crate) struct Interest {
+    root: RwLock<Node>,
+}
+
+#[derive(Default)]
+struct Node {
+    /// The next level, by its exact text.
+    children: HashMap<Box<str>, Node>,
+    /// The next level is `+`.
+    plus: Option<Box<Node>>,
+    /// Filters that end at this node.
+    here: Vec<(u64, Wake)>,
+    /// Filters that end with `#` after this node: they match here and at any depth below.
+    hash: Vec<(u64, Wake)>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.children.is_empty() && self.plus.is_none() && self.here.is_empty() && self.hash.is_empty()
+    }
+}
+
+impl Interest {
+    /// Adds connection `id`'s `filter`; adding the same pair twice keeps one.
+    pub(crate) fn add(&self, filter: &str, id: u64, wake: &Wake) {
+        let mut root = self.root.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut node = &mut *root;
+        let mut levels = filter.split('/').peekable();
+        while let Some(level) = levels.next() {
+            if level == "#" && levels.peek().is_none() {
+                if !node.hash.iter().any(|(held, _)| *held == id) {
+                    node.hash.push((id, Arc::clone(wake)));
+                }
+                return;
+            }
+            node = match level {
+                "+" => node.plus.get_or_insert_with(Box::default),
+                _ => node.children.entry(level.into()).or_default(),
+            };
+        }
+        if !node.here.iter().any(|(held, _)| *held == id) {
+            node.here.push((id, Arc::clone(wake)));
+        }
+    }
+
+    /// Removes connection `id`'s `filter`, and the tree's branches left empty.
+    pub(crate) fn remove(&self, filter: &str, id: u64) {
+        let mut root = self.root.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let levels: Vec<&str> = filter.split('/').collect();
+        remove_below(&mut root, &levels, id);
+    }
+
+    /// Wakes every connection with a filter that matches `topic` (MQTT's rules, as
+    /// [`crate::topic::matches`]: wildcards at the first level skip topics starting with
+    /// `$`), telling it the record's place.
+    fn wake_matching(&self, topic: &str, partition: u32, offset: u64) {
+        self.for_each_match(topic, &mut |wake| wake.matched(partition, offset));
+    }
+
+    fn wake_all(&self) {
+        let root = self.root.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        visit_all(&root, &mut |wake| wake.notify.notify_one());
+    }
+
+    fn for_each_match(&self, topic: &str, found: &mut dyn FnMut(&Wake)) {
+        let root = self.root.read().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let levels: Vec<&str> = topic.split('/').collect();
+        let dollar = topic.starts_with('$');
+        visit_matching(&root, &levels, 0, dollar, found);
+    }
+}
+
+fn visit_matching(node: &Node, levels: &[&str], depth: usize, dollar: bool, found: &mut dyn FnMut(&Wake)) {
+    // `#` matches the rest, including nothing (`a/#` matches `a`), except a `$` topic at the
+    // first level.
+    if !(depth == 0 && dollar) {
+        node.hash.iter().for_each(|(_, wake)| found(wake));
+    }
+    let Some(level) = levels.get(depth) else {
+        node.here.iter().for_each(|(_, wake)| found(wake));
+        return;
+    };
+    if let Some(child) = node.children.get(*level) {
+        visit_matching(child, levels, depth + 1, dollar, found);
+    }
+    if let Some(plus) = &node.plus
+        && !(depth == 0 && dollar)
+    {
+        visit_matching(plus, levels, depth + 1, dollar, found);
+    }
+}
+
+fn visit_all(node: &Node, found: &mut dyn FnMut(&Wake)) {
+    node.here.iter().chain(&node.hash).for_each(|(_, wake)| found(wake));
+    node.children.values().for_each(|child| visit_all(child, found));
+    if let Some(plus) = &node.plus {
+        visit_all(plus, found);
+    }
+}
+
+fn remove_below(node: &mut Node, levels: &[&str], id: u64) {
+    match levels {
+        [] => node.here.retain(|(held, _)| *held != id),
+        ["#"] => node.hash.retain(|(held, _)| *held != id),
+        ["+", rest @ ..] => {
+            if let Some(plus) = node.plus.as_mut() {
+                remove_below(plus, rest, id);
+                if plus.is_empty() {
+                    node.plus = None;
+                }
+            }
+        }
+        [level, rest @ ..] => {
+            if let Some(child) = node.children.get_mut(*level) {
+                remove_below(child, rest, id);
+                if child.is_empty() {
+                    node.children.remove(*level);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    fn matched(interest: &Interest, topic: &str) -> BTreeSet<u64> {
+        // Which connection a wake belongs to: compare the Notify's address.
+        let mut found = BTreeSet::new();
+        interest.for_each_match(topic, &mut |wake| {
+            found.insert(Arc::as_ptr(wake) as u64);
+        });
+        found
+    }
+
+    fn level() -> impl Strategy<Value = String> {
+        prop_oneof![Just("a"), Just("b"), Just(""), Just("$s"), Just("+"), Just("#")].prop_map(str::to_owned)
+    }
+
+    fn filter() -> impl Strategy<Value = String> {
+        // Valid filters only: `#` last, wildcards whole levels (as SUBSCRIBE validates).
+        proptest::collection::vec(level(), 1..4).prop_filter_map("valid filter", |levels| {
+            let hash_inside = levels[..levels.len() - 1].iter().any(|l| l == "#");
+            (!hash_inside).then(|| levels.join("/"))
+        })
+    }
+
+    fn topic() -> impl Strategy<Value = String> {
+        proptest::collection::vec(prop_oneof![Just("a"), Just("b"), Just(""), Just("$s")].prop_map(str::to_owned), 1..4)
+            .prop_map(|levels| levels.join("/"))
+    }
+
+    proptest! {
+        // The oracle is `topic::matches`, the rule the connections filter with. Some filters
+        // are removed again, to check that removal leaves the others in place.
+        #[test]
+        fn wakes_exactly_the_matching_filters(
+            filters in proptest::collection::vec((filter(), 0u64..6, any::<bool>()), 0..12),
+            topics in proptest::collection::vec(topic(), 1..6),
+        ) {
+            let interest = Interest::default();
+            let wakes: Vec<Wake> = (0..6).map(|_| Arc::default()).collect();
+            let mut held: Vec<(String, u64)> = Vec::new();
+            for (filter, id, _) in &filters {
+                interest.add(filter, *id, &wakes[*id as usize]);
+                held.push((filter.clone(), *id));
+            }
+            for (filter, id, remove) in &filters {
+                if *remove {
+                    interest.remove(filter, *id);
+                    held.retain(|(f, i)| !(f == filter && i == id));
+                }
+            }
+            for topic in &topics {
+                let expected: BTreeSet<u64> = held
+                    .iter()
+                    .filter(|(filter, _)| crate::topic::matches(filter, topic))
+                    .map(|(_, id)| Arc::as_ptr(&wakes[*id as usize]) as u64)
+                    .collect();
+                prop_assert_eq!(matched(&interest, topic), expected, "topic {:?}", topic);
+            }
+        }
+    }
+
+    #[test]
+    fn removing_every_filter_empties_the_tree() {
+        let interest = Interest::default();
+        let wake: Wake = Arc::default();
+        let filters = ["a/b", "a/+/c", "a/#", "#", "+", "$SYS/#", "a//b"];
+        for filter in filters {
+            interest.add(filter, 7, &wake);
+        }
+        for filter in filters {
+            interest.remove(filter, 7);
+        }
+        assert!(interest.root.read().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_wake_carries_the_lowest_matching_offset_per_partition() {
+        let signal = AppendSignal::new();
+        let (sensor, other): (Wake, Wake) = (Arc::default(), Arc::default());
+        signal.interest().add("sensors/1", 1, &sensor);
+        signal.interest().add("sensors/2", 2, &other);
+        let record = |topic: &str| {
+            Record::new(0, "x").with_header(crate::record::TOPIC, bytes::Bytes::copy_from_slice(topic.as_bytes()))
+        };
+        signal.appended(3, 10, &[record("other"), record("sensors/1"), record("sensors/1")]);
+        signal.appended(3, 13, &[record("sensors/1")]);
+        signal.appended(4, 7, &[record("sensors/1")]);
+        assert_eq!(sensor.take(), HashMap::from([(3, 11), (4, 7)]));
+        assert!(sensor.take().is_empty(), "taken once");
+        assert!(other.take().is_empty(), "the other connection's filter matched nothing");
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        runtime.block_on(async {
+            let woken = tokio::time::timeout(std::time::Duration::from_millis(50), sensor.notify.notified()).await;
+            assert!(woken.is_ok(), "the matching connection has a wake waiting");
+            let not_woken = tokio::time::timeout(std::time::Duration::from_millis(50), other.notify.notified()).await;
+            assert!(not_woken.is_err(), "the other connection was not woken");
+        });
+    }
+}
