@@ -207,6 +207,7 @@ pub(crate) async fn run_transport(
         let mut outbound = Outbound {
             shared: Arc::clone(&shared),
             interest: Arc::clone(&interest),
+            jumps: Vec::new(),
             version,
             client_id: client_id.clone(),
             client_max_packet_size: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
@@ -711,6 +712,8 @@ struct Outbound {
     /// This connection's plain filters in the broker's interest tree, and its wake
     /// (`interest.rs`).
     interest: Arc<ConnectionInterest>,
+    /// Scratch for [`Outbound::jump_cursors`].
+    jumps: Vec<(u32, u64)>,
     version: ProtocolVersion,
     client_id: String,
     client_max_packet_size: usize,
@@ -1303,12 +1306,12 @@ impl Outbound {
     /// reported in their partition: what lies between matched none of this connection's
     /// filters (`interest.rs` says why nothing is skipped that should not be).
     fn jump_cursors(&mut self) {
-        let lowest = self.interest.wake.take();
-        if lowest.is_empty() {
+        self.interest.wake.take_into(&mut self.jumps);
+        if self.jumps.is_empty() {
             return;
         }
         for cursor in &mut self.readers.cursors {
-            let Some(&offset) = lowest.get(&cursor.partition.id) else { continue };
+            let Some(&(_, offset)) = self.jumps.iter().find(|(id, _)| *id == cursor.partition.id) else { continue };
             if cursor.replay.is_some() || !cursor.reached_end || offset <= cursor.next {
                 continue;
             }

@@ -32,22 +32,28 @@ pub(crate) struct ConnectionWake {
     /// `notify_one` keeps a permit when the connection is not waiting, so an append between
     /// its last read and its next wait is not missed.
     pub(crate) notify: Notify,
-    /// Partition id → the lowest offset of a matching record since the last [`take`](Self::take).
-    lowest: Mutex<HashMap<u32, u64>>,
+    /// (partition id, the lowest offset of a matching record since the last
+    /// [`take_into`](Self::take_into)); a connection follows few partitions, so a short list.
+    lowest: Mutex<Vec<(u32, u64)>>,
 }
 
 impl ConnectionWake {
     fn matched(&self, partition: u32, offset: u64) {
         let mut lowest = self.lowest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        lowest.entry(partition).and_modify(|held| *held = (*held).min(offset)).or_insert(offset);
+        match lowest.iter_mut().find(|(held, _)| *held == partition) {
+            Some((_, held)) => *held = (*held).min(offset),
+            None => lowest.push((partition, offset)),
+        }
         drop(lowest);
         self.notify.notify_one();
     }
 
-    /// The lowest matching offset per partition since the last call.
-    pub(crate) fn take(&self) -> HashMap<u32, u64> {
+    /// Moves the lowest matching offset per partition since the last call into `out`
+    /// (cleared first). Both lists keep their room: no allocation per wake.
+    pub(crate) fn take_into(&self, out: &mut Vec<(u32, u64)>) {
+        out.clear();
         let mut lowest = self.lowest.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if lowest.is_empty() { HashMap::new() } else { std::mem::take(&mut *lowest) }
+        out.extend(lowest.drain(..));
     }
 }
 
@@ -356,9 +362,13 @@ mod tests {
         signal.appended(3, 10, &[record("other"), record("sensors/1"), record("sensors/1")]);
         signal.appended(3, 13, &[record("sensors/1")]);
         signal.appended(4, 7, &[record("sensors/1")]);
-        assert_eq!(sensor.take(), HashMap::from([(3, 11), (4, 7)]));
-        assert!(sensor.take().is_empty(), "taken once");
-        assert!(other.take().is_empty(), "the other connection's filter matched nothing");
+        let mut taken = Vec::new();
+        sensor.take_into(&mut taken);
+        assert_eq!(taken, vec![(3, 11), (4, 7)]);
+        sensor.take_into(&mut taken);
+        assert!(taken.is_empty(), "taken once");
+        other.take_into(&mut taken);
+        assert!(taken.is_empty(), "the other connection's filter matched nothing");
         let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
         runtime.block_on(async {
             let woken = tokio::time::timeout(std::time::Duration::from_millis(50), sensor.notify.notified()).await;
