@@ -12,7 +12,8 @@
 //! appends on its own thread ([`PartitionWriter::try_append_now`]), which saves the hand-over
 //! to the writer thread and back. Order per connection holds: a connection appends inline
 //! only when none of its earlier records is still queued, since every queued record counts
-//! in `queued` until it is in the log.
+//! in `queued` until it is in the log. The inline path and the thread take one lock around
+//! an append and its wakes, so a partition's wakes go out in offset order (`interest.rs`).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -40,9 +41,9 @@ pub struct AppendRequest {
     pub durable: Option<oneshot::Sender<AppendResult>>,
 }
 
-/// Starts the writer thread of `log`, fed by a channel of `capacity` requests. After every
-/// append (which moves the high watermark: the broker's logs follow their end) it raises
-/// `appended`, if given. The thread ends when every sender is dropped.
+/// Starts the writer thread of an internal stream's `log` (`$retained`, `$sessions`...), fed
+/// by a channel of `capacity` requests. No subscriber reads those, so appends wake nobody.
+/// The thread ends when every sender is dropped.
 pub(crate) fn spawn(log: Arc<Log>, capacity: usize, name: String) -> std::io::Result<mpsc::Sender<AppendRequest>> {
     let (tx, rx) = mpsc::channel(capacity.max(1));
     thread::Builder::new().name(name).spawn(move || run(&log, rx, None, None))?;
