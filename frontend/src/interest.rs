@@ -10,15 +10,18 @@
 //! subscribed to a quiet topic on a busy stream then reads only what it is sent.
 //!
 //! Invariants:
-//! - A connection's filters are here exactly while its outbound half holds them
-//!   (`connection.rs` adds them on SUBSCRIBE and resume, before its cursors read the high
-//!   watermark, and removes them on UNSUBSCRIBE and when the connection ends).
+//! - A connection's filters are here at least while its outbound half holds them, and go
+//!   when the connection ends ([`ConnectionInterest`]). They go in before its cursors read
+//!   the high watermark: the inbound half adds a SUBSCRIBE's as it reads the packet, a
+//!   resumed session's go in before its cursors are made.
 //! - Per partition, appends and their wakes happen in offset order: the partition's writer
 //!   holds one lock across both (`partition_writer.rs`). So when a wake's lowest offset is
-//!   taken, every matching record below it has already been taken in an earlier wake.
-//! - A jump only covers offsets appended while the filters were registered: a cursor does
-//!   not jump below the high watermark it started from (a resumed session reads what came
-//!   while it was away).
+//!   taken, every matching record below it was taken in an earlier wake.
+//! - Only a cursor whose last read found the partition's end jumps
+//!   (`readers::Cursor::reached_end`). Every record up to that end was read; every matching
+//!   record appended after it is reported by a later wake, at or above the lowest offset
+//!   taken. A resumed session's cursors start behind the end, so they read what came while
+//!   the session was away before they ever jump.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
