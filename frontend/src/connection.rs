@@ -1202,8 +1202,13 @@ impl Outbound {
                     // Before the latest values are taken below, so that no refresh is missed.
                     self.follow_sys_if_needed(plain);
                     // Again: an UNSUBSCRIBE read after this SUBSCRIBE's filters went in may have
-                    // taken them out.
-                    self.interest.add(plain);
+                    // taken them out. Then appends on it went unreported for a while, and no
+                    // cursor may jump over them: each reads on from where it stands instead.
+                    if self.interest.add(plain) {
+                        for cursor in self.readers.cursors.iter_mut().filter(|c| c.replay.is_none()) {
+                            cursor.reached_end = false;
+                        }
+                    }
                     // From where the partitions ended when the SUBSCRIBE was read: a cursor
                     // still behind does not hand the new subscription older messages.
                     let existed = self.subscriptions.subscribe_since(plain, filter.options, identifier, since.clone());

@@ -83,12 +83,16 @@ impl ConnectionInterest {
         self.filters.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub(crate) fn add(&self, filter: &str) {
+    /// Returns whether `filter` was not there: appends on it since it was last removed (if
+    /// ever) were not reported to this connection.
+    pub(crate) fn add(&self, filter: &str) -> bool {
         let mut filters = self.filters();
-        if !filters.contains(filter) {
+        let added = !filters.contains(filter);
+        if added {
             filters.insert(filter.to_owned());
         }
         self.signal.interest.add(filter, self.id, &self.wake);
+        added
     }
 
     pub(crate) fn remove(&self, filter: &str) {
