@@ -29,6 +29,7 @@ mod meta;
 mod retention;
 mod rewrite;
 mod segment;
+mod tail;
 mod verify;
 
 pub use config::{

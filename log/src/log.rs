@@ -5,7 +5,6 @@ use std::{
     collections::VecDeque,
     fs::{self, File, OpenOptions},
     io::Write,
-    os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
         Arc, Condvar, Mutex, MutexGuard,
@@ -33,6 +32,7 @@ use crate::{
         BatchWalker, Mapping, Rebuilt, Segment, SegmentState, entry_points_at_batch, entry_points_at_valid_batch,
         map_file, parse_segment_file_name, read_small_file, rebuild_from, segment_file_name,
     },
+    tail::ReservedTail,
 };
 
 const LOCK_FILE: &str = ".lock";
@@ -86,6 +86,9 @@ pub struct RecoveryReport {
     /// Segment swaps (compaction) that a crash interrupted after their commit point and that
     /// open finished, by base offset.
     pub finished_swaps: Vec<u64>,
+    /// Zeros cut from the end of the last segment after a crash: space reserved ahead of the
+    /// writes (`tail.rs`), holding no batch.
+    pub reserved_bytes_cut: u64,
 }
 
 /// Batches returned by [`Log::read`].
@@ -217,9 +220,18 @@ pub(crate) struct Writer {
     log_end: u64,
     last_batch: Option<(u64, u64)>,
     pending: VecDeque<PendingBatch>,
+    /// How batches reach `file` (through a mapping, into space reserved ahead).
+    tail: ReservedTail,
     buf: Vec<u8>,
     scratch: Vec<u8>,
     dirty: bool,
+}
+
+impl Writer {
+    /// Cuts the space reserved past the last batch off the active segment's file.
+    fn cut_reserved(&mut self) -> Result<(), LogError> {
+        self.tail.cut_back(&self.file, &self.active.path, self.active_len)
+    }
 }
 
 /// How long [`Log::open`] retries a lock held elsewhere before it reports [`LogError::Locked`].
@@ -579,12 +591,8 @@ impl Shared {
             w.active_created = Instant::now();
         }
         let position = w.active_len;
-        let path = Arc::clone(&w.active.path);
-        if let Err(e) = w.file.write_all_at(bytes, position) {
-            // Cut off whatever part was written, so the file matches what we believe.
-            let _ = w.file.set_len(position);
-            return Err(e).at(&path, "appending a batch");
-        }
+        let capacity = w.active.data.len() as u64;
+        w.tail.write(&w.file, &w.active.path, bytes, position, capacity)?;
         let state = &w.active.state;
         let max_timestamp = state.max_timestamp.load(Ordering::Relaxed).max(header.max_timestamp);
         let due = w.last_indexed_position.is_none_or(|last| position - last >= self.config.index_interval_bytes);
@@ -675,6 +683,7 @@ impl Shared {
     /// starts a new one at the log end.
     fn roll(&self, w: &mut Writer) -> Result<(), LogError> {
         let durable = !matches!(self.config.flush, FlushPolicy::Never);
+        w.cut_reserved()?;
         self.write_index_files(w, true, durable)?;
         if durable {
             w.file.sync_data().at(&w.active.path, "syncing a rolled segment")?;
@@ -691,6 +700,7 @@ impl Shared {
         self.snapshot.store(Arc::new(Snapshot { segments, log_start: snapshot.log_start }));
         w.active = segment;
         w.file = Arc::new(file);
+        w.tail = ReservedTail::new(0);
         w.active_len = 0;
         w.active_created = Instant::now();
         w.last_indexed_position = None;
@@ -1003,6 +1013,7 @@ impl Shared {
         }
         w.active = segment;
         w.file = Arc::new(file);
+        w.tail = ReservedTail::new(cut_position as u64);
         w.active_len = cut_position as u64;
         w.last_indexed_position = entries.last().map(|e| u64::from(e.position));
         w.persisted_entries = 0;
@@ -1105,6 +1116,7 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+        w.cut_reserved()?;
         self.write_index_files(&mut w, true, true)?;
         w.file.sync_data().at(&w.active.path, "syncing on close")?;
         self.synced.fetch_max(w.log_end, Ordering::AcqRel);
@@ -1222,8 +1234,13 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
             entries.extend(rebuilt.entries);
             if let Some(defect) = rebuilt.defect {
                 let cut = rebuilt.valid_len as u64;
-                tracing::warn!(file = %path.display(), position = cut, reason = defect.reason, dropped_bytes = file_len - cut, "truncating a torn or damaged tail");
-                report.truncated = Some((path.clone(), cut, file_len - cut, defect.reason));
+                if crate::tail::is_reserved(&written[rebuilt.valid_len..]) {
+                    tracing::debug!(file = %path.display(), position = cut, bytes = file_len - cut, "cutting reserved space");
+                    report.reserved_bytes_cut = file_len - cut;
+                } else {
+                    tracing::warn!(file = %path.display(), position = cut, reason = defect.reason, dropped_bytes = file_len - cut, "truncating a torn or damaged tail");
+                    report.truncated = Some((path.clone(), cut, file_len - cut, defect.reason));
+                }
                 file.set_len(cut).at(&path, "truncating a damaged tail")?;
                 file.sync_data().at(&path, "syncing a truncated tail")?;
             }
@@ -1276,6 +1293,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         log_end,
         last_batch,
         pending,
+        tail: ReservedTail::new(active_len),
         buf: Vec::new(),
         scratch: Vec::new(),
         dirty: false,
