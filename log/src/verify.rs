@@ -243,7 +243,11 @@ pub fn dump_partition(dir: &Path, from: u64, visit: &mut dyn FnMut(DumpedBatch) 
                 // The active segment's reserved space (`tail.rs`): the end of the log.
                 Err(d) if is_last && crate::tail::is_reserved(&data[d.position..]) => break,
                 Err(d) => {
-                    return Err(LogError::Corrupt { path: path.clone(), position: d.position as u64, reason: d.reason });
+                    return Err(LogError::Corrupt {
+                        path: path.clone(),
+                        position: d.position as u64,
+                        reason: d.reason,
+                    });
                 }
             };
             if header.last_offset() < from {

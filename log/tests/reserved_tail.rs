@@ -16,8 +16,13 @@ fn config() -> LogConfig {
 }
 
 /// Appends `RECORDS` records, one per batch, and returns the bytes they take in the file.
+/// Every tenth comes after a pause, so that it goes through the mapping (a batch right
+/// after another goes through `pwrite`).
 fn append_all(log: &Log) -> u64 {
     for offset in 0..RECORDS {
+        if offset % 10 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         log.append(&[derived_record(offset)], 0).unwrap();
     }
     let mut batch_bytes = 0;
