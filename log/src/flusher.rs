@@ -50,8 +50,11 @@ impl Flusher {
             for log in &live {
                 let Some(interval) = log.flush_interval() else { continue };
                 let last = Duration::from_millis(log.last_flush_ms.load(Ordering::Relaxed) as u64);
+                // A log due within half an interval is flushed now, with the one that woke
+                // us: logs opened at different moments fall into step after one round, and
+                // the thread wakes once per interval, not once per log.
                 let due = last + interval;
-                if due <= now {
+                if due <= now + interval / 2 {
                     if log.is_dirty()
                         && let Err(e) = log.flush_now(true)
                     {
