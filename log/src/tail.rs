@@ -196,12 +196,18 @@ pub(crate) fn is_reserved(bytes: &[u8]) -> bool {
 mod tests {
     use super::*;
 
-    #[test]
-    fn mapped_writes_land_in_the_file_and_cut_back_leaves_exactly_them() {
+    /// An empty file and its tail, mapping every small batch (no idle time required).
+    fn empty_segment() -> (tempfile::TempDir, std::path::PathBuf, File, ReservedTail) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("segment");
         let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-        let mut tail = ReservedTail { map_after_idle: Duration::ZERO, ..ReservedTail::new(0) };
+        let tail = ReservedTail { map_after_idle: Duration::ZERO, ..ReservedTail::new(0) };
+        (dir, path, file, tail)
+    }
+
+    #[test]
+    fn mapped_writes_land_in_the_file_and_cut_back_leaves_exactly_them() {
+        let (_dir, path, file, mut tail) = empty_segment();
         let mut expected = Vec::new();
         for i in 0..300u32 {
             let batch = vec![(i % 251) as u8 + 1; 100 + (i as usize % 7)];
@@ -221,10 +227,7 @@ mod tests {
 
     #[test]
     fn large_batches_and_batches_past_the_capacity_go_through_pwrite_between_mapped_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("segment");
-        let file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).unwrap();
-        let mut tail = ReservedTail { map_after_idle: Duration::ZERO, ..ReservedTail::new(0) };
+        let (_dir, path, file, mut tail) = empty_segment();
         let large = MAPPED_WRITE_MAX + 1000;
         let mut expected = Vec::new();
         // Mapped, pwrite into the reserved space (too large to map), mapped again, then
