@@ -1,6 +1,6 @@
 //! How batches reach the active segment's file. A `pwrite` per batch is a system call into the
-//! file system, and a slow one when the thread had been idle: about 24 µs per 250-byte write at
-//! 100 writes/s against 1 µs when warm (benches/README.md, "Appends through a mapping"). So
+//! file system, and a slow one when the thread had been idle: 12–24 µs per 250-byte write at
+//! 100 writes/s against under 1 µs when warm (benches/README.md, "Appends through a mapping"). So
 //! the file is extended ahead of the writes with `fallocate`, [`RESERVE_STEP`] at a time, and
 //! a small batch that comes after a pause is copied into a shared writable mapping of it,
 //! which is one `memcpy` into the page cache: a process crash loses nothing, and `fdatasync`
@@ -36,7 +36,8 @@ pub(crate) const RESERVE_STEP: u64 = 1 << 20;
 /// Ab delivered about 8% less and its p99 rose from 65–82 ms to 86–118 ms.
 pub(crate) const MAPPED_WRITE_MAX: usize = 4 << 10;
 
-/// See [`MAPPED_WRITE_MAX`]. After 1 ms of idling a `pwrite` costs 6 µs, after 10 ms 24 µs.
+/// See [`MAPPED_WRITE_MAX`]. After 1 ms of idling a `pwrite` cost 3–6 µs here, after 10 ms
+/// 12–24 µs.
 pub(crate) const MAPPED_AFTER_IDLE: Duration = Duration::from_micros(500);
 
 /// The write side of the active segment file.
