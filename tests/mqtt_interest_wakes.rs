@@ -10,7 +10,7 @@ mod broker;
 #[path = "common/raw.rs"]
 mod raw;
 
-use std::time::Duration;
+use std::{net::SocketAddr, time::Duration};
 
 use broker::ServeProcess;
 use bytes::Bytes;
@@ -20,6 +20,13 @@ use strata_frontend::codec::{Packet, Properties, ProtocolVersion, QoS};
 const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
 /// How long "nothing more arrives" is watched for.
 const QUIET: Duration = Duration::from_millis(500);
+
+/// Connects `client_id` (clean session) subscribed to `filter` at QoS 1.
+async fn subscribed(addr: SocketAddr, client_id: &str, filter: &str) -> RawClient {
+    let (mut client, _) = RawClient::connect(addr, V4, client_id).await;
+    client.subscribe(1, &[(filter, QoS::AtLeastOnce)], Properties::default()).await;
+    client
+}
 
 /// Publishes `messages` (topic, payload) at QoS 1 in batches and waits for every PUBACK, so
 /// that each is in the log when this returns.
@@ -62,10 +69,8 @@ async fn receive_until_quiet(subscriber: &mut RawClient) -> Vec<(String, String)
 async fn a_quiet_subscriber_on_a_busy_stream_gets_exactly_its_own_messages() {
     let dir = tempfile::tempdir().unwrap();
     let broker = ServeProcess::start(&dir.path().join("data"));
-    let (mut quiet, _) = RawClient::connect(broker.addr, V4, "quiet").await;
-    quiet.subscribe(1, &[("quiet/1", QoS::AtLeastOnce)], Properties::default()).await;
-    let (mut busy, _) = RawClient::connect(broker.addr, V4, "busy").await;
-    busy.subscribe(1, &[("busy/#", QoS::AtLeastOnce)], Properties::default()).await;
+    let mut quiet = subscribed(broker.addr, "quiet", "quiet/1").await;
+    let mut busy = subscribed(broker.addr, "busy", "busy/#").await;
     let (mut publisher, _) = RawClient::connect(broker.addr, V4, "publisher").await;
 
     let quiet_at = [0, 250, 500, 750, 999];
@@ -88,8 +93,7 @@ async fn a_quiet_subscriber_on_a_busy_stream_gets_exactly_its_own_messages() {
 async fn a_filter_added_later_does_not_receive_what_was_published_before_it() {
     let dir = tempfile::tempdir().unwrap();
     let broker = ServeProcess::start(&dir.path().join("data"));
-    let (mut subscriber, _) = RawClient::connect(broker.addr, V4, "late").await;
-    subscriber.subscribe(1, &[("a", QoS::AtLeastOnce)], Properties::default()).await;
+    let mut subscriber = subscribed(broker.addr, "late", "a").await;
     let (mut publisher, _) = RawClient::connect(broker.addr, V4, "publisher").await;
 
     // The subscriber is woken for "a" only; the "b" messages around it are not its concern.
