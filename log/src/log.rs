@@ -195,6 +195,12 @@ pub(crate) struct Shared {
     /// Told the duration of every data fsync (see [`Log::on_fsync`]); set at most once.
     fsync_observer: std::sync::OnceLock<FsyncObserver>,
     pub(crate) last_flush_ms: AtomicI64,
+    /// Set by the first append after the flusher last looked at this log (under a flush
+    /// interval); cleared by the flusher just before it flushes. See `flusher.rs`.
+    pub(crate) appended_since_flush: AtomicBool,
+    /// Set by the first read after the flusher last released this log's mapped pages;
+    /// cleared by the flusher just before it releases them. See `flusher.rs`.
+    pub(crate) read_since_release: AtomicBool,
     closed: AtomicBool,
     recovery: RecoveryReport,
     /// Holds the directory's lock file; taken (and so unlocked) by close, so another process
@@ -611,6 +617,9 @@ impl Shared {
         w.log_end = header.last_offset() + 1;
         w.last_batch = Some((header.leader_term, header.last_offset()));
         w.dirty = true;
+        if self.flush_interval().is_some() {
+            flusher::mark(&self.appended_since_flush);
+        }
         state.max_timestamp.store(max_timestamp, Ordering::Relaxed);
         state.written_len.store(end, Ordering::Release);
         self.log_end.store(w.log_end, Ordering::Release);
@@ -789,6 +798,8 @@ impl Shared {
         if offset >= high_watermark {
             return Ok(fetch);
         }
+        // The caller touches the pages of this fetch; the flusher will release them.
+        flusher::mark(&self.read_since_release);
         let segments = &snapshot.segments;
         let first = segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
         let mut total = 0usize;
@@ -1314,6 +1325,9 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         sync_done: Condvar::new(),
         fsync_observer: std::sync::OnceLock::new(),
         last_flush_ms: AtomicI64::new(0),
+        appended_since_flush: AtomicBool::new(false),
+        // Recovery read the segments through their mappings.
+        read_since_release: AtomicBool::new(true),
         closed: AtomicBool::new(false),
         recovery: report,
         lock: Mutex::new(Some(lock)),
