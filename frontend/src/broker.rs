@@ -39,8 +39,6 @@ pub const OFFSETS_STREAM: &str = "$offsets";
 /// Internal compacted stream of the stream definitions created or altered at runtime (key =
 /// stream name, value = `stream_settings::encode_definition`, empty = deleted).
 pub const STREAMS_STREAM: &str = "$streams";
-/// How often disconnected sessions are checked for expiry.
-const SESSION_EXPIRY_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Capacity of each internal stream's writer queue.
@@ -211,6 +209,9 @@ pub(crate) struct Shared {
     /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
     /// session out while it runs and puts it back when it ends.
     pub(crate) sessions: Mutex<HashMap<String, SessionState>>,
+    /// Told when a session that can expire is put in `sessions`, so that the expiry task
+    /// (`expire_sessions_when_due`) can sleep until the earliest expiry instead of polling.
+    session_stored: tokio::sync::Notify,
     delayed_wills: Mutex<HashMap<String, DelayedWill>>,
     pub(crate) offsets_writer: mpsc::Sender<AppendRequest>,
     /// Committed offsets read back from `$offsets` at start, for groups not yet recreated
@@ -352,6 +353,10 @@ impl Shared {
             && state.disconnected_at_ms != 0
         {
             lock(&self.sessions).insert(client_id.to_owned(), state.clone());
+            if state.expires_at_ms().is_some() {
+                // A permit if the task is not waiting: the wake cannot be lost.
+                self.session_stored.notify_one();
+            }
         }
     }
 
@@ -393,15 +398,16 @@ impl Shared {
 
     /// Ends disconnected sessions whose expiry has passed: tombstones in `$sessions`, and
     /// their delayed wills go out now (the session ended first).
-    async fn expire_sessions(self: &Arc<Self>) {
+    /// Returns when the earliest of the sessions left expires (unix ms), if any can.
+    async fn expire_sessions(self: &Arc<Self>) -> Option<i64> {
         let now = now_ms();
-        let expired: Vec<String> = {
+        let (expired, next_expiry) = {
             let mut sessions = lock(&self.sessions);
             let ids: Vec<String> = sessions.iter().filter(|(_, s)| s.expired(now)).map(|(id, _)| id.clone()).collect();
             for id in &ids {
                 sessions.remove(id);
             }
-            ids
+            (ids, sessions.values().filter_map(SessionState::expires_at_ms).min())
         };
         for client_id in expired {
             tracing::debug!(client_id, "session expired");
@@ -412,6 +418,28 @@ impl Shared {
                 && let Err(error) = self.publish(&will, &client_id).await
             {
                 tracing::warn!(client_id, %error, "will not published");
+            }
+        }
+        next_expiry
+    }
+
+    /// Expires disconnected sessions as they come due, until aborted. Sleeps until the
+    /// earliest expiry, or until a session that can expire is stored; an idle broker with no
+    /// such session does not wake at all.
+    async fn expire_sessions_when_due(self: Arc<Self>) {
+        loop {
+            let stored = self.session_stored.notified();
+            match self.expire_sessions().await {
+                Some(at_ms) => {
+                    // One millisecond late rather than early: the expiry is checked against
+                    // the wall clock, the sleep runs on the monotonic one.
+                    let wait = std::time::Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0) + 1);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stored => {}
+                    }
+                }
+                None => stored.await,
             }
         }
     }
@@ -709,6 +737,7 @@ impl Broker {
                 sessions.iter().map(|(id, state)| (id.clone(), SessionView::of(state))).collect(),
             ),
             sessions: Mutex::new(sessions),
+            session_stored: tokio::sync::Notify::new(),
             delayed_wills: Mutex::new(HashMap::new()),
             offsets_writer,
             restored_offsets: Mutex::new(restored_offsets),
@@ -776,14 +805,12 @@ impl Broker {
             let interval = std::time::Duration::from_secs(shared.config.sys_interval_secs);
             tokio::spawn(crate::sys_topics::run(Arc::clone(&shared), interval))
         });
-        let mut expiry_check = tokio::time::interval(SESSION_EXPIRY_CHECK);
-        expiry_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
         loop {
             tokio::select! {
                 // Shutdown first: its future installs the signal handlers on its first poll.
                 biased;
                 () = &mut shutdown => break,
-                _ = expiry_check.tick() => shared.expire_sessions().await,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let shared = Arc::clone(&shared);
@@ -802,6 +829,7 @@ impl Broker {
         if let Some(ws_task) = ws_task {
             ws_task.abort();
         }
+        expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
         // close), and wait for them, for a bounded time, before closing the logs.

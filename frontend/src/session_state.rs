@@ -106,8 +106,13 @@ pub struct BadSessionRecord(&'static str);
 impl SessionState {
     /// Whether the session has expired at `now_ms` (only once disconnected).
     pub fn expired(&self, now_ms: i64) -> bool {
-        self.expiry_interval != NEVER_EXPIRES
-            && now_ms >= self.disconnected_at_ms.saturating_add(i64::from(self.expiry_interval) * 1000)
+        self.expires_at_ms().is_some_and(|at| now_ms >= at)
+    }
+
+    /// When the session expires (unix ms), counted from its disconnection; `None` for never.
+    pub fn expires_at_ms(&self) -> Option<i64> {
+        (self.expiry_interval != NEVER_EXPIRES)
+            .then(|| self.disconnected_at_ms.saturating_add(i64::from(self.expiry_interval) * 1000))
     }
 
     /// Encodes the session as a `$sessions` record value (never empty).
