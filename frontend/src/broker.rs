@@ -287,15 +287,25 @@ impl Shared {
         Ok(())
     }
 
-    /// The retained messages whose topic matches `filter`.
-    pub(crate) fn retained_matching(&self, filter: &str) -> Vec<StoredMessage> {
+    /// The retained messages whose topic matches `filter`, each with its offset in
+    /// `$retained`, then the matching `$SYS` values (no offset: they come from memory, like
+    /// retained messages; `sys_topics.rs`).
+    pub(crate) fn retained_matching(&self, filter: &str) -> Vec<(StoredMessage, Option<u64>)> {
         let retained = lock(&self.retained);
-        let mut matching: Vec<StoredMessage> =
-            retained.values().filter(|m| crate::topic::matches(filter, &m.topic)).cloned().collect();
-        matching.sort_by_key(|m| m.offset);
-        // `$SYS` values come from memory, like retained messages (`sys_topics.rs`).
-        matching.extend(self.sys.matching(filter));
+        let mut matching: Vec<(StoredMessage, Option<u64>)> = retained
+            .values()
+            .filter(|m| crate::topic::matches(filter, &m.topic))
+            .map(|m| (m.clone(), Some(m.offset)))
+            .collect();
+        matching.sort_by_key(|(_, offset)| *offset);
+        matching.extend(self.sys.matching(filter).into_iter().map(|m| (m, None)));
         matching
+    }
+
+    /// The retained message at `offset` in `$retained`, if it is still its topic's current
+    /// one (not replaced or deleted since).
+    pub(crate) fn retained_at(&self, offset: u64) -> Option<StoredMessage> {
+        lock(&self.retained).values().find(|m| m.offset == offset).cloned()
     }
 
     /// Publishes a message the broker itself originates (a will) through the normal path:

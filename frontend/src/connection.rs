@@ -737,8 +737,9 @@ struct Outbound {
     aliases: OutboundAliases,
     /// `$SYS` refreshes, once a subscription can match them ([`Outbound::follow_sys_if_needed`]).
     sys_updates: Option<tokio::sync::broadcast::Receiver<record::StoredMessage>>,
-    /// Retained messages matched by a SUBSCRIBE, waiting for room in the window.
-    pending_retained: VecDeque<(record::StoredMessage, Route)>,
+    /// Retained messages matched by a SUBSCRIBE, waiting for room in the window, each with
+    /// its offset in `$retained` (`None` for a `$SYS` value, which lives in memory only).
+    pending_retained: VecDeque<(record::StoredMessage, Route, Option<u64>)>,
     /// The consumer groups (`$share/...`) this connection is a member of.
     memberships: Vec<Membership>,
     /// Group messages in flight by packet identifier: whom to tell when they are acknowledged.
@@ -881,10 +882,16 @@ impl Outbound {
             .window
             .in_flight()
             .into_iter()
-            .map(|(packet_id, stage, position)| session_state::InFlight {
-                packet_id,
-                stage,
-                position: position.and_then(|(key, offset)| Some((u16::try_from(index_of(key)?).ok()?, offset))),
+            .map(|(packet_id, stage, position)| match position {
+                Some((readers::RETAINED_KEY, offset)) => {
+                    session_state::InFlight { packet_id, stage, position: None, retained_offset: Some(offset) }
+                }
+                _ => session_state::InFlight {
+                    packet_id,
+                    stage,
+                    position: position.and_then(|(key, offset)| Some((u16::try_from(index_of(key)?).ok()?, offset))),
+                    retained_offset: None,
+                },
             })
             .collect();
         SessionState {
@@ -969,20 +976,37 @@ impl Outbound {
             let position = entry.position.and_then(|(index, offset)| {
                 Some((self.readers.key_of(&session.positions[usize::from(index)])?, offset))
             });
-            match (entry.stage, position) {
-                (Stage::AwaitPubComp, _) => {
+            match (entry.stage, position, entry.retained_offset) {
+                (Stage::AwaitPubComp, _, _) => {
                     self.window.restore(id, entry.stage, position);
                     self.queue(&Packet::PubRel(Ack::success(id)));
                 }
-                (_, Some(position)) => self.window.restore(id, entry.stage, Some(position)),
-                // A retained or group message: the session cannot resend it (a group hands
-                // it to a member again).
-                (_, None) => {}
+                (_, Some(position), _) => self.window.restore(id, entry.stage, Some(position)),
+                (_, None, Some(offset)) => self.resend_retained(id, entry.stage, offset),
+                // A group's message: the group hands it to a member again.
+                (_, None, None) => {}
             }
         }
         // The stored record may hold a will this connection cancelled, and the new session
         // starts with a write of its own.
         self.subscriptions_changed = true;
+    }
+
+    /// Sends again, under its packet identifier and with DUP set, a retained message a
+    /// resumed session had in flight. Only if it is still its topic's retained message and a
+    /// subscription still matches it: a newer one comes through the stream like any publish,
+    /// and a deleted one is not sent.
+    fn resend_retained(&mut self, id: PacketId, stage: Stage, offset: u64) {
+        let qos = if stage == Stage::AwaitPubRec { QoS::ExactlyOnce } else { QoS::AtLeastOnce };
+        let Some(message) = self.shared.retained_at(offset) else { return };
+        let Some(route) = self.subscriptions.route(&message.topic, message.qos, true, false) else { return };
+        let Ok(expiry) = record::remaining_expiry(message.expires_at, now_ms()) else { return };
+        let position = Some((readers::RETAINED_KEY, offset));
+        self.window.restore(id, stage, position);
+        let route = Route { qos, retain: true, ..route };
+        if self.queue_publish(message, route, expiry, position, true, Some(id)).is_none() {
+            self.window.forget(id);
+        }
     }
 
     /// Writes the session to `$sessions` if its subscriptions changed, or (with `offsets`)
@@ -1036,7 +1060,7 @@ impl Outbound {
             let caught_up = self.readers.all_caught_up();
             let retained_ready = !self.pending_retained.is_empty()
                 && (self.window.has_room()
-                    || self.pending_retained.front().is_some_and(|(_, r)| r.qos == QoS::AtMostOnce));
+                    || self.pending_retained.front().is_some_and(|(_, r, _)| r.qos == QoS::AtMostOnce));
             let group_ready = !self.memberships.is_empty() && self.window.has_room();
             let memberships = &mut self.memberships;
             let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());
@@ -1057,7 +1081,7 @@ impl Outbound {
                     if let Ok(message) = update
                         && let Some(route) = self.subscriptions.route(&message.topic, message.qos, false, false)
                     {
-                        self.pending_retained.push_back((message, route));
+                        self.pending_retained.push_back((message, route, None));
                     }
                 }
                 _ = &mut taken_over => {
@@ -1219,13 +1243,13 @@ impl Outbound {
                     };
                     if send_retained {
                         // Sent after the SUBACK (queued below), with RETAIN set.
-                        for message in self.shared.retained_matching(plain) {
+                        for (message, retained_offset) in self.shared.retained_matching(plain) {
                             let route = Route {
                                 qos: filter.options.qos.min(message.qos),
                                 retain: true,
                                 identifiers: identifier.into_iter().collect(),
                             };
-                            self.pending_retained.push_back((message, route));
+                            self.pending_retained.push_back((message, route, retained_offset));
                         }
                     }
                     match filter.options.qos {
@@ -1334,12 +1358,14 @@ impl Outbound {
         let now = now_ms();
         while self.chunk_bytes < WRITE_CHUNK_BYTES {
             match self.pending_retained.front() {
-                Some((_, route)) if route.qos == QoS::AtMostOnce || self.window.has_room() => {}
+                Some((_, route, _)) if route.qos == QoS::AtMostOnce || self.window.has_room() => {}
                 _ => break,
             }
-            let Some((message, route)) = self.pending_retained.pop_front() else { break };
+            let Some((message, route, retained_offset)) = self.pending_retained.pop_front() else { break };
             if let Ok(expiry) = record::remaining_expiry(message.expires_at, now) {
-                self.queue_publish(message, route, expiry, None, false, None);
+                // In flight under `$retained`'s offset, so that a resumed session sends it again.
+                let position = retained_offset.map(|offset| (readers::RETAINED_KEY, offset));
+                self.queue_publish(message, route, expiry, position, false, None);
             }
         }
         self.readers.refresh(&self.shared.streams);

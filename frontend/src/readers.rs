@@ -16,6 +16,9 @@ use crate::streams::{Partition, Streams};
 /// Keys of `$stream` cursors start here; a plain cursor's key is its partition's id, which
 /// stays below (partition ids count the partitions the broker opened).
 const REPLAY_KEYS: u32 = 1 << 31;
+/// The outbound window's key for a retained message, whose offset is in `$retained`: above
+/// every cursor's key (replay keys stop one short of it).
+pub(crate) const RETAINED_KEY: u32 = u32::MAX;
 
 /// Where one reader stands in one partition.
 pub(crate) struct Cursor {
@@ -212,7 +215,8 @@ impl Readers {
         let stream: Arc<str> = Arc::from(replay.stream.as_str());
         for (partition, start) in starts {
             let key = REPLAY_KEYS | self.next_replay_key;
-            self.next_replay_key = (self.next_replay_key + 1) % REPLAY_KEYS;
+            self.next_replay_key = (self.next_replay_key + 1) % (REPLAY_KEYS - 1);
+            debug_assert_ne!(key, RETAINED_KEY);
             let resumed = match start {
                 ReplayStart::At(next) => Some(Resumed::at(&replay.stream, partition.number, next)),
                 ReplayStart::Resumed(resumed) => Some(resumed),

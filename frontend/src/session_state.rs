@@ -28,6 +28,10 @@ const VERSION: u8 = 2;
 
 /// Position index meaning "no position" in an in-flight entry.
 const NO_POSITION: u16 = u16::MAX;
+/// In an encoded in-flight entry, this index says the offset is in `$retained`: the message
+/// was a retained one. Position indexes stay below it (a session never follows 65,534
+/// partitions; `SessionState::encode` drops entries that would need such an index).
+const RETAINED_POSITION: u16 = u16::MAX - 1;
 
 /// One subscription kept by a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +70,11 @@ pub struct InFlight {
     /// What the client still owes us for it.
     pub stage: Stage,
     /// Index into [`SessionState::positions`] of the reader that read it, with its offset;
-    /// `None` for a message no reader position holds (a retained message).
+    /// `None` for a message no reader position holds (a retained or a group's message).
     pub position: Option<(u16, u64)>,
+    /// For a retained message, its offset in `$retained`: sent again on resume if it is
+    /// still its topic's retained message.
+    pub retained_offset: Option<u64>,
 }
 
 /// A will waiting out its Will Delay Interval when the session was written.
@@ -145,15 +152,21 @@ impl SessionState {
         for id in &self.qos2_awaiting_pubrel {
             out.extend_from_slice(&id.to_le_bytes());
         }
-        put_len(&mut out, self.in_flight.len());
-        for entry in &self.in_flight {
+        let in_flight: Vec<&InFlight> =
+            self.in_flight.iter().filter(|e| e.position.is_none_or(|(index, _)| index < RETAINED_POSITION)).collect();
+        put_len(&mut out, in_flight.len());
+        for entry in in_flight {
             out.extend_from_slice(&entry.packet_id.to_le_bytes());
             out.push(match entry.stage {
                 Stage::AwaitPubAck => 1,
                 Stage::AwaitPubRec => 2,
                 Stage::AwaitPubComp => 3,
             });
-            let (index, offset) = entry.position.unwrap_or((NO_POSITION, 0));
+            let (index, offset) = match (entry.position, entry.retained_offset) {
+                (Some(position), _) => position,
+                (None, Some(offset)) => (RETAINED_POSITION, offset),
+                (None, None) => (NO_POSITION, 0),
+            };
             out.extend_from_slice(&index.to_le_bytes());
             out.extend_from_slice(&offset.to_le_bytes());
         }
@@ -224,10 +237,15 @@ impl SessionState {
             };
             let index = r.u16()?;
             let offset = r.u64()?;
-            if index != NO_POSITION && usize::from(index) >= positions.len() {
-                return Err(BadSessionRecord("in-flight position out of range"));
-            }
-            in_flight.push(InFlight { packet_id, stage, position: (index != NO_POSITION).then_some((index, offset)) });
+            let entry = match index {
+                NO_POSITION => InFlight { packet_id, stage, position: None, retained_offset: None },
+                RETAINED_POSITION => InFlight { packet_id, stage, position: None, retained_offset: Some(offset) },
+                index if usize::from(index) < positions.len() => {
+                    InFlight { packet_id, stage, position: Some((index, offset)), retained_offset: None }
+                }
+                _ => return Err(BadSessionRecord("in-flight position out of range")),
+            };
+            in_flight.push(entry);
         }
         let will = match r.u8()? {
             0 => None,
@@ -367,9 +385,10 @@ mod tests {
             ],
             qos2_awaiting_pubrel: vec![1, 65_535],
             in_flight: vec![
-                InFlight { packet_id: 7, stage: Stage::AwaitPubAck, position: Some((0, 17)) },
-                InFlight { packet_id: 8, stage: Stage::AwaitPubComp, position: Some((1, 6)) },
-                InFlight { packet_id: 65_535, stage: Stage::AwaitPubRec, position: None },
+                InFlight { packet_id: 7, stage: Stage::AwaitPubAck, position: Some((0, 17)), retained_offset: None },
+                InFlight { packet_id: 8, stage: Stage::AwaitPubComp, position: Some((1, 6)), retained_offset: None },
+                InFlight { packet_id: 9, stage: Stage::AwaitPubAck, position: None, retained_offset: Some(41) },
+                InFlight { packet_id: 65_535, stage: Stage::AwaitPubRec, position: None, retained_offset: None },
             ],
             will: Some(PendingWill { due_at_ms: 1_700_000_030_000, publish: will() }),
         }
