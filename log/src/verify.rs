@@ -40,6 +40,9 @@ pub struct VerifyReport {
     pub records: u64,
     /// Bytes of segment files read.
     pub bytes: u64,
+    /// Of those, the zeros after the last batch of the active segment: space reserved ahead
+    /// of the writer by a broker that stopped without closing the log (`tail.rs`), not data.
+    pub reserved_bytes: u64,
     /// Everything wrong, in file order; empty when the partition is sound.
     pub problems: Vec<SegmentProblem>,
 }
@@ -111,7 +114,9 @@ pub fn verify_partition(dir: &Path, progress: &mut dyn FnMut(u64)) -> Result<Ver
                 }
                 // Zeros after the last batch of the active segment are space the writer had
                 // reserved when the broker stopped without closing the log (`tail.rs`).
-                Err(defect) if is_last && crate::tail::is_reserved(&data[defect.position..]) => {}
+                Err(defect) if is_last && crate::tail::is_reserved(&data[defect.position..]) => {
+                    report.reserved_bytes += (data.len() - defect.position) as u64;
+                }
                 Err(defect) => problem(defect.position as u64, defect.reason.into()),
             }
         }

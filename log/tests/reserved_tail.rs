@@ -56,6 +56,7 @@ fn reserved_zeros_survive_a_crash_as_the_end_of_the_log_and_a_clean_close_leaves
     let report = verify(dir.path());
     assert!(!report.problems.iter().any(|p| p.path == segment), "{:?}", report.problems);
     assert_eq!(report.records, RECORDS);
+    assert_eq!(report.reserved_bytes, reserved, "verify tells the reserved zeros from data");
     let mut dumped = 0;
     dump_partition(dir.path(), 0, &mut |batch| {
         dumped += batch.records.len() as u64;

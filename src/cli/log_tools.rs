@@ -178,8 +178,12 @@ pub fn verify(root: &Path) -> Result<ExitCode> {
                 totals.batches += report.batches;
                 totals.records += report.records;
                 totals.bytes += report.bytes;
+                let reserved = match report.reserved_bytes {
+                    0 => String::new(),
+                    n => format!(" ({} of them reserved at the tail, not data)", HumanBytes(n)),
+                };
                 let line = format!(
-                    "{}: {}, {}",
+                    "{}: {}, {}{reserved}",
                     dir.display(),
                     contents(report.segments as u64, report.batches, report.records),
                     HumanBytes(report.bytes)
