@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, MaintenanceConfig, PartitionSettings};
@@ -39,6 +39,8 @@ pub const OFFSETS_STREAM: &str = "$offsets";
 /// Internal compacted stream of the stream definitions created or altered at runtime (key =
 /// stream name, value = `stream_settings::encode_definition`, empty = deleted).
 pub const STREAMS_STREAM: &str = "$streams";
+/// The least time between two scans of the stored sessions for expiry.
+const SESSION_SCAN_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Capacity of each internal stream's writer queue.
@@ -209,9 +211,13 @@ pub(crate) struct Shared {
     /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
     /// session out while it runs and puts it back when it ends.
     pub(crate) sessions: Mutex<HashMap<String, SessionState>>,
-    /// Told when a session that can expire is put in `sessions`, so that the expiry task
-    /// (`expire_sessions_when_due`) can sleep until the earliest expiry instead of polling.
+    /// Told when a session is put in `sessions` that expires before `next_expiry_ms`, so
+    /// that the expiry task (`expire_sessions_when_due`) can sleep until the earliest expiry
+    /// instead of polling.
     session_stored: tokio::sync::Notify,
+    /// When the expiry task will next look (unix ms): `i64::MAX` when no session can
+    /// expire, `i64::MIN` while it scans (then every stored session wakes it).
+    next_expiry_ms: AtomicI64,
     delayed_wills: Mutex<HashMap<String, DelayedWill>>,
     pub(crate) offsets_writer: mpsc::Sender<AppendRequest>,
     /// Committed offsets read back from `$offsets` at start, for groups not yet recreated
@@ -363,7 +369,9 @@ impl Shared {
             && state.disconnected_at_ms != 0
         {
             lock(&self.sessions).insert(client_id.to_owned(), state.clone());
-            if state.expires_at_ms().is_some() {
+            // Only a session due before the task's next look wakes it: under a churn of
+            // sessions with like intervals, the task is not woken by each disconnect.
+            if state.expires_at_ms().is_some_and(|at| at < self.next_expiry_ms.load(Ordering::SeqCst)) {
                 // A permit if the task is not waiting: the wake cannot be lost.
                 self.session_stored.notify_one();
             }
@@ -434,12 +442,17 @@ impl Shared {
     }
 
     /// Expires disconnected sessions as they come due, until aborted. Sleeps until the
-    /// earliest expiry, or until a session that can expire is stored; an idle broker with no
-    /// such session does not wake at all.
+    /// earliest expiry, or until a session due sooner is stored; an idle broker with no
+    /// session that can expire does not wake at all. Scans at most once a second, as the
+    /// scan visits every stored session: a session may end up to a second late.
     async fn expire_sessions_when_due(self: Arc<Self>) {
         loop {
             let stored = self.session_stored.notified();
-            match self.expire_sessions().await {
+            self.next_expiry_ms.store(i64::MIN, Ordering::SeqCst);
+            let scanned = tokio::time::Instant::now();
+            let next = self.expire_sessions().await;
+            self.next_expiry_ms.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+            match next {
                 Some(at_ms) => {
                     // One millisecond late rather than early: the expiry is checked against
                     // the wall clock, the sleep runs on the monotonic one.
@@ -451,6 +464,7 @@ impl Shared {
                 }
                 None => stored.await,
             }
+            tokio::time::sleep_until(scanned + SESSION_SCAN_GAP).await;
         }
     }
 
@@ -748,6 +762,7 @@ impl Broker {
             ),
             sessions: Mutex::new(sessions),
             session_stored: tokio::sync::Notify::new(),
+            next_expiry_ms: AtomicI64::new(i64::MIN),
             delayed_wills: Mutex::new(HashMap::new()),
             offsets_writer,
             restored_offsets: Mutex::new(restored_offsets),
