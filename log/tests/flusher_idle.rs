@@ -5,10 +5,13 @@
 //! One test in this file on purpose: it watches the process's one flusher thread and the
 //! process's RSS, which other logs in the same process would disturb.
 
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use common::mapped_file_rss;
 use strata_log::{FlushPolicy, Log, LogConfig, Record};
 
 const MIB: u64 = 1 << 20;
@@ -18,19 +21,6 @@ const BATCHES: u64 = 512; // 32 Ki records of 1000 B: ~32 MiB.
 
 fn value_of(offset: u64) -> Vec<u8> {
     format!("{offset:016x}").bytes().cycle().take(VALUE_LEN).collect()
-}
-
-/// File-backed (and, on tmpfs, shared-memory) pages mapped into this process, in bytes.
-fn mapped_file_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (kib("RssFile:") + kib("RssShmem:")) * 1024
 }
 
 /// How many times the flusher thread has gone to sleep and been woken, so far.

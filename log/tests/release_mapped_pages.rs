@@ -5,6 +5,9 @@
 //!
 //! One test in this file on purpose: it measures the whole process's RSS.
 
+mod common;
+
+use common::mapped_file_rss;
 use strata_log::{FlushPolicy, Log, LogConfig, Record};
 
 const VALUE_LEN: usize = 1000;
@@ -15,19 +18,6 @@ const MIB: u64 = 1 << 20;
 fn value_of(offset: u64) -> Vec<u8> {
     let stamp = format!("{offset:016x}");
     stamp.bytes().cycle().take(VALUE_LEN).collect()
-}
-
-/// File-backed (and, on tmpfs, shared-memory) pages mapped into this process, in bytes.
-fn mapped_file_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (kib("RssFile:") + kib("RssShmem:")) * 1024
 }
 
 /// Reads every record from offset 0, checking each one; returns the bytes of batches read.

@@ -283,3 +283,16 @@ pub fn append_to_file(path: &Path, bytes: &[u8]) {
 pub fn verify(dir: &Path) -> strata_log::VerifyReport {
     strata_log::verify_partition(dir, &mut |_| {}).unwrap()
 }
+
+/// File-backed (and, on tmpfs, shared-memory) pages mapped into this process, in bytes.
+pub fn mapped_file_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
+    let kib = |key: &str| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(key))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (kib("RssFile:") + kib("RssShmem:")) * 1024
+}
