@@ -12,22 +12,7 @@ mod v4_session;
 use broker::ServeProcess;
 use rumqttc::{AsyncClient, Event, EventLoop, Packet, Publish, QoS};
 use tokio::time::timeout;
-use v4_session::{DEADLINE, client, connack, next_publish};
-
-/// Publishes `payload` to `topic` with RETAIN set, at QoS 1, and waits for the PUBACK.
-async fn publish_retained(port: u16, id: &str, topic: &str, payload: &str) {
-    let (publisher, mut events) = client(id, port, true);
-    publisher.publish(topic, QoS::AtLeastOnce, true, payload).await.unwrap();
-    timeout(DEADLINE, async {
-        loop {
-            if let Event::Incoming(Packet::PubAck(_)) = events.poll().await.expect("publisher connection") {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("PUBACK in time");
-}
+use v4_session::{DEADLINE, client, connack, next_publish, publish_retained};
 
 /// Subscribes to a throwaway filter and waits for its SUBACK, so that everything sent
 /// before (acknowledgements included) has been handled; returns the PUBLISHes that came

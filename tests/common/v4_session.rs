@@ -26,10 +26,19 @@ pub async fn publish_all(port: u16, id: &str, topic: &str, range: std::ops::Rang
 /// Publishes each payload to `topic` at QoS 1 from a fresh clean session and waits for every
 /// PUBACK.
 pub async fn publish_and_wait(port: u16, id: &str, topic: &str, payloads: Vec<String>) {
+    publish_with_retain_and_wait(port, id, topic, payloads, false).await;
+}
+
+/// [`publish_and_wait`] of one payload with RETAIN set.
+pub async fn publish_retained(port: u16, id: &str, topic: &str, payload: &str) {
+    publish_with_retain_and_wait(port, id, topic, vec![payload.to_owned()], true).await;
+}
+
+async fn publish_with_retain_and_wait(port: u16, id: &str, topic: &str, payloads: Vec<String>, retain: bool) {
     let (publisher, mut events) = client(id, port, true);
     let count = payloads.len();
     for payload in payloads {
-        publisher.publish(topic, QoS::AtLeastOnce, false, payload).await.unwrap();
+        publisher.publish(topic, QoS::AtLeastOnce, retain, payload).await.unwrap();
     }
     let mut acked = 0;
     timeout(DEADLINE, async {
