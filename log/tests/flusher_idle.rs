@@ -11,17 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use common::mapped_file_rss;
+use common::{append_stamped, mapped_file_rss, stamped_value};
 use strata_log::{FlushPolicy, Log, LogConfig, Record};
 
 const MIB: u64 = 1 << 20;
-const VALUE_LEN: usize = 1000;
 const RECORDS_PER_BATCH: u64 = 64;
 const BATCHES: u64 = 512; // 32 Ki records of 1000 B: ~32 MiB.
-
-fn value_of(offset: u64) -> Vec<u8> {
-    format!("{offset:016x}").bytes().cycle().take(VALUE_LEN).collect()
-}
 
 /// How many times the flusher thread has gone to sleep and been woken, so far.
 fn flusher_wakes() -> u64 {
@@ -69,13 +64,7 @@ fn the_flusher_sleeps_while_idle_and_wakes_for_the_next_append_or_read() {
     assert!(log.on_fsync(Arc::new(move |_| {
         counted.fetch_add(1, Ordering::SeqCst);
     })));
-    for batch in 0..BATCHES {
-        let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-            .map(|i| Record::new(1_700_000_000_000, value_of(batch * RECORDS_PER_BATCH + i)))
-            .collect();
-        log.append(&records, 0).unwrap();
-    }
-    let total = BATCHES * RECORDS_PER_BATCH;
+    let total = append_stamped(&log, BATCHES, RECORDS_PER_BATCH);
     assert!(
         wait_until(Duration::from_secs(2), || fsyncs.load(Ordering::SeqCst) >= 1),
         "the appends were never fsynced"
@@ -91,7 +80,7 @@ fn the_flusher_sleeps_while_idle_and_wakes_for_the_next_append_or_read() {
 
     // An append to the idle log is fsynced as if the flusher had been ticking.
     let fsynced_before = fsyncs.load(Ordering::SeqCst);
-    let appended = log.append(&[Record::new(1_700_000_000_000, value_of(total))], 0).unwrap();
+    let appended = log.append(&[Record::new(1_700_000_000_000, stamped_value(total))], 0).unwrap();
     assert_eq!(appended.last_offset, total);
     assert!(
         wait_until(Duration::from_secs(1), || fsyncs.load(Ordering::SeqCst) > fsynced_before),
@@ -105,7 +94,7 @@ fn the_flusher_sleeps_while_idle_and_wakes_for_the_next_append_or_read() {
     while next <= total {
         let fetch = log.read(next, 1 << 20).unwrap();
         for record in fetch.records(next).unwrap() {
-            assert_eq!(&record.value[..], &value_of(record.offset)[..], "content of offset {}", record.offset);
+            assert_eq!(&record.value[..], &stamped_value(record.offset)[..], "content of offset {}", record.offset);
             next = record.offset + 1;
         }
     }

@@ -7,18 +7,12 @@
 
 mod common;
 
-use common::mapped_file_rss;
-use strata_log::{FlushPolicy, Log, LogConfig, Record};
+use common::{append_stamped, mapped_file_rss, stamped_value};
+use strata_log::{FlushPolicy, Log, LogConfig};
 
-const VALUE_LEN: usize = 1000;
 const RECORDS_PER_BATCH: u64 = 64;
 const BATCHES: u64 = 1024; // 64 Ki records of 1000 B: ~64 MiB.
 const MIB: u64 = 1 << 20;
-
-fn value_of(offset: u64) -> Vec<u8> {
-    let stamp = format!("{offset:016x}");
-    stamp.bytes().cycle().take(VALUE_LEN).collect()
-}
 
 /// Reads every record from offset 0, checking each one; returns the bytes of batches read.
 fn read_all_and_check(log: &Log, total: u64) -> u64 {
@@ -30,7 +24,7 @@ fn read_all_and_check(log: &Log, total: u64) -> u64 {
         bytes += fetch.batches.iter().map(|b| b.as_bytes().len() as u64).sum::<u64>();
         for record in fetch.records(next).unwrap() {
             assert_eq!(record.offset, next, "records out of order");
-            assert_eq!(&record.value[..], &value_of(next)[..], "content of offset {next}");
+            assert_eq!(&record.value[..], &stamped_value(next)[..], "content of offset {next}");
             next += 1;
         }
     }
@@ -44,13 +38,7 @@ fn releasing_mapped_pages_drops_file_rss_and_keeps_every_record() {
     let config =
         LogConfig { segment_bytes: 16 * MIB, segment_ms: None, flush: FlushPolicy::Never, ..Default::default() };
     let log = Log::open(dir.path(), config).unwrap();
-    for batch in 0..BATCHES {
-        let records: Vec<Record> = (0..RECORDS_PER_BATCH)
-            .map(|i| Record::new(1_700_000_000_000, value_of(batch * RECORDS_PER_BATCH + i)))
-            .collect();
-        log.append(&records, 0).unwrap();
-    }
-    let total = BATCHES * RECORDS_PER_BATCH;
+    let total = append_stamped(&log, BATCHES, RECORDS_PER_BATCH);
     assert!(log.segment_count() >= 4, "closed segments and an active one");
 
     let read = read_all_and_check(&log, total);

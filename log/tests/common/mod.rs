@@ -296,3 +296,23 @@ pub fn mapped_file_rss() -> u64 {
     };
     (kib("RssFile:") + kib("RssShmem:")) * 1024
 }
+
+/// The 1000-byte value of record `offset` in the page-release tests: its offset in hex,
+/// repeated, so a record read back can be checked against its place.
+pub fn stamped_value(offset: u64) -> Vec<u8> {
+    format!("{offset:016x}").bytes().cycle().take(STAMPED_VALUE_LEN).collect()
+}
+
+/// Length of a [`stamped_value`].
+pub const STAMPED_VALUE_LEN: usize = 1000;
+
+/// Appends `batches` batches of `per_batch` records holding [`stamped_value`]s, from offset
+/// 0 on; returns how many records that is.
+pub fn append_stamped(log: &Log, batches: u64, per_batch: u64) -> u64 {
+    for batch in 0..batches {
+        let records: Vec<Record> =
+            (0..per_batch).map(|i| Record::new(1_700_000_000_000, stamped_value(batch * per_batch + i))).collect();
+        log.append(&records, 0).unwrap();
+    }
+    batches * per_batch
+}
