@@ -8,26 +8,14 @@
 mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/files.rs"]
+mod files;
 #[path = "common/v4_session.rs"]
 mod v4_session;
 
-use std::path::Path;
-
 use admin_cli::{json, messages};
 use broker::ServeProcess;
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
+use files::copy_dir;
 
 fn listed(list: &serde_json::Value, name: &str) -> bool {
     list["streams"].as_array().unwrap().iter().any(|s| s["name"] == name)

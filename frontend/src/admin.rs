@@ -355,10 +355,27 @@ impl Admin {
         }
         let dir = self.shared.streams.stream_dir(name);
         if dir.exists() {
-            return Err(AdminError::Refused(format!(
-                "{} exists but no stream {name:?} does (data of a stream no longer defined?); move or remove it first",
-                dir.display()
-            )));
+            // A crash between opening the partitions and recording the stream leaves its
+            // directory with no record in it; that is safe to clear. Records are not.
+            let checked = dir.clone();
+            let leftover = blocking(move || crate::streams::holds_no_records(&checked)).await?.map_err(|e| {
+                AdminError::Failed(format!("checking {} for records before creating {name:?}: {e}", dir.display()))
+            })?;
+            if !leftover {
+                return Err(AdminError::Refused(format!(
+                    "{} holds data but no stream {name:?} is defined (a stream deleted by hand, or copied in?); \
+                     move or remove it first",
+                    dir.display()
+                )));
+            }
+            let removed = dir.clone();
+            blocking(move || std::fs::remove_dir_all(removed)).await?.map_err(|e| {
+                AdminError::Failed(format!(
+                    "removing {}, left without records by an earlier create: {e}",
+                    dir.display()
+                ))
+            })?;
+            tracing::warn!(stream = name, dir = %dir.display(), "removed a stream directory without records, left by an interrupted create");
         }
         let maintenance = self.maintenance()?;
         let opened = self

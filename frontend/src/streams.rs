@@ -350,6 +350,32 @@ async fn open_partition(dir: PathBuf, config: LogConfig) -> Result<Arc<Log>, Bro
     Ok(Arc::new(opened.map_err(|source| BrokerError::Log { dir, source })?))
 }
 
+/// Whether `dir`, a stream directory with no definition in `$streams`, is what a crash
+/// between creating a stream's partitions and recording it leaves: numbered partition
+/// directories whose segments hold no batch (empty, or only reserved zeros). Anything else,
+/// such as records or a file this broker does not write there, means it may be data someone
+/// wants. Blocks (reads the segments).
+pub(crate) fn holds_no_records(dir: &Path) -> Result<bool, strata_log::LogError> {
+    let listing = std::fs::read_dir(dir).map_err(|source| strata_log::LogError::Io {
+        path: dir.to_owned(),
+        action: "listing",
+        source,
+    })?;
+    for entry in listing {
+        let entry =
+            entry.map_err(|source| strata_log::LogError::Io { path: dir.to_owned(), action: "listing", source })?;
+        let numbered = entry.file_name().to_str().is_some_and(|name| name.parse::<u32>().is_ok());
+        if !numbered || !entry.path().is_dir() {
+            return Ok(false);
+        }
+        let report = strata_log::verify_partition(&entry.path(), &mut |_| {})?;
+        if report.batches > 0 || report.bytes > report.reserved_bytes || !report.problems.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
