@@ -36,7 +36,7 @@ use crate::topic_alias::{InboundAliases, OutboundAliases, OutboundTopic};
 
 /// A connection starts reading up to this many bytes at a time: an idle connection holds no
 /// bigger buffer.
-const READ_CHUNK_MIN: usize = 1 << 10;
+const READ_CHUNK_MIN: usize = 256;
 /// While every read fills the room it had (a client sending flat out), the room doubles up to
 /// this, so that a busy publisher costs few reads.
 const READ_CHUNK_MAX: usize = 64 << 10;
@@ -97,7 +97,8 @@ pub(crate) async fn run_transport(
     )
     .await
     {
-        Ok(Ok(connect)) => connect,
+        // Boxed: kept to the end (for the will), it would otherwise size the task.
+        Ok(Ok(connect)) => Box::new(connect),
         Ok(Err(Refusal::UnsupportedProtocol)) => {
             // Answered as a 3.1.1 server would: return code 0x01.
             let connack = ConnAck {
@@ -166,7 +167,8 @@ pub(crate) async fn run_transport(
         (false, true) => 0,
         (false, false) => NEVER_EXPIRES,
     };
-    let stored = shared.take_session(&client_id);
+    // Boxed, like the final state below: they would otherwise size the connection's task.
+    let stored = shared.take_session(&client_id).map(Box::new);
     let had_record = stored.is_some();
     let resumed = if connect.clean_start { None } else { stored };
     if had_record && resumed.is_none() {
@@ -277,7 +279,7 @@ pub(crate) async fn run_transport(
         }
         // Taken before leaving the groups: the session keeps its memberships.
         if expiry_interval > 0 {
-            final_state = Some(outbound.state(expiry_interval, now_ms().max(1)));
+            final_state = Some(Box::new(outbound.state(expiry_interval, now_ms().max(1))));
         }
         // What this member held goes to the group's other members; the group's offsets are
         // committed now (batched otherwise).

@@ -117,7 +117,10 @@ impl PartitionWriter {
     pub async fn send(&self, request: AppendRequest) -> Result<(), WriterStopped> {
         self.queued.fetch_add(1, Ordering::AcqRel);
         let not_queued = Uncount(&self.queued);
-        self.tx.send(request).await.map_err(|_| WriterStopped)?;
+        // `reserve` then `send` rather than `Sender::send`: the wait holds no copy of the
+        // request, which keeps every connection task that may wait here smaller.
+        let permit = self.tx.reserve().await.map_err(|_| WriterStopped)?;
+        permit.send(request);
         // Queued: the writer thread uncounts it once it is in the log.
         std::mem::forget(not_queued);
         Ok(())
