@@ -14,7 +14,7 @@ mod files;
 #[path = "common/v4_session.rs"]
 mod v4_session;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use admin_cli::{json, messages, strata, text};
 use broker::ServeProcess;
@@ -34,6 +34,20 @@ async fn stage_ghost(data: &Path, published: usize) {
     broker.kill9();
 }
 
+/// A data directory, in a temporary directory, holding `ghost`'s directory (with
+/// `published` messages in it) from another node and no definition of `ghost`: what a crash
+/// after opening the partitions and before the `$streams` record leaves.
+async fn data_dir_with_undefined_ghost(published: usize) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let elsewhere = dir.path().join("elsewhere");
+    let data = dir.path().join("data");
+    stage_ghost(&elsewhere, published).await;
+    let mut broker = ServeProcess::start_with(&data, &["--grpc", "127.0.0.1:0"]);
+    broker.kill9();
+    copy_dir(&elsewhere.join("ghost"), &data.join("ghost"));
+    (dir, data)
+}
+
 fn segment_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut files = Vec::new();
     for partition in std::fs::read_dir(dir).unwrap() {
@@ -51,15 +65,7 @@ fn segment_bytes(dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_cut_short_before_its_record_can_be_made_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let elsewhere = dir.path().join("elsewhere");
-    let data = dir.path().join("data");
-    stage_ghost(&elsewhere, 0).await;
-    let mut broker = ServeProcess::start_with(&data, &["--grpc", "127.0.0.1:0"]);
-    broker.kill9();
-    // What a crash after opening the partitions and before the `$streams` record leaves.
-    copy_dir(&elsewhere.join("ghost"), &data.join("ghost"));
-
+    let (_dir, data) = data_dir_with_undefined_ghost(0).await;
     let broker = ServeProcess::start_with(&data, &["--grpc", "127.0.0.1:0"]);
     let grpc = broker.grpc_addr();
     let created = tokio::task::spawn_blocking(move || {
@@ -77,13 +83,7 @@ async fn a_create_cut_short_before_its_record_can_be_made_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_directory_holding_records_is_not_cleared_by_a_create() {
-    let dir = tempfile::tempdir().unwrap();
-    let elsewhere = dir.path().join("elsewhere");
-    let data = dir.path().join("data");
-    stage_ghost(&elsewhere, 3).await;
-    let mut broker = ServeProcess::start_with(&data, &["--grpc", "127.0.0.1:0"]);
-    broker.kill9();
-    copy_dir(&elsewhere.join("ghost"), &data.join("ghost"));
+    let (_dir, data) = data_dir_with_undefined_ghost(3).await;
     let before = segment_bytes(&data.join("ghost"));
     assert!(before.iter().any(|(_, bytes)| bytes.iter().any(|&b| b != 0)), "the staged directory holds records");
 
