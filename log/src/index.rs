@@ -93,11 +93,16 @@ impl SegmentIndex {
         count.checked_sub(1).map(|i| self.get(i))
     }
 
-    /// The last entry whose running maximum timestamp is below `timestamp`.
-    pub(crate) fn last_older_than(&self, timestamp: i64) -> Option<IndexEntry> {
+    /// Where a search for the first record at or after `timestamp` may start: the entry
+    /// before the last one whose running maximum timestamp is below `timestamp` (`None`:
+    /// from the segment's start). One entry back, because `.timeindex` carries no checksum:
+    /// a timestamp damaged on disk that still passed the ordering checks at load would
+    /// otherwise let the search skip the batches it misdescribes. The entry before a damaged
+    /// one is intact, and (the entries being in order) below `timestamp`.
+    pub(crate) fn search_start_for(&self, timestamp: i64) -> Option<IndexEntry> {
         let len = self.len();
         let count = partition_point(len, |i| self.get(i).max_timestamp < timestamp);
-        count.checked_sub(1).map(|i| self.get(i))
+        count.checked_sub(2).map(|i| self.get(i))
     }
 
     pub(crate) fn entries(&self) -> Vec<IndexEntry> {
@@ -213,8 +218,11 @@ mod tests {
         }
         assert_eq!(index.floor_offset(0), Some(entry(0, 0, 0)));
         assert_eq!(index.floor_offset(25_555).unwrap().relative_offset, 25_550);
-        assert_eq!(index.last_older_than(0), None);
-        assert_eq!(index.last_older_than(11).unwrap().relative_offset, 50);
+        assert_eq!(index.search_start_for(0), None);
+        // Only the first entry is below 2: the search starts at the segment's start.
+        assert_eq!(index.search_start_for(2), None);
+        // The last entry below 11 is at 50; the search starts one entry before it.
+        assert_eq!(index.search_start_for(11).unwrap().relative_offset, 40);
         assert!(!index.push(entry(40_000, 400_000, 0)) || index.len() == 3001);
     }
 

@@ -855,7 +855,7 @@ impl Shared {
             let visible = segment.visible();
             let start = segment
                 .index
-                .last_older_than(timestamp)
+                .search_start_for(timestamp)
                 .filter(|e| segment.entry_is_sound(e))
                 .map_or(0, |e| e.position as usize);
             for item in BatchWalker::new(&visible, start.min(visible.len()), segment.base_offset) {

@@ -1,7 +1,7 @@
 //! Bit rot: one flipped byte anywhere in a segment or index file. `verify_partition` must
 //! name the damaged file; the log must never serve a record that differs from what was
 //! written (it may refuse with an error), and damage to a cache (`.index`, `.timeindex`) must
-//! not change what reads return at all.
+//! not change what reads or time lookups return at all.
 
 mod common;
 
@@ -57,7 +57,15 @@ struct Outcome {
 
 /// Flips one byte of `name` at `position` in a copy of `source`, then checks verify, open and
 /// reads.
-fn check_flip(source: &Path, config: &LogConfig, model: &Model, name: &str, position: usize, mask: u8) -> Outcome {
+fn check_flip(
+    source: &Path,
+    config: &LogConfig,
+    model: &Model,
+    timestamps: &[i64],
+    name: &str,
+    position: usize,
+    mask: u8,
+) -> Outcome {
     let context = format!("{name} byte {position} ^ {mask:#04x}");
     let dir = common::scratch_dir();
     copy_dir(source, dir.path());
@@ -85,6 +93,11 @@ fn check_flip(source: &Path, config: &LogConfig, model: &Model, name: &str, posi
         // A cache is only a shortcut: every read must come out exactly as before.
         assert_log_holds(&log, &model.records, &context);
         assert_each_offset_reads(&log, &model.records, &context);
+        // Time lookups go through `.timeindex`: they too must answer as if it were intact.
+        for t in timestamps {
+            let found = log.offset_for_timestamp(*t).unwrap_or_else(|e| panic!("{context}: time {t}: {e}"));
+            assert_eq!(found, model.offset_for_timestamp(*t), "{context}: offset for time {t}");
+        }
         log.crash_for_tests();
         return Outcome { open_failed: false, read_errors: 0, log_end: model.records.len() as u64 };
     }
@@ -138,11 +151,12 @@ fn flip_everywhere(config: LogConfig, batch_count: i64, max_value: u64, log_stri
     let segments = files_with_extension(source.path(), "log").len();
     assert!(segments >= 3, "the log should have closed segments and an active one, got {segments}");
     let mut rng = Rng::new(4242);
+    let timestamps = model.interesting_timestamps();
     let mut flips = 0;
     for (name, positions) in targets(source.path(), log_stride, index_stride) {
         for position in positions {
             let mask = rng.range(1, 256) as u8;
-            let outcome = check_flip(source.path(), &config, &model, &name, position, mask);
+            let outcome = check_flip(source.path(), &config, &model, &timestamps, &name, position, mask);
             if name.ends_with(".log") {
                 // The damage must show: the open fails, a read fails, or recovery cut the tail.
                 assert!(
