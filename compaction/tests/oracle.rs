@@ -80,6 +80,12 @@ impl Check<'_> {
                 last_seen.insert(*k, record);
             }
         }
+        // A time lookup answers with the first surviving record at or after the time: the
+        // cleaned segments' time indexes describe what they now hold.
+        for t in replay.iter().flat_map(|r| [r.timestamp - 1, r.timestamp, r.timestamp + 1]) {
+            let want = replay.iter().find(|r| r.timestamp >= t).map(|r| r.offset);
+            assert_eq!(log.offset_for_timestamp(t).unwrap(), want, "offset for time {t}");
+        }
         let present = |offset: u64| replay.binary_search_by_key(&offset, |r| r.offset).is_ok();
         let active_base = log.segment_summaries().last().unwrap().base_offset;
         let mut latest: HashMap<u8, &StoredRecord> = HashMap::new();
