@@ -211,6 +211,9 @@ pub(crate) struct Shared {
 /// A batch written but not yet below the high watermark (only with `SetByCaller`).
 struct PendingBatch {
     last_offset: u64,
+    /// Where the batch starts, and its offset relative to the segment's base.
+    position: u32,
+    relative_offset: u32,
     end_position: u64,
     state: Arc<SegmentState>,
 }
@@ -623,13 +626,17 @@ impl Shared {
         state.max_timestamp.store(max_timestamp, Ordering::Relaxed);
         state.written_len.store(end, Ordering::Release);
         self.log_end.store(w.log_end, Ordering::Release);
+        let relative_offset = (header.base_offset - w.active.base_offset) as u32;
         match self.config.high_watermark {
             HighWatermarkMode::FollowsLogEnd => {
+                state.set_tail_batch(relative_offset, position as u32);
                 state.visible_len.store(end, Ordering::Release);
                 self.publish_high_watermark(w.log_end);
             }
             HighWatermarkMode::SetByCaller => w.pending.push_back(PendingBatch {
                 last_offset: header.last_offset(),
+                position: position as u32,
+                relative_offset,
                 end_position: end,
                 state: Arc::clone(state),
             }),
@@ -644,7 +651,13 @@ impl Shared {
         );
         debug_assert!(high_watermark <= self.log_end.load(Ordering::Relaxed), "high watermark past the log end");
         self.high_watermark.store(high_watermark, Ordering::Release);
-        self.high_watermark_watch.send_replace(high_watermark);
+        // Notifying costs a lock per shard of tokio's notifier on every append, so it is
+        // skipped while nobody watches. A receiver that subscribes meanwhile still sees the
+        // value: it counts itself before it reads under the lock taken here.
+        self.high_watermark_watch.send_if_modified(|watched| {
+            *watched = high_watermark;
+            self.high_watermark_watch.receiver_count() > 0
+        });
     }
 
     fn set_high_watermark_locked(&self, w: &mut Writer, high_watermark: u64) -> Result<(), LogError> {
@@ -657,6 +670,7 @@ impl Shared {
         }
         while w.pending.front().is_some_and(|p| p.last_offset < high_watermark) {
             let batch = w.pending.pop_front().expect("checked above");
+            batch.state.set_tail_batch(batch.relative_offset, batch.position);
             batch.state.visible_len.store(batch.end_position, Ordering::Release);
         }
         self.publish_high_watermark(high_watermark);
@@ -736,11 +750,7 @@ impl Shared {
             path: Arc::new(path),
             data,
             mmap,
-            state: Arc::new(SegmentState {
-                written_len: AtomicU64::new(0),
-                visible_len: AtomicU64::new(0),
-                max_timestamp: AtomicI64::new(i64::MIN),
-            }),
+            state: Arc::new(SegmentState::new(0, 0, i64::MIN)),
             index: Arc::new(SegmentIndex::with_capacity(self.config.index_capacity())),
         });
         Ok((segment, file))
@@ -805,7 +815,7 @@ impl Shared {
         let mut total = 0usize;
         for segment in &segments[first..] {
             let visible = segment.visible();
-            let start = segment.start_position(offset);
+            let start = segment.read_start(offset, &visible);
             if start > visible.len() {
                 break;
             }
@@ -1000,6 +1010,7 @@ impl Shared {
         // them. Lowering them first is safe for readers of older snapshots, since nothing
         // visible lies past the cut.
         let state = Arc::clone(&target.state);
+        state.clear_tail_batch();
         let visible = state.visible_len.load(Ordering::Acquire).min(cut_position as u64);
         state.visible_len.store(visible, Ordering::Release);
         state.written_len.store(cut_position as u64, Ordering::Release);
@@ -1265,11 +1276,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         path: Arc::new(path.clone()),
         data,
         mmap,
-        state: Arc::new(SegmentState {
-            written_len: AtomicU64::new(active_len),
-            visible_len: AtomicU64::new(active_len),
-            max_timestamp: AtomicI64::new(max_timestamp),
-        }),
+        state: Arc::new(SegmentState::new(active_len, active_len, max_timestamp)),
         index: Arc::new(SegmentIndex::from_entries(&entries, index_capacity)),
     });
     // Rewrite the active segment's index files so they hold exactly the in-memory entries.
@@ -1374,6 +1381,8 @@ fn hide_past_high_watermark(segments: &[Arc<Segment>], high_watermark: u64, pend
                 visible.get_or_insert(position as u64);
                 pending.push_back(PendingBatch {
                     last_offset: header.last_offset(),
+                    position: position as u32,
+                    relative_offset: (header.base_offset - segment.base_offset) as u32,
                     end_position: (position + header.batch_length as usize) as u64,
                     state: Arc::clone(&segment.state),
                 });
@@ -1451,11 +1460,69 @@ fn open_closed_segment(
         path: Arc::new(path),
         data,
         mmap,
-        state: Arc::new(SegmentState {
-            written_len: AtomicU64::new(len),
-            visible_len: AtomicU64::new(len),
-            max_timestamp: AtomicI64::new(max_timestamp),
-        }),
+        state: Arc::new(SegmentState::new(len, len, max_timestamp)),
         index: Arc::new(SegmentIndex::from_entries(&entries, entries.len())),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append_one(log: &Log, i: u64) -> u64 {
+        let value = vec![i as u8; 200];
+        log.append(&[Record::new(1_700_000_000_000 + i as i64, value)], 1).unwrap().base_offset
+    }
+
+    /// Where a read of `offset` in the active segment starts walking, and where the batch
+    /// holding `offset` is.
+    fn starts(log: &Log, offset: u64) -> (usize, usize, u64) {
+        let snapshot = log.shared.snapshot.load();
+        let active = snapshot.segments.last().unwrap();
+        let visible = active.visible();
+        let indexed = active.start_position(offset);
+        let start = active.read_start(offset, &visible);
+        let fetch = log.read(offset, 1).unwrap();
+        let batch = fetch.batches.first().map_or(u64::MAX, |b| b.position);
+        (indexed, start, batch)
+    }
+
+    #[test]
+    fn a_read_at_the_tail_starts_at_the_newest_visible_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { high_watermark: HighWatermarkMode::SetByCaller, ..LogConfig::default() };
+        let log = Log::open(dir.path(), config).unwrap();
+        for i in 0..40 {
+            append_one(&log, i);
+        }
+        log.set_high_watermark(40).unwrap();
+        // 40 batches of about 250 bytes span more than two index intervals.
+        let (indexed, start, batch) = starts(&log, 39);
+        assert!(indexed < start, "the index entry ({indexed}) lies before the tail batch ({start})");
+        assert_eq!(start as u64, batch, "the read starts at the batch it returns");
+        // Earlier offsets fall back to the index.
+        let (indexed, start, _) = starts(&log, 38);
+        assert_eq!(indexed, start);
+
+        // Batches written but not yet visible do not move the start.
+        for i in 40..45 {
+            append_one(&log, i);
+        }
+        assert_eq!(starts(&log, 39).1 as u64, starts(&log, 39).2);
+        log.set_high_watermark(43).unwrap();
+        let (_, start, batch) = starts(&log, 42);
+        assert_eq!(start as u64, batch);
+
+        // Truncation forgets the tail batch; new batches at the cut set it again.
+        log.truncate_after(42).unwrap();
+        let (indexed, start, _) = starts(&log, 42);
+        assert_eq!(indexed, start, "a truncated log starts from the index");
+        let replaced = append_one(&log, 99);
+        assert_eq!(replaced, 43);
+        log.set_high_watermark(44).unwrap();
+        let (_, start, batch) = starts(&log, 43);
+        assert_eq!(start as u64, batch);
+        let fetch = log.read(43, 1 << 20).unwrap();
+        assert_eq!(fetch.records(43).unwrap()[0].value[0], 99);
+    }
 }

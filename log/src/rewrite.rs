@@ -8,10 +8,7 @@ use std::{
     fs::{self, File},
     io::{BufWriter, Write},
     path::{Path, PathBuf},
-    sync::{
-        Arc,
-        atomic::{AtomicI64, AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
 use crate::{
@@ -324,11 +321,7 @@ impl SegmentRewrite<'_> {
             path: Arc::new(path.clone()),
             data: mapping.data,
             mmap: mapping.mmap,
-            state: Arc::new(SegmentState {
-                written_len: AtomicU64::new(len),
-                visible_len: AtomicU64::new(len),
-                max_timestamp: AtomicI64::new(max_timestamp),
-            }),
+            state: Arc::new(SegmentState::new(len, len, max_timestamp)),
             index: Arc::new(SegmentIndex::from_entries(&entries, entries.len())),
         });
         let _writer = shared.lock_writer()?;

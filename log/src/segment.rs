@@ -73,6 +73,47 @@ pub(crate) struct SegmentState {
     pub visible_len: AtomicU64,
     /// Largest record timestamp written; `i64::MIN` when empty.
     pub max_timestamp: AtomicI64,
+    /// The newest visible batch: `relative_offset << 32 | position`, or [`NO_TAIL_BATCH`].
+    /// A reader at the tail starts there instead of at the last index entry, which lies up
+    /// to an index interval behind and would have every batch in between CRC-checked.
+    /// Stored before the `visible_len` that shows the batch, and cleared by truncation
+    /// before the lengths are lowered, so a reader that loads it after `visible_len` never
+    /// sees a hint older than the bytes it may read.
+    tail_batch: AtomicU64,
+}
+
+/// [`SegmentState::tail_batch`] when no batch is known.
+const NO_TAIL_BATCH: u64 = u64::MAX;
+
+impl SegmentState {
+    pub(crate) fn new(written_len: u64, visible_len: u64, max_timestamp: i64) -> Self {
+        SegmentState {
+            written_len: AtomicU64::new(written_len),
+            visible_len: AtomicU64::new(visible_len),
+            max_timestamp: AtomicI64::new(max_timestamp),
+            tail_batch: AtomicU64::new(NO_TAIL_BATCH),
+        }
+    }
+
+    /// Records that the batch at `position` with `relative_offset` is the newest readers may
+    /// see; call before storing the `visible_len` that covers it.
+    pub(crate) fn set_tail_batch(&self, relative_offset: u32, position: u32) {
+        self.tail_batch.store(u64::from(relative_offset) << 32 | u64::from(position), Ordering::Relaxed);
+    }
+
+    /// Forgets the tail batch; truncation calls this before lowering the lengths.
+    pub(crate) fn clear_tail_batch(&self) {
+        self.tail_batch.store(NO_TAIL_BATCH, Ordering::Release);
+    }
+
+    fn tail_batch(&self) -> Option<IndexEntry> {
+        let packed = self.tail_batch.load(Ordering::Acquire);
+        (packed != NO_TAIL_BATCH).then_some(IndexEntry {
+            relative_offset: (packed >> 32) as u32,
+            position: packed as u32,
+            max_timestamp: i64::MIN,
+        })
+    }
 }
 
 /// An immutable view of one segment, shared with readers through the snapshot.
@@ -106,6 +147,21 @@ impl Segment {
             floor = entry.relative_offset.checked_sub(1).and_then(|r| self.index.floor_offset(u64::from(r)));
         }
         0
+    }
+
+    /// Like [`Segment::start_position`], for a read of `visible` (loaded before this call):
+    /// starts at the newest batch when `offset` lies in or past it, so a reader at the tail
+    /// walks one batch, not a whole index interval.
+    pub(crate) fn read_start(&self, offset: u64, visible: &[u8]) -> usize {
+        let indexed = self.start_position(offset);
+        let tail = self.state.tail_batch().filter(|tail| {
+            let position = tail.position as usize;
+            position > indexed
+                && position < visible.len()
+                && offset >= self.base_offset + u64::from(tail.relative_offset)
+                && entry_points_at_batch(visible, self.base_offset, tail)
+        });
+        tail.map_or(indexed, |tail| tail.position as usize)
     }
 
     /// Whether `entry` points, within the written bytes, at a batch header with its offset.
