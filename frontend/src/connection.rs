@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::broker::Shared;
 use crate::codec::{
@@ -1032,7 +1032,8 @@ impl Outbound {
         let mut stopping = self.shared.shutdown.subscribe();
         // Checked once at once: shutdown may have begun before this connection subscribed.
         stopping.mark_changed();
-        let mut appended = self.shared.streams.appended();
+        // Held only while a `$stream` cursor reads: every append notifies each receiver.
+        let mut appended: Option<watch::Receiver<u64>> = None;
         let interest = Arc::clone(&self.interest);
         // Only a persistent session commits offsets: the others need no timer.
         let mut commit_tick = self.persistent.then(|| {
@@ -1047,7 +1048,12 @@ impl Outbound {
                 return;
             }
             // Anything appended after this point wakes the wait below.
-            appended.borrow_and_update();
+            let replays_before = self.readers.cursors.iter().any(|c| c.replay.is_some());
+            match &mut appended {
+                Some(receiver) if replays_before => _ = receiver.borrow_and_update(),
+                None if replays_before => appended = Some(self.shared.streams.appended()),
+                _ => appended = None,
+            }
             self.jump_cursors();
             if let Err(error) = self.deliver() {
                 tracing::error!(client_id = %self.client_id, %error, "reading the partition failed");
@@ -1059,6 +1065,8 @@ impl Outbound {
             }
             let can_deliver = !self.readers.is_empty() && (self.window.has_room() || self.readers.redelivering());
             let replays = self.readers.cursors.iter().any(|c| c.replay.is_some());
+            // A `$stream` cursor that appeared during this pass: go round once to subscribe.
+            let unwatched_replays = replays && appended.is_none();
             let caught_up = self.readers.all_caught_up();
             let retained_ready = !self.pending_retained.is_empty()
                 && (self.window.has_room()
@@ -1134,9 +1142,10 @@ impl Outbound {
                 // Plain subscriptions are woken only by appends on topics they match; `$stream`
                 // cursors read everything, so any append wakes them.
                 () = interest.wake.notify.notified(), if can_deliver && caught_up => self.readers.wake(),
-                _ = appended.changed(), if can_deliver && caught_up && replays => self.readers.wake(),
+                _ = async { appended.as_mut().expect("guarded").changed().await },
+                    if can_deliver && caught_up && replays && !unwatched_replays => self.readers.wake(),
                 // More is already in the log: go round and deliver it.
-                () = std::future::ready(()), if (can_deliver && !caught_up) || retained_ready => {}
+                () = std::future::ready(()), if (can_deliver && !caught_up) || retained_ready || unwatched_replays => {}
                 _ = async { commit_tick.as_mut().expect("guarded").tick().await }, if commit_tick.is_some() => {
                     self.commit(true).await
                 }
