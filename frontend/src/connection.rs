@@ -1032,6 +1032,10 @@ impl Outbound {
         let mut stopping = self.shared.shutdown.subscribe();
         // Checked once at once: shutdown may have begun before this connection subscribed.
         stopping.mark_changed();
+        // One future for the whole connection: made anew on every pass, it would register
+        // with (and leave) the broker-wide watch each time, taking its lock twice.
+        let stop_requested = async move { while stopping.changed().await.is_ok() && !*stopping.borrow_and_update() {} };
+        tokio::pin!(stop_requested);
         // Held only while a `$stream` cursor reads: every append notifies each receiver.
         let mut appended: Option<watch::Receiver<u64>> = None;
         let interest = Arc::clone(&self.interest);
@@ -1079,12 +1083,9 @@ impl Outbound {
             let follows_sys = sys_updates.is_some();
             tokio::select! {
                 biased;
-                changed = stopping.changed() => {
-                    let stop = changed.is_err() || *stopping.borrow_and_update();
-                    if stop {
-                        Box::pin(self.disconnect(ReasonCode::ServerShuttingDown, "the server is shutting down".into())).await;
-                        return;
-                    }
+                () = &mut stop_requested => {
+                    Box::pin(self.disconnect(ReasonCode::ServerShuttingDown, "the server is shutting down".into())).await;
+                    return;
                 }
                 update = async { sys_updates.expect("guarded").recv().await }, if follows_sys => {
                     // `$SYS` refreshes come from memory, never from a log (`sys_topics.rs`).
