@@ -153,15 +153,14 @@ impl Segment {
     /// starts at the newest batch when `offset` lies in or past it, so a reader at the tail
     /// walks one batch, not a whole index interval.
     pub(crate) fn read_start(&self, offset: u64, visible: &[u8]) -> usize {
-        let indexed = self.start_position(offset);
+        // Every batch before the tail batch ends below its offset, so none of them would be
+        // returned, and no index entry at or below `offset` lies past it.
         let tail = self.state.tail_batch().filter(|tail| {
-            let position = tail.position as usize;
-            position > indexed
-                && position < visible.len()
-                && offset >= self.base_offset + u64::from(tail.relative_offset)
+            offset >= self.base_offset + u64::from(tail.relative_offset)
+                && (tail.position as usize) < visible.len()
                 && entry_points_at_batch(visible, self.base_offset, tail)
         });
-        tail.map_or(indexed, |tail| tail.position as usize)
+        tail.map_or_else(|| self.start_position(offset), |tail| tail.position as usize)
     }
 
     /// Whether `entry` points, within the written bytes, at a batch header with its offset.
