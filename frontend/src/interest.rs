@@ -125,14 +125,8 @@ impl AppendSignal {
     /// readers of everything and the connections whose plain subscriptions match a record's
     /// topic. The caller holds the partition's append lock (see the module's invariants).
     pub(crate) fn appended(&self, partition: u32, base_offset: u64, records: &[Record]) {
-        // Only `$stream` readers and `$share` groups hold a receiver. Without them, skip the
-        // notify: it locks each of the watch's eight notifier shards. A receiver subscribing
-        // meanwhile counts itself before it reads, so it misses nothing (see `Log`'s high
-        // watermark, which does the same).
-        self.everything.send_if_modified(|n| {
-            *n = n.wrapping_add(1);
-            self.everything.receiver_count() > 0
-        });
+        // Only `$stream` readers and `$share` groups hold a receiver.
+        crate::watched::modify_and_notify_watchers(&self.everything, |n| *n = n.wrapping_add(1));
         let mut last_topic: Option<&str> = None;
         for (offset, record) in (base_offset..).zip(records) {
             let Some(topic) = crate::record::topic_of(&record.headers) else { continue };

@@ -37,6 +37,7 @@ mod sys_topics;
 pub mod topic;
 mod topic_alias;
 pub mod units;
+mod watched;
 mod websocket;
 
 pub use broker::{

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::watched::modify_and_notify_watchers;
+
 /// Shared by the broker and its connections.
 pub(crate) struct ShutdownState {
     stopping: watch::Sender<bool>,
@@ -29,7 +31,9 @@ impl ShutdownState {
 
     /// Counts a running connection task until the guard is dropped.
     pub(crate) fn track(&self) -> ActiveConnection {
-        self.active.send_modify(|n| *n += 1);
+        // Only `wait_idle` watches the count, at shutdown; connects and disconnects skip the
+        // notify the rest of the time.
+        modify_and_notify_watchers(&self.active, |n| *n += 1);
         ActiveConnection { active: std::sync::Arc::clone(&self.active) }
     }
 
@@ -48,7 +52,7 @@ pub(crate) struct ActiveConnection {
 
 impl Drop for ActiveConnection {
     fn drop(&mut self) {
-        self.active.send_modify(|n| *n = n.saturating_sub(1));
+        modify_and_notify_watchers(&self.active, |n| *n = n.saturating_sub(1));
     }
 }
 
