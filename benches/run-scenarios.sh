@@ -12,6 +12,9 @@
 # subscribers' SO_RCVBUF 128 KiB): unthrottled publishers otherwise keep up to 4 MiB each
 # waiting in their kernel send buffers, which counts in the latency of any broker.
 #
+# D also runs against examples/null_broker.rs, a relay that does no work, in the same rounds:
+# its latency is the floor this machine and this load generator allow any broker in the sitting.
+#
 # Needs: cargo, python3, mosquitto 2.0 (installed with apt-get when missing and running as root).
 # Strata's flush policy for B' is passed with `strata serve --flush always` when serve has that
 # flag, or with the arguments in $STRATA_FLUSH_ALWAYS_ARGS (e.g. "--config always.toml").
@@ -36,8 +39,9 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 
 echo "== build (release, once)"
-cargo build --release --bin strata
+cargo build --release --bin strata --example null_broker
 bin="$root/target/release/strata"
+null_bin="$root/target/release/examples/null_broker"
 
 mosquitto_bin="$(command -v mosquitto || true)"
 [ -z "$mosquitto_bin" ] && [ -x /usr/sbin/mosquitto ] && mosquitto_bin=/usr/sbin/mosquitto
@@ -118,6 +122,20 @@ EOF
     exit 1
 }
 
+# D's floor: a relay that does no work (examples/null_broker.rs).
+start_null() {
+    broker_port="$(free_port)"
+    "$null_bin" --port "$broker_port" >"$work/null.out" 2>"$work/null.err" &
+    broker_pid=$!
+    for _ in $(seq 1 200); do
+        if grep -q '^null broker on' "$work/null.out" 2>/dev/null && kill -0 "$broker_pid" 2>/dev/null; then return 0; fi
+        sleep 0.05
+    done
+    echo "null_broker did not start:" >&2
+    cat "$work/null.err" >&2
+    exit 1
+}
+
 stop_broker() {
     kill -TERM "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
@@ -172,6 +190,7 @@ run_one() {
     case "$broker" in
         strata) if [ "$scenario" = "B'" ]; then start_strata "$flush_always_args"; else start_strata ""; fi ;;
         mosquitto) start_mosquitto ;;
+        null) start_null ;;
     esac
     local cpu_before cpu_after peak args result
     cpu_before="$(cpu_seconds "$broker_pid")"
@@ -215,6 +234,7 @@ for rep in $(seq 1 "$runs"); do
         fi
         run_one "$scenario" strata "$rep"
         run_one "$scenario" mosquitto "$rep"
+        if [ "$scenario" = D ]; then run_one D null "$rep"; fi
     done
     echo "  load average after round $rep: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
@@ -259,5 +279,13 @@ for scenario, rows in metrics.items():
         rss_s = f"{rs / 1024:.1f}/{rm / 1024:.1f}" if rs and rm else "-"
         label = scenario + (" (vs Mosquitto B)" if scenario == "B'" else "")
         print(f"| {label} | {name} ({better} is better) | {fmt(s)} | {fmt(m)} | {ratio} | {lost} | {cpu} | {rss_s} |")
+floor = [r for r in runs if r.get("scenario") == "D" and r.get("broker") == "null"]
+if floor:
+    p50 = lambda r: (r.get("latency_us") or {}).get("p50")
+    p99 = lambda r: (r.get("latency_us") or {}).get("p99")
+    print()
+    print("D's floor, a relay that does no work (examples/null_broker.rs), same tool and rounds: "
+          f"e2e p50 {fmt(med([p50(r) for r in floor]))} us (runs: {', '.join(str(p50(r)) for r in floor)}), "
+          f"p99 {fmt(med([p99(r) for r in floor]))} us")
 PY
 echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
