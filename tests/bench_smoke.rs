@@ -1,12 +1,46 @@
 //! `strata bench` against a real `strata serve`: a short, count-bounded QoS 1 run finishes with
-//! exit 0 and a RESULT line in which every published message was delivered exactly once.
+//! exit 0 and a RESULT line in which every published message was delivered exactly once; a
+//! throttled run keeps its rate and plots it; the connect-rate and idle modes open every
+//! connection they are asked for.
 
 #[path = "common/broker.rs"]
 mod broker;
 
+use std::path::Path;
 use std::process::Command;
 
 use broker::ServeProcess;
+
+/// Runs `strata bench` with `args`, expects exit 0, and returns its RESULT line as JSON.
+fn run_bench(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .arg("bench")
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run strata bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "strata bench failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let json = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("RESULT "))
+        .unwrap_or_else(|| panic!("no RESULT line in:\n{stdout}"));
+    serde_json::from_str(json).expect("RESULT is JSON")
+}
+
+fn number(result: &serde_json::Value, name: &str) -> f64 {
+    result[name].as_f64().unwrap_or_else(|| panic!("RESULT lacks {name}: {result}"))
+}
+
+/// The points of the polylines drawn in `color` in a plotters SVG.
+fn polylines(svg: &str, color: &str) -> Vec<usize> {
+    let stroke = format!("stroke=\"{color}\"");
+    svg.lines()
+        .filter(|line| line.starts_with("<polyline") && line.contains(&stroke))
+        .map(|line| line.split("points=\"").nth(1).map_or(0, |points| points.split_whitespace().count()))
+        .collect()
+}
 
 #[test]
 fn bench_qos1_delivers_every_message_once() {
@@ -48,4 +82,94 @@ fn bench_refuses_a_remote_target() {
         .expect("run strata bench");
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(String::from_utf8_lossy(&output.stderr).contains("--allow-remote"), "{output:?}");
+}
+
+#[test]
+fn bench_keeps_a_throttled_rate_and_plots_it_over_time() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = ServeProcess::start(&dir.path().join("data"));
+    let target = broker.addr.to_string();
+    let plot = dir.path().join("run.svg");
+    let plot_arg = plot.to_str().expect("utf-8 temp path");
+    // 2 publishers at 200 msg/s each for 3 s: 1,200 messages, 400 per second.
+    let result = run_bench(&[
+        "--target",
+        &target,
+        "--qos",
+        "1",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "1",
+        "--rate",
+        "200",
+        "--duration",
+        "3",
+        "--plot",
+        plot_arg,
+    ]);
+    let published = number(&result, "published");
+    // The schedule catches up after a stall, so only a late start or end can cut the count.
+    assert!((1_080.0..=1_202.0).contains(&published), "published {published}, expected about 1,200: {result}");
+    assert_eq!(number(&result, "delivered"), published, "{result}");
+    assert_eq!(number(&result, "lost"), 0.0, "{result}");
+
+    let timeline = result["timeline"].as_array().unwrap_or_else(|| panic!("no timeline: {result}"));
+    assert!(timeline.len() >= 3, "expected a point per second of a 3 s run: {result}");
+    let points: Vec<(f64, f64, f64)> =
+        timeline.iter().map(|p| (p[0].as_f64().unwrap(), p[1].as_f64().unwrap(), p[2].as_f64().unwrap())).collect();
+    assert!(points.windows(2).all(|w| w[0].0 < w[1].0), "times must increase: {points:?}");
+    let mut published_per_second: Vec<f64> = points.iter().take(3).map(|p| p.1).collect();
+    published_per_second.sort_by(f64::total_cmp);
+    let median = published_per_second[1];
+    assert!((300.0..=500.0).contains(&median), "median publish rate {median}/s, expected 400: {points:?}");
+    assert!(points.iter().take(3).any(|p| p.2 > 0.0), "nothing delivered in the timeline: {points:?}");
+
+    let svg = std::fs::read_to_string(&plot).expect("the plot was written");
+    assert!(svg.contains("rate per second") && svg.contains("by percentile"), "both charts are drawn");
+    // Red is the publish rate: its legend sample has 2 points, its data line one per timeline point.
+    let red = polylines(&svg, "#FF0000");
+    assert!(red.iter().any(|&n| n >= 3), "no publish-rate line in the plot: {red:?}");
+    assert!(polylines(&svg, "#0000FF").iter().any(|&n| n >= 3), "no latency or delivery line in the plot");
+}
+
+#[test]
+fn bench_connect_rate_opens_every_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = ServeProcess::start(&dir.path().join("data"));
+    let target = broker.addr.to_string();
+    let result = run_bench(&[
+        "--target",
+        &target,
+        "--connect-rate",
+        "--connections",
+        "300",
+        "--inflight",
+        "30",
+        "--duration",
+        "20",
+    ]);
+    assert_eq!(number(&result, "connected"), 300.0, "{result}");
+    assert_eq!(number(&result, "failed"), 0.0, "{result}");
+    assert!(number(&result, "connect_rate") > 0.0, "{result}");
+    assert_eq!(result["connect_latency_us"]["count"].as_u64(), Some(300), "a latency per connect: {result}");
+}
+
+#[test]
+fn bench_idle_mode_holds_connections_and_reports_broker_memory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = ServeProcess::start(&dir.path().join("data"));
+    let target = broker.addr.to_string();
+    let pid = broker.pid().to_string();
+    let result =
+        run_bench(&["--target", &target, "--idle", "200", "--duration", "1", "--protocol", "v5", "--broker-pid", &pid]);
+    assert_eq!(number(&result, "held"), 200.0, "{result}");
+    assert_eq!(number(&result, "failed"), 0.0, "{result}");
+    let rss = &result["idle_rss"];
+    let before = rss["rss_before_kib"].as_f64().unwrap_or_else(|| panic!("no broker RSS: {result}"));
+    let held = rss["rss_held_kib"].as_f64().unwrap_or_else(|| panic!("no broker RSS: {result}"));
+    // 200 connections cost the broker some memory, and far less than a MiB each.
+    assert!(held > before && held - before < 200.0 * 1024.0, "RSS {before} KiB → {held} KiB: {result}");
+    assert!(rss["rss_per_connection_bytes"].as_f64().is_some_and(|b| b > 0.0), "{result}");
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the broker is still running");
 }

@@ -25,7 +25,7 @@ use strata_frontend::codec::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 
 /// Bytes at the start of every payload: publisher id (u32 LE), sequence (u32 LE), send time in
 /// nanoseconds since the run's start (u64 LE).
@@ -107,7 +107,8 @@ pub struct BenchArgs {
     /// The broker's process id: its RSS and CPU time are reported.
     #[arg(long, value_name = "PID")]
     broker_pid: Option<u32>,
-    /// Write the latency distribution and the rate over time to this SVG file.
+    /// Write the latency distribution and the rate over time (a point per second, as in the
+    /// RESULT line's `timeline`) to this SVG file.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
 }
@@ -602,7 +603,7 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
         "foreign": foreign,
         "latency_us": percentiles(&latency),
         "ack_latency_us": percentiles(&ack_latency),
-        "timeline": timeline.iter().map(|&(t, p, d)| json!([t, p, d])).collect::<Vec<_>>(),
+        "timeline": timeline_json(&timeline, true),
         "errors": errors,
     });
     Ok(RunResult { report, errors: errors.len() as u64, latency, latency_label: "end-to-end latency", timeline })
@@ -993,42 +994,79 @@ fn read_stamp(payload: &[u8]) -> Option<Stamp> {
     })
 }
 
+/// The progress line's task. It samples the counters every 250 ms. The timeline gets a point
+/// per second, and one for the part-second before the stop: (seconds since the start, then the
+/// published and delivered counts per second over the interval that ends there).
+struct Sampler {
+    task: tokio::task::JoinHandle<Vec<(f64, f64, f64)>>,
+    stop: oneshot::Sender<()>,
+}
+
 fn spawn_sampler(
     progress: Arc<Progress>,
     start: Instant,
     bar: ProgressBar,
     message: impl Fn(f64, u64, u64, bool) -> String + Send + 'static,
-) -> tokio::task::JoinHandle<Vec<(f64, f64, f64)>> {
-    tokio::spawn(async move {
+) -> Sampler {
+    /// A part-second shorter than this at the end is left out: its rate would be noise.
+    const SHORTEST_LAST_INTERVAL: f64 = 0.1;
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
         let mut timeline = Vec::new();
-        let mut last = (0u64, 0u64);
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        // Time and counts at the last point.
+        let mut last = (0.0f64, 0u64, 0u64);
+        let period = Duration::from_millis(250);
+        let mut tick = tokio::time::interval_at((start + period).into(), period);
         let mut n = 0u64;
-        // Bounded even if never aborted: one day of ticks.
+        // Bounded even if never stopped: one day of ticks.
         while n < 4 * 86_400 {
-            tick.tick().await;
+            let stopping = tokio::select! {
+                _ = tick.tick() => false,
+                _ = &mut stopped => true,
+            };
             n += 1;
+            let t = start.elapsed().as_secs_f64();
             let published = progress.published.load(Ordering::Relaxed);
             let delivered = progress.delivered.load(Ordering::Relaxed);
             let done = progress.publishing_done.load(Ordering::Relaxed);
-            bar.set_message(message(start.elapsed().as_secs_f64(), published, delivered, done));
-            if n.is_multiple_of(4) {
-                timeline.push(((n / 4) as f64, (published - last.0) as f64, (delivered - last.1) as f64));
-                last = (published, delivered);
+            let interval = t - last.0;
+            if (!stopping && n.is_multiple_of(4)) || (stopping && interval >= SHORTEST_LAST_INTERVAL) {
+                timeline.push((t, (published - last.1) as f64 / interval, (delivered - last.2) as f64 / interval));
+                last = (t, published, delivered);
             }
+            if stopping {
+                break;
+            }
+            bar.set_message(message(t, published, delivered, done));
         }
         timeline
-    })
+    });
+    Sampler { task, stop }
 }
 
-/// Stops the sampler and returns the timeline it gathered.
-async fn finish_sampler(
-    sampler: tokio::task::JoinHandle<Vec<(f64, f64, f64)>>,
-    bar: ProgressBar,
-) -> Vec<(f64, f64, f64)> {
-    sampler.abort();
+/// The timeline in the RESULT line: `[seconds, published/s, delivered/s]` per point, or
+/// `[seconds, connects/s]` without deliveries; seconds to the millisecond, rates whole.
+fn timeline_json(timeline: &[(f64, f64, f64)], with_deliveries: bool) -> Value {
+    let seconds = |t: f64| (t * 1000.0).round() / 1000.0;
+    timeline
+        .iter()
+        .map(|&(t, first, delivered)| {
+            if with_deliveries {
+                json!([seconds(t), first.round(), delivered.round()])
+            } else {
+                json!([seconds(t), first.round()])
+            }
+        })
+        .collect()
+}
+
+/// Stops the sampler and returns the timeline it gathered (whole seconds only).
+async fn finish_sampler(sampler: Sampler, bar: ProgressBar) -> Vec<(f64, f64, f64)> {
+    // The task may have ended on its own bound; then there is nobody to tell.
+    let _ = sampler.stop.send(());
+    let timeline = sampler.task.await.unwrap_or_default();
     bar.finish_and_clear();
-    sampler.await.unwrap_or_default()
+    timeline
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1167,7 +1205,7 @@ async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<Ru
         "elapsed_s": opened.elapsed.as_secs_f64(),
         "connect_rate": rate.round(),
         "connect_latency_us": percentiles(&opened.latency),
-        "timeline": timeline.iter().map(|&(t, c, _)| json!([t, c])).collect::<Vec<_>>(),
+        "timeline": timeline_json(&timeline, false),
         "errors": opened.first_failure.iter().collect::<Vec<_>>(),
     });
     close_all(opened.connections).await;

@@ -103,6 +103,11 @@ impl ServeProcess {
         self.addr.port()
     }
 
+    /// The broker's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("broker is running").id()
+    }
+
     /// SIGKILL: no clean shutdown, no final flush.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
