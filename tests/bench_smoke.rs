@@ -173,3 +173,55 @@ fn bench_idle_mode_holds_connections_and_reports_broker_memory() {
     assert!(rss["rss_per_connection_bytes"].as_f64().is_some_and(|b| b > 0.0), "{result}");
     assert!(Path::new(&format!("/proc/{pid}")).exists(), "the broker is still running");
 }
+
+fn metric(addr: std::net::SocketAddr, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read /metrics");
+    response
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not on /metrics"))
+}
+
+/// The bench's loss count checked against the broker's own: QoS 0 subscribers more than 20
+/// offsets behind skip ahead, and Strata counts every offset skipped. Those are the only QoS 0
+/// messages it drops, so the bench must report exactly that many lost.
+#[test]
+fn bench_counts_as_lost_exactly_what_the_broker_skipped() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "[mqtt]\nqos0_max_lag = 20\n").unwrap();
+    let broker = ServeProcess::start_with(
+        &dir.path().join("data"),
+        &["--config", config.to_str().unwrap(), "--http", "127.0.0.1:0"],
+    );
+    let target = broker.addr.to_string();
+    // Unthrottled publishers and small subscriber buffers: the readers fall behind at times.
+    let result = run_bench(&[
+        "--target",
+        &target,
+        "--qos",
+        "0",
+        "--publishers",
+        "2",
+        "--subscribers",
+        "2",
+        "--rcvbuf",
+        "4096",
+        "--max-messages",
+        "100000",
+        "--duration",
+        "3",
+    ]);
+    let skipped = metric(broker.http_addr(), "strata_qos0_skipped_offsets_total");
+    let published = number(&result, "published");
+    let lost = number(&result, "lost");
+    assert!(skipped > 0, "no subscriber fell behind, so nothing was checked: {result}");
+    assert_eq!(lost, skipped as f64, "the bench's loss count against the broker's skipped offsets: {result}");
+    assert_eq!(number(&result, "delivered") + lost, 2.0 * published, "{result}");
+    assert_eq!(number(&result, "duplicates"), 0.0, "{result}");
+}
