@@ -225,3 +225,84 @@ fn bench_counts_as_lost_exactly_what_the_broker_skipped() {
     assert_eq!(number(&result, "delivered") + lost, 2.0 * published, "{result}");
     assert_eq!(number(&result, "duplicates"), 0.0, "{result}");
 }
+
+/// A Mosquitto 2 broker on a free loopback port (the broker the scenarios compare with),
+/// killed when dropped.
+struct Mosquitto {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Mosquitto {
+    fn start(dir: &Path) -> Mosquitto {
+        let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
+            .into_iter()
+            .find(|path| Path::new(path).exists())
+            .expect("the mosquitto broker is not installed (apt-get install mosquitto; .ci/run does)");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = dir.join("mosquitto.conf");
+        // `user root` keeps it from switching to a `mosquitto` user when started as root.
+        std::fs::write(
+            &config,
+            format!(
+                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nuser root\n"
+            ),
+        )
+        .unwrap();
+        let child = Command::new(binary)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start mosquitto");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Mosquitto { child, port };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("mosquitto did not listen on 127.0.0.1:{port}");
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The tool measures any broker, so the scenarios can put Mosquitto beside Strata.
+#[test]
+fn bench_measures_mosquitto_with_the_same_tool() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mosquitto = Mosquitto::start(dir.path());
+    let target = format!("127.0.0.1:{}", mosquitto.port);
+    for protocol in ["v4", "v5"] {
+        let result = run_bench(&[
+            "--target",
+            &target,
+            "--protocol",
+            protocol,
+            "--qos",
+            "1",
+            "--publishers",
+            "2",
+            "--subscribers",
+            "2",
+            "--rate",
+            "500",
+            "--duration",
+            "2",
+        ]);
+        let published = number(&result, "published");
+        assert!(published >= 1_000.0, "{protocol}: published {published}: {result}");
+        assert_eq!(number(&result, "delivered"), 2.0 * published, "{protocol}: {result}");
+        assert_eq!(number(&result, "acked"), published, "{protocol}: {result}");
+        assert_eq!(number(&result, "lost"), 0.0, "{protocol}: {result}");
+        assert_eq!(number(&result, "duplicates"), 0.0, "{protocol}: {result}");
+    }
+    let connects = run_bench(&["--target", &target, "--connect-rate", "--connections", "200", "--duration", "20"]);
+    assert_eq!(number(&connects, "connected"), 200.0, "{connects}");
+}
