@@ -256,9 +256,11 @@ impl Mosquitto {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start mosquitto");
+        // Killed by `Drop` if it never listens.
+        let mosquitto = Mosquitto { child, port };
         for _ in 0..200 {
             if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Mosquitto { child, port };
+                return mosquitto;
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
