@@ -4,30 +4,22 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/metrics.rs"]
+mod metrics;
 #[path = "common/v4_session.rs"]
 mod v4_session;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use broker::ServeProcess;
+use metrics::scrape;
 use rumqttc::QoS;
 use tokio::time::timeout;
 use v4_session::{DEADLINE, client, connack, next_publish};
 
 const SERIES: &str =
     "strata_consumer_lag_messages{group=\"lag-sub\",kind=\"session\",partition=\"0\",stream=\"default\"}";
-
-/// The value of `series` in `/metrics` now, if it is there.
-fn scrape(addr: SocketAddr, series: &str) -> Option<f64> {
-    let mut stream = TcpStream::connect(addr).expect("connect to the HTTP endpoint");
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read the response");
-    response.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 /// Waits until `series` reads `value`.
 async fn wait_for(addr: SocketAddr, value: f64) {

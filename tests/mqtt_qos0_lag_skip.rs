@@ -4,11 +4,10 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/metrics.rs"]
+mod metrics;
 #[path = "common/raw.rs"]
 mod raw;
-
-use std::io::{Read, Write};
-use std::net::SocketAddr;
 
 use broker::ServeProcess;
 use raw::{RawClient, publish};
@@ -17,18 +16,6 @@ use strata_frontend::codec::{Packet, ProtocolVersion, QoS};
 const MESSAGES: u32 = 30_000;
 const PAYLOAD: usize = 1024;
 const MAX_LAG: u64 = 1000;
-
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to /metrics");
-    stream.set_read_timeout(Some(raw::DEADLINE)).unwrap();
-    write!(stream, "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read /metrics");
-    response
-        .lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("{name} not on /metrics"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_qos0_subscriber_skips_ahead_and_the_skip_is_counted() {
@@ -73,8 +60,8 @@ async fn a_stalled_qos0_subscriber_skips_ahead_and_the_skip_is_counted() {
     assert!(received.windows(2).all(|w| w[0] < w[1]), "in order, each once");
     assert!((received.len() as u32) < MESSAGES, "the stalled subscriber skipped some");
 
-    let skips = metric(http, "strata_qos0_lag_skips_total");
-    let skipped = metric(http, "strata_qos0_skipped_offsets_total");
+    let skips = metrics::counter(http, "strata_qos0_lag_skips_total");
+    let skipped = metrics::counter(http, "strata_qos0_skipped_offsets_total");
     assert!(skips >= 1, "a skip is counted");
     // Offsets 0..MESSAGES carry lag/t; "lag/end" was delivered. Every one was delivered or skipped.
     assert_eq!(received.len() as u64 + skipped, u64::from(MESSAGES), "delivered + skipped = published");
