@@ -171,7 +171,8 @@ struct Mosquitto {
 }
 
 impl Mosquitto {
-    fn start(dir: &Path) -> Mosquitto {
+    /// `access`: the config lines on who may connect (`allow_anonymous ...`).
+    fn start(dir: &Path, access: &str) -> Mosquitto {
         let binary = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
             .into_iter()
             .find(|path| Path::new(path).exists())
@@ -181,9 +182,7 @@ impl Mosquitto {
         // `user root` keeps it from switching to a `mosquitto` user when started as root.
         std::fs::write(
             &config,
-            format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\npersistence false\nuser root\n"
-            ),
+            format!("listener {port} 127.0.0.1\n{access}set_tcp_nodelay true\npersistence false\nuser root\n"),
         )
         .unwrap();
         let child = Command::new(binary)
@@ -216,7 +215,7 @@ impl Drop for Mosquitto {
 #[test]
 fn bench_measures_mosquitto_with_the_same_tool() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mosquitto = Mosquitto::start(dir.path());
+    let mosquitto = Mosquitto::start(dir.path(), "allow_anonymous true\n");
     let target = format!("127.0.0.1:{}", mosquitto.port);
     for protocol in ["v4", "v5"] {
         let result = run_bench(
@@ -232,4 +231,41 @@ fn bench_measures_mosquitto_with_the_same_tool() {
     }
     let connects = run_bench(&target, "--connect-rate --connections 200 --duration 20");
     assert_eq!(number(&connects, "connected"), 200.0, "{connects}");
+}
+
+/// Brokers that require a login get one from `--username` and `--password`, and a refused
+/// CONNECT fails the run with the broker's reason.
+#[test]
+fn bench_logs_in_where_the_broker_requires_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let passwords = dir.path().join("passwords");
+    let created = Command::new("mosquitto_passwd")
+        .args(["-c", "-b"])
+        .arg(&passwords)
+        .args(["bench-user", "s3cret"])
+        .output()
+        .expect("run mosquitto_passwd (apt-get install mosquitto)");
+    assert!(created.status.success(), "mosquitto_passwd: {created:?}");
+    let access = format!("allow_anonymous false\npassword_file {}\n", passwords.display());
+    let mosquitto = Mosquitto::start(dir.path(), &access);
+    let target = format!("127.0.0.1:{}", mosquitto.port);
+
+    let anonymous = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "--target", &target, "--qos", "1", "--rate", "100", "--duration", "1"])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run strata bench");
+    let said = format!("{}{}", String::from_utf8_lossy(&anonymous.stdout), String::from_utf8_lossy(&anonymous.stderr));
+    assert!(!anonymous.status.success(), "an anonymous run against a broker that refuses it succeeded: {said}");
+    assert!(said.contains("refused the connection"), "the refusal is named: {said}");
+
+    let result = run_bench(
+        &target,
+        "--username bench-user --password s3cret --qos 1 --publishers 1 --subscribers 1 --rate 200 --duration 1",
+    );
+    let published = number(&result, "published");
+    assert!(published > 0.0, "{result}");
+    assert_eq!(number(&result, "delivered"), published, "{result}");
+    let connects = run_bench(&target, "--username bench-user --password s3cret --connect-rate --connections 50");
+    assert_eq!(number(&connects, "connected"), 50.0, "{connects}");
 }

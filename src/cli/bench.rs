@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use strata_frontend::codec::{
-    self, Ack, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
+    self, Ack, ByteString, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
     SubscribeFilter, SubscriptionOptions,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -54,6 +54,12 @@ pub struct BenchArgs {
     /// MQTT protocol version: v4 (3.1.1) or v5.
     #[arg(long, value_enum, default_value_t = ProtocolArg::V4)]
     protocol: ProtocolArg,
+    /// User Name sent in every CONNECT, for brokers that require one.
+    #[arg(long, value_name = "NAME")]
+    username: Option<String>,
+    /// Password sent in every CONNECT (with --username).
+    #[arg(long, value_name = "PASSWORD", requires = "username")]
+    password: Option<String>,
     /// Publishing connections.
     #[arg(long, value_name = "N", default_value_t = 1)]
     publishers: u32,
@@ -232,6 +238,24 @@ fn version(args: &BenchArgs) -> ProtocolVersion {
     }
 }
 
+/// What every CONNECT of a run carries besides its client id.
+#[derive(Clone)]
+struct Login {
+    version: ProtocolVersion,
+    username: Option<ByteString>,
+    password: Option<Bytes>,
+}
+
+impl Login {
+    fn from_args(args: &BenchArgs) -> Login {
+        Login {
+            version: version(args),
+            username: args.username.as_deref().map(ByteString::from),
+            password: args.password.as_ref().map(|p| Bytes::copy_from_slice(p.as_bytes())),
+        }
+    }
+}
+
 fn qos(args: &BenchArgs) -> QoS {
     QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce)
 }
@@ -305,10 +329,11 @@ struct SocketBuffers {
 /// a successful CONNACK.
 async fn connect(
     target: SocketAddr,
-    version: ProtocolVersion,
+    login: &Login,
     client_id: &str,
     buffers: SocketBuffers,
 ) -> anyhow::Result<Connection> {
+    let version = login.version;
     let socket =
         if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.context("creating a socket")?;
     if let Some(bytes) = buffers.send {
@@ -326,8 +351,8 @@ async fn connect(
         keep_alive: 0,
         client_id: client_id.into(),
         will: None,
-        username: None,
-        password: None,
+        username: login.username.clone(),
+        password: login.password.clone(),
         properties: Properties::default(),
     };
     let mut out = BytesMut::with_capacity(64);
@@ -436,7 +461,7 @@ fn run_id() -> String {
 }
 
 async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
-    let version = version(args);
+    let login = Login::from_args(args);
     let qos = qos(args);
     let run = run_id();
     let topic_root = format!("strata-bench/{run}");
@@ -452,7 +477,7 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
     let mut subscribers = Vec::new();
     for s in 0..args.subscribers {
         let buffers = SocketBuffers { receive: args.rcvbuf, ..SocketBuffers::default() };
-        let mut connection = connect(target, version, &format!("sb-{run}-s{s}"), buffers).await?;
+        let mut connection = connect(target, &login, &format!("sb-{run}-s{s}"), buffers).await?;
         connection.subscribe(&filter, qos).await?;
         subscribers.push(connection);
     }
@@ -469,7 +494,7 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
         let buffers = SocketBuffers { send: args.sndbuf, ..SocketBuffers::default() };
-        publishers.push(connect(target, version, &format!("sb-{run}-p{p}"), buffers).await?);
+        publishers.push(connect(target, &login, &format!("sb-{run}-p{p}"), buffers).await?);
     }
     let per_publisher_budget = args.max_messages.div_ceil(u64::from(args.publishers));
     let start = Instant::now();
@@ -1084,7 +1109,7 @@ struct Opened {
 /// connect to CONNACK.
 async fn open_connections(
     target: SocketAddr,
-    version: ProtocolVersion,
+    login: &Login,
     run: &str,
     count: u32,
     concurrency: u32,
@@ -1098,6 +1123,7 @@ async fn open_connections(
             let next = next.clone();
             let progress = progress.clone();
             let run = run.to_string();
+            let login = login.clone();
             tokio::spawn(async move {
                 let mut latency = new_histogram();
                 let mut connections = Vec::new();
@@ -1111,7 +1137,7 @@ async fn open_connections(
                     let t0 = Instant::now();
                     let attempt = tokio::time::timeout_at(
                         deadline.into(),
-                        connect(target, version, &format!("sb-{run}-c{i}"), SocketBuffers::default()),
+                        connect(target, &login, &format!("sb-{run}-c{i}"), SocketBuffers::default()),
                     )
                     .await;
                     match attempt {
@@ -1169,7 +1195,6 @@ async fn close_all(connections: Vec<Connection>) {
 }
 
 async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
-    let version = version(args);
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
@@ -1178,8 +1203,16 @@ async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<Ru
     let sampler = spawn_sampler(progress.clone(), start, bar.clone(), move |t, opened, _, _| {
         format!("{t:5.1} s  connected {opened}/{total}")
     });
-    let opened =
-        open_connections(target, version, &run_id(), args.connections, args.inflight, deadline, &progress).await;
+    let opened = open_connections(
+        target,
+        &Login::from_args(args),
+        &run_id(),
+        args.connections,
+        args.inflight,
+        deadline,
+        &progress,
+    )
+    .await;
     let timeline = finish_sampler(sampler, bar).await;
     let connected = opened.connections.len() as u64;
     let rate = connected as f64 / opened.elapsed.as_secs_f64();
@@ -1214,7 +1247,6 @@ async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<Ru
 }
 
 async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> anyhow::Result<RunResult> {
-    let version = version(args);
     let progress = Arc::new(Progress::default());
     let before = args.broker_pid.map(ProcSample::read).transpose()?;
     let start = Instant::now();
@@ -1224,9 +1256,16 @@ async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> anyhow::Resul
     let sampler = spawn_sampler(progress.clone(), start, bar.clone(), move |t, opened, _, _| {
         format!("{t:5.1} s  idle connections {opened}/{count}")
     });
-    let opened =
-        open_connections(target, version, &run_id(), count, IDLE_OPEN_CONCURRENCY as u32, open_deadline, &progress)
-            .await;
+    let opened = open_connections(
+        target,
+        &Login::from_args(args),
+        &run_id(),
+        count,
+        IDLE_OPEN_CONCURRENCY as u32,
+        open_deadline,
+        &progress,
+    )
+    .await;
     let held = opened.connections.len() as u64;
     // Let the broker settle, then sample its memory with every connection open; hold for the
     // rest of the duration and sample again.
