@@ -2,7 +2,7 @@
 # End-to-end scenarios of issue 6: `strata bench` against Strata and Mosquitto 2.0, interleaved,
 # each run on a freshly started broker (loopback only). Prints per-run figures, then medians,
 # the Strata/Mosquitto ratio, the broker's CPU seconds (utime+stime from /proc/<pid>/stat) and
-# its peak RSS (VmHWM).
+# its peak RSS (VmHWM), and last each of issue 6's targets with its verdict on those medians.
 #
 #   benches/run-scenarios.sh            # 3 runs of each scenario, 10 s each (~15 min)
 #   benches/run-scenarios.sh --quick    # 1 run of each, 3 s (a smoke run)
@@ -287,5 +287,33 @@ if floor:
     print("D's floor, a relay that does no work (examples/null_broker.rs), same tool and rounds: "
           f"e2e p50 {fmt(med([p50(r) for r in floor]))} us (runs: {', '.join(str(p50(r)) for r in floor)}), "
           f"p99 {fmt(med([p99(r) for r in floor]))} us")
+
+# Issue 6's targets, judged on the medians above.
+def strata(scenario, get): return pick(scenario, "strata", get)
+def mosquitto(scenario, get): return pick(scenario, "mosquitto", get)
+rate = lambda r: r.get("delivery_rate")
+lat = lambda key: (lambda r: (r.get("latency_us") or {}).get(key))
+ratio = lambda s, m: s / m if s is not None and m else None
+targets = [
+    ("A delivered, Strata/Mosquitto", ratio(strata("A", rate), mosquitto("A", rate)), ">=", 1.5, "{:.2f}"),
+    ("A broker peak RSS MiB", (strata("A", lambda r: r.get("broker_peak_rss_kib")) or 0) / 1024 or None, "<", 256, "{:.1f}"),
+    ("Ab e2e p99 ms", (strata("Ab", lat("p99")) or 0) / 1000 or None, "<", 100, "{:.1f}"),
+    ("B delivered, Strata/Mosquitto", ratio(strata("B", rate), mosquitto("B", rate)), ">=", 2, "{:.2f}"),
+    ("B' delivered, Strata/Mosquitto B", ratio(strata("B'", rate), mosquitto("B", rate)), ">=", 1, "{:.2f}"),
+    ("C e2e p99, Strata/Mosquitto", ratio(strata("C", lat("p99")), mosquitto("C", lat("p99"))), "<=", 1, "{:.2f}"),
+    ("D e2e p50 us", strata("D", lat("p50")), "<=", 150, "{:.0f}"),
+    ("D e2e p99 us", strata("D", lat("p99")), "<=", 1000, "{:.0f}"),
+    ("E connects/s, Strata/Mosquitto", ratio(strata("E", lambda r: r.get("connect_rate")), mosquitto("E", lambda r: r.get("connect_rate"))), ">=", 1, "{:.2f}"),
+    ("F RSS bytes per connection", strata("F", lambda r: (r.get("idle_rss") or {}).get("rss_per_connection_bytes")), "<=", 16384, "{:.0f}"),
+]
+checks = {">=": lambda v, t: v >= t, "<=": lambda v, t: v <= t, "<": lambda v, t: v < t}
+print()
+print("| issue 6 target | measured | target | verdict |")
+print("|---|---|---|---|")
+for name, value, op, bound, form in targets:
+    if value is None:
+        continue
+    verdict = "met" if checks[op](value, bound) else "NOT MET"
+    print(f"| {name} | {form.format(value)} | {op} {bound} | {verdict} |")
 PY
 echo "  load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"
