@@ -1085,7 +1085,7 @@ fn timeline_json(timeline: &[(f64, f64, f64)], with_deliveries: bool) -> Value {
         .collect()
 }
 
-/// Stops the sampler and returns the timeline it gathered (whole seconds only).
+/// Stops the sampler and returns the timeline it gathered.
 async fn finish_sampler(sampler: Sampler, bar: ProgressBar) -> Vec<(f64, f64, f64)> {
     // The task may have ended on its own bound; then there is nobody to tell.
     let _ = sampler.stop.send(());
