@@ -64,6 +64,10 @@ fn bench_qos1_delivers_every_message_once() {
     assert_eq!(number(&result, "delivered"), published, "{result}");
     assert_eq!(number(&result, "acked"), published, "{result}");
     assert!(result["errors"].as_array().is_some_and(|e| e.is_empty()), "{result}");
+    // 64-byte payloads: the payload throughput follows from the message rate.
+    let expected_mib_s = number(&result, "delivery_rate") * 64.0 / (1024.0 * 1024.0);
+    let mib_s = number(&result, "delivery_payload_mib_s");
+    assert!((mib_s - expected_mib_s).abs() < 0.001, "{mib_s} MiB/s against {expected_mib_s}: {result}");
 }
 
 #[test]

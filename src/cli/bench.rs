@@ -583,13 +583,18 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
         args.rate.map_or("unthrottled".to_string(), |r| format!("{r} msg/s per publisher")),
         args.topic_mode.name()
     );
+    // Payload bytes only, as Kafka's perf tools count record bytes: MQTT headers vary by broker.
+    let payload_mib_s = |messages_per_s: f64| messages_per_s * args.payload as f64 / (1024.0 * 1024.0);
     println!(
-        "published {published} in {:.2} s: {publish_rate:.0} msg/s (acknowledged {acked})",
-        publish_elapsed.as_secs_f64()
+        "published {published} in {:.2} s: {publish_rate:.0} msg/s, {:.2} MiB/s of payload (acknowledged {acked})",
+        publish_elapsed.as_secs_f64(),
+        payload_mib_s(publish_rate)
     );
     println!(
-        "delivered {unique} of {expected} in {:.2} s: {delivery_rate:.0} msg/s; lost {lost}, duplicates {duplicates}",
-        delivery_elapsed.as_secs_f64()
+        "delivered {unique} of {expected} in {:.2} s: {delivery_rate:.0} msg/s, {:.2} MiB/s of payload; lost {lost}, \
+         duplicates {duplicates}",
+        delivery_elapsed.as_secs_f64(),
+        payload_mib_s(delivery_rate)
     );
     describe_latency("end-to-end latency", &latency);
     if qos != QoS::AtMostOnce {
@@ -619,9 +624,11 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
         "published": published,
         "acked": acked,
         "publish_rate": publish_rate.round(),
+        "publish_payload_mib_s": (payload_mib_s(publish_rate) * 1000.0).round() / 1000.0,
         "expected": expected,
         "delivered": unique,
         "delivery_rate": delivery_rate.round(),
+        "delivery_payload_mib_s": (payload_mib_s(delivery_rate) * 1000.0).round() / 1000.0,
         "lost": lost,
         "lost_per_publisher": lost_per_publisher,
         "duplicates": duplicates,
