@@ -21,7 +21,8 @@ use super::streams_config::{self, LOG_KEYS, STREAM_KEYS};
 use super::units::{duration_ms, duration_secs, integer, key_name, size, string};
 
 /// Top-level keys and sections.
-pub const TOP_KEYS: &[&str] = &["data_dir", "mqtt", "http", "grpc", "compaction", "telemetry", "log", "streams"];
+pub const TOP_KEYS: &[&str] =
+    &["data_dir", "mqtt", "http", "grpc", "compaction", "telemetry", "runtime", "log", "streams"];
 /// Keys of `[mqtt]`.
 pub const MQTT_KEYS: &[&str] = &[
     "listen",
@@ -50,6 +51,8 @@ pub const COMPACTION_KEYS: &[&str] = &[
 ];
 /// Keys of `[telemetry]`.
 pub const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "service_name"];
+/// Keys of `[runtime]`: the process's threads.
+pub const RUNTIME_KEYS: &[&str] = &["idle_poll_ms"];
 
 /// Largest accepted `mqtt.sys_interval_secs`: one day.
 const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
@@ -65,6 +68,9 @@ const MAX_SOCKET_BUFFER: u64 = i32::MAX as u64 / 2;
 const MAX_CLEANER_THREADS: u64 = 64;
 /// `cleaner_throttle_bytes_per_sec` with no cap.
 const UNLIMITED: &str = "unlimited";
+/// Longest accepted `runtime.idle_poll_ms`: one minute. Beyond that the CPUs would be kept
+/// busy through what is really idle time.
+const MAX_IDLE_POLL_MS: u64 = 60_000;
 /// The default `telemetry.service_name`.
 pub const DEFAULT_SERVICE_NAME: &str = "strata";
 
@@ -83,6 +89,14 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// `[runtime]`: how the process uses its CPUs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuntimeConfig {
+    /// How long the CPUs are kept polling after the broker last woke (`idle_poll.rs`);
+    /// `None`: never, an idle CPU halts.
+    pub idle_poll: Option<Duration>,
+}
+
 /// Everything `strata serve` runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Effective {
@@ -96,6 +110,8 @@ pub struct Effective {
     pub grpc_listen: Option<SocketAddr>,
     /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
+    /// `[runtime]`.
+    pub runtime: RuntimeConfig,
 }
 
 /// The flags of `strata serve` that override the file.
@@ -179,6 +195,10 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
         Some(table) => telemetry(table)?,
         None => TelemetryConfig::default(),
     };
+    let runtime = match section(&root, "runtime", RUNTIME_KEYS)? {
+        Some(table) => runtime(table)?,
+        None => RuntimeConfig::default(),
+    };
     // `[log]` and `[[streams]]` are checked key by key in `streams_config.rs`.
     let log = match root.get("log") {
         Some(Value::Table(table)) => Some(table),
@@ -200,7 +220,7 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     let parsed = streams_config::parse_streams(log, &streams)?;
     broker.streams = parsed.streams;
     broker.stream_defaults = parsed.log_defaults.clone();
-    Ok(Effective { broker, log_defaults: parsed.log_defaults, http_listen, grpc_listen, telemetry })
+    Ok(Effective { broker, log_defaults: parsed.log_defaults, http_listen, grpc_listen, telemetry, runtime })
 }
 
 /// The table `[name]`, after checking it has only `keys`.
@@ -349,6 +369,22 @@ fn telemetry(table: &Table) -> anyhow::Result<TelemetryConfig> {
     Ok(config)
 }
 
+fn runtime(table: &Table) -> anyhow::Result<RuntimeConfig> {
+    let at = "runtime";
+    let mut config = RuntimeConfig::default();
+    for (key, value) in table {
+        let key = key.as_str();
+        match key {
+            "idle_poll_ms" => {
+                let ms = bounded(duration_ms(value, at, key)?, at, key, 0..=MAX_IDLE_POLL_MS, " ms (0: off)")?;
+                config.idle_poll = (ms > 0).then(|| Duration::from_millis(ms));
+            }
+            other => anyhow::bail!("{at}.{other}: unknown key"),
+        }
+    }
+    Ok(config)
+}
+
 /// The effective configuration as TOML: every key with its value; a key without a value
 /// (an unset optional one) as a comment saying what that means. `config check` accepts it
 /// and `serve --config` with it runs with the same values.
@@ -408,6 +444,14 @@ pub fn print(effective: &Effective) -> String {
         let value = match *key {
             "otlp_endpoint" => telemetry.otlp_endpoint.as_deref().map(text).ok_or("no trace export"),
             "service_name" => Ok(text(&telemetry.service_name)),
+            _ => Err("not printed"),
+        };
+        line(&mut out, key, value);
+    }
+    let _ = writeln!(out, "\n[runtime]");
+    for key in RUNTIME_KEYS {
+        let value = match *key {
+            "idle_poll_ms" => Ok(int(effective.runtime.idle_poll.map_or(0, |window| window.as_millis() as u64))),
             _ => Err("not printed"),
         };
         line(&mut out, key, value);
@@ -532,6 +576,9 @@ mod tests {
             ("[telemetry]\notlp_endpoint = \"127.0.0.1:4317\"", "telemetry.otlp_endpoint"),
             ("[telemetry]\notlp_endpoint = \"https://collector:4317\"", "telemetry.otlp_endpoint"),
             ("[telemetry]\nservice_name = \"\"", "telemetry.service_name"),
+            ("[runtime]\nidle_poll_ms = 60001", "runtime.idle_poll_ms"),
+            ("[runtime]\nidle_poll_ms = \"forever\"", "runtime.idle_poll_ms"),
+            ("[runtime]\nidle_pol_ms = 5", "runtime.idle_pol_ms"),
             ("mqtt = 5", "mqtt"),
             ("data_dir = 5", "data_dir"),
             ("streams = 5", "streams"),
@@ -539,6 +586,14 @@ mod tests {
             let error = format!("{:#}", parse(text).unwrap_err());
             assert!(error.contains(key), "{text:?}: {error} should name {key}");
         }
+    }
+
+    #[test]
+    fn idle_polling_is_off_unless_set() {
+        assert_eq!(parse("").unwrap().runtime.idle_poll, None);
+        assert_eq!(parse("[runtime]\nidle_poll_ms = 0").unwrap().runtime.idle_poll, None);
+        let runtime = parse("[runtime]\nidle_poll_ms = \"1s\"").unwrap().runtime;
+        assert_eq!(runtime.idle_poll, Some(Duration::from_secs(1)));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod config;
 mod display;
 mod grpc;
 mod http;
+mod idle_poll;
 mod log_tools;
 mod serve;
 mod streams_config;

@@ -3,12 +3,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use strata_frontend::Broker;
 
 use super::LogFormat;
 use super::config::{self, Overrides};
+use super::idle_poll::{Activity, IdlePollers};
 
 /// The flags of `strata serve`.
 pub struct ServeArgs {
@@ -31,7 +33,21 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let config = effective.broker;
     let (http_listen, grpc_listen) = (effective.http_listen, effective.grpc_listen);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    // Pollers start before the runtime and stop after it (declared first, dropped last).
+    let _idle_pollers = match effective.runtime.idle_poll {
+        Some(window) => {
+            let activity = Arc::new(Activity::new(window));
+            let pollers =
+                IdlePollers::start(Arc::clone(&activity)).context("starting runtime.idle_poll_ms's pollers")?;
+            // Every wake of a worker (a packet, a timer) restarts the window.
+            builder.on_thread_unpark(move || activity.note_wake());
+            Some(pollers)
+        }
+        None => None,
+    };
+    let runtime = builder.build().context("starting the runtime")?;
     // The span exporter's gRPC channel runs on this runtime.
     let telemetry = {
         let _entered = runtime.enter();
