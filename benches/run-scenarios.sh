@@ -6,7 +6,7 @@
 #
 #   benches/run-scenarios.sh            # 3 runs of each scenario, 10 s each (~15 min)
 #   benches/run-scenarios.sh --quick    # 1 run of each, 3 s (a smoke run)
-#   benches/run-scenarios.sh --only "A D"   # a subset (A Ab B B' C D E F)
+#   benches/run-scenarios.sh --only "A D"   # a subset (A Ab B B' C D Dp E F)
 #
 # Ab is A with the load generator's own socket buffers bounded (publishers' SO_SNDBUF 64 KiB,
 # subscribers' SO_RCVBUF 128 KiB): unthrottled publishers otherwise keep up to 4 MiB each
@@ -15,6 +15,11 @@
 # D also runs against examples/null_broker.rs, a relay that does no work, in the same rounds:
 # its latency is the floor this machine and this load generator allow any broker in the sitting.
 #
+# Dp is D with the CPUs kept polling instead of halting when idle: Strata with its own
+# `[runtime] idle_poll_ms = 1000`, Mosquitto and the relay with the same thing done outside
+# them (one SCHED_IDLE spinning shell per CPU, `chrt --idle 0 taskset -c CPU`). Strata's
+# broker CPU seconds include its pollers; the others' do not include the shells.
+#
 # Needs: cargo, python3, mosquitto 2.0 (installed with apt-get when missing and running as root).
 # Strata's flush policy for B' is passed with `strata serve --flush always` when serve has that
 # flag, or with the arguments in $STRATA_FLUSH_ALWAYS_ARGS (e.g. "--config always.toml").
@@ -22,14 +27,14 @@ set -euo pipefail
 
 runs=3
 duration=10
-only="A Ab B B' C D E F"
+only="A Ab B B' C D Dp E F"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) runs=1; duration=3 ;;
         --runs) runs="$2"; shift ;;
         --duration) duration="$2"; shift ;;
         --only) only="$2"; shift ;;
-        -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
         *) echo "unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -73,11 +78,14 @@ if [ -z "$flush_always_args" ]; then
     printf '[log]\nflush = "always"\n' > "$work/flush-always.toml"
     flush_always_args="--config $work/flush-always.toml"
 fi
+printf '[runtime]\nidle_poll_ms = 1000\n' > "$work/idle-poll.toml"
 out_dir="$root/target/scenarios/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$out_dir"
 broker_pid=""
+poller_pids=""
 cleanup() {
     if [ -n "$broker_pid" ]; then kill "$broker_pid" 2>/dev/null || true; fi
+    stop_external_pollers
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -136,6 +144,25 @@ start_null() {
     exit 1
 }
 
+# Dp for the brokers without an idle-poll setting: one spinner per CPU at SCHED_IDLE, which any
+# other thread preempts, so a CPU never halts (what `idle_poll_ms` does inside Strata).
+start_external_pollers() {
+    local cpu
+    for cpu in $(seq 0 $(($(nproc) - 1))); do
+        chrt --idle 0 taskset -c "$cpu" sh -c 'while :; do :; done' &
+        poller_pids="$poller_pids $!"
+    done
+}
+
+stop_external_pollers() {
+    [ -z "$poller_pids" ] && return 0
+    # shellcheck disable=SC2086 # a list of pids
+    kill $poller_pids 2>/dev/null || true
+    # shellcheck disable=SC2086
+    wait $poller_pids 2>/dev/null || true
+    poller_pids=""
+}
+
 stop_broker() {
     kill -TERM "$broker_pid" 2>/dev/null || true
     wait "$broker_pid" 2>/dev/null || true
@@ -178,7 +205,7 @@ scenario_args() {
         Ab) echo "--qos 0 --publishers 4 --subscribers 4 --payload 100 --sndbuf 65536 --rcvbuf 131072 --duration $duration" ;;
         B|"B'") echo "--qos 1 --publishers 4 --subscribers 4 --payload 100 --duration $duration" ;;
         C) echo "--qos 0 --publishers 1 --subscribers 100 --payload 100 --rate 1000 --duration $duration" ;;
-        D) echo "--qos 1 --publishers 1 --subscribers 1 --payload 100 --rate 100 --duration $duration" ;;
+        D|Dp) echo "--qos 1 --publishers 1 --subscribers 1 --payload 100 --rate 100 --duration $duration" ;;
         E) echo "--connect-rate --connections 5000 --inflight 50 --duration $duration" ;;
         F) echo "--idle 10000 --duration $duration" ;;
     esac
@@ -187,11 +214,14 @@ scenario_args() {
 # One run: start the broker, bench it, record the RESULT line plus CPU seconds and peak RSS.
 run_one() {
     local scenario="$1" broker="$2" rep="$3"
-    case "$broker" in
-        strata) if [ "$scenario" = "B'" ]; then start_strata "$flush_always_args"; else start_strata ""; fi ;;
-        mosquitto) start_mosquitto ;;
-        null) start_null ;;
+    case "$broker:$scenario" in
+        "strata:B'") start_strata "$flush_always_args" ;;
+        strata:Dp) start_strata "--config $work/idle-poll.toml" ;;
+        strata:*) start_strata "" ;;
+        mosquitto:*) start_mosquitto ;;
+        null:*) start_null ;;
     esac
+    if [ "$scenario" = Dp ] && [ "$broker" != strata ]; then start_external_pollers; fi
     local cpu_before cpu_after peak args result
     cpu_before="$(cpu_seconds "$broker_pid")"
     args="$(scenario_args "$scenario")"
@@ -201,6 +231,7 @@ run_one() {
     cpu_after="$(cpu_seconds "$broker_pid")"
     peak="$(peak_rss_kib "$broker_pid")"
     stop_broker
+    stop_external_pollers
     result="$(sed -n 's/^RESULT //p' "$work/bench.out")"
     if [ -z "$result" ]; then
         echo "  $scenario $broker #$rep: no RESULT line" >&2
@@ -234,7 +265,7 @@ for rep in $(seq 1 "$runs"); do
         fi
         run_one "$scenario" strata "$rep"
         run_one "$scenario" mosquitto "$rep"
-        if [ "$scenario" = D ]; then run_one D null "$rep"; fi
+        if [ "$scenario" = D ] || [ "$scenario" = Dp ]; then run_one "$scenario" null "$rep"; fi
     done
     echo "  load average after round $rep: $(cut -d' ' -f1-3 /proc/loadavg)"
 done
@@ -259,6 +290,7 @@ metrics = {
     "B'": [("delivered msg/s", lambda r: r.get("delivery_rate"), "higher"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
     "C": [("e2e p50 us", lambda r: (r.get("latency_us") or {}).get("p50"), "lower"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower"), ("delivered msg/s", lambda r: r.get("delivery_rate"), "higher")],
     "D": [("e2e p50 us", lambda r: (r.get("latency_us") or {}).get("p50"), "lower"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
+    "Dp": [("e2e p50 us", lambda r: (r.get("latency_us") or {}).get("p50"), "lower"), ("e2e p99 us", lambda r: (r.get("latency_us") or {}).get("p99"), "lower")],
     "E": [("connects/s", lambda r: r.get("connect_rate"), "higher"), ("connect p99 us", lambda r: (r.get("connect_latency_us") or {}).get("p99"), "lower")],
     "F": [("RSS B/connection", lambda r: (r.get("idle_rss") or {}).get("rss_per_connection_bytes"), "lower")],
 }
@@ -279,12 +311,14 @@ for scenario, rows in metrics.items():
         rss_s = f"{rs / 1024:.1f}/{rm / 1024:.1f}" if rs and rm else "-"
         label = scenario + (" (vs Mosquitto B)" if scenario == "B'" else "")
         print(f"| {label} | {name} ({better} is better) | {fmt(s)} | {fmt(m)} | {ratio} | {lost} | {cpu} | {rss_s} |")
-floor = [r for r in runs if r.get("scenario") == "D" and r.get("broker") == "null"]
-if floor:
+for scenario in ("D", "Dp"):
+    floor = [r for r in runs if r.get("scenario") == scenario and r.get("broker") == "null"]
+    if not floor:
+        continue
     p50 = lambda r: (r.get("latency_us") or {}).get("p50")
     p99 = lambda r: (r.get("latency_us") or {}).get("p99")
     print()
-    print("D's floor, a relay that does no work (examples/null_broker.rs), same tool and rounds: "
+    print(f"{scenario}'s floor, a relay that does no work (examples/null_broker.rs), same tool and rounds: "
           f"e2e p50 {fmt(med([p50(r) for r in floor]))} us (runs: {', '.join(str(p50(r)) for r in floor)}), "
           f"p99 {fmt(med([p99(r) for r in floor]))} us")
 
@@ -303,6 +337,8 @@ targets = [
     ("C e2e p99, Strata/Mosquitto", ratio(strata("C", lat("p99")), mosquitto("C", lat("p99"))), "<=", 1, "{:.2f}"),
     ("D e2e p50 us", strata("D", lat("p50")), "<=", 150, "{:.0f}"),
     ("D e2e p99 us", strata("D", lat("p99")), "<=", 1000, "{:.0f}"),
+    ("Dp (idle_poll_ms = 1000) e2e p50 us", strata("Dp", lat("p50")), "<=", 150, "{:.0f}"),
+    ("Dp (idle_poll_ms = 1000) e2e p99 us", strata("Dp", lat("p99")), "<=", 1000, "{:.0f}"),
     ("E connects/s, Strata/Mosquitto", ratio(strata("E", lambda r: r.get("connect_rate")), mosquitto("E", lambda r: r.get("connect_rate"))), ">=", 1, "{:.2f}"),
     ("F RSS bytes per connection", strata("F", lambda r: (r.get("idle_rss") or {}).get("rss_per_connection_bytes")), "<=", 16384, "{:.0f}"),
 ]
