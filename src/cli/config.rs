@@ -52,7 +52,7 @@ pub const COMPACTION_KEYS: &[&str] = &[
 /// Keys of `[telemetry]`.
 pub const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "service_name"];
 /// Keys of `[runtime]`: the process's threads.
-pub const RUNTIME_KEYS: &[&str] = &["idle_poll_ms"];
+pub const RUNTIME_KEYS: &[&str] = &["worker_threads", "idle_poll_ms"];
 
 /// Largest accepted `mqtt.sys_interval_secs`: one day.
 const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
@@ -71,6 +71,8 @@ const UNLIMITED: &str = "unlimited";
 /// Longest accepted `runtime.idle_poll_ms`: one minute. Beyond that the CPUs would be kept
 /// busy through what is really idle time.
 const MAX_IDLE_POLL_MS: u64 = 60_000;
+/// Most `runtime.worker_threads`.
+const MAX_WORKER_THREADS: u64 = 1024;
 /// The default `telemetry.service_name`.
 pub const DEFAULT_SERVICE_NAME: &str = "strata";
 
@@ -92,6 +94,8 @@ impl Default for TelemetryConfig {
 /// `[runtime]`: how the process uses its CPUs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RuntimeConfig {
+    /// Threads running the connections; `None`: one per CPU (tokio's default).
+    pub worker_threads: Option<usize>,
     /// How long the CPUs are kept polling after the broker last woke (`idle_poll.rs`);
     /// `None`: never, an idle CPU halts.
     pub idle_poll: Option<Duration>,
@@ -379,6 +383,10 @@ fn runtime(table: &Table) -> anyhow::Result<RuntimeConfig> {
                 let ms = bounded(duration_ms(value, at, key)?, at, key, 0..=MAX_IDLE_POLL_MS, " ms (0: off)")?;
                 config.idle_poll = (ms > 0).then(|| Duration::from_millis(ms));
             }
+            "worker_threads" => {
+                let threads = bounded(integer(value, at, key)?, at, key, 1..=MAX_WORKER_THREADS, "")?;
+                config.worker_threads = Some(threads as usize);
+            }
             other => anyhow::bail!("{at}.{other}: unknown key"),
         }
     }
@@ -452,6 +460,7 @@ pub fn print(effective: &Effective) -> String {
     for key in RUNTIME_KEYS {
         let value = match *key {
             "idle_poll_ms" => Ok(int(effective.runtime.idle_poll.map_or(0, |window| window.as_millis() as u64))),
+            "worker_threads" => effective.runtime.worker_threads.map(|n| int(n as u64)).ok_or("one per CPU"),
             _ => Err("not printed"),
         };
         line(&mut out, key, value);
@@ -579,6 +588,8 @@ mod tests {
             ("[runtime]\nidle_poll_ms = 60001", "runtime.idle_poll_ms"),
             ("[runtime]\nidle_poll_ms = \"forever\"", "runtime.idle_poll_ms"),
             ("[runtime]\nidle_pol_ms = 5", "runtime.idle_pol_ms"),
+            ("[runtime]\nworker_threads = 0", "runtime.worker_threads"),
+            ("[runtime]\nworker_threads = \"two\"", "runtime.worker_threads"),
             ("mqtt = 5", "mqtt"),
             ("data_dir = 5", "data_dir"),
             ("streams = 5", "streams"),
@@ -589,8 +600,9 @@ mod tests {
     }
 
     #[test]
-    fn idle_polling_is_off_unless_set() {
-        assert_eq!(parse("").unwrap().runtime.idle_poll, None);
+    fn idle_polling_is_off_and_one_worker_per_cpu_unless_set() {
+        assert_eq!(parse("").unwrap().runtime, RuntimeConfig { worker_threads: None, idle_poll: None });
+        assert_eq!(parse("[runtime]\nworker_threads = 1").unwrap().runtime.worker_threads, Some(1));
         assert_eq!(parse("[runtime]\nidle_poll_ms = 0").unwrap().runtime.idle_poll, None);
         let runtime = parse("[runtime]\nidle_poll_ms = \"1s\"").unwrap().runtime;
         assert_eq!(runtime.idle_poll, Some(Duration::from_secs(1)));

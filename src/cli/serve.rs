@@ -35,6 +35,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let (http_listen, grpc_listen) = (effective.http_listen, effective.grpc_listen);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
+    if let Some(threads) = effective.runtime.worker_threads {
+        builder.worker_threads(threads);
+    }
     // Pollers start before the runtime and stop after it (declared first, dropped last).
     let _idle_pollers = match effective.runtime.idle_poll {
         Some(window) => {
