@@ -37,6 +37,24 @@ fn threads(pid: u32, prefix: &str) -> Vec<(String, u32, u64)> {
     found
 }
 
+/// How many CPUs `pid` may run on: its `Cpus_allowed_list` ("0-1", "0,2-3").
+fn allowed_cpus(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read the broker's status");
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+        .expect("status has Cpus_allowed_list")
+        .trim();
+    list.split(',')
+        .map(|range| match range.split_once('-') {
+            Some((first, last)) => {
+                last.parse::<usize>().expect("a CPU number") - first.parse::<usize>().expect("a CPU number") + 1
+            }
+            None => 1,
+        })
+        .sum()
+}
+
 fn poller_ticks(pid: u32) -> u64 {
     threads(pid, "strata-poll-").iter().map(|(_, _, ticks)| ticks).sum()
 }
@@ -66,7 +84,7 @@ fn pollers_spin_at_idle_priority_after_a_wake_and_sleep_after_the_window() {
     let broker = ServeProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().expect("UTF-8")]);
     let pid = broker.pid();
 
-    let cpus = std::thread::available_parallelism().expect("CPU count").get();
+    let cpus = allowed_cpus(pid);
     let pollers = threads(pid, "strata-poll-");
     assert_eq!(pollers.len(), cpus, "one poller per CPU: {pollers:?}");
     for (name, policy, _) in &pollers {
