@@ -36,7 +36,7 @@ const SPINS_PER_CHECK: u32 = 4096;
 /// wake is lost between a poller's look and its wait.
 pub struct Activity {
     state: AtomicU8,
-    /// Milliseconds from `start` to the last time a poller cleared `ACTIVE`.
+    /// Milliseconds from `start` to the last time a poller saw `ACTIVE`.
     last_seen_ms: AtomicU64,
     start: Instant,
     window: Duration,
@@ -77,9 +77,10 @@ impl Activity {
         let now_ms = now.saturating_duration_since(self.start).as_millis() as u64;
         match self.state.load(Ordering::Acquire) {
             ACTIVE => {
-                if self.state.compare_exchange(ACTIVE, QUIET, Ordering::AcqRel, Ordering::Acquire).is_ok() {
-                    self.last_seen_ms.store(now_ms, Ordering::Release);
-                }
+                // The time first: a poller that sees QUIET must see the time that came with it,
+                // or it would park on the previous spell's. The latest time wins.
+                self.last_seen_ms.fetch_max(now_ms, Ordering::AcqRel);
+                let _ = self.state.compare_exchange(ACTIVE, QUIET, Ordering::AcqRel, Ordering::Acquire);
                 true
             }
             QUIET => {
@@ -221,26 +222,26 @@ mod tests {
         assert!(!activity.look(t0 + Duration::from_millis(190)));
     }
 
+    /// A thread in `sleep_until_woken`, given 20 ms to get there.
+    fn sleep_in_a_thread(activity: &Arc<Activity>) -> std::thread::JoinHandle<bool> {
+        let activity = Arc::clone(activity);
+        let sleeper = std::thread::spawn(move || activity.sleep_until_woken());
+        std::thread::sleep(Duration::from_millis(20));
+        sleeper
+    }
+
     #[test]
     fn a_parked_poller_is_woken_by_a_wake_and_by_stop() {
         let activity = Arc::new(Activity::new(Duration::from_millis(1)));
         let t0 = activity.start;
         assert!(activity.look(t0));
         assert!(!activity.look(t0 + Duration::from_millis(2)));
-        let sleeper = {
-            let activity = Arc::clone(&activity);
-            std::thread::spawn(move || activity.sleep_until_woken())
-        };
-        std::thread::sleep(Duration::from_millis(20));
+        let sleeper = sleep_in_a_thread(&activity);
         activity.note_wake();
         assert!(sleeper.join().unwrap(), "woken by the wake, not stopped");
         assert!(activity.look(t0 + Duration::from_millis(10)));
         assert!(!activity.look(t0 + Duration::from_millis(20)));
-        let sleeper = {
-            let activity = Arc::clone(&activity);
-            std::thread::spawn(move || activity.sleep_until_woken())
-        };
-        std::thread::sleep(Duration::from_millis(20));
+        let sleeper = sleep_in_a_thread(&activity);
         activity.stop();
         assert!(!sleeper.join().unwrap(), "told to stop");
     }
