@@ -18,7 +18,7 @@
 # Dp is D with the CPUs kept polling instead of halting when idle: Strata with its own
 # `[runtime] idle_poll_ms = 1000`, Mosquitto and the relay with the same thing done outside
 # them (one SCHED_IDLE spinning shell per CPU, `chrt --idle 0 taskset -c CPU`). Strata's
-# broker CPU seconds include its pollers; the others' do not include the shells.
+# broker CPU seconds include its pollers, shown apart; the others' do not include the shells.
 #
 # Needs: cargo, python3, mosquitto 2.0 (installed with apt-get when missing and running as root).
 # Strata's flush policy for B' is passed with `strata serve --flush always` when serve has that
@@ -176,6 +176,14 @@ cpu_seconds() {
     awk -v t="$ticks" '{ sub(/.*\) /, ""); print ($12 + $13) / t }' "/proc/$1/stat"
 }
 
+# CPU seconds of the process's `[runtime] idle_poll_ms` pollers (threads named strata-poll-N).
+poller_cpu_seconds() {
+    local ticks
+    ticks="$(getconf CLK_TCK)"
+    cat /proc/"$1"/task/*/stat 2>/dev/null |
+        awk -v t="$ticks" '/\(strata-poll-[0-9]+\)/ { sub(/.*\) /, ""); sum += $12 + $13 } END { print sum / t + 0 }'
+}
+
 peak_rss_kib() {
     awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"
 }
@@ -196,7 +204,8 @@ else:
     figure = "no result"
 if r.get("errors"):
     figure += "; first error: %s" % r["errors"][0]
-print("  %-2s %-9s #%s: %s; latency p50 %s p99 %s max %s us; broker CPU %s s, peak RSS %s KiB" % (r["scenario"], r["broker"], r["rep"], figure, lat.get("p50"), lat.get("p99"), lat.get("max"), r["broker_cpu_s"], r["broker_peak_rss_kib"]))
+pollers = " (%s s of it in idle pollers)" % r["broker_poller_cpu_s"] if r.get("broker_poller_cpu_s") else ""
+print("  %-2s %-9s #%s: %s; latency p50 %s p99 %s max %s us; broker CPU %s s%s, peak RSS %s KiB" % (r["scenario"], r["broker"], r["rep"], figure, lat.get("p50"), lat.get("p99"), lat.get("max"), r["broker_cpu_s"], pollers, r["broker_peak_rss_kib"]))
 '
 
 scenario_args() {
@@ -222,13 +231,15 @@ run_one() {
         null:*) start_null ;;
     esac
     if [ "$scenario" = Dp ] && [ "$broker" != strata ]; then start_external_pollers; fi
-    local cpu_before cpu_after peak args result
+    local cpu_before cpu_after poll_before poll_after peak args result
     cpu_before="$(cpu_seconds "$broker_pid")"
+    poll_before="$(poller_cpu_seconds "$broker_pid")"
     args="$(scenario_args "$scenario")"
     # shellcheck disable=SC2086
     "$bin" bench --target "127.0.0.1:$broker_port" --broker-pid "$broker_pid" $args \
         >"$work/bench.out" 2>"$work/bench.err" || true
     cpu_after="$(cpu_seconds "$broker_pid")"
+    poll_after="$(poller_cpu_seconds "$broker_pid")"
     peak="$(peak_rss_kib "$broker_pid")"
     stop_broker
     stop_external_pollers
@@ -238,11 +249,13 @@ run_one() {
         cat "$work/bench.out" "$work/bench.err" >&2
         result='{}'
     fi
-    python3 - "$scenario" "$broker" "$rep" "$cpu_before" "$cpu_after" "$peak" "$result" >>"$out_dir/runs.jsonl" <<'PY'
+    python3 - "$scenario" "$broker" "$rep" "$cpu_before" "$cpu_after" "$poll_before" "$poll_after" "$peak" "$result" >>"$out_dir/runs.jsonl" <<'PY'
 import json, sys
-scenario, broker, rep, before, after, peak, result = sys.argv[1:]
+scenario, broker, rep, before, after, poll_before, poll_after, peak, result = sys.argv[1:]
 r = json.loads(result)
 r.update(scenario=scenario, broker=broker, rep=int(rep), broker_cpu_s=round(float(after) - float(before), 2), broker_peak_rss_kib=int(peak))
+# The idle pollers' share of broker_cpu_s (Strata with idle_poll_ms only).
+r.update(broker_poller_cpu_s=round(float(poll_after) - float(poll_before), 2))
 print(json.dumps(r))
 PY
     tail -n 1 "$out_dir/runs.jsonl" | python3 -c "$show_run"
