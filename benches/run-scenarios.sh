@@ -4,7 +4,7 @@
 # the Strata/Mosquitto ratio, the broker's CPU seconds (utime+stime from /proc/<pid>/stat) and
 # its peak RSS (VmHWM), and last each of issue 6's targets with its verdict on those medians.
 #
-#   benches/run-scenarios.sh            # 3 runs of each scenario, 10 s each (~18 min)
+#   benches/run-scenarios.sh            # 3 runs of each scenario, 10 s each (~10 min)
 #   benches/run-scenarios.sh --quick    # 1 run of each, 3 s (a smoke run)
 #   benches/run-scenarios.sh --only "A D"   # a subset (A Ab B B' C D Dp E F)
 #
