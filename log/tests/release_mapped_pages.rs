@@ -1,39 +1,44 @@
 //! Pages that readers touched through the segment mappings are released: after ~64 MiB are
-//! written and read back, releasing the mapped pages brings the process's file-backed RSS
-//! back near where it started (the pages stay in the page cache, not in our page tables), and
-//! every record still reads back with its exact content.
+//! written and read back, releasing the mapped pages leaves none of the pages read mapped in
+//! this process (the pages stay in the page cache, not in our page tables), and every record
+//! still reads back with its exact content.
 //!
-//! One test in this file on purpose: it measures the whole process's RSS.
+//! The pages are observed in the process's page table (`/proc/self/pagemap`), not through
+//! RSS counters, which some kernels report only approximately (issue 18).
 
 mod common;
 
-use common::{append_stamped, mapped_file_rss, stamped_value};
-use strata_log::{FlushPolicy, Log, LogConfig};
+use common::{append_stamped, pages_present, stamped_value};
+use strata_log::{Fetch, FlushPolicy, Log, LogConfig};
 
 const RECORDS_PER_BATCH: u64 = 64;
 const BATCHES: u64 = 1024; // 64 Ki records of 1000 B: ~64 MiB.
 const MIB: u64 = 1 << 20;
 
-/// Reads every record from offset 0, checking each one; returns the bytes of batches read.
-fn read_all_and_check(log: &Log, total: u64) -> u64 {
+/// Reads every record from offset 0, checking each one; returns the fetches, which keep the
+/// batches' bytes (and so their mappings) alive for the caller to inspect.
+fn read_all_and_check(log: &Log, total: u64) -> Vec<Fetch> {
     let mut next = 0;
-    let mut bytes = 0;
+    let mut fetches = Vec::new();
     while next < total {
         let fetch = log.read(next, 1 << 20).unwrap();
         assert!(!fetch.batches.is_empty(), "nothing read at offset {next}");
-        bytes += fetch.batches.iter().map(|b| b.as_bytes().len() as u64).sum::<u64>();
         for record in fetch.records(next).unwrap() {
             assert_eq!(record.offset, next, "records out of order");
             assert_eq!(&record.value[..], &stamped_value(next)[..], "content of offset {next}");
             next += 1;
         }
+        fetches.push(fetch);
     }
-    bytes
+    fetches
+}
+
+fn mapped_ranges(fetches: &[Fetch]) -> impl Iterator<Item = &[u8]> {
+    fetches.iter().flat_map(|fetch| fetch.batches.iter().map(|batch| &batch.as_bytes()[..]))
 }
 
 #[test]
-fn releasing_mapped_pages_drops_file_rss_and_keeps_every_record() {
-    let baseline = mapped_file_rss();
+fn releasing_mapped_pages_unmaps_every_page_read_and_keeps_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let config =
         LogConfig { segment_bytes: 16 * MIB, segment_ms: None, flush: FlushPolicy::Never, ..Default::default() };
@@ -41,19 +46,23 @@ fn releasing_mapped_pages_drops_file_rss_and_keeps_every_record() {
     let total = append_stamped(&log, BATCHES, RECORDS_PER_BATCH);
     assert!(log.segment_count() >= 4, "closed segments and an active one");
 
-    let read = read_all_and_check(&log, total);
-    assert!(read >= 60 * MIB, "read {read} bytes");
-    log.release_mapped_pages_for_tests();
-    let after = mapped_file_rss();
-    let held = after.saturating_sub(baseline);
+    let fetches = read_all_and_check(&log, total);
+    let bytes: u64 = mapped_ranges(&fetches).map(|b| b.len() as u64).sum();
+    assert!(bytes >= 60 * MIB, "read {bytes} bytes");
+    let (present, pages) = pages_present(mapped_ranges(&fetches));
+    // The flusher thread may release some pages on its own meanwhile; most are still mapped.
     assert!(
-        held < read / 8,
-        "after the release the process still maps {} MiB of file pages more than at the start, having read {} MiB",
-        held / MIB,
-        read / MIB
+        present * 2 >= pages,
+        "only {present} of the {pages} pages just read are mapped: this test cannot see a release"
     );
 
+    log.release_mapped_pages_for_tests();
+    let (present, pages) = pages_present(mapped_ranges(&fetches));
+    assert_eq!(present, 0, "after the release, {present} of the {pages} pages read are still mapped");
+
     // Nothing was lost: every record reads back the same, from the page cache.
-    assert_eq!(read_all_and_check(&log, total), read);
+    let again = read_all_and_check(&log, total);
+    assert_eq!(mapped_ranges(&again).map(|b| b.len() as u64).sum::<u64>(), bytes);
+    drop(fetches);
     log.close().unwrap();
 }

@@ -284,17 +284,35 @@ pub fn verify(dir: &Path) -> strata_log::VerifyReport {
     strata_log::verify_partition(dir, &mut |_| {}).unwrap()
 }
 
-/// File-backed (and, on tmpfs, shared-memory) pages mapped into this process, in bytes.
-pub fn mapped_file_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").expect("reading /proc/self/status");
-    let kib = |key: &str| {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(key))
-            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (kib("RssFile:") + kib("RssShmem:")) * 1024
+/// Which of the pages under `ranges` this process has mapped right now, read from its page
+/// table (`/proc/self/pagemap`, bit 63: "page present"), as `(present, pages)`. The kernel's
+/// RSS counters are not used: some kernels keep them per CPU and report them approximately,
+/// so a test built on them depends on the machine (issue 18).
+pub fn pages_present<'a>(ranges: impl IntoIterator<Item = &'a [u8]>) -> (u64, u64) {
+    use std::collections::BTreeSet;
+    use std::os::unix::fs::FileExt;
+
+    // SAFETY: sysconf has no preconditions; _SC_PAGESIZE is always supported on Linux.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+    let mut pages = BTreeSet::new();
+    for range in ranges {
+        if range.is_empty() {
+            continue;
+        }
+        let start = range.as_ptr() as usize / page;
+        let end = (range.as_ptr() as usize + range.len() - 1) / page;
+        pages.extend(start..=end);
+    }
+    let pagemap = fs::File::open("/proc/self/pagemap").expect("opening /proc/self/pagemap");
+    let mut present = 0;
+    for &number in &pages {
+        let mut entry = [0u8; 8];
+        pagemap.read_exact_at(&mut entry, number as u64 * 8).expect("reading /proc/self/pagemap");
+        if u64::from_le_bytes(entry) & (1 << 63) != 0 {
+            present += 1;
+        }
+    }
+    (present, pages.len() as u64)
 }
 
 /// The 1000-byte value of record `offset` in the page-release tests: its offset in hex,
