@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use common::{code, stderr, stdout, strata};
 
@@ -48,4 +48,101 @@ fn the_readme_says_what_the_default_flush_policy_acknowledges() {
     ] {
         assert!(readme.contains(&needed), "README.md should say {needed:?}");
     }
+}
+
+#[test]
+fn the_readme_keeps_two_set_up_commands_that_work_on_a_fresh_machine() {
+    let readme = read("README.md");
+    let start = readme.split_once("## Getting started").expect("a Getting started section").1;
+    let section = start.split("\n## ").next().unwrap();
+    let commands: Vec<&str> =
+        section.split("```sh\n").skip(1).map(|block| block.split("```").next().unwrap().trim()).collect();
+    assert_eq!(commands, ["cargo run --release -- serve", "bash .ci/run"], "{section}");
+    assert!(flat(section).contains("work on a fresh Debian machine"), "{section}");
+    // With the admin API on by default, the next step needs no flag.
+    assert!(section.contains("cargo run --release -- stream list"), "{section}");
+}
+
+#[test]
+fn the_readme_says_what_the_log_keeps_for_raft() {
+    let readme = flat(&read("README.md"));
+    let log = read("log/src/log.rs");
+    assert!(log.contains("pub fn truncate_after(") && log.contains("pub fn save_vote("), "the log's Raft hooks");
+    assert!(!readme.contains("knows nothing of MQTT or Raft"), "the log holds a vote and truncate_after");
+    assert!(readme.contains("the vote in `partition.meta`") && readme.contains("`truncate_after`"));
+}
+
+#[test]
+fn architecture_md_describes_the_wake_and_the_aliases_the_code_has() {
+    let page = flat(&read("docs/architecture.md"));
+    // Plain subscriptions are woken through the filter tree of `interest.rs`, not one relayed watch.
+    assert!(read("frontend/src/interest.rs").contains("fn wake_matching("));
+    assert!(!page.contains("relayed into one"), "no high-watermark watch is relayed");
+    assert!(page.contains("Caught up, the connection waits on its own wake (`interest.rs`)"));
+    // Inbound topic aliases are accepted and resolved (`topic_alias.rs`).
+    assert!(read("frontend/src/topic_alias.rs").contains("inbound"), "topic_alias.rs handles inbound aliases");
+    assert!(!page.contains("inbound aliases are refused"));
+    assert!(page.contains("an inbound alias is resolved to its topic before the record is built"));
+}
+
+#[test]
+fn the_frontend_crate_description_is_current() {
+    let manifest = read("frontend/Cargo.toml");
+    let description = manifest.lines().find_map(|l| l.strip_prefix("description = ")).expect("a description");
+    assert!(!description.contains("follow"), "listener and sessions exist: {description}");
+    for part in ["listeners", "sessions", "consumer groups", "routing"] {
+        assert!(description.contains(part), "{part} missing from {description}");
+    }
+}
+
+/// Markdown link targets `](target)` of `text`.
+fn links(text: &str) -> Vec<String> {
+    text.split("](").skip(1).filter_map(|rest| rest.split_once(')').map(|(target, _)| target.to_owned())).collect()
+}
+
+/// Every Markdown file of the repository outside `target/`, recursively.
+fn markdown_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("list a directory") {
+        let path = entry.expect("a directory entry").path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with('.') || name == "target" {
+            continue;
+        }
+        if path.is_dir() {
+            markdown_files(&path, out);
+        } else if name.ends_with(".md") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn every_link_in_the_docs_stays_in_the_repository_and_resolves() {
+    let mut files = Vec::new();
+    markdown_files(&repo(), &mut files);
+    assert!(files.len() >= 6, "{files:?}");
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let shown = file.strip_prefix(repo()).unwrap().display().to_string();
+        if text.contains("/work/") {
+            broken.push(format!("{shown}: a path of one machine (/work/...)"));
+        }
+        for target in links(&text) {
+            if target.starts_with("http://") || target.starts_with("https://") || target.starts_with('#') {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            if path.starts_with('/') {
+                broken.push(format!("{shown}: absolute link {target}"));
+                continue;
+            }
+            let resolved = file.parent().unwrap().join(path);
+            let inside = resolved.canonicalize().is_ok_and(|p| p.starts_with(repo().canonicalize().unwrap()));
+            if !inside {
+                broken.push(format!("{shown}: {target} is not a file of the repository"));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
 }
