@@ -146,3 +146,33 @@ fn every_link_in_the_docs_stays_in_the_repository_and_resolves() {
     }
     assert!(broken.is_empty(), "{broken:#?}");
 }
+
+#[test]
+fn the_bench_page_leads_with_the_current_results_and_the_notes_are_dated() {
+    let page = read("benches/README.md");
+    let lines: Vec<&str> = page.lines().collect();
+    assert!(lines.len() <= 100, "benches/README.md is {} lines: the narrative belongs in benches/notes/", lines.len());
+    let line_of = |needle: &str| lines.iter().position(|l| l.contains(needle));
+    // One screen: the results table, then the commands that reproduce it.
+    let table = line_of("| scenario | metric | Strata | Mosquitto |").expect("the results table");
+    let commands = line_of("benches/run-scenarios.sh  ").expect("the command that reproduces the table");
+    assert!(table < 15 && commands < 50 && table < commands, "table at line {table}, commands at {commands}");
+    assert!(page.contains("cargo bench -p strata-log") && page.contains("cargo bench -p strata-compaction"));
+
+    let mut notes: Vec<String> = std::fs::read_dir(repo().join("benches/notes"))
+        .expect("benches/notes/")
+        .map(|entry| entry.expect("an entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    notes.sort();
+    assert!(notes.len() >= 2, "{notes:?}");
+    for note in &notes {
+        let (date, topic) = note.split_at(10.min(note.len()));
+        let dated = date.len() == 10
+            && date.chars().enumerate().all(|(i, c)| if i == 4 || i == 7 { c == '-' } else { c.is_ascii_digit() });
+        let named = topic.starts_with('-')
+            && topic.ends_with(".md")
+            && topic[1..topic.len() - 3].chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        assert!(dated && named, "{note}: not YYYY-MM-DD-topic.md");
+        assert!(page.contains(&format!("(notes/{note})")), "{note} is not in the index of benches/README.md");
+    }
+}
