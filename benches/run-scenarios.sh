@@ -98,8 +98,10 @@ free_port() {
 start_strata() {
     local extra="$1"
     rm -rf "$work/strata-data"
+    # The admin API and HTTP endpoint are not measured: off, so a broker already on their
+    # default ports (7070, 9090) cannot stop the run.
     # shellcheck disable=SC2086 # $extra is a list of arguments
-    "$bin" serve --mqtt 127.0.0.1:0 --data-dir "$work/strata-data" $extra >"$work/strata.out" 2>"$work/strata.err" &
+    "$bin" serve --mqtt 127.0.0.1:0 --grpc off --http off --data-dir "$work/strata-data" $extra >"$work/strata.out" 2>"$work/strata.err" &
     broker_pid=$!
     for _ in $(seq 1 200); do
         broker_port="$(sed -n 's/^strata: MQTT listening on 127.0.0.1:\([0-9][0-9]*\),.*/\1/p' "$work/strata.out" 2>/dev/null | head -1)"

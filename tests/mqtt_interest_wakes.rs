@@ -5,6 +5,8 @@
 //! it; a resumed session still gets what arrived while it was away, even with other topics
 //! published in between.
 
+#[path = "common/admin_cli.rs"]
+mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
 #[path = "common/raw.rs"]
@@ -18,7 +20,8 @@ use raw::{RawClient, ack, publish};
 use strata_frontend::codec::{Packet, Properties, ProtocolVersion, QoS};
 
 const V4: ProtocolVersion = ProtocolVersion::V3_1_1;
-/// How long "nothing more arrives" is watched for.
+/// How long "nothing more arrives" is watched for, once every expected message has come. It
+/// can only miss an extra message, never fail a correct broker.
 const QUIET: Duration = Duration::from_millis(500);
 
 /// Connects `client_id` (clean session) subscribed to `filter` at QoS 1.
@@ -50,16 +53,27 @@ async fn publish_all(publisher: &mut RawClient, messages: &[(String, String)], f
     }
 }
 
-/// Receives PUBLISHes (acknowledging QoS 1) until none arrives for `QUIET`; returns their
-/// (topic, payload).
-async fn receive_until_quiet(subscriber: &mut RawClient) -> Vec<(String, String)> {
+/// Receives `count` PUBLISHes (acknowledging QoS 1), each within the harness's deadline,
+/// then watches `QUIET` for one too many; returns their (topic, payload). Counting, rather
+/// than reading until a silence, keeps a slow broker on a loaded machine from ending the
+/// read early.
+async fn receive(subscriber: &mut RawClient, count: usize) -> Vec<(String, String)> {
     let mut received = Vec::new();
+    while received.len() < count {
+        match subscriber.recv().await {
+            Some(Packet::Publish(message)) => {
+                if let Some(id) = message.packet_id {
+                    subscriber.send(&Packet::PubAck(ack(id))).await;
+                }
+                received.push((message.topic.to_string(), String::from_utf8(message.payload.to_vec()).unwrap()));
+            }
+            Some(_) => {}
+            None => panic!("the connection closed after {} of {count} messages: {received:?}", received.len()),
+        }
+    }
     while let Some(packet) = subscriber.recv_within(QUIET).await {
         if let Packet::Publish(message) = packet {
-            if let Some(id) = message.packet_id {
-                subscriber.send(&Packet::PubAck(ack(id))).await;
-            }
-            received.push((message.topic.to_string(), String::from_utf8(message.payload.to_vec()).unwrap()));
+            panic!("one more than the {count} expected: {:?} after {received:?}", message.topic);
         }
     }
     received
@@ -82,7 +96,7 @@ async fn a_quiet_subscriber_on_a_busy_stream_gets_exactly_its_own_messages() {
         .collect();
     publish_all(&mut publisher, &messages, 1).await;
 
-    let (quiet_got, busy_got) = tokio::join!(receive_until_quiet(&mut quiet), receive_until_quiet(&mut busy));
+    let (quiet_got, busy_got) = tokio::join!(receive(&mut quiet, 5), receive(&mut busy, 995));
     let expected: Vec<(String, String)> = (0..5).map(|n| ("quiet/1".to_string(), format!("q{n}"))).collect();
     assert_eq!(quiet_got, expected, "the quiet subscriber: its five, in order, nothing else");
     let busy_expected: Vec<(String, String)> = messages.iter().filter(|(t, _)| t == "busy/x").cloned().collect();
@@ -100,7 +114,7 @@ async fn a_filter_added_later_does_not_receive_what_was_published_before_it() {
     let mut before: Vec<(String, String)> = (0..100).map(|i| ("b".to_string(), format!("old{i}"))).collect();
     before.push(("a".to_string(), "a1".to_string()));
     publish_all(&mut publisher, &before, 1).await;
-    assert_eq!(receive_until_quiet(&mut subscriber).await, vec![("a".to_string(), "a1".to_string())]);
+    assert_eq!(receive(&mut subscriber, 1).await, vec![("a".to_string(), "a1".to_string())]);
     // Not woken for these: its cursor stays behind them.
     let after: Vec<(String, String)> = (100..150).map(|i| ("b".to_string(), format!("old{i}"))).collect();
     publish_all(&mut publisher, &after, 101).await;
@@ -108,7 +122,7 @@ async fn a_filter_added_later_does_not_receive_what_was_published_before_it() {
     // Now it subscribes to "b" too: the 150 earlier "b" messages must not arrive.
     subscriber.subscribe(2, &[("b", QoS::AtLeastOnce)], Properties::default()).await;
     publish_all(&mut publisher, &[("b".to_string(), "new".to_string())], 200).await;
-    assert_eq!(receive_until_quiet(&mut subscriber).await, vec![("b".to_string(), "new".to_string())]);
+    assert_eq!(receive(&mut subscriber, 1).await, vec![("b".to_string(), "new".to_string())]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,8 +132,14 @@ async fn a_resumed_session_gets_what_arrived_while_it_was_away() {
     let (mut subscriber, _) = RawClient::connect_persistent(broker.addr, V4, "away").await;
     subscriber.subscribe(1, &[("p", QoS::AtLeastOnce)], Properties::default()).await;
     drop(subscriber);
-    // Let the broker see the connection go and save the session.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The broker has seen the connection go and saved the session once the admin API shows
+    // the session with no connection.
+    let grpc = broker.grpc_addr();
+    tokio::task::spawn_blocking(move || {
+        admin_cli::wait_for_session(grpc, "away", "saved at the disconnect", |session| session["members"] == 0)
+    })
+    .await
+    .expect("the admin API poll");
 
     let (mut publisher, _) = RawClient::connect(broker.addr, V4, "publisher").await;
     let mut away: Vec<(String, String)> = Vec::new();
@@ -134,7 +154,7 @@ async fn a_resumed_session_gets_what_arrived_while_it_was_away() {
     // A message after the resume wakes the connection with a lowest offset past the ones it
     // missed: it must still read those first, not jump over them.
     publish_all(&mut publisher, &[("p".to_string(), "after".to_string())], 1000).await;
-    let got = receive_until_quiet(&mut subscriber).await;
+    let got = receive(&mut subscriber, 31).await;
     let mut expected: Vec<(String, String)> = (0..30).map(|i| ("p".to_string(), format!("p{i}"))).collect();
     expected.push(("p".to_string(), "after".to_string()));
     assert_eq!(got, expected);

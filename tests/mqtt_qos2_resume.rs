@@ -4,6 +4,8 @@
 //! resends the unacknowledged one with DUP set under its original packet identifier, and
 //! never sends the completed one again.
 
+#[path = "common/admin_cli.rs"]
+mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
 #[path = "common/raw.rs"]
@@ -63,9 +65,14 @@ async fn leave_three_stages(addr: SocketAddr, version: ProtocolVersion, client_i
             other => panic!("expected PUBREL, got {other:?}"),
         }
     }
-    // Let the PUBCOMP of "c" arrive before the connection drops (no DISCONNECT: a crash of
-    // the client).
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The PUBCOMP of "c" must be handled before the connection drops (no DISCONNECT: a crash
+    // of the client). The broker handles a connection's packets in order, PINGREQ included,
+    // so its PINGRESP says the PUBCOMP before it was handled.
+    subscriber.send(&Packet::PingReq).await;
+    match subscriber.recv().await {
+        Some(Packet::PingResp) => {}
+        other => panic!("expected PINGRESP, got {other:?}"),
+    }
     drop(subscriber);
     (a_id, b_id)
 }
@@ -134,8 +141,16 @@ async fn a_kill_9_and_restart_resends_pubrel_and_only_the_unacknowledged_publish
     for (version, client_id) in [(ProtocolVersion::V3_1_1, "q2-crash-v4"), (ProtocolVersion::V5, "q2-crash-v5")] {
         stages.push((version, client_id, leave_three_stages(broker.addr, version, client_id).await));
     }
-    // The broker writes the session when it sees the connection drop; give it that moment.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The broker writes each session durably when it sees the connection drop; the admin API
+    // shows it with no connection only after that.
+    let grpc = broker.grpc_addr();
+    tokio::task::spawn_blocking(move || {
+        for client_id in ["q2-crash-v4", "q2-crash-v5"] {
+            admin_cli::wait_for_session(grpc, client_id, "saved at the drop", |session| session["members"] == 0);
+        }
+    })
+    .await
+    .expect("the admin API poll");
     broker.kill9();
     let broker = ServeProcess::start(dir.path());
     for (version, client_id, (a_id, b_id)) in stages {

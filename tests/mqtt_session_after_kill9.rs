@@ -3,12 +3,12 @@
 //! acknowledged before the last commit are not redelivered; messages in flight at the crash
 //! are, then what was published after the restart.
 
+#[path = "common/admin_cli.rs"]
+mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
 #[path = "common/v4_session.rs"]
 mod v4_session;
-
-use std::time::Duration;
 
 use broker::ServeProcess;
 use rumqttc::{Event, EventLoop, Packet, Publish, QoS};
@@ -48,8 +48,17 @@ async fn a_persistent_session_continues_from_its_committed_offset_after_kill_9()
     })
     .await
     .expect("first deliveries in time");
-    // Longer than the 1 s offset commit interval, so the acknowledgements are committed.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    // The acknowledgements are committed on the 1 s commit interval: wait until the admin API
+    // shows the committed offset past the five. It shows the session as handed to
+    // `$sessions`'s writer, which appends it at once (a kill -9 loses no written page).
+    let grpc = broker.grpc_addr();
+    tokio::task::spawn_blocking(move || {
+        admin_cli::wait_for_session(grpc, "k9-sub", "the five acknowledgements committed", |session| {
+            admin_cli::committed(session, "default", 0) == Some(5)
+        })
+    })
+    .await
+    .expect("the admin API poll");
     timeout(DEADLINE, async {
         publish_all(port, "k9-pub-2", "k9/t", 5..8).await;
         // Received, never acknowledged: in flight at the crash.

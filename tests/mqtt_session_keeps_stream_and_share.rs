@@ -3,6 +3,8 @@
 //! client reconnects without subscribing again and gets exactly what it had not received,
 //! the replay continuing at the next offset.
 
+#[path = "common/admin_cli.rs"]
+mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
 #[path = "common/streams.rs"]
@@ -85,8 +87,16 @@ async fn stream_and_share_subscriptions_resume_after_kill_9() {
     client.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await.unwrap();
     let replayed = collect(&mut events, 5, "the replay").await;
     assert_eq!(replayed.iter().map(|d| d.payload.clone()).collect::<Vec<_>>(), history);
-    // Let the PUBACKs arrive before the clean disconnect writes the session.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The PUBACKs (rumqttc sends them itself) must be handled before the clean disconnect
+    // writes the session: the admin API shows the replay's committed offset past all five.
+    let grpc = broker.grpc_addr();
+    tokio::task::spawn_blocking(move || {
+        admin_cli::wait_for_session(grpc, "keeper", "the five replayed messages acknowledged", |session| {
+            admin_cli::committed(session, "ledger", 0) == Some(5)
+        })
+    })
+    .await
+    .expect("the admin API poll");
     disconnect(client, events).await;
 
     let later: Vec<String> = (6..=8).map(|i| format!("entry-{i}")).collect();

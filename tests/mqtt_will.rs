@@ -2,6 +2,8 @@
 //! without DISCONNECT, suppressed by DISCONNECT 0x00, held for the Will Delay Interval and
 //! cancelled when the session reconnects within it, also across a `kill -9` and restart.
 
+#[path = "common/admin_cli.rs"]
+mod admin_cli;
 #[path = "common/broker.rs"]
 mod broker;
 
@@ -158,8 +160,16 @@ async fn a_delayed_will_survives_kill_9_and_goes_out_once() {
         drop(client);
         gone_at.push(std::time::Instant::now());
     }
-    // The broker saves each session (with its will) when it sees the socket close.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The broker saves each session (with its will) durably when it sees the socket close;
+    // the admin API shows it with no connection only after that.
+    let grpc = broker.grpc_addr();
+    tokio::task::spawn_blocking(move || {
+        for client_id in ["w-restart", "w-restart-back"] {
+            admin_cli::wait_for_session(grpc, client_id, "saved at the close", |session| session["members"] == 0);
+        }
+    })
+    .await
+    .expect("the admin API poll");
     broker.kill9();
 
     let mut broker = ServeProcess::start(dir.path());

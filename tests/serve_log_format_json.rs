@@ -8,7 +8,19 @@ use std::process::{Command, Stdio};
 fn log_format_json_writes_json_lines_on_stderr() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .args(["--log-format", "json", "serve", "--mqtt", "127.0.0.1:0", "--data-dir"])
+        // The admin API and HTTP endpoint off: their default ports may be taken by another test.
+        .args([
+            "--log-format",
+            "json",
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--grpc",
+            "off",
+            "--http",
+            "off",
+            "--data-dir",
+        ])
         .arg(dir.path())
         .env("RUST_LOG", "info")
         .stdin(Stdio::null())
@@ -16,7 +28,6 @@ fn log_format_json_writes_json_lines_on_stderr() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start strata serve");
-    // The ready line comes after the "serving" log line.
     let mut ready = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready).expect("the ready line");
     assert!(ready.starts_with("strata: MQTT listening on "), "{ready:?}");

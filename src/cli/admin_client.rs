@@ -1,7 +1,7 @@
 //! `strata stream ...` and `strata group ...`: clients of the gRPC admin API of a running node
-//! (`strata serve --grpc ADDR`). Human tables by default, `--output json` for scripts. Any
-//! failure (node unreachable, unknown stream or group, a bad setting, a refused change) is one
-//! `error:` line and exit status 2. Settings are checked by the node, with the same parser as
+//! (`strata serve`, on 127.0.0.1:7070 unless `[grpc] listen` says otherwise). Human tables by
+//! default, `--output json` for scripts. Any failure (node unreachable, unknown stream or
+//! group, a bad setting, a refused change) is one `error:` line and exit status 2. Settings are checked by the node, with the same parser as
 //! the config file, so the message names the key either way.
 
 use std::process::ExitCode;
@@ -30,8 +30,8 @@ pub enum Output {
 /// Where the admin API is and how to print.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The node's gRPC admin API (`strata serve --grpc`), as HOST:PORT.
-    #[arg(long, global = true, value_name = "HOST:PORT", default_value_t = format!("127.0.0.1:{}", super::grpc::DEFAULT_GRPC_PORT))]
+    /// The node's gRPC admin API (`[grpc] listen` of `strata serve`), as HOST:PORT.
+    #[arg(long, global = true, value_name = "HOST:PORT", default_value_t = super::config::DEFAULT_GRPC_LISTEN.to_string())]
     pub server: String,
     /// `table` (default) or `json`.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]

@@ -75,6 +75,31 @@ const MAX_IDLE_POLL_MS: u64 = 60_000;
 const MAX_WORKER_THREADS: u64 = 1024;
 /// The default `telemetry.service_name`.
 pub const DEFAULT_SERVICE_NAME: &str = "strata";
+/// The default `[grpc] listen`: loopback, so `strata stream list` works with no flags on
+/// either side and nothing is reachable from the network unless configured.
+pub const DEFAULT_GRPC_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 7070);
+/// The default `[http] listen` (`/health`, `/ready`, `/metrics`), on loopback as well.
+pub const DEFAULT_HTTP_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9090);
+/// The value of `[http] listen`, `[grpc] listen`, `--http` and `--grpc` that turns the
+/// listener off.
+pub const LISTEN_OFF: &str = "off";
+
+/// Where an optional listener binds, or `off`: the value of `--http` and `--grpc`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen(pub Option<SocketAddr>);
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == LISTEN_OFF {
+            return Ok(Listen(None));
+        }
+        text.parse()
+            .map(|addr| Listen(Some(addr)))
+            .map_err(|_| format!("{text:?} is neither an address such as 127.0.0.1:7070 nor \"{LISTEN_OFF}\""))
+    }
+}
 
 /// `[telemetry]`: trace export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,9 +133,9 @@ pub struct Effective {
     pub broker: BrokerConfig,
     /// `[log]`: the settings every stream starts from.
     pub log_defaults: StreamConfig,
-    /// `[http] listen`.
+    /// `[http] listen`; `None`: off.
     pub http_listen: Option<SocketAddr>,
-    /// `[grpc] listen`.
+    /// `[grpc] listen`; `None`: off.
     pub grpc_listen: Option<SocketAddr>,
     /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
@@ -124,8 +149,8 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub mqtt: Option<SocketAddr>,
     pub ws: Option<SocketAddr>,
-    pub http: Option<SocketAddr>,
-    pub grpc: Option<SocketAddr>,
+    pub http: Option<Listen>,
+    pub grpc: Option<Listen>,
 }
 
 /// Reads `path` (if any) and applies `overrides`: what `serve` and `config check` both call.
@@ -152,11 +177,11 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effect
     if let Some(addr) = overrides.ws {
         broker.ws_listen = Some(addr);
     }
-    if let Some(addr) = overrides.http {
-        effective.http_listen = Some(addr);
+    if let Some(Listen(addr)) = overrides.http {
+        effective.http_listen = addr;
     }
-    if let Some(addr) = overrides.grpc {
-        effective.grpc_listen = Some(addr);
+    if let Some(Listen(addr)) = overrides.grpc {
+        effective.grpc_listen = addr;
     }
     Ok(effective)
 }
@@ -184,14 +209,16 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     if let Some(mqtt) = section(&root, "mqtt", MQTT_KEYS)? {
         apply_mqtt(&mut broker, mqtt)?;
     }
-    let listen = |name: &str| -> anyhow::Result<Option<SocketAddr>> {
+    // On by default, on loopback; `listen = "off"` turns a listener off.
+    let listen = |name: &str, default: SocketAddr| -> anyhow::Result<Option<SocketAddr>> {
         match section(&root, name, LISTEN_KEYS)?.and_then(|table| table.get("listen")) {
+            Some(Value::String(text)) if text == LISTEN_OFF => Ok(None),
             Some(value) => Ok(Some(socket_addr(value, name, "listen")?)),
-            None => Ok(None),
+            None => Ok(Some(default)),
         }
     };
-    let http_listen = listen("http")?;
-    let grpc_listen = listen("grpc")?;
+    let http_listen = listen("http", DEFAULT_HTTP_LISTEN)?;
+    let grpc_listen = listen("grpc", DEFAULT_GRPC_LISTEN)?;
     if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
         broker.maintenance = maintenance(compaction)?;
     }
@@ -428,7 +455,7 @@ pub fn print(effective: &Effective) -> String {
     for (name, listen) in [("http", effective.http_listen), ("grpc", effective.grpc_listen)] {
         let _ = writeln!(out, "\n[{name}]");
         for key in LISTEN_KEYS {
-            line(&mut out, key, listen.map(|addr| text(&addr.to_string())).ok_or("off"));
+            line(&mut out, key, Ok(text(&listen.map_or_else(|| LISTEN_OFF.to_owned(), |addr| addr.to_string()))));
         }
     }
     let _ = writeln!(out, "\n[compaction]");
@@ -641,7 +668,10 @@ mod tests {
         let mut expected = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)), PathBuf::from("data"));
         expected.streams = vec![StreamConfig::new(strata_frontend::DEFAULT_STREAM)];
         assert_eq!(effective.broker, expected);
-        assert_eq!((effective.http_listen, effective.grpc_listen), (None, None));
+        assert_eq!(
+            (effective.http_listen, effective.grpc_listen),
+            (Some(DEFAULT_HTTP_LISTEN), Some(DEFAULT_GRPC_LISTEN))
+        );
         assert_eq!(effective.telemetry, TelemetryConfig::default());
     }
 
@@ -656,13 +686,30 @@ mod tests {
         .unwrap();
         let overrides = Overrides {
             data_dir: Some(PathBuf::from("/y")),
-            grpc: Some(SocketAddr::from(([127, 0, 0, 1], 3))),
+            grpc: Some(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 3))))),
+            http: Some(Listen(None)),
             ..Overrides::default()
         };
         let effective = load(Some(&path), &overrides).unwrap();
         assert_eq!(effective.broker.data_dir, PathBuf::from("/y"));
         assert_eq!(effective.broker.listen, SocketAddr::from(([127, 0, 0, 1], 1)));
         assert_eq!(effective.grpc_listen, Some(SocketAddr::from(([127, 0, 0, 1], 3))));
+        assert_eq!(effective.http_listen, None);
+    }
+
+    /// Issue 18: a new user's `serve` answers `strata stream list` and `/metrics` with no
+    /// flags, on loopback only; `off` (in the file or as a flag) turns each listener off.
+    #[test]
+    fn issue18_admin_and_http_listen_on_loopback_unless_off() {
+        assert!(DEFAULT_GRPC_LISTEN.ip().is_loopback() && DEFAULT_HTTP_LISTEN.ip().is_loopback());
+        let off = parse("[grpc]\nlisten = \"off\"\n[http]\nlisten = \"off\"\n").unwrap();
+        assert_eq!((off.http_listen, off.grpc_listen), (None, None));
+        assert_eq!("off".parse::<Listen>(), Ok(Listen(None)));
+        assert_eq!("127.0.0.1:0".parse::<Listen>(), Ok(Listen(Some(SocketAddr::from(([127, 0, 0, 1], 0))))));
+        assert!("of".parse::<Listen>().unwrap_err().contains("\"of\""));
+        let printed = print(&off);
+        assert!(printed.contains("[grpc]\nlisten = \"off\"\n"), "{printed}");
+        assert_eq!(parse(&printed).unwrap(), off);
     }
 
     #[test]

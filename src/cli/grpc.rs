@@ -1,4 +1,4 @@
-//! The gRPC admin API (`--grpc ADDR`, `[grpc] listen`): `strata.admin.v1.Admin`
+//! The gRPC admin API (`--grpc ADDR`, `[grpc] listen`; on 127.0.0.1:7070 by default): `strata.admin.v1.Admin`
 //! (`proto/strata/admin/v1/admin.proto`), served by tonic on the broker's runtime over the
 //! operations of [`strata_frontend::admin::Admin`].
 
@@ -10,9 +10,6 @@ use strata_frontend::admin::{
 };
 use strata_proto::admin::v1 as pb;
 use tonic::{Request, Response, Status};
-
-/// The port `strata stream ...` and `strata group ...` call when `--server` is not given.
-pub const DEFAULT_GRPC_PORT: u16 = 7070;
 
 struct AdminService {
     admin: Admin,
@@ -251,7 +248,9 @@ pub async fn start(
     admin: Admin,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("gRPC: listening on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+        format!("gRPC admin API: listening on {addr} (grpc.listen or --grpc; \"off\" turns it off)")
+    })?;
     let local = listener.local_addr().context("reading the gRPC listener address")?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
     let service = pb::admin_server::AdminServer::new(AdminService { admin });

@@ -1,4 +1,4 @@
-//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`): `/health`, `/ready` and
+//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`; on 127.0.0.1:9090 by default): `/health`, `/ready` and
 //! `/metrics`, served by axum on the broker's runtime. It binds before the logs are opened, so
 //! `/health` answers during recovery and `/ready` says 503 until the broker serves.
 
@@ -66,7 +66,9 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 
 /// Binds `addr` and serves the endpoints in a task of the current runtime until it ends.
 pub async fn start(addr: SocketAddr) -> anyhow::Result<(SocketAddr, Arc<HttpState>)> {
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("HTTP: listening on {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("HTTP endpoint: listening on {addr} (http.listen or --http; \"off\" turns it off)"))?;
     let local = listener.local_addr().context("reading the HTTP listener address")?;
     let state = Arc::new(HttpState::default());
     let app = Router::new()

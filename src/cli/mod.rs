@@ -51,7 +51,8 @@ pub enum LogFormat {
 enum Command {
     /// Run the broker: MQTT 3.1.1 and 5.0 over TCP, every publish appended to the log.
     ///
-    /// With no flags: data in ./data, MQTT on 127.0.0.1:1883. Flags override the config
+    /// With no flags: data in ./data, MQTT on 127.0.0.1:1883, the admin API on
+    /// 127.0.0.1:7070 and the HTTP endpoint on 127.0.0.1:9090. Flags override the config
     /// file. A bad config file stops the start with exit status 2 and names the key.
     Serve {
         /// A TOML config file (docs/config.md).
@@ -71,26 +72,26 @@ enum Command {
         /// as mqtt.ws_listen.
         #[arg(long, value_name = "ADDR")]
         ws: Option<SocketAddr>,
-        /// Address of the operator HTTP endpoint (/health, /ready, /metrics); off unless
-        /// given here or as http.listen.
-        #[arg(long, value_name = "ADDR")]
-        http: Option<SocketAddr>,
-        /// Address of the gRPC admin API (what `strata stream` and `strata group` call); off
-        /// unless given here or as grpc.listen.
-        #[arg(long, value_name = "ADDR")]
-        grpc: Option<SocketAddr>,
+        /// Address of the operator HTTP endpoint (/health, /ready, /metrics), or `off`.
+        /// Default: http.listen, else 127.0.0.1:9090.
+        #[arg(long, value_name = "ADDR|off")]
+        http: Option<config::Listen>,
+        /// Address of the gRPC admin API (what `strata stream` and `strata group` call), or
+        /// `off`. Default: grpc.listen, else 127.0.0.1:7070.
+        #[arg(long, value_name = "ADDR|off")]
+        grpc: Option<config::Listen>,
     },
     /// Config files of `strata serve`.
     #[command(subcommand)]
     Config(ConfigCommand),
-    /// Streams of a running node, through its gRPC admin API (`strata serve --grpc`).
+    /// Streams of a running node, through its gRPC admin API (`[grpc] listen`).
     Stream {
         #[command(flatten)]
         client: admin_client::ClientArgs,
         #[command(subcommand)]
         command: admin_client::StreamCommand,
     },
-    /// Consumer groups of a running node, through its gRPC admin API (`strata serve --grpc`).
+    /// Consumer groups of a running node, through its gRPC admin API (`[grpc] listen`).
     Group {
         #[command(flatten)]
         client: admin_client::ClientArgs,

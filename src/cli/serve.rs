@@ -64,28 +64,48 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let broker = Broker::start(config.clone()).await?;
         let addr = broker.local_addr().context("reading the listener address")?;
+        // The admin API stops with the broker: told when the shutdown signal arrives. Bound
+        // before the ready line, so a script may call `strata stream ...` as soon as it reads it.
+        let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
+        let grpc_addr = match grpc_listen {
+            Some(addr) => {
+                let stopped = async move {
+                    let _ = grpc_stopped.await;
+                };
+                Some(crate::cli::grpc::start(addr, broker.admin(), stopped).await?)
+            }
+            None => None,
+        };
+        if let Some((_, state)) = &http {
+            state.set_ready(broker.metrics());
+        }
         // Handlers installed before the ready line: a SIGTERM right after it stops cleanly.
         let shutdown = shutdown_signal();
-        // Tests and scripts wait for this line to know the broker is ready.
-        println!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display());
+        // Tests and scripts wait for this line to know the broker is ready; every listener
+        // below is bound by then.
+        say(format_args!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display()));
         if let Some(ws_addr) = broker.ws_local_addr() {
             let ws_addr = ws_addr.context("reading the WebSocket listener address")?;
-            println!("strata: MQTT over WebSocket listening on ws://{ws_addr}{}", strata_frontend::WEBSOCKET_PATH);
+            say(format_args!(
+                "strata: MQTT over WebSocket listening on ws://{ws_addr}{}",
+                strata_frontend::WEBSOCKET_PATH
+            ));
         }
-        tracing::info!(mqtt = %addr, data_dir = %config.data_dir.display(), "serving");
-        if let Some((http_addr, state)) = &http {
-            state.set_ready(broker.metrics());
-            println!("strata: HTTP listening on {http_addr}");
+        match &http {
+            Some((http_addr, _)) => say(format_args!("strata: HTTP listening on {http_addr}")),
+            None => say(format_args!("strata: HTTP off")),
         }
-        // The admin API stops with the broker: told when the shutdown signal arrives.
-        let (grpc_stop, grpc_stopped) = tokio::sync::oneshot::channel::<()>();
-        if let Some(addr) = grpc_listen {
-            let stopped = async move {
-                let _ = grpc_stopped.await;
-            };
-            let grpc_addr = crate::cli::grpc::start(addr, broker.admin(), stopped).await?;
-            println!("strata: gRPC listening on {grpc_addr}");
+        match grpc_addr {
+            Some(grpc_addr) => say(format_args!("strata: gRPC listening on {grpc_addr}")),
+            None => say(format_args!("strata: gRPC off")),
         }
+        tracing::info!(
+            mqtt = %addr,
+            http = %http.as_ref().map_or_else(|| "off".to_owned(), |(a, _)| a.to_string()),
+            grpc = %grpc_addr.map_or_else(|| "off".to_owned(), |a| a.to_string()),
+            data_dir = %config.data_dir.display(),
+            "serving"
+        );
         let http_state = http.map(|(_, state)| state);
         let shutdown = async move {
             shutdown.await;
@@ -102,6 +122,14 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     telemetry.shutdown();
     served?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// One start-up line on stdout. A reader that has gone away (`strata serve | head -1`) must
+/// not stop the broker, so a failed write is ignored rather than a panic, as `println!` would.
+fn say(line: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
 }
 
 /// Registers the SIGINT/SIGTERM handlers now; the returned future completes on either.

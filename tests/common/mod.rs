@@ -112,5 +112,10 @@ pub fn serve_refusing(config: &str) -> Output {
         data.to_str().expect("temp paths are UTF-8"),
         "--mqtt",
         "127.0.0.1:0",
+        // Off, so the refusal is the config's, never a port taken by another broker.
+        "--grpc",
+        "off",
+        "--http",
+        "off",
     ])
 }
