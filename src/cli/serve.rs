@@ -72,6 +72,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             let ws_addr = ws_addr.context("reading the WebSocket listener address")?;
             println!("strata: MQTT over WebSocket listening on ws://{ws_addr}{}", strata_frontend::WEBSOCKET_PATH);
         }
+        println!("strata: authentication: {}", broker.auth_summary());
         tracing::info!(mqtt = %addr, data_dir = %config.data_dir.display(), "serving");
         if let Some((http_addr, state)) = &http {
             state.set_ready(broker.metrics());
