@@ -79,6 +79,8 @@ pub struct BrokerConfig {
     pub socket_receive_buffer: Option<usize>,
     /// The node's retention and cleaner threads (`[compaction]` in the config file).
     pub maintenance: MaintenanceConfig,
+    /// Who may connect (`[auth]`).
+    pub auth: crate::auth::AuthConfig,
 }
 
 /// Binds a listener for MQTT (over TCP or WebSocket). TCP_NODELAY and SO_RCVBUF are set on
@@ -122,6 +124,7 @@ impl BrokerConfig {
             sys_interval_secs: 10,
             socket_receive_buffer: Some(DEFAULT_SOCKET_RECEIVE_BUFFER),
             maintenance: MaintenanceConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
         }
     }
 }
@@ -148,6 +151,9 @@ pub enum BrokerError {
         /// What went wrong.
         source: LogError,
     },
+    /// `[auth] password_file` cannot be used.
+    #[error("auth.password_file: {0}")]
+    PasswordFile(#[from] crate::auth::PasswordFileError),
     /// The listener did not bind, or a thread did not start.
     #[error("{what}: {source}")]
     Io {
@@ -239,6 +245,8 @@ pub(crate) struct Shared {
     pub(crate) connections: crate::limits::ConnectionCount,
     /// Counters and histograms (`metrics.rs`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Who may connect.
+    pub(crate) auth: crate::auth::Authenticator,
     /// The in-memory `$SYS` topics.
     pub(crate) sys: crate::sys_topics::SysTopics,
     /// Tells connections to end, and counts them, at shutdown.
@@ -675,6 +683,10 @@ impl Broker {
     /// runtime, opens `<data_dir>/<stream>/<partition>/` of every stream, starts compaction
     /// and binds the MQTT listener.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        // First, so that a bad file stops the start before anything is opened.
+        let users = config.auth.password_file.as_deref().map(crate::auth::PasswordFile::load).transpose()?;
+        let listeners: Vec<SocketAddr> = std::iter::once(config.listen).chain(config.ws_listen).collect();
+        let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users);
         let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
         let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
         let offsets_log = open_log(config.data_dir.join(OFFSETS_STREAM).join("0")).await?;
@@ -774,6 +786,7 @@ impl Broker {
             started_at_ms,
             connections: crate::limits::ConnectionCount::default(),
             metrics: Arc::new(crate::metrics::Metrics::new()),
+            auth,
             sys: crate::sys_topics::SysTopics::new(),
             shutdown: crate::shutdown::ShutdownState::new(),
             maintenance_totals: maintenance.totals_reader(),
@@ -802,6 +815,22 @@ impl Broker {
     /// The address the MQTT-over-WebSocket listener is bound to, when there is one.
     pub fn ws_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
         self.ws_listener.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// Which authentication is in force, in words, for the start-up lines.
+    pub fn auth_summary(&self) -> String {
+        let config = &self.shared.config.auth;
+        let users = match &config.password_file {
+            Some(path) => format!("users from {}", path.display()),
+            None => "no password file".to_owned(),
+        };
+        let anonymous = match (self.shared.auth.allows_anonymous(), config.allow_anonymous) {
+            (true, Some(_)) => "anonymous clients allowed (auth.allow_anonymous = true)",
+            (true, None) => "anonymous clients allowed (every MQTT listener is on loopback)",
+            (false, Some(_)) => "anonymous clients refused (auth.allow_anonymous = false)",
+            (false, None) => "anonymous clients refused (an MQTT listener is not on loopback)",
+        };
+        format!("{users}; {anonymous}")
     }
 
     /// The address the MQTT listener is bound to.

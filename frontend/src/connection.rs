@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::auth::Verdict;
 use crate::broker::Shared;
 use crate::codec::{
     self, Ack, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
@@ -119,6 +120,13 @@ pub(crate) async fn run_transport(
         }
     };
     let version = connect.protocol;
+    if let Some(reason_code) = authenticate(&shared, &connect, peer).await {
+        let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
+        // MQTT 3.1.1 gets return code 0x04 (bad user name or password) or 0x05 (not authorized).
+        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+        let _ = writer.shutdown().await;
+        return;
+    }
     // Held until the connection ends; beyond `max_connections` the client is refused.
     let Some(_slot) = shared.connections.try_acquire(shared.config.limits.max_connections) else {
         tracing::debug!(%peer, "refused: max_connections reached");
@@ -332,6 +340,36 @@ pub(crate) async fn run_transport(
         tracing::warn!(client_id, %error, "will not published");
     }
     shared.unregister(&client_id, registration.connection_id);
+}
+
+/// Checks the CONNECT's credentials; `Some(reason)` refuses the client with that CONNACK
+/// reason code. Hashing runs on a blocking thread: it is slow on purpose. The refusal is
+/// counted and logged with the user name, never the password.
+async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr) -> Option<ReasonCode> {
+    let username = connect.username.as_ref().map(|name| name.to_string());
+    let verdict = if shared.auth.verifies(username.as_deref()) {
+        let (shared, password) = (Arc::clone(shared), connect.password.clone());
+        let user = username.clone();
+        tokio::task::spawn_blocking(move || shared.auth.decide(user.as_deref(), password.as_deref()))
+            .await
+            .unwrap_or(Verdict::BadCredentials)
+    } else {
+        shared.auth.decide(username.as_deref(), connect.password.as_deref())
+    };
+    let client_id = &*connect.client_id;
+    match verdict {
+        Verdict::Accept { .. } => None,
+        Verdict::BadCredentials => {
+            shared.metrics.auth_failed(true);
+            tracing::warn!(%peer, client_id, username, "refused: bad user name or password");
+            Some(ReasonCode::BadUserNameOrPassword)
+        }
+        Verdict::AnonymousRefused => {
+            shared.metrics.auth_failed(false);
+            tracing::warn!(%peer, client_id, "refused: anonymous clients are not allowed");
+            Some(ReasonCode::NotAuthorized)
+        }
+    }
 }
 
 /// Why a connection ends before CONNECT is accepted.

@@ -16,6 +16,7 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub mod auth;
 mod broker;
 pub mod codec;
 mod connection;

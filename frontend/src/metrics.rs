@@ -71,6 +71,8 @@ pub(crate) struct Metrics {
     fsync_latency: Histogram,
     qos0_lag_skips: IntCounter,
     qos0_skipped_offsets: IntCounter,
+    /// Refused CONNECTs: bad user name or password, anonymous refused.
+    auth_failures: [IntCounter; 2],
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
     consumer_gauges: ConsumerGauges,
@@ -151,6 +153,17 @@ impl Metrics {
                 "strata_qos0_skipped_offsets_total",
                 "Offsets QoS 0 subscribers skipped by those jumps (messages they never read).",
             ),
+            auth_failures: {
+                let family = register(
+                    &r,
+                    IntCounterVec::new(
+                        Opts::new("strata_auth_failures_total", "CONNECTs refused by authentication, by reason."),
+                        &["reason"],
+                    )
+                    .expect("valid metric"),
+                );
+                ["bad_credentials", "anonymous_refused"].map(|reason| family.with_label_values(&[reason]))
+            },
             partitions: Mutex::new(Vec::new()),
             partition_gauges: PartitionGauges {
                 log_start: partition_gauge(&r, "strata_partition_log_start_offset", "First offset still stored."),
@@ -193,6 +206,12 @@ impl Metrics {
             scrape: Mutex::new(()),
             registry: r,
         }
+    }
+
+    /// Counts a CONNECT refused for its credentials (`bad_credentials`) or for being
+    /// anonymous (`!bad_credentials`).
+    pub(crate) fn auth_failed(&self, bad_credentials: bool) {
+        self.auth_failures[usize::from(!bad_credentials)].inc();
     }
 
     /// Counts a client whose CONNACK went out; the returned guard counts it gone when dropped.

@@ -22,7 +22,7 @@ use super::units::{duration_ms, duration_secs, integer, key_name, size, string};
 
 /// Top-level keys and sections.
 pub const TOP_KEYS: &[&str] =
-    &["data_dir", "mqtt", "http", "grpc", "compaction", "telemetry", "runtime", "log", "streams"];
+    &["data_dir", "mqtt", "auth", "http", "grpc", "compaction", "telemetry", "runtime", "log", "streams"];
 /// Keys of `[mqtt]`.
 pub const MQTT_KEYS: &[&str] = &[
     "listen",
@@ -39,6 +39,8 @@ pub const MQTT_KEYS: &[&str] = &[
     "qos0_max_lag",
     "socket_receive_buffer",
 ];
+/// Keys of `[auth]`: who may connect.
+pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file"];
 /// Keys of `[http]` and of `[grpc]`.
 pub const LISTEN_KEYS: &[&str] = &["listen"];
 /// Keys of `[compaction]`: the node's retention and cleaner threads.
@@ -183,6 +185,10 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effect
     if let Some(Listen(addr)) = overrides.grpc {
         effective.grpc_listen = addr;
     }
+    // Read now, so that `config check` and a failed start name the file and line.
+    if let Some(path) = &effective.broker.auth.password_file {
+        strata_frontend::auth::PasswordFile::load(path).context("auth.password_file")?;
+    }
     Ok(effective)
 }
 
@@ -208,6 +214,18 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     let mut broker = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)), data_dir);
     if let Some(mqtt) = section(&root, "mqtt", MQTT_KEYS)? {
         apply_mqtt(&mut broker, mqtt)?;
+    }
+    if let Some(auth) = section(&root, "auth", AUTH_KEYS)? {
+        for (key, value) in auth {
+            match key.as_str() {
+                "allow_anonymous" => match value {
+                    Value::Boolean(allow) => broker.auth.allow_anonymous = Some(*allow),
+                    _ => anyhow::bail!("auth.allow_anonymous: must be true or false"),
+                },
+                "password_file" => broker.auth.password_file = Some(PathBuf::from(string(value, "auth", key)?)),
+                other => anyhow::bail!("auth.{other}: unknown key"),
+            }
+        }
     }
     // On by default, on loopback; `listen = "off"` turns a listener off.
     let listen = |name: &str, default: SocketAddr| -> anyhow::Result<Option<SocketAddr>> {
@@ -448,6 +466,22 @@ pub fn print(effective: &Effective) -> String {
             "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
             "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
             "socket_receive_buffer" => Ok(int(broker.socket_receive_buffer.unwrap_or(0) as u64)),
+            _ => Err("not printed"),
+        };
+        line(&mut out, key, value);
+    }
+    let _ = writeln!(out, "\n[auth]");
+    for key in AUTH_KEYS {
+        let auth = &broker.auth;
+        let value = match *key {
+            "allow_anonymous" => {
+                auth.allow_anonymous.map(Value::Boolean).ok_or("true only while every MQTT listener is on loopback")
+            }
+            "password_file" => auth
+                .password_file
+                .as_ref()
+                .map(|path| text(&path.to_string_lossy()))
+                .ok_or("no users; every client is anonymous"),
             _ => Err("not printed"),
         };
         line(&mut out, key, value);
@@ -715,7 +749,7 @@ mod tests {
     #[test]
     fn the_printed_config_has_every_key_and_reads_back_the_same() {
         let effective = parse(
-            "data_dir = \"/var/lib/strata\"\n[mqtt]\nmax_connections = 10\n[http]\nlisten = \"127.0.0.1:9090\"\n\
+            "data_dir = \"/var/lib/strata\"\n[mqtt]\nmax_connections = 10\n[auth]\nallow_anonymous = false\n[http]\nlisten = \"127.0.0.1:9090\"\n\
              [compaction]\ncleaner_throttle_bytes_per_sec = \"unlimited\"\n\
              [telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"edge-1\"\n\
              [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
@@ -727,6 +761,7 @@ mod tests {
         assert!(!printed.contains("not printed"), "{printed}");
         for (section, keys) in [
             ("[mqtt]", MQTT_KEYS),
+            ("[auth]", AUTH_KEYS),
             ("[compaction]", COMPACTION_KEYS),
             ("[telemetry]", TELEMETRY_KEYS),
             ("[log]", LOG_KEYS),

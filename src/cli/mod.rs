@@ -9,6 +9,7 @@ mod grpc;
 mod http;
 mod idle_poll;
 mod log_tools;
+mod passwd;
 mod serve;
 mod streams_config;
 mod telemetry;
@@ -106,6 +107,20 @@ enum Command {
     ///
     /// Prints a progress line while running, a summary, and a final `RESULT {json}` line.
     Bench(Box<bench::BenchArgs>),
+    /// Add a user to an `[auth] password_file`, change their password, or delete them (-D).
+    ///
+    /// The password is read from standard input when it is not a terminal (one line), and
+    /// asked for twice otherwise. It is stored as an argon2id hash; Mosquitto's lines in the
+    /// same file are kept.
+    Passwd {
+        /// Delete the user instead.
+        #[arg(short = 'D', long = "delete")]
+        delete: bool,
+        /// The password file (created, mode 0600, when missing).
+        file: PathBuf,
+        /// The user name.
+        user: String,
+    },
 }
 
 /// Config file tools.
@@ -193,6 +208,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Stream { client, command } => admin_client::stream(&client, &command),
         Command::Group { client, command } => admin_client::group(&client, &command),
         Command::Bench(args) => bench::bench(&args),
+        Command::Passwd { delete, file, user } => {
+            passwd::passwd(&file, &user, if delete { passwd::Change::Delete } else { passwd::Change::Set })
+        }
         Command::Log(LogCommand::Dump { partition_dir, from, count }) => log_tools::dump(&partition_dir, from, count),
         Command::Log(LogCommand::Verify { dir }) => log_tools::verify(&dir),
         Command::Log(LogCommand::Compact {

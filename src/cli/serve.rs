@@ -99,6 +99,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             Some(grpc_addr) => say(format_args!("strata: gRPC listening on {grpc_addr}")),
             None => say(format_args!("strata: gRPC off")),
         }
+        say(format_args!("strata: authentication: {}", broker.auth_summary()));
         tracing::info!(
             mqtt = %addr,
             http = %http.as_ref().map_or_else(|| "off".to_owned(), |(a, _)| a.to_string()),

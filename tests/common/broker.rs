@@ -141,6 +141,18 @@ impl ServeProcess {
         (self.http, self.grpc)
     }
 
+    /// Waits for the next line starting with `prefix` (lines before it are passed over) and
+    /// returns the rest of it.
+    pub fn line_after(&self, prefix: &str) -> String {
+        loop {
+            let line =
+                self.more_lines.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| panic!("no {prefix:?} line"));
+            if let Some(rest) = line.strip_prefix(prefix) {
+                return rest.to_owned();
+            }
+        }
+    }
+
     pub fn port(&self) -> u16 {
         self.addr.port()
     }

@@ -38,6 +38,32 @@ impl RawClient {
         Self::send_connect(addr, version, client_id, true, keep_alive, properties).await
     }
 
+    /// Connects and sends a clean-start CONNECT with a user name and password (either may be
+    /// absent); the caller reads the CONNACK.
+    pub async fn connect_login(
+        addr: SocketAddr,
+        version: ProtocolVersion,
+        client_id: &str,
+        username: Option<&str>,
+        password: Option<&[u8]>,
+    ) -> RawClient {
+        let stream =
+            tokio::time::timeout(DEADLINE, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
+        let mut client = RawClient { stream, buf: BytesMut::new(), version };
+        let connect = Connect {
+            protocol: version,
+            clean_start: true,
+            keep_alive: 60,
+            client_id: client_id.into(),
+            will: None,
+            username: username.map(Into::into),
+            password: password.map(Bytes::copy_from_slice),
+            properties: Properties::default(),
+        };
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        client
+    }
+
     async fn send_connect(
         addr: SocketAddr,
         version: ProtocolVersion,
