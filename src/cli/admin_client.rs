@@ -36,6 +36,40 @@ pub struct ClientArgs {
     /// `table` (default) or `json`.
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// A file holding the node's admin token (`[grpc] token_file`); else the
+    /// STRATA_ADMIN_TOKEN environment variable, if set.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// Adds `authorization: Bearer <token>` to every call, when there is a token.
+#[derive(Clone)]
+pub struct Bearer(Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+type Client = AdminClient<tonic::service::interceptor::InterceptedService<Channel, Bearer>>;
+
+/// The token from `--token-file`, else from STRATA_ADMIN_TOKEN, as a header value.
+fn bearer(args: &ClientArgs) -> anyhow::Result<Bearer> {
+    let token = match &args.token_file {
+        Some(path) => Some(super::token::AdminToken::load(path).context("--token-file")?),
+        None => match std::env::var(super::token::TOKEN_ENV) {
+            Ok(text) => Some(super::token::AdminToken::new(text.trim()).context(super::token::TOKEN_ENV)?),
+            Err(_) => None,
+        },
+    };
+    let value = token
+        .map(|token| token.header_value().parse().context("the admin token is not a valid header value"))
+        .transpose()?;
+    Ok(Bearer(value))
 }
 
 /// `strata stream ...`.
@@ -396,9 +430,10 @@ fn print_group(response: &pb::DescribeGroupResponse, output: Output) {
 /// Connects to `args.server` and runs `call`; a gRPC error becomes an `error:` line.
 fn run<'a, F, Fut>(args: &ClientArgs, call: F) -> anyhow::Result<ExitCode>
 where
-    F: FnOnce(AdminClient<Channel>, Output) -> Fut,
+    F: FnOnce(Client, Output) -> Fut,
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + 'a,
 {
+    let bearer = bearer(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let server = &args.server;
@@ -412,14 +447,21 @@ where
                 source_chain(&e)
             )
         })?;
-        call(AdminClient::new(channel), args.output).await.map_err(|status| match status.code() {
-            tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
-                anyhow::anyhow!("{}", status.message())
+        call(AdminClient::with_interceptor(channel, bearer), args.output).await.map_err(|status| {
+            match status.code() {
+                tonic::Code::Unauthenticated => anyhow::anyhow!(
+                    "the admin API at {server} refused the call: {} (give the token with --token-file FILE or {})",
+                    status.message(),
+                    super::token::TOKEN_ENV
+                ),
+                tonic::Code::NotFound | tonic::Code::FailedPrecondition | tonic::Code::InvalidArgument => {
+                    anyhow::anyhow!("{}", status.message())
+                }
+                tonic::Code::Unavailable => {
+                    anyhow::anyhow!("the admin API at {server} is unavailable: {}", status.message())
+                }
+                code => anyhow::anyhow!("the admin API at {server} answered {code:?}: {}", status.message()),
             }
-            tonic::Code::Unavailable => {
-                anyhow::anyhow!("the admin API at {server} is unavailable: {}", status.message())
-            }
-            code => anyhow::anyhow!("the admin API at {server} answered {code:?}: {}", status.message()),
         })?;
         Ok(ExitCode::SUCCESS)
     })

@@ -42,7 +42,7 @@ pub const MQTT_KEYS: &[&str] = &[
 /// Keys of `[auth]`: who may connect.
 pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file"];
 /// Keys of `[http]` and of `[grpc]`.
-pub const LISTEN_KEYS: &[&str] = &["listen"];
+pub const LISTEN_KEYS: &[&str] = &["listen", "token_file"];
 /// Keys of `[compaction]`: the node's retention and cleaner threads.
 pub const COMPACTION_KEYS: &[&str] = &[
     "retention_check_interval_ms",
@@ -139,6 +139,10 @@ pub struct Effective {
     pub http_listen: Option<SocketAddr>,
     /// `[grpc] listen`; `None`: off.
     pub grpc_listen: Option<SocketAddr>,
+    /// `[http] token_file`: `/metrics` wants this bearer token; `None`: open.
+    pub http_token_file: Option<PathBuf>,
+    /// `[grpc] token_file`: every admin call wants this bearer token; `None`: open.
+    pub grpc_token_file: Option<PathBuf>,
     /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
     /// `[runtime]`.
@@ -189,6 +193,22 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effect
     if let Some(path) = &effective.broker.auth.password_file {
         strata_frontend::auth::PasswordFile::load(path).context("auth.password_file")?;
     }
+    for (key, path) in
+        [("http.token_file", &effective.http_token_file), ("grpc.token_file", &effective.grpc_token_file)]
+    {
+        if let Some(path) = path {
+            super::token::AdminToken::load(path).with_context(|| key.to_owned())?;
+        }
+    }
+    // The admin API deletes streams and resets offsets: off loopback, it needs a credential.
+    if let Some(addr) = effective.grpc_listen.filter(|addr| !addr.ip().is_loopback())
+        && effective.grpc_token_file.is_none()
+    {
+        anyhow::bail!(
+            "grpc.listen = {addr} is not a loopback address, and grpc.token_file is not set: \
+             anyone who reaches it could delete streams. Set grpc.token_file, or listen on 127.0.0.1"
+        );
+    }
     Ok(effective)
 }
 
@@ -237,6 +257,14 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     };
     let http_listen = listen("http", DEFAULT_HTTP_LISTEN)?;
     let grpc_listen = listen("grpc", DEFAULT_GRPC_LISTEN)?;
+    let token_file = |name: &str| -> anyhow::Result<Option<PathBuf>> {
+        match section(&root, name, LISTEN_KEYS)?.and_then(|table| table.get("token_file")) {
+            Some(value) => Ok(Some(PathBuf::from(string(value, name, "token_file")?))),
+            None => Ok(None),
+        }
+    };
+    let http_token_file = token_file("http")?;
+    let grpc_token_file = token_file("grpc")?;
     if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
         broker.maintenance = maintenance(compaction)?;
     }
@@ -269,7 +297,16 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     let parsed = streams_config::parse_streams(log, &streams)?;
     broker.streams = parsed.streams;
     broker.stream_defaults = parsed.log_defaults.clone();
-    Ok(Effective { broker, log_defaults: parsed.log_defaults, http_listen, grpc_listen, telemetry, runtime })
+    Ok(Effective {
+        broker,
+        log_defaults: parsed.log_defaults,
+        http_listen,
+        grpc_listen,
+        http_token_file,
+        grpc_token_file,
+        telemetry,
+        runtime,
+    })
 }
 
 /// The table `[name]`, after checking it has only `keys`.
@@ -486,10 +523,20 @@ pub fn print(effective: &Effective) -> String {
         };
         line(&mut out, key, value);
     }
-    for (name, listen) in [("http", effective.http_listen), ("grpc", effective.grpc_listen)] {
+    for (name, listen, token_file) in [
+        ("http", effective.http_listen, &effective.http_token_file),
+        ("grpc", effective.grpc_listen, &effective.grpc_token_file),
+    ] {
         let _ = writeln!(out, "\n[{name}]");
         for key in LISTEN_KEYS {
-            line(&mut out, key, Ok(text(&listen.map_or_else(|| LISTEN_OFF.to_owned(), |addr| addr.to_string()))));
+            let value = match *key {
+                "listen" => Ok(text(&listen.map_or_else(|| LISTEN_OFF.to_owned(), |addr| addr.to_string()))),
+                "token_file" => {
+                    token_file.as_ref().map(|path| text(&path.to_string_lossy())).ok_or("no token; open to all")
+                }
+                _ => Err("not printed"),
+            };
+            line(&mut out, key, value);
         }
     }
     let _ = writeln!(out, "\n[compaction]");

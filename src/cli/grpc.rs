@@ -11,6 +11,8 @@ use strata_frontend::admin::{
 use strata_proto::admin::v1 as pb;
 use tonic::{Request, Response, Status};
 
+use super::token::AdminToken;
+
 struct AdminService {
     admin: Admin,
 }
@@ -246,6 +248,7 @@ impl pb::admin_server::Admin for AdminService {
 pub async fn start(
     addr: SocketAddr,
     admin: Admin,
+    token: Option<AdminToken>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
@@ -253,7 +256,17 @@ pub async fn start(
     })?;
     let local = listener.local_addr().context("reading the gRPC listener address")?;
     let incoming = tonic::transport::server::TcpIncoming::from(listener);
-    let service = pb::admin_server::AdminServer::new(AdminService { admin });
+    // Every call is checked before it reaches the service; without a token, all pass.
+    let check = move |request: Request<()>| -> Result<Request<()>, Status> {
+        match &token {
+            Some(token) if !token.admits(request.metadata().get("authorization").map(|v| v.as_bytes())) => {
+                tracing::warn!(peer = ?request.remote_addr(), "admin call refused: missing or wrong token");
+                Err(Status::unauthenticated("missing or wrong admin token (grpc.token_file)"))
+            }
+            _ => Ok(request),
+        }
+    };
+    let service = pb::admin_server::AdminServer::with_interceptor(AdminService { admin }, check);
     tokio::spawn(async move {
         if let Err(error) = tonic::transport::Server::builder()
             .add_service(service)

@@ -9,16 +9,20 @@ use std::sync::{Arc, OnceLock};
 use anyhow::Context;
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use strata_frontend::BrokerMetrics;
+
+use super::token::AdminToken;
 
 /// What the endpoints report; the broker's start and shutdown update it.
 #[derive(Default)]
 pub struct HttpState {
     ready: AtomicBool,
     metrics: OnceLock<BrokerMetrics>,
+    /// `[http] token_file`: what `/metrics` wants; `/health` and `/ready` stay open.
+    token: Option<AdminToken>,
 }
 
 impl HttpState {
@@ -48,7 +52,16 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
+async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> impl IntoResponse {
+    if let Some(token) = &state.token
+        && !token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "missing or wrong token (http.token_file)\n".to_owned(),
+        );
+    }
     match state.metrics.get() {
         Some(metrics) => {
             let metrics = metrics.clone();
@@ -65,12 +78,12 @@ async fn metrics(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 }
 
 /// Binds `addr` and serves the endpoints in a task of the current runtime until it ends.
-pub async fn start(addr: SocketAddr) -> anyhow::Result<(SocketAddr, Arc<HttpState>)> {
+pub async fn start(addr: SocketAddr, token: Option<AdminToken>) -> anyhow::Result<(SocketAddr, Arc<HttpState>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("HTTP endpoint: listening on {addr} (http.listen or --http; \"off\" turns it off)"))?;
     let local = listener.local_addr().context("reading the HTTP listener address")?;
-    let state = Arc::new(HttpState::default());
+    let state = Arc::new(HttpState { token, ..HttpState::default() });
     let app = Router::new()
         .route("/health", get(health))
         .route("/ready", get(ready))

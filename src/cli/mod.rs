@@ -13,6 +13,7 @@ mod passwd;
 mod serve;
 mod streams_config;
 mod telemetry;
+mod token;
 mod units;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};

@@ -33,6 +33,12 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let config = effective.broker;
     let (http_listen, grpc_listen) = (effective.http_listen, effective.grpc_listen);
+    // Read again here (`config::load` checked them): they are secrets, kept out of `Effective`.
+    let read_token = |path: &Option<std::path::PathBuf>, key: &str| {
+        path.as_deref().map(super::token::AdminToken::load).transpose().with_context(|| key.to_owned())
+    };
+    let http_token = read_token(&effective.http_token_file, "http.token_file")?;
+    let grpc_token = read_token(&effective.grpc_token_file, "grpc.token_file")?;
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(threads) = effective.runtime.worker_threads {
@@ -59,7 +65,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let served = runtime.block_on(async {
         // Bound first, so `/health` answers and `/ready` says 503 while the logs recover.
         let http = match http_listen {
-            Some(addr) => Some(crate::cli::http::start(addr).await?),
+            Some(addr) => Some(crate::cli::http::start(addr, http_token).await?),
             None => None,
         };
         let broker = Broker::start(config.clone()).await?;
@@ -72,7 +78,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 let stopped = async move {
                     let _ = grpc_stopped.await;
                 };
-                Some(crate::cli::grpc::start(addr, broker.admin(), stopped).await?)
+                Some(crate::cli::grpc::start(addr, broker.admin(), grpc_token, stopped).await?)
             }
             None => None,
         };
