@@ -400,7 +400,7 @@ async fn read_more(reader: &mut TransportReader, buf: &mut BytesMut, read_chunk:
 /// reset before it reads our last packet. So: shut down the write side (the client reads the
 /// packet, then end of stream), read and drop what the client sends until it closes, and
 /// only then close, bounded by [`DRAIN_TIMEOUT`] and `DRAIN_BYTES`.
-pub(crate) async fn close_gracefully(mut reader: TransportReader, mut writer: TransportWriter) {
+async fn close_gracefully(mut reader: TransportReader, mut writer: TransportWriter) {
     let drain = async {
         let _ = writer.shutdown().await;
         // On the heap: this runs once per connection, and would otherwise size its task.
