@@ -158,7 +158,7 @@ pub fn compaction_key<'r>(record: &'r StoredRecord, config: &CompactionConfig) -
 pub struct CleanOutcome {
     /// Passes run (more than one when the keys did not fit the offset map at once).
     pub passes: u32,
-    /// Bytes read (building the map and rewriting).
+    /// Bytes read (building the map, rewriting, and merging small outputs).
     pub bytes_read: u64,
     /// Bytes of the segments rewritten.
     pub bytes_before: u64,
@@ -337,6 +337,51 @@ impl Pass<'_> {
         outcome.bytes_after += swapped.bytes_after;
         outcome.segments_before += swapped.segments_before;
         outcome.segments_after += swapped.segments_after;
+        let replaced = facts[0].base_offset..facts[facts.len() - 1].next_offset;
+        self.merge_outputs(log, replaced, outcome, progress)
+    }
+
+    /// Merges the outputs that replaced the offsets `replaced` into as few segments as
+    /// `segment_bytes` allows. The rewrite grouped its inputs by their own sizes, before it
+    /// knew how much of them survives: a pass that drops most records leaves many small
+    /// segments, each with its own index files. The outputs are clean (every record stays),
+    /// so their batches are copied as they are.
+    fn merge_outputs(
+        &self,
+        log: &Log,
+        replaced: std::ops::Range<u64>,
+        outcome: &mut CleanOutcome,
+        progress: &mut dyn FnMut(u64),
+    ) -> Result<(), CompactionError> {
+        let outputs: Vec<SealedSegment> = log
+            .sealed_segments()
+            .into_iter()
+            .filter(|s| replaced.start <= s.base_offset() && s.next_offset() <= replaced.end)
+            .collect();
+        let facts: Vec<SegmentFacts> = outputs.iter().map(SegmentFacts::from).collect();
+        let groups = group_for_rewrite(&facts, self.config.segment_bytes);
+        if groups.iter().all(|group| group.len() == 1) {
+            return Ok(());
+        }
+        let mut rewrite = log.rewrite();
+        // A segment alone in its group stays as it is.
+        for group in groups.into_iter().filter(|group| group.len() > 1) {
+            rewrite.start_segment(&outputs[group.clone()])?;
+            for segment in &outputs[group] {
+                for batch in segment.batches() {
+                    let batch = batch?;
+                    let len = u64::from(batch.header().batch_length);
+                    self.throttle.consume(len);
+                    outcome.bytes_read += len;
+                    progress(outcome.bytes_read);
+                    rewrite.copy_batch(&batch)?;
+                }
+            }
+        }
+        let merged = rewrite.commit()?;
+        // The merged segments were counted among this call's outputs; they are replaced.
+        outcome.bytes_after = outcome.bytes_after.saturating_sub(merged.bytes_before) + merged.bytes_after;
+        outcome.segments_after = outcome.segments_after.saturating_sub(merged.segments_before) + merged.segments_after;
         Ok(())
     }
 }

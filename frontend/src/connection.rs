@@ -45,6 +45,10 @@ const READ_CHUNK_MAX: usize = 64 << 10;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection may take to write its last packets.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long, and for how many bytes at most, a connection we end keeps reading (and
+/// dropping) what the client still sends; see [`close_gracefully`].
+pub(crate) const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+const DRAIN_BYTES: usize = 64 << 10;
 /// Messages queued from the inbound half to the outbound half.
 const OUTBOUND_QUEUE: usize = 1024;
 /// Most messages from the inbound half handled before the outbound half delivers and writes.
@@ -108,6 +112,7 @@ pub(crate) async fn run_transport(
                 properties: Properties::default(),
             };
             let _ = write_packet(&mut writer, &Packet::ConnAck(connack), ProtocolVersion::V3_1_1).await;
+            close_gracefully(reader, writer).await;
             return;
         }
         Ok(Err(Refusal::Close(why))) => {
@@ -137,7 +142,7 @@ pub(crate) async fn run_transport(
         };
         // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
         let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        let _ = writer.shutdown().await;
+        close_gracefully(reader, writer).await;
         return;
     };
 
@@ -151,6 +156,7 @@ pub(crate) async fn run_transport(
                 properties: Properties::default(),
             };
             let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+            close_gracefully(reader, writer).await;
             return;
         }
         client_id = shared.assign_client_id();
@@ -204,6 +210,8 @@ pub(crate) async fn run_transport(
     let mut ended: Option<End> = None;
     let mut final_state = None;
     let mut persisted = resumed.is_some();
+    // Set when we end the connection: its two halves, to close once the session is saved.
+    let mut closing = None;
     if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
         let _connected = shared.metrics.connection_opened();
         let handoff = Arc::new(Handoff::new(OUTBOUND_QUEUE));
@@ -248,7 +256,7 @@ pub(crate) async fn run_transport(
         if let Some(session) = &resumed {
             outbound.resume(session);
         }
-        let inbound = Inbound {
+        let mut inbound = Inbound {
             shared: Arc::clone(&shared),
             version,
             client_id: client_id.clone(),
@@ -295,6 +303,10 @@ pub(crate) async fn run_transport(
             Box::pin(outbound.leave_groups()).await;
         }
         persisted |= outbound.last_commit.is_some();
+        // Neither an end of stream nor a DISCONNECT from the client: we ended it.
+        if !matches!(ended, Some(End::Quiet | End::ClientDisconnect { .. })) {
+            closing = Some((inbound.reader, outbound.writer));
+        }
     }
     // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
     // DISCONNECT). With a Will Delay Interval it waits, within the session's lifetime, and is
@@ -340,6 +352,13 @@ pub(crate) async fn run_transport(
         tracing::warn!(client_id, %error, "will not published");
     }
     shared.unregister(&client_id, registration.connection_id);
+    if let Some((reader, writer)) = closing {
+        // A new connection with this client id, or one waiting for a free slot, need not
+        // wait for the client to close.
+        drop(registration._finished);
+        drop(_slot);
+        close_gracefully(reader, writer).await;
+    }
 }
 
 /// Checks the CONNECT's credentials; `Some(reason)` refuses the client with that CONNACK
@@ -411,6 +430,28 @@ async fn read_more(reader: &mut TransportReader, buf: &mut BytesMut, read_chunk:
         *read_chunk = (*read_chunk * 2).min(READ_CHUNK_MAX);
     }
     Ok(read)
+}
+
+/// Ends a connection we close with a reason code, once that DISCONNECT or CONNACK is written.
+/// Closing a socket with unread input makes the kernel send RST instead of a plain end of
+/// stream, and a client still writing (PUBRELs, more PUBLISHes) then fails with EPIPE or a
+/// reset before it reads our last packet. So: shut down the write side (the client reads the
+/// packet, then end of stream), read and drop what the client sends until it closes, and
+/// only then close, bounded by [`DRAIN_TIMEOUT`] and `DRAIN_BYTES`.
+async fn close_gracefully(mut reader: TransportReader, mut writer: TransportWriter) {
+    let drain = async {
+        let _ = writer.shutdown().await;
+        // On the heap: this runs once per connection, and would otherwise size its task.
+        let mut discard = vec![0u8; 4096];
+        let mut left = DRAIN_BYTES;
+        while left > 0 {
+            match reader.read(&mut discard[..left.min(4096)]).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => left = left.saturating_sub(read),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIMEOUT, drain).await;
 }
 
 async fn write_packet(writer: &mut TransportWriter, packet: &Packet, version: ProtocolVersion) -> std::io::Result<()> {
@@ -529,7 +570,8 @@ impl Inbound {
         lock(qos2).on_publish(id)
     }
 
-    async fn run(mut self) -> End {
+    /// Borrows: the reader stays, to be drained when we close ([`close_gracefully`]).
+    async fn run(&mut self) -> End {
         let end = self.read_loop().await;
         let reason = match &end {
             End::Quiet | End::ClientDisconnect { .. } => None,

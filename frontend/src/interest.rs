@@ -225,57 +225,100 @@ impl Interest {
         let root = self.root.read().unwrap_or_else(|poisoned| poisoned.into_inner());
         let levels: Vec<&str> = topic.split('/').collect();
         let dollar = topic.starts_with('$');
-        visit_matching(&root, &levels, 0, dollar, found);
+        visit_matching(&root, &levels, dollar, found);
     }
 }
 
-fn visit_matching(node: &Node, levels: &[&str], depth: usize, dollar: bool, found: &mut dyn FnMut(&Wake)) {
-    // `#` matches the rest, including nothing (`a/#` matches `a`), except a `$` topic at the
-    // first level.
-    if !(depth == 0 && dollar) {
-        node.hash.iter().for_each(|(_, wake)| found(wake));
-    }
-    let Some(level) = levels.get(depth) else {
-        node.here.iter().for_each(|(_, wake)| found(wake));
-        return;
-    };
-    if let Some(child) = node.children.get(*level) {
-        visit_matching(child, levels, depth + 1, dollar, found);
-    }
-    if let Some(plus) = &node.plus
-        && !(depth == 0 && dollar)
-    {
-        visit_matching(plus, levels, depth + 1, dollar, found);
-    }
-}
+// The walks below keep their place in loops and explicit lists, never on the call stack: a
+// filter may have as many levels as `max_topic_levels` allows, and a recursion per level
+// overflowed a task's stack (issue 18).
 
-fn visit_all(node: &Node, found: &mut dyn FnMut(&Wake)) {
-    node.here.iter().chain(&node.hash).for_each(|(_, wake)| found(wake));
-    node.children.values().for_each(|child| visit_all(child, found));
-    if let Some(plus) = &node.plus {
-        visit_all(plus, found);
-    }
-}
-
-fn remove_below(node: &mut Node, levels: &[&str], id: u64) {
-    match levels {
-        [] => node.here.retain(|(held, _)| *held != id),
-        ["#"] => node.hash.retain(|(held, _)| *held != id),
-        ["+", rest @ ..] => {
-            if let Some(plus) = node.plus.as_mut() {
-                remove_below(plus, rest, id);
-                if plus.is_empty() {
-                    node.plus = None;
-                }
-            }
+fn visit_matching(root: &Node, levels: &[&str], dollar: bool, found: &mut dyn FnMut(&Wake)) {
+    // The `+` branches still to walk, with their depth; never allocated without a `+`.
+    let mut branches: Vec<(&Node, usize)> = Vec::new();
+    let mut next = Some((root, 0));
+    while let Some((node, depth)) = next.take().or_else(|| branches.pop()) {
+        // Wildcards at the first level do not match a `$` topic.
+        let wildcards = !(depth == 0 && dollar);
+        // `#` matches the rest, including nothing (`a/#` matches `a`).
+        if wildcards {
+            node.hash.iter().for_each(|(_, wake)| found(wake));
         }
-        [level, rest @ ..] => {
-            if let Some(child) = node.children.get_mut(*level) {
-                remove_below(child, rest, id);
-                if child.is_empty() {
-                    node.children.remove(*level);
-                }
-            }
+        let Some(level) = levels.get(depth) else {
+            node.here.iter().for_each(|(_, wake)| found(wake));
+            continue;
+        };
+        if let Some(plus) = &node.plus
+            && wildcards
+        {
+            branches.push((plus, depth + 1));
+        }
+        next = node.children.get(*level).map(|child| (child, depth + 1));
+    }
+}
+
+fn visit_all(root: &Node, found: &mut dyn FnMut(&Wake)) {
+    let mut pending = vec![root];
+    while let Some(node) = pending.pop() {
+        node.here.iter().chain(&node.hash).for_each(|(_, wake)| found(wake));
+        pending.extend(node.children.values());
+        pending.extend(node.plus.as_deref());
+    }
+}
+
+/// The node one `level` below `node`, if there is one.
+fn step<'a>(node: &'a mut Node, level: &str) -> Option<&'a mut Node> {
+    match level {
+        "+" => node.plus.as_deref_mut(),
+        _ => node.children.get_mut(level),
+    }
+}
+
+fn remove_below(root: &mut Node, levels: &[&str], id: u64) {
+    // A last `#` names the list of the node above it, as in `Interest::add`.
+    let (path, hash) = match levels {
+        [path @ .., "#"] => (path, true),
+        _ => (levels, false),
+    };
+    // Down to the filter's node, noting the deepest node on the way that holds anything
+    // besides the path: if the filter's node ends up empty, the branch below that one goes.
+    let mut node = &mut *root;
+    let mut cut = 0;
+    for (depth, level) in path.iter().enumerate() {
+        let branches = node.children.len() + usize::from(node.plus.is_some());
+        if !node.here.is_empty() || !node.hash.is_empty() || branches > 1 {
+            cut = depth;
+        }
+        let Some(below) = step(node, level) else { return };
+        node = below;
+    }
+    match hash {
+        true => node.hash.retain(|(held, _)| *held != id),
+        false => node.here.retain(|(held, _)| *held != id),
+    }
+    if path.is_empty() || !node.is_empty() {
+        return;
+    }
+    let mut node = root;
+    for level in &path[..cut] {
+        let Some(below) = step(node, level) else { return };
+        node = below;
+    }
+    // Dropped without recursion (`Drop for Node`).
+    match path[cut] {
+        "+" => node.plus = None,
+        level => _ = node.children.remove(level),
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // Each node below is emptied of its children before it drops, so no drop recurses.
+        let mut below: Vec<Node> = self.children.drain().map(|(_, child)| child).collect();
+        below.extend(self.plus.take().map(|plus| *plus));
+        while let Some(mut node) = below.pop() {
+            below.extend(node.children.drain().map(|(_, child)| child));
+            below.extend(node.plus.take().map(|plus| *plus));
         }
     }
 }
@@ -341,7 +384,42 @@ mod tests {
                     .collect();
                 prop_assert_eq!(matched(&interest, topic), expected, "topic {:?}", topic);
             }
+            // Removal prunes every branch it leaves empty.
+            for (filter, id) in &held {
+                interest.remove(filter, *id);
+            }
+            prop_assert!(interest.root.read().unwrap().is_empty());
         }
+    }
+
+    // Issue 18: the walks recursed once per level, so a single deep filter (with
+    // `max_topic_levels` raised) overflowed the stack of the task that matched or removed it.
+    #[test]
+    fn issue18_deep_filters_do_not_overflow_the_stack() {
+        const LEVELS: usize = 100_000;
+        let walk = std::thread::Builder::new().stack_size(256 << 10).spawn(|| {
+            let interest = Interest::default();
+            let wakes: Vec<Wake> = (0..4).map(|_| Arc::default()).collect();
+            let exact = vec!["a"; LEVELS].join("/");
+            let plus = vec!["+"; LEVELS].join("/");
+            let hash = format!("{}/#", vec!["a"; LEVELS - 1].join("/"));
+            let other = format!("{}/b", vec!["a"; LEVELS - 1].join("/"));
+            for (id, filter) in [&exact, &plus, &hash, &other].into_iter().enumerate() {
+                interest.add(filter, id as u64, &wakes[id]);
+            }
+            let id_of = |id: usize| Arc::as_ptr(&wakes[id]) as u64;
+            assert_eq!(matched(&interest, &exact), BTreeSet::from([id_of(0), id_of(1), id_of(2)]));
+            assert_eq!(matched(&interest, &other), BTreeSet::from([id_of(1), id_of(2), id_of(3)]));
+            interest.wake_all();
+            interest.remove(&plus, 1);
+            interest.remove(&hash, 2);
+            assert_eq!(matched(&interest, &exact), BTreeSet::from([id_of(0)]));
+            interest.remove(&exact, 0);
+            assert_eq!(matched(&interest, &exact), BTreeSet::new());
+            // The last deep branch goes with the tree.
+            drop(interest);
+        });
+        walk.expect("spawn").join().expect("deep walks ran on a 256 KiB stack");
     }
 
     #[test]

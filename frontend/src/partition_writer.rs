@@ -26,7 +26,8 @@ use crate::interest::AppendSignal;
 
 /// Most records appended as one batch.
 const MAX_BATCH_RECORDS: usize = 4096;
-/// A batch stops growing past this many payload bytes.
+/// A batch stops growing past this many bytes of whole records ([`Record::encoded_len`]: key,
+/// headers with the topic and properties, value), not only payloads.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// The outcome a publisher waits for: the record's offset once durable, or why it is not.
@@ -159,7 +160,7 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announ
         let mut bytes = 0;
         let mut next = Some(first);
         while let Some(request) = next {
-            bytes += request.record.value.len();
+            bytes += request.record.encoded_len();
             records.push(request.record);
             waiting.push(request.durable);
             next = if records.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES { rx.try_recv().ok() } else { None };
@@ -231,6 +232,36 @@ mod tests {
         let records = log.read(0, 1 << 20).unwrap().records(0).unwrap();
         assert_eq!(records.len(), 11);
         assert_eq!(&records[3].value[..], b"v3");
+    }
+
+    // Issue 18: the cap counted only values, so records with small values and large headers
+    // (a long topic, many user properties) grew one batch far past it.
+    #[test]
+    fn issue18_the_batch_cap_counts_whole_records() {
+        const RECORDS: usize = 100;
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), LogConfig::default()).unwrap();
+        // All queued before the writer runs, so that it can take them all into one batch.
+        let (tx, rx) = mpsc::channel(RECORDS);
+        let record =
+            Record::new(1, "v").with_key(vec![b'k'; 1 << 10]).with_header(crate::record::TOPIC, vec![b't'; 64 << 10]);
+        let record_bytes = record.encoded_len();
+        assert!(record_bytes > (64 << 10) + (1 << 10), "the key and headers count");
+        for _ in 0..RECORDS {
+            tx.try_send(AppendRequest { record: record.clone(), durable: None }).unwrap();
+        }
+        drop(tx);
+        run(&log, rx, None, None);
+        let mut batches = Vec::new();
+        strata_log::dump_partition(dir.path(), 0, &mut |batch| {
+            batches.push(batch.records.len());
+            true
+        })
+        .unwrap();
+        assert_eq!(batches.iter().sum::<usize>(), RECORDS, "every record appended");
+        // A batch stops growing once it reaches the cap: at most one record past it.
+        let most = MAX_BATCH_BYTES.div_ceil(record_bytes);
+        assert!(batches.iter().all(|&records| records <= most), "batches of {batches:?} records, cap {most}");
     }
 
     #[test]

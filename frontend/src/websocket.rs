@@ -136,9 +136,16 @@ async fn pump(websocket: tokio_tungstenite::WebSocketStream<TcpStream>, pipe: Du
         let _ = sink.send(Message::Close(None)).await;
         let _ = sink.close().await;
     };
+    tokio::pin!(inbound, outbound);
     tokio::select! {
-        () = inbound => {}
-        () = outbound => {}
+        () = &mut inbound => {}
+        () = &mut outbound => {
+            // The connection ended it (a DISCONNECT or CONNACK refusal went out with our
+            // Close). Keep passing the client's frames on, for the connection to drop, until
+            // its Close: closing the TCP socket with input unread would reset it before the
+            // client read our last packet (`connection::close_gracefully`).
+            let _ = tokio::time::timeout(crate::connection::DRAIN_TIMEOUT, inbound).await;
+        }
     }
 }
 

@@ -47,6 +47,14 @@ impl Record {
         self.headers.push(Header { name: name.into(), value: value.into() });
         self
     }
+
+    /// Bytes the record takes in a batch's records section before compression: key, value,
+    /// headers and their framing, as the first record of a batch. A later record's offset and
+    /// timestamp deltas may take a few bytes more.
+    pub fn encoded_len(&self) -> usize {
+        let body_len = record_body_len(self, 0, self.timestamp);
+        uvarint_len(body_len as u64) + body_len
+    }
 }
 
 /// One record header. Names are UTF-8 by convention; the log does not check it.
@@ -523,6 +531,15 @@ mod tests {
                 assert_eq!(got.value, want.value);
                 assert_eq!(got.headers, want.headers);
             }
+        }
+    }
+
+    #[test]
+    fn a_lone_record_takes_its_encoded_len_in_a_batch() {
+        for record in sample() {
+            let (mut out, mut scratch) = (Vec::new(), Vec::new());
+            encode_batch(&mut out, &mut scratch, std::slice::from_ref(&record), 0, 1, Compression::None);
+            assert_eq!(out.len() - BATCH_HEADER_LEN, record.encoded_len(), "{record:?}");
         }
     }
 

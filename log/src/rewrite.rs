@@ -206,6 +206,12 @@ impl SegmentRewrite<'_> {
         result
     }
 
+    /// Writes `batch` to the current output as it is, every record kept: for merging
+    /// segments that are already clean.
+    pub fn copy_batch(&mut self, batch: &Batch) -> Result<(), LogError> {
+        self.append_bytes(batch.header(), batch.as_bytes())
+    }
+
     fn append_bytes(&mut self, header: &BatchHeader, bytes: &[u8]) -> Result<(), LogError> {
         let interval = self.log.config().index_interval_bytes;
         let path = self.path(self.outputs.last().map_or(0, |o| o.base), "log", CLEANED);

@@ -42,7 +42,8 @@ pub fn compact(dir: &Path, options: &CompactOptions<'_>) -> Result<ExitCode> {
     };
     let (size_before, segments_before) = (log.size_bytes(), log.segment_count());
     let active_bytes = log.segment_summaries().last().map_or(0, |s| s.size_bytes);
-    // Every byte is read twice at most: once to map keys, once to rewrite.
+    // Every byte is read twice at most: once to map keys, once to rewrite (plus the small
+    // outputs the pass merges, a fraction of it once cleaned).
     let bar = if console_is_interactive() {
         let style =
             ProgressStyle::with_template("{spinner} compacting [{bar:40}] {bytes}/{total_bytes} ({bytes_per_sec})")
