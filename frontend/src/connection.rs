@@ -129,7 +129,7 @@ pub(crate) async fn run_transport(
         let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
         // MQTT 3.1.1 gets return code 0x04 (bad user name or password) or 0x05 (not authorized).
         let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        let _ = writer.shutdown().await;
+        close_gracefully(reader, writer).await;
         return;
     }
     // Held until the connection ends; beyond `max_connections` the client is refused.
