@@ -470,7 +470,12 @@ impl Shared {
 
     /// The group `name` consuming `filter`, created (and started) on first use. A group has
     /// one filter: joining it with another while it exists is refused with the reason.
-    pub(crate) fn group(&self, name: &str, filter: &str) -> Result<Arc<crate::groups::Group>, String> {
+    pub(crate) fn group(
+        &self,
+        name: &str,
+        filter: &str,
+        since: &[(u32, u64)],
+    ) -> Result<Arc<crate::groups::Group>, String> {
         let mut groups = lock(&self.groups);
         if let Some(group) = groups.get(name) {
             if group.filter != filter {
@@ -483,6 +488,7 @@ impl Shared {
             filter,
             &self.streams,
             &lock(&self.restored_offsets),
+            since,
             self.offsets_writer.clone(),
         );
         groups.insert(name.to_owned(), Arc::clone(&group));

@@ -400,8 +400,8 @@ enum ToOutbound {
     /// code is an error) or PUBCOMP. Only what the window needs, so that every queued message
     /// stays small (the queue holds up to `OUTBOUND_QUEUE` of them).
     ClientAck(ClientAck, PacketId),
-    /// Boxed for the same reason: rare and large. With each partition's high watermark when
-    /// the SUBSCRIBE was read (see [`Outbound::subscribe`]).
+    /// Boxed for the same reason: rare and large. With each partition's log end when the
+    /// SUBSCRIBE was decoded (see [`Inbound::subscribe_decoded`]).
     Subscribe(Box<(Subscribe, Vec<(u32, u64)>)>),
     Unsubscribe(Box<Unsubscribe>),
     PingResp,
@@ -471,19 +471,19 @@ enum End {
 }
 
 impl Inbound {
-    /// Puts the SUBSCRIBE's plain filters in the interest tree now, in packet order: a
-    /// PUBLISH read after it, even on this connection, wakes the subscription. Returns each
-    /// partition's high watermark, read after (`interest.rs`).
-    fn register_plain_filters(&self, subscribe: &Subscribe) -> Vec<(u32, u64)> {
+    /// Makes the SUBSCRIBE take effect now, as it is decoded (docs/mqtt.md): its plain
+    /// filters go in the interest tree, in packet order, so a PUBLISH read after it, even on
+    /// this connection, wakes the subscription. Returns each partition's log end, read after
+    /// (`interest.rs`): every subscription in the packet (plain, `$stream` at `latest`, a new
+    /// `$share` group) starts there, however late the outbound half takes it up.
+    fn subscribe_decoded(&self, subscribe: &Subscribe) -> Vec<(u32, u64)> {
         let limits = self.shared.config.limits.topics();
-        let mut plain = false;
         for filter in &subscribe.filters {
             if let Ok(topic::Subscription::Plain(filter)) = topic::parse_subscription(&filter.filter, &limits) {
                 self.interest.add(filter);
-                plain = true;
             }
         }
-        if plain { self.shared.streams.high_watermarks() } else { Vec::new() }
+        self.shared.streams.high_watermarks()
     }
 
     /// The lock is released before the caller awaits anything.
@@ -568,7 +568,7 @@ impl Inbound {
             }
             Packet::PubComp(ack) => ToOutbound::ClientAck(ClientAck::PubComp, ack.packet_id),
             Packet::Subscribe(subscribe) => {
-                let since = self.register_plain_filters(&subscribe);
+                let since = self.subscribe_decoded(&subscribe);
                 ToOutbound::Subscribe(Box::new((subscribe, since)))
             }
             Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(Box::new(unsubscribe)),
@@ -781,7 +781,8 @@ async fn next_group_delivery(memberships: &mut [Membership]) -> (usize, GroupDel
 
 impl Outbound {
     /// Joins the group of `$share/<group>/<filter>` (or updates the options of this
-    /// connection's membership), or says why not.
+    /// connection's membership), or says why not. A group made now starts at `since`
+    /// (partition id, offset) where it lists the partition, else at its end.
     fn join_group(
         &mut self,
         subscribed_as: &str,
@@ -789,13 +790,14 @@ impl Outbound {
         filter: &str,
         options: codec::SubscriptionOptions,
         identifier: Option<u32>,
+        since: &[(u32, u64)],
     ) -> Result<(), String> {
         if let Some(existing) = self.memberships.iter_mut().find(|m| m.subscribed_as == subscribed_as) {
             existing.options = options;
             existing.identifier = identifier;
             return Ok(());
         }
-        let group = self.shared.group(group, filter)?;
+        let group = self.shared.group(group, filter, since)?;
         let member = self.shared.next_member_id();
         let queue = group.join(member, self.window.capacity());
         self.memberships.push(Membership {
@@ -935,7 +937,7 @@ impl Outbound {
                     self.subscriptions.subscribe(plain, options, identifier);
                 }
                 Ok(topic::Subscription::Shared { group, filter: inner }) => {
-                    if let Err(why) = self.join_group(filter, group, inner, options, identifier) {
+                    if let Err(why) = self.join_group(filter, group, inner, options, identifier, &[]) {
                         tracing::warn!(client_id = %self.client_id, filter, why, "resumed session left a group");
                     }
                 }
@@ -1273,7 +1275,7 @@ impl Outbound {
                 // A consumer group: no retained messages are sent to it, and it has no entry in the
                 // session's plain subscriptions.
                 Ok(topic::Subscription::Shared { group, filter: inner }) => {
-                    match self.join_group(&filter.filter, group, inner, filter.options, identifier) {
+                    match self.join_group(&filter.filter, group, inner, filter.options, identifier, &since) {
                         Ok(()) => granted(filter.options.qos),
                         Err(why) => {
                             refusals.push(why);
@@ -1282,7 +1284,8 @@ impl Outbound {
                     }
                 }
                 Ok(topic::Subscription::Stream { stream, filter: inner }) => {
-                    match self.subscribe_stream(&filter.filter, stream, inner, filter.options, identifier, &subscribe) {
+                    let subscription = (filter.options, identifier);
+                    match self.subscribe_stream(&filter.filter, stream, inner, subscription, &subscribe, &since) {
                         Ok(()) => granted(filter.options.qos),
                         Err((code, why)) => {
                             refusals.push(why);
@@ -1520,23 +1523,24 @@ impl Outbound {
         Ok(())
     }
 
-    /// Starts the `$stream` subscription `subscribed_as` (`$stream/<stream>/<inner>`), or says
-    /// why not: its SUBACK reason code and reason string.
+    /// Starts the `$stream` subscription `subscribed_as` (`$stream/<stream>/<inner>`) with
+    /// its options and Subscription Identifier, or says why not: its SUBACK reason code and
+    /// reason string. `latest` is the log end in `since`, taken when the SUBSCRIBE was decoded.
     fn subscribe_stream(
         &mut self,
         subscribed_as: &str,
         stream: &str,
         inner: &str,
-        options: codec::SubscriptionOptions,
-        identifier: Option<u32>,
+        (options, identifier): (codec::SubscriptionOptions, Option<u32>),
         subscribe: &Subscribe,
+        since: &[(u32, u64)],
     ) -> Result<(), replay::Refusal> {
         let request = replay::parse_request(stream, inner, &subscribe.properties.user_properties)
             .map_err(|why| (ReasonCode::ImplementationSpecificError, why))?;
         if topic::validate_topic_filter(&request.filter, &self.shared.config.limits.topics()).is_err() {
             return Err((ReasonCode::TopicFilterInvalid, format!("{subscribed_as}: invalid topic filter")));
         }
-        let starts = replay::resolve(&self.shared.streams, &request)?;
+        let starts = replay::resolve(&self.shared.streams, &request, since)?;
         let compaction_key = self.shared.streams.get(stream).and_then(|s| s.compaction_key.clone());
         let subscription = replay::ReplaySubscription {
             subscribed_as: subscribed_as.to_owned(),
