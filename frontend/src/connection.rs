@@ -1323,14 +1323,22 @@ impl Outbound {
                 match durable.try_recv() {
                     Ok(Ok(_)) => {}
                     Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        if matches!(front.packet, AckPacket::PubRec) {
+                            lock(&self.qos2).on_append_failed(front.packet_id);
+                        }
                         return Err(ReasonCode::UnspecifiedError);
                     }
                     Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
                 }
             }
             let ack = self.pending_acks.pop_front().expect("front exists");
-            if matches!(ack.packet, AckPacket::PubAck) {
-                self.qos1_unacked.fetch_sub(1, Ordering::AcqRel);
+            match ack.packet {
+                AckPacket::PubAck => _ = self.qos1_unacked.fetch_sub(1, Ordering::AcqRel),
+                // Stored only now that the append succeeded, before the PUBREC says so
+                // (`InboundQos2`): a session record written from here on keeps the id.
+                AckPacket::PubRec if ack.reason.is_error() => lock(&self.qos2).on_append_failed(ack.packet_id),
+                AckPacket::PubRec => lock(&self.qos2).on_stored(ack.packet_id),
+                AckPacket::PubComp => {}
             }
             if let Some(received) = ack.received {
                 self.shared.metrics.publish_acked(received.elapsed());
