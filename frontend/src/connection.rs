@@ -920,10 +920,12 @@ impl Outbound {
             .map(|position| readers::Resumed { position: position.clone(), resend: HashMap::new() })
             .collect();
         for entry in &session.in_flight {
+            // An index past the positions (never in a decoded record) points at nothing.
             if let (Some((index, offset)), Some(id), false) =
                 (entry.position, PacketId::new(entry.packet_id), entry.stage == Stage::AwaitPubComp)
+                && let Some(resumed) = resumed.get_mut(usize::from(index))
             {
-                resumed[usize::from(index)].resend.insert(offset, id);
+                resumed.resend.insert(offset, id);
             }
         }
         let limits = self.shared.config.limits.topics();
@@ -978,7 +980,7 @@ impl Outbound {
         for entry in &session.in_flight {
             let Some(id) = PacketId::new(entry.packet_id) else { continue };
             let position = entry.position.and_then(|(index, offset)| {
-                Some((self.readers.key_of(&session.positions[usize::from(index)])?, offset))
+                Some((self.readers.key_of(session.positions.get(usize::from(index))?)?, offset))
             });
             match (entry.stage, position, entry.retained_offset) {
                 (Stage::AwaitPubComp, _, _) => {
