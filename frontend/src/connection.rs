@@ -279,6 +279,7 @@ pub(crate) async fn run_transport(
         }
         // Taken before leaving the groups: the session keeps its memberships.
         if expiry_interval > 0 {
+            Box::pin(outbound.settle_qos2()).await;
             final_state = Some(Box::new(outbound.state(expiry_interval, now_ms().max(1))));
         }
         // What this member held goes to the group's other members; the group's offsets are
@@ -1108,6 +1109,9 @@ impl Outbound {
                     let ack = self.pending_acks.front_mut().expect("guarded");
                     ack.durable = None;
                     if !matches!(outcome, Ok(Ok(_))) {
+                        if matches!(ack.packet, AckPacket::PubRec) {
+                            lock(&self.qos2).on_append_failed(ack.packet_id);
+                        }
                         tracing::error!(client_id = %self.client_id, ?outcome, "a publish was not stored");
                         Box::pin(self.disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into())).await;
                         return;
@@ -1317,6 +1321,27 @@ impl Outbound {
         self.queue(&Packet::SubAck(suback));
     }
 
+    /// At the end of a persistent session's connection: the inbound QoS 2 messages whose
+    /// PUBREC was not sent yet count as stored if their append succeeds (waited for, within
+    /// [`CLOSE_TIMEOUT`]), so the session record keeps their ids and the client's resend is
+    /// not stored twice. A failed or unfinished append leaves the id out: the resend is stored.
+    /// (A failed append was already forgotten, and its `durable` cleared, where it failed.)
+    async fn settle_qos2(&mut self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        for ack in &mut self.pending_acks {
+            if !matches!(ack.packet, AckPacket::PubRec) || ack.reason.is_error() {
+                continue;
+            }
+            let stored = match ack.durable.as_mut() {
+                None => true,
+                Some(durable) => matches!(tokio::time::timeout_at(deadline, durable).await, Ok(Ok(Ok(_)))),
+            };
+            if stored {
+                lock(&self.qos2).on_stored(ack.packet_id);
+            }
+        }
+    }
+
     /// Queues the acknowledgements at the front whose records are durable (or that wait for
     /// nothing), in order.
     fn release_ready_acks(&mut self) -> Result<(), ReasonCode> {
@@ -1325,6 +1350,8 @@ impl Outbound {
                 match durable.try_recv() {
                     Ok(Ok(_)) => {}
                     Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        // Done with: `settle_qos2` must not wait on it again.
+                        front.durable = None;
                         if matches!(front.packet, AckPacket::PubRec) {
                             lock(&self.qos2).on_append_failed(front.packet_id);
                         }
