@@ -498,16 +498,13 @@ impl Admin {
             }
         }
         self.shared.metrics.remove_stream(name);
-        // Disconnected sessions forget their positions in it, so that a stream created again
-        // under this name is read from its start (connected ones drop them at their next
-        // commit, with their cursors).
-        for state in lock(&self.shared.sessions).values_mut() {
-            state.positions.retain(|p| p.stream != name);
-        }
         // The tombstone goes first: after a crash from here on, the next start finds the
         // stream deleted and removes what is left of its directory.
         let tombstone = Record::new(now_ms(), Vec::new()).with_key(name.as_bytes().to_vec());
         append_durably(&self.shared.streams_writer, tombstone, crate::STREAMS_STREAM).await?;
+        // Disconnected sessions forget it, in memory and in `$sessions`, so that a stream
+        // created again under this name is read from its start.
+        self.shared.forget_stream_in_sessions(name).await;
         let logs: Vec<Arc<Log>> = stream.partitions.iter().map(|p| Arc::clone(&p.log)).collect();
         let dir = self.shared.streams.stream_dir(name);
         // Readers still holding a partition keep reading what they had mapped; appends

@@ -386,6 +386,36 @@ impl Shared {
         }
     }
 
+    /// Forgets the deleted stream `stream` in every disconnected session
+    /// ([`SessionState::forget_stream`]) and writes each session it changed to `$sessions`,
+    /// durably. Each record is queued while its session is still in the store, so a client
+    /// that reconnects meanwhile resumes the changed session, and its own writes land after.
+    /// (A connected session drops the stream with its cursors, at its next commit.)
+    pub(crate) async fn forget_stream_in_sessions(&self, stream: &str) {
+        let client_ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
+        for client_id in client_ids {
+            let Ok(permit) = self.sessions_writer.reserve().await else {
+                tracing::warn!(stream, "the $sessions writer stopped; sessions not saved");
+                return;
+            };
+            let (durable, stored) = oneshot::channel();
+            let view = {
+                let mut sessions = lock(&self.sessions);
+                let Some(state) = sessions.get_mut(&client_id) else { continue };
+                if !state.forget_stream(stream) {
+                    continue;
+                }
+                let record = Record::new(now_ms(), state.encode()).with_key(client_id.as_bytes().to_vec());
+                permit.send(AppendRequest { record, durable: Some(durable) });
+                SessionView::of(state)
+            };
+            lock(&self.session_index).insert(client_id.clone(), view);
+            if !matches!(stored.await, Ok(Ok(_))) {
+                tracing::warn!(client_id, stream, "session record not stored after the stream was deleted");
+            }
+        }
+    }
+
     /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
     /// [`Shared::take_delayed_will`] took it first, and drops it from the session record.
     pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, due_at_ms: i64) {
@@ -478,7 +508,12 @@ impl Shared {
 
     /// The group `name` consuming `filter`, created (and started) on first use. A group has
     /// one filter: joining it with another while it exists is refused with the reason.
-    pub(crate) fn group(&self, name: &str, filter: &str) -> Result<Arc<crate::groups::Group>, String> {
+    pub(crate) fn group(
+        &self,
+        name: &str,
+        filter: &str,
+        since: &[(u32, u64)],
+    ) -> Result<Arc<crate::groups::Group>, String> {
         let mut groups = lock(&self.groups);
         if let Some(group) = groups.get(name) {
             if group.filter != filter {
@@ -491,6 +526,7 @@ impl Shared {
             filter,
             &self.streams,
             &lock(&self.restored_offsets),
+            since,
             self.offsets_writer.clone(),
         );
         groups.insert(name.to_owned(), Arc::clone(&group));

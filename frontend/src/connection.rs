@@ -295,6 +295,7 @@ pub(crate) async fn run_transport(
         }
         // Taken before leaving the groups: the session keeps its memberships.
         if expiry_interval > 0 {
+            Box::pin(outbound.settle_qos2()).await;
             final_state = Some(Box::new(outbound.state(expiry_interval, now_ms().max(1))));
         }
         // What this member held goes to the group's other members; the group's offsets are
@@ -479,8 +480,8 @@ enum ToOutbound {
     /// code is an error) or PUBCOMP. Only what the window needs, so that every queued message
     /// stays small (the queue holds up to `OUTBOUND_QUEUE` of them).
     ClientAck(ClientAck, PacketId),
-    /// Boxed for the same reason: rare and large. With each partition's high watermark when
-    /// the SUBSCRIBE was read (see [`Outbound::subscribe`]).
+    /// Boxed for the same reason: rare and large. With each partition's log end when the
+    /// SUBSCRIBE was decoded (see [`Inbound::subscribe_decoded`]).
     Subscribe(Box<(Subscribe, Vec<(u32, u64)>)>),
     Unsubscribe(Box<Unsubscribe>),
     PingResp,
@@ -550,19 +551,19 @@ enum End {
 }
 
 impl Inbound {
-    /// Puts the SUBSCRIBE's plain filters in the interest tree now, in packet order: a
-    /// PUBLISH read after it, even on this connection, wakes the subscription. Returns each
-    /// partition's high watermark, read after (`interest.rs`).
-    fn register_plain_filters(&self, subscribe: &Subscribe) -> Vec<(u32, u64)> {
+    /// Makes the SUBSCRIBE take effect now, as it is decoded (docs/mqtt.md): its plain
+    /// filters go in the interest tree, in packet order, so a PUBLISH read after it, even on
+    /// this connection, wakes the subscription. Returns each partition's log end, read after
+    /// (`interest.rs`): every subscription in the packet (plain, `$stream` at `latest`, a new
+    /// `$share` group) starts there, however late the outbound half takes it up.
+    fn subscribe_decoded(&self, subscribe: &Subscribe) -> Vec<(u32, u64)> {
         let limits = self.shared.config.limits.topics();
-        let mut plain = false;
         for filter in &subscribe.filters {
             if let Ok(topic::Subscription::Plain(filter)) = topic::parse_subscription(&filter.filter, &limits) {
                 self.interest.add(filter);
-                plain = true;
             }
         }
-        if plain { self.shared.streams.high_watermarks() } else { Vec::new() }
+        self.shared.streams.high_watermarks()
     }
 
     /// The lock is released before the caller awaits anything.
@@ -648,7 +649,7 @@ impl Inbound {
             }
             Packet::PubComp(ack) => ToOutbound::ClientAck(ClientAck::PubComp, ack.packet_id),
             Packet::Subscribe(subscribe) => {
-                let since = self.register_plain_filters(&subscribe);
+                let since = self.subscribe_decoded(&subscribe);
                 ToOutbound::Subscribe(Box::new((subscribe, since)))
             }
             Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(Box::new(unsubscribe)),
@@ -861,7 +862,8 @@ async fn next_group_delivery(memberships: &mut [Membership]) -> (usize, GroupDel
 
 impl Outbound {
     /// Joins the group of `$share/<group>/<filter>` (or updates the options of this
-    /// connection's membership), or says why not.
+    /// connection's membership), or says why not. A group made now starts at `since`
+    /// (partition id, offset) where it lists the partition, else at its end.
     fn join_group(
         &mut self,
         subscribed_as: &str,
@@ -869,13 +871,14 @@ impl Outbound {
         filter: &str,
         options: codec::SubscriptionOptions,
         identifier: Option<u32>,
+        since: &[(u32, u64)],
     ) -> Result<(), String> {
         if let Some(existing) = self.memberships.iter_mut().find(|m| m.subscribed_as == subscribed_as) {
             existing.options = options;
             existing.identifier = identifier;
             return Ok(());
         }
-        let group = self.shared.group(group, filter)?;
+        let group = self.shared.group(group, filter, since)?;
         let member = self.shared.next_member_id();
         let queue = group.join(member, self.window.capacity());
         self.memberships.push(Membership {
@@ -998,10 +1001,12 @@ impl Outbound {
             .map(|position| readers::Resumed { position: position.clone(), resend: HashMap::new() })
             .collect();
         for entry in &session.in_flight {
+            // An index past the positions (never in a decoded record) points at nothing.
             if let (Some((index, offset)), Some(id), false) =
                 (entry.position, PacketId::new(entry.packet_id), entry.stage == Stage::AwaitPubComp)
+                && let Some(resumed) = resumed.get_mut(usize::from(index))
             {
-                resumed[usize::from(index)].resend.insert(offset, id);
+                resumed.resend.insert(offset, id);
             }
         }
         let limits = self.shared.config.limits.topics();
@@ -1015,7 +1020,7 @@ impl Outbound {
                     self.subscriptions.subscribe(plain, options, identifier);
                 }
                 Ok(topic::Subscription::Shared { group, filter: inner }) => {
-                    if let Err(why) = self.join_group(filter, group, inner, options, identifier) {
+                    if let Err(why) = self.join_group(filter, group, inner, options, identifier, &[]) {
                         tracing::warn!(client_id = %self.client_id, filter, why, "resumed session left a group");
                     }
                 }
@@ -1056,7 +1061,7 @@ impl Outbound {
         for entry in &session.in_flight {
             let Some(id) = PacketId::new(entry.packet_id) else { continue };
             let position = entry.position.and_then(|(index, offset)| {
-                Some((self.readers.key_of(&session.positions[usize::from(index)])?, offset))
+                Some((self.readers.key_of(session.positions.get(usize::from(index))?)?, offset))
             });
             match (entry.stage, position, entry.retained_offset) {
                 (Stage::AwaitPubComp, _, _) => {
@@ -1184,6 +1189,9 @@ impl Outbound {
                     let ack = self.pending_acks.front_mut().expect("guarded");
                     ack.durable = None;
                     if !matches!(outcome, Ok(Ok(_))) {
+                        if matches!(ack.packet, AckPacket::PubRec) {
+                            lock(&self.qos2).on_append_failed(ack.packet_id);
+                        }
                         tracing::error!(client_id = %self.client_id, ?outcome, "a publish was not stored");
                         Box::pin(self.disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into())).await;
                         return;
@@ -1353,7 +1361,7 @@ impl Outbound {
                 // A consumer group: no retained messages are sent to it, and it has no entry in the
                 // session's plain subscriptions.
                 Ok(topic::Subscription::Shared { group, filter: inner }) => {
-                    match self.join_group(&filter.filter, group, inner, filter.options, identifier) {
+                    match self.join_group(&filter.filter, group, inner, filter.options, identifier, &since) {
                         Ok(()) => granted(filter.options.qos),
                         Err(why) => {
                             refusals.push(why);
@@ -1362,7 +1370,8 @@ impl Outbound {
                     }
                 }
                 Ok(topic::Subscription::Stream { stream, filter: inner }) => {
-                    match self.subscribe_stream(&filter.filter, stream, inner, filter.options, identifier, &subscribe) {
+                    let subscription = (filter.options, identifier);
+                    match self.subscribe_stream(&filter.filter, stream, inner, subscription, &subscribe, &since) {
                         Ok(()) => granted(filter.options.qos),
                         Err((code, why)) => {
                             refusals.push(why);
@@ -1392,6 +1401,27 @@ impl Outbound {
         self.queue(&Packet::SubAck(suback));
     }
 
+    /// At the end of a persistent session's connection: the inbound QoS 2 messages whose
+    /// PUBREC was not sent yet count as stored if their append succeeds (waited for, within
+    /// [`CLOSE_TIMEOUT`]), so the session record keeps their ids and the client's resend is
+    /// not stored twice. A failed or unfinished append leaves the id out: the resend is stored.
+    /// (A failed append was already forgotten, and its `durable` cleared, where it failed.)
+    async fn settle_qos2(&mut self) {
+        let deadline = tokio::time::Instant::now() + CLOSE_TIMEOUT;
+        for ack in &mut self.pending_acks {
+            if !matches!(ack.packet, AckPacket::PubRec) || ack.reason.is_error() {
+                continue;
+            }
+            let stored = match ack.durable.as_mut() {
+                None => true,
+                Some(durable) => matches!(tokio::time::timeout_at(deadline, durable).await, Ok(Ok(Ok(_)))),
+            };
+            if stored {
+                lock(&self.qos2).on_stored(ack.packet_id);
+            }
+        }
+    }
+
     /// Queues the acknowledgements at the front whose records are durable (or that wait for
     /// nothing), in order.
     fn release_ready_acks(&mut self) -> Result<(), ReasonCode> {
@@ -1400,14 +1430,24 @@ impl Outbound {
                 match durable.try_recv() {
                     Ok(Ok(_)) => {}
                     Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
+                        // Done with: `settle_qos2` must not wait on it again.
+                        front.durable = None;
+                        if matches!(front.packet, AckPacket::PubRec) {
+                            lock(&self.qos2).on_append_failed(front.packet_id);
+                        }
                         return Err(ReasonCode::UnspecifiedError);
                     }
                     Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
                 }
             }
             let ack = self.pending_acks.pop_front().expect("front exists");
-            if matches!(ack.packet, AckPacket::PubAck) {
-                self.qos1_unacked.fetch_sub(1, Ordering::AcqRel);
+            match ack.packet {
+                AckPacket::PubAck => _ = self.qos1_unacked.fetch_sub(1, Ordering::AcqRel),
+                // Stored only now that the append succeeded, before the PUBREC says so
+                // (`InboundQos2`): a session record written from here on keeps the id.
+                AckPacket::PubRec if ack.reason.is_error() => lock(&self.qos2).on_append_failed(ack.packet_id),
+                AckPacket::PubRec => lock(&self.qos2).on_stored(ack.packet_id),
+                AckPacket::PubComp => {}
             }
             if let Some(received) = ack.received {
                 self.shared.metrics.publish_acked(received.elapsed());
@@ -1600,23 +1640,24 @@ impl Outbound {
         Ok(())
     }
 
-    /// Starts the `$stream` subscription `subscribed_as` (`$stream/<stream>/<inner>`), or says
-    /// why not: its SUBACK reason code and reason string.
+    /// Starts the `$stream` subscription `subscribed_as` (`$stream/<stream>/<inner>`) with
+    /// its options and Subscription Identifier, or says why not: its SUBACK reason code and
+    /// reason string. `latest` is the log end in `since`, taken when the SUBSCRIBE was decoded.
     fn subscribe_stream(
         &mut self,
         subscribed_as: &str,
         stream: &str,
         inner: &str,
-        options: codec::SubscriptionOptions,
-        identifier: Option<u32>,
+        (options, identifier): (codec::SubscriptionOptions, Option<u32>),
         subscribe: &Subscribe,
+        since: &[(u32, u64)],
     ) -> Result<(), replay::Refusal> {
         let request = replay::parse_request(stream, inner, &subscribe.properties.user_properties)
             .map_err(|why| (ReasonCode::ImplementationSpecificError, why))?;
         if topic::validate_topic_filter(&request.filter, &self.shared.config.limits.topics()).is_err() {
             return Err((ReasonCode::TopicFilterInvalid, format!("{subscribed_as}: invalid topic filter")));
         }
-        let starts = replay::resolve(&self.shared.streams, &request)?;
+        let starts = replay::resolve(&self.shared.streams, &request, since)?;
         let compaction_key = self.shared.streams.get(stream).and_then(|s| s.compaction_key.clone());
         let subscription = replay::ReplaySubscription {
             subscribed_as: subscribed_as.to_owned(),

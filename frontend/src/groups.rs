@@ -312,7 +312,9 @@ enum Pass {
 
 impl Group {
     /// Creates the group over every partition of `streams`, each from its restored committed
-    /// offset (clamped to the log) or from the end, and starts its task. Partitions created
+    /// offset (clamped to the log) or from the end: its offset in `since` (partition id,
+    /// offset: the end when the SUBSCRIBE that made the group was decoded) if listed there,
+    /// else its end now. Starts the group's task. Partitions created
     /// later are followed from their restored offset if it is within the log, else from their
     /// start (see [`Group::follow_streams`]).
     pub(crate) fn start(
@@ -320,6 +322,7 @@ impl Group {
         filter: &str,
         streams: &Streams,
         restored: &HashMap<String, u64>,
+        since: &[(PartitionId, u64)],
         offsets_writer: mpsc::Sender<AppendRequest>,
     ) -> Arc<Group> {
         let prefix = format!("{name}/");
@@ -342,7 +345,7 @@ impl Group {
         });
         {
             let mut inner = lock(&group.inner);
-            group.follow(&mut inner, &group.streams.registry(), true);
+            group.follow(&mut inner, &group.streams.registry(), Some(since));
         }
         tokio::spawn(run(Arc::clone(&group), streams.appended()));
         group
@@ -354,13 +357,14 @@ impl Group {
     /// dropped with what was pending there. Cheap when nothing changed.
     fn follow_streams(&self, inner: &mut Inner) {
         if self.streams.generation() != inner.generation {
-            self.follow(inner, &self.streams.registry(), false);
+            self.follow(inner, &self.streams.registry(), None);
         }
     }
 
-    /// Matches the partitions followed with `registry`; at `start`, a partition without a
-    /// restored offset starts at its end.
-    fn follow(&self, inner: &mut Inner, registry: &Registry, start: bool) {
+    /// Matches the partitions followed with `registry`; at the start (`since`, see
+    /// [`Group::start`]), a partition without a restored offset starts at its end.
+    fn follow(&self, inner: &mut Inner, registry: &Registry, since: Option<&[(PartitionId, u64)]>) {
+        let start = since.is_some();
         inner.generation = registry.generation();
         let live: HashSet<PartitionId> =
             registry.all().iter().flat_map(|s| s.partitions.iter().map(|p| p.id)).collect();
@@ -388,9 +392,12 @@ impl Group {
                 let offsets = partition.log.offsets();
                 let (log_start, high_watermark) = (offsets.log_start, offsets.high_watermark);
                 let stored = restored.remove(&offsets_key(&self.name, &stream.name, partition.number));
+                let end = since
+                    .and_then(|since| since.iter().find(|(id, _)| *id == partition.id))
+                    .map_or(high_watermark, |&(_, end)| end.clamp(log_start, high_watermark));
                 let next = match stored {
                     Some(offset) if start => offset.clamp(log_start, high_watermark),
-                    None if start => high_watermark,
+                    None if start => end,
                     Some(offset) if (log_start..=high_watermark).contains(&offset) => offset,
                     _ => log_start,
                 };

@@ -131,8 +131,14 @@ impl ReplaySubscription {
 /// A refused `$stream` subscription: its SUBACK reason code and reason string.
 pub(crate) type Refusal = (ReasonCode, String);
 
-/// The partitions `request` reads and the offset each starts at.
-pub(crate) fn resolve(streams: &Streams, request: &ReplayRequest) -> Result<Vec<(Arc<Partition>, u64)>, Refusal> {
+/// The partitions `request` reads and the offset each starts at. `latest` is a partition's
+/// offset in `latest` (partition id, offset: its end when the SUBSCRIBE was decoded), else
+/// its end now.
+pub(crate) fn resolve(
+    streams: &Streams,
+    request: &ReplayRequest,
+    latest: &[(u32, u64)],
+) -> Result<Vec<(Arc<Partition>, u64)>, Refusal> {
     let Some(stream) = streams.get(&request.stream) else {
         let known: Vec<String> = streams.all().iter().map(|s| s.name.clone()).collect();
         let why = format!("unknown stream {:?}; streams: {}", request.stream, known.join(", "));
@@ -155,9 +161,13 @@ pub(crate) fn resolve(streams: &Streams, request: &ReplayRequest) -> Result<Vec<
     let mut starts = Vec::with_capacity(partitions.len());
     for partition in partitions {
         let offsets = partition.log.offsets();
+        let end = latest
+            .iter()
+            .find(|(id, _)| *id == partition.id)
+            .map_or(offsets.high_watermark, |&(_, end)| end.clamp(offsets.log_start, offsets.high_watermark));
         let start = match request.offset {
             OffsetSpec::Earliest => offsets.log_start,
-            OffsetSpec::Latest => offsets.high_watermark,
+            OffsetSpec::Latest => end,
             OffsetSpec::At(offset) if offset < offsets.log_start => {
                 let why = format!(
                     "offset {offset} is below the log start {} of stream {:?} partition {}",
@@ -174,7 +184,7 @@ pub(crate) fn resolve(streams: &Streams, request: &ReplayRequest) -> Result<Vec<
             }
             OffsetSpec::At(offset) => offset,
             OffsetSpec::Timestamp(ms) => match partition.log.offset_for_timestamp(ms) {
-                Ok(found) => found.unwrap_or(offsets.high_watermark).max(offsets.log_start),
+                Ok(found) => found.unwrap_or(end).max(offsets.log_start),
                 Err(error) => return Err((ReasonCode::UnspecifiedError, format!("reading the time index: {error}"))),
             },
         };

@@ -279,18 +279,28 @@ impl OutboundWindow {
 
 /// Inbound QoS 2 packet identifiers between PUBLISH and PUBREL: exactly once means a
 /// re-sent PUBLISH with an identifier still here is not stored again.
+///
+/// An identifier counts as stored only once its append succeeded (issue 18). Until then it is
+/// `appending`: a resend on the same connection waits behind it, but it is not in the session
+/// record, so if the append fails or the broker dies first, the client's resend is stored
+/// rather than answered as a duplicate of a message that was never kept.
 #[derive(Debug)]
 pub struct InboundQos2 {
+    /// Stored, awaiting PUBREL: the identifiers a session record keeps.
     pending: HashSet<u16>,
+    /// Being appended: not durable yet.
+    appending: HashSet<u16>,
     limit: usize,
 }
 
 /// What to do with an inbound QoS 2 PUBLISH.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Qos2Publish {
-    /// First time: append it, then PUBREC.
+    /// First time: append it, then report the outcome ([`InboundQos2::on_stored`] or
+    /// [`InboundQos2::on_append_failed`]) before the PUBREC.
     Store,
-    /// Already stored (a resend before PUBREL): PUBREC only.
+    /// Already stored or being stored (a resend before PUBREL): PUBREC only, after the
+    /// first one.
     Duplicate,
     /// More unreleased messages than our Receive Maximum: DISCONNECT 0x93.
     OverLimit,
@@ -299,19 +309,31 @@ pub enum Qos2Publish {
 impl InboundQos2 {
     /// At most `limit` (our Receive Maximum) unreleased messages.
     pub fn new(limit: usize) -> InboundQos2 {
-        InboundQos2 { pending: HashSet::new(), limit }
+        InboundQos2 { pending: HashSet::new(), appending: HashSet::new(), limit }
     }
 
     /// A QoS 2 PUBLISH arrived.
     pub fn on_publish(&mut self, id: PacketId) -> Qos2Publish {
-        if self.pending.contains(&id.get()) {
+        if self.pending.contains(&id.get()) || self.appending.contains(&id.get()) {
             Qos2Publish::Duplicate
-        } else if self.pending.len() >= self.limit {
+        } else if self.pending_len() >= self.limit {
             Qos2Publish::OverLimit
         } else {
-            self.pending.insert(id.get());
+            self.appending.insert(id.get());
             Qos2Publish::Store
         }
+    }
+
+    /// The append of the PUBLISH `id` succeeded: from now on it is stored.
+    pub fn on_stored(&mut self, id: PacketId) {
+        if self.appending.remove(&id.get()) {
+            self.pending.insert(id.get());
+        }
+    }
+
+    /// The append of the PUBLISH `id` failed: a resend is a new message.
+    pub fn on_append_failed(&mut self, id: PacketId) {
+        self.appending.remove(&id.get());
     }
 
     /// A session resumed with these identifiers still awaiting PUBREL.
@@ -319,12 +341,12 @@ impl InboundQos2 {
         self.pending.extend(ids.iter().copied().filter(|&id| id != 0));
     }
 
-    /// How many messages wait for their PUBREL.
+    /// How many messages wait for their PUBREL, counting those still being appended.
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.pending.len() + self.appending.len()
     }
 
-    /// The identifiers awaiting PUBREL, sorted (for the session record).
+    /// The identifiers stored and awaiting PUBREL, sorted (for the session record).
     pub fn pending_ids(&self) -> Vec<u16> {
         let mut ids: Vec<u16> = self.pending.iter().copied().collect();
         ids.sort_unstable();
@@ -333,7 +355,7 @@ impl InboundQos2 {
 
     /// PUBREL arrived; returns whether the identifier was pending.
     pub fn on_pubrel(&mut self, id: PacketId) -> bool {
-        self.pending.remove(&id.get())
+        self.pending.remove(&id.get()) | self.appending.remove(&id.get())
     }
 }
 
@@ -456,10 +478,33 @@ mod tests {
         let mut inbound = InboundQos2::new(1);
         let id = PacketId::new(5).unwrap();
         assert_eq!(inbound.on_publish(id), Qos2Publish::Store);
+        inbound.on_stored(id);
         assert_eq!(inbound.on_publish(id), Qos2Publish::Duplicate);
         assert_eq!(inbound.on_publish(PacketId::new(6).unwrap()), Qos2Publish::OverLimit);
         assert!(inbound.on_pubrel(id));
         assert!(!inbound.on_pubrel(id));
         assert_eq!(inbound.on_publish(id), Qos2Publish::Store);
+    }
+
+    #[test]
+    fn issue18_a_qos2_id_is_recorded_only_once_its_append_succeeded() {
+        let mut inbound = InboundQos2::new(2);
+        let id = PacketId::new(9).unwrap();
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Store);
+        // A session record written now (a commit, or the broker dying) must not hold it: the
+        // client's resend after a restart would be taken as a duplicate of nothing.
+        assert!(inbound.pending_ids().is_empty(), "recorded before the append succeeded");
+        // On the same connection a resend still waits behind the first append.
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Duplicate);
+        assert_eq!(inbound.pending_len(), 1, "counts toward the Receive Maximum meanwhile");
+        // The append failed: the resend is a new message.
+        inbound.on_append_failed(id);
+        assert_eq!(inbound.pending_len(), 0);
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Store);
+        inbound.on_stored(id);
+        assert_eq!(inbound.pending_ids(), vec![9]);
+        assert_eq!(inbound.on_publish(id), Qos2Publish::Duplicate);
+        assert!(inbound.on_pubrel(id));
+        assert!(inbound.pending_ids().is_empty());
     }
 }

@@ -122,6 +122,47 @@ impl SessionState {
             .then(|| self.disconnected_at_ms.saturating_add(i64::from(self.expiry_interval) * 1000))
     }
 
+    /// Forgets stream `stream`, which was deleted: the session's positions in it, the
+    /// messages in flight that were read from those positions, and its `$stream/<stream>`
+    /// subscriptions, as a connected session's cursors drop them. In-flight entries point at
+    /// positions by index, so the ones kept are renumbered. A stream created again under the
+    /// name is then read from its start. Returns whether anything changed.
+    pub fn forget_stream(&mut self, stream: &str) -> bool {
+        let before = (self.subscriptions.len(), self.positions.len(), self.in_flight.len());
+        // Old index → new index, `None` for a position that goes.
+        let mut kept = 0;
+        let renumbered: Vec<Option<u16>> = self
+            .positions
+            .iter()
+            .map(|position| {
+                if position.stream == stream {
+                    return None;
+                }
+                kept += 1;
+                u16::try_from(kept - 1).ok()
+            })
+            .collect();
+        self.positions.retain(|position| position.stream != stream);
+        self.in_flight.retain_mut(|entry| match entry.position {
+            None => true,
+            Some((index, offset)) => match renumbered.get(usize::from(index)).copied().flatten() {
+                Some(index) => {
+                    entry.position = Some((index, offset));
+                    true
+                }
+                None => false,
+            },
+        });
+        let replays = format!("$stream/{stream}");
+        self.subscriptions.retain(|s| {
+            !(s.filter == replays || s.filter.strip_prefix(&replays).is_some_and(|rest| rest.starts_with('/')))
+        });
+        debug_assert!(
+            self.in_flight.iter().all(|e| e.position.is_none_or(|(i, _)| usize::from(i) < self.positions.len()))
+        );
+        before != (self.subscriptions.len(), self.positions.len(), self.in_flight.len())
+    }
+
     /// Encodes the session as a `$sessions` record value (never empty).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(64);
@@ -454,5 +495,36 @@ mod tests {
         assert_eq!(committed_offset(Some(12), 50), 12);
         assert!(is_redelivery(12, 50));
         assert!(!is_redelivery(50, 50));
+    }
+
+    #[test]
+    fn issue18_forgetting_a_deleted_stream_renumbers_what_is_in_flight() {
+        let mut state = sample();
+        state.subscriptions.push(StoredSubscription {
+            filter: "$stream/default/x/#".into(),
+            options: SubscriptionOptions::default(),
+            identifier: None,
+        });
+        state.subscriptions.push(StoredSubscription {
+            filter: "$stream/defaults".into(),
+            options: SubscriptionOptions::default(),
+            identifier: None,
+        });
+        assert!(state.forget_stream("default"));
+        // `orders` was position 1; its message in flight now points at index 0.
+        assert_eq!(state.positions.len(), 1);
+        assert_eq!(state.positions[0].stream, "orders");
+        let kept: Vec<(u16, Option<(u16, u64)>)> = state.in_flight.iter().map(|e| (e.packet_id, e.position)).collect();
+        assert_eq!(
+            kept,
+            vec![(8, Some((0, 6))), (9, None), (65_535, None)],
+            "the default message went, the rest stayed"
+        );
+        let filters: Vec<&str> = state.subscriptions.iter().map(|s| s.filter.as_str()).collect();
+        assert_eq!(filters, vec!["a/+/c", "#", "$stream/defaults"], "only the deleted stream's replays went");
+        // What is stored decodes again: every index points at a stored position.
+        assert_eq!(SessionState::decode(&state.encode()), Ok(state.clone()));
+        assert!(!state.forget_stream("default"), "nothing left to forget");
+        assert!(!state.forget_stream("unknown"));
     }
 }
