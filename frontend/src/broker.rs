@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::Publish;
-use crate::partition_writer::{self, AppendRequest};
+use crate::partition_writer::{self, AppendError, AppendRequest};
 use crate::record::{self, StoredMessage};
 use crate::session_state::SessionState;
 use crate::streams::Streams;
@@ -275,7 +275,7 @@ impl Shared {
 
     /// Stores a retained message (or deletes the topic's, for an empty payload) in
     /// `$retained`, durably, then in the in-memory map.
-    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), String> {
+    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), AppendError> {
         let (durable, done) = oneshot::channel();
         let stored = StoredRecord {
             offset: 0,
@@ -287,8 +287,8 @@ impl Shared {
         self.retained_writer
             .send(AppendRequest { record, durable: Some(durable) })
             .await
-            .map_err(|_| "the $retained writer stopped".to_owned())?;
-        let offset = done.await.map_err(|_| "the $retained writer stopped".to_owned())??;
+            .map_err(|_| AppendError::failed("the $retained writer stopped"))?;
+        let offset = done.await.map_err(|_| AppendError::failed("the $retained writer stopped"))??;
         apply_retained(&mut lock(&self.retained), StoredRecord { offset, ..stored });
         Ok(())
     }
@@ -328,7 +328,7 @@ impl Shared {
             .send(AppendRequest { record, durable: Some(durable) })
             .await
             .map_err(|_| "the partition writer stopped".to_owned())?;
-        done.await.map_err(|_| "the partition writer stopped".to_owned())?
+        Ok(done.await.map_err(|_| "the partition writer stopped".to_owned())??)
     }
 
     /// Takes the disconnected session of `client_id` out of the store, unless it expired.

@@ -19,9 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 
-use strata_log::{Log, Record};
+use strata_log::{Log, LogError, Record};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codec::ReasonCode;
 use crate::interest::AppendSignal;
 
 /// Most records appended as one batch.
@@ -30,7 +31,47 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// The outcome a publisher waits for: the record's offset once durable, or why it is not.
-pub type AppendResult = Result<u64, String>;
+pub type AppendResult = Result<u64, AppendError>;
+
+/// Why a record was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendError {
+    /// The file system was full: nothing stored was harmed, and the same publish may succeed
+    /// once space is freed.
+    pub disk_full: bool,
+    /// What went wrong, naming the partition or file.
+    pub message: String,
+}
+
+impl AppendError {
+    fn from_log(error: &LogError) -> AppendError {
+        AppendError { disk_full: error.is_disk_full(), message: error.to_string() }
+    }
+
+    /// A failure that is not a full disk (a writer that stopped, say).
+    pub(crate) fn failed(message: impl Into<String>) -> AppendError {
+        AppendError { disk_full: false, message: message.into() }
+    }
+
+    /// The MQTT 5 reason code of the PUBACK or PUBREC that refuses the publish: 0x97 Quota
+    /// exceeded for a full disk (the client may try again later), 0x80 Unspecified error
+    /// otherwise.
+    pub(crate) fn reason_code(&self) -> ReasonCode {
+        if self.disk_full { ReasonCode::QuotaExceeded } else { ReasonCode::UnspecifiedError }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<AppendError> for String {
+    fn from(error: AppendError) -> String {
+        error.message
+    }
+}
 
 /// One record to append, and where to report it durable (QoS 1/2 publishers only).
 #[derive(Debug)]
@@ -144,7 +185,7 @@ impl PartitionWriter {
             }
             Err(error) => {
                 tracing::error!(partition = %self.log.dir().display(), %error, "append failed");
-                Err(error.to_string())
+                Err(AppendError::from_log(&error))
             }
         };
         Ok(outcome)
@@ -187,9 +228,9 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announ
             }
             Err(error) => {
                 tracing::error!(partition = %log.dir().display(), %error, "append failed");
-                let message = error.to_string();
+                let error = AppendError::from_log(&error);
                 for durable in waiting.drain(..).flatten() {
-                    let _ = durable.send(Err(message.clone()));
+                    let _ = durable.send(Err(error.clone()));
                 }
             }
         }

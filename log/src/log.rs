@@ -1232,8 +1232,10 @@ impl Shared {
         self.check_sync_failure()?;
         let (file, path, target, written) = {
             let mut w = self.lock_writer()?;
-            if with_index {
-                self.write_index_files(&mut w, false, false)?;
+            // The index files are caches (recovery rebuilds them): failing to extend one, on a
+            // full disk say, must not hold back the fsync of the data.
+            if with_index && let Err(error) = self.write_index_files(&mut w, false, false) {
+                tracing::debug!(dir = %self.dir.display(), %error, "appending index entries failed; retried at the next flush");
             }
             (Arc::clone(&w.file), Arc::clone(&w.active.path), w.log_end, w.batches_written)
         };
