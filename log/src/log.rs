@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::{
-    BatchHeader, FlushPolicy, HighWatermarkMode, LogConfig, LogError, Record, StoredRecord,
+    BatchHeader, Compression, FlushPolicy, HighWatermarkMode, LogConfig, LogError, Record, StoredRecord,
     error::IoContext,
     flusher,
     format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, parse_header, records_section},
@@ -693,8 +693,12 @@ impl Shared {
         let mut buf = std::mem::take(&mut w.buf);
         let mut scratch = std::mem::take(&mut w.scratch);
         let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
+        // Reads refuse a zstd frame that decodes to more than a batch may hold (format.rs).
+        let uncompressed = if self.config.compression == Compression::Zstd { scratch.len() } else { 0 };
         w.scratch = scratch;
-        let result = if !may_roll && self.roll_due(w, buf.len() as u64) {
+        let result = if uncompressed > MAX_BATCH_LEN {
+            Err(LogError::BatchTooLarge { bytes: uncompressed, limit: MAX_BATCH_LEN })
+        } else if !may_roll && self.roll_due(w, buf.len() as u64) {
             Ok(None)
         } else {
             self.write_batch(w, &buf, &header).map(Some)
