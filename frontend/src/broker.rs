@@ -875,10 +875,18 @@ impl Broker {
             if let Some(maintenance) = maintenance {
                 stop_maintenance(maintenance);
             }
+            // Every log is closed even when one fails (a partition whose fsync failed closes
+            // without its clean-shutdown marker and reports it): the first error is returned.
+            let mut first_error = Ok(());
             for log in [&retained_log, &sessions_log, &offsets_log, &streams_log].into_iter().chain(&logs) {
-                log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
+                if let Err(source) = log.close() {
+                    tracing::error!(dir = %log.dir().display(), error = %source, "closing a log failed");
+                    if first_error.is_ok() {
+                        first_error = Err(BrokerError::Log { dir: log.dir().to_path_buf(), source });
+                    }
+                }
             }
-            Ok(())
+            first_error
         })
         .await
         .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?

@@ -274,6 +274,46 @@ mod tests {
         assert_eq!(&records[3].value[..], b"v3");
     }
 
+    /// Issue 18: once an fsync failed, the publishers waiting for it and every later one hear
+    /// an error (0x80 for MQTT 5, not 0x97: the disk is not full), naming the partition.
+    #[test]
+    fn issue18_a_failed_fsync_fails_waiting_and_later_publishes() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
+        let log = Arc::new(Log::open(dir.path(), config).unwrap());
+        let writer =
+            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Arc::new(AppendSignal::new()), 0)
+                .unwrap();
+        let send = |value: &'static str| {
+            runtime.block_on(async {
+                let (done, rx) = oneshot::channel();
+                writer.send(AppendRequest { record: Record::new(1, value), durable: Some(done) }).await.unwrap();
+                rx.await.unwrap()
+            })
+        };
+        assert_eq!(send("stored"), Ok(0));
+        log.fail_next_fsync_for_tests();
+        for value in ["waits for the failed fsync", "comes after it"] {
+            let error = send(value).unwrap_err();
+            assert!(!error.disk_full, "{error}");
+            assert_eq!(error.reason_code(), ReasonCode::UnspecifiedError);
+            assert!(error.message.contains(&dir.path().display().to_string()), "{error}");
+        }
+        // Under `interval`, the inline path refuses too.
+        let interval = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(interval.path(), LogConfig::default()).unwrap());
+        let writer =
+            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync-inline".into(), Arc::new(AppendSignal::new()), 0)
+                .unwrap();
+        log.fail_next_fsync_for_tests();
+        assert!(log.flush().is_err());
+        match writer.try_append_now(Record::new(1, "x")) {
+            Ok(outcome) => assert_eq!(outcome.unwrap_err().reason_code(), ReasonCode::UnspecifiedError),
+            Err(_) => panic!("a failed log refuses inline instead of queueing"),
+        }
+    }
+
     #[test]
     fn a_lone_append_goes_inline_only_when_nothing_is_queued_and_no_fsync_is_awaited() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
