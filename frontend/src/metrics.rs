@@ -73,7 +73,7 @@ pub(crate) struct Metrics {
     qos0_skipped_offsets: IntCounter,
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
-    /// Partitions refusing appends after a failed fsync, until the broker restarts.
+    /// Partitions refusing appends after a failed fsync, until they are recovered.
     partitions_failed: IntGauge,
     /// 1 while some partition's last append found the disk full.
     disk_full: IntGauge,
@@ -160,7 +160,7 @@ impl Metrics {
                 &r,
                 IntGauge::new(
                     "strata_partitions_failed",
-                    "Partitions refusing publishes after a failed fsync; they recover when the broker restarts.",
+                    "Partitions refusing publishes after a failed fsync, until recovered in place or by a restart.",
                 )
                 .expect("valid"),
             ),
@@ -267,7 +267,7 @@ impl Metrics {
     }
 
     /// Why some partition cannot take publishes now, one line each: an fsync that failed
-    /// (until the partition is reopened), or a full disk (until space is freed). Empty when
+    /// (until the partition is recovered), or a full disk (until space is freed). Empty when
     /// every partition can.
     pub(crate) fn storage_problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
@@ -366,8 +366,8 @@ impl BrokerMetrics {
     }
 
     /// Why publishes are refused now, one line per partition: a failed fsync (the partition
-    /// refuses appends until the broker restarts) or a full disk. `/ready` says 503 with
-    /// these while there are any.
+    /// refuses appends until it is recovered) or a full disk. `/ready` says 503 with these
+    /// while there are any.
     pub fn storage_problems(&self) -> Vec<String> {
         self.shared.metrics.storage_problems()
     }

@@ -18,6 +18,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use strata_log::{Log, LogError, Record};
 use tokio::sync::{mpsc, oneshot};
@@ -178,7 +179,8 @@ impl PartitionWriter {
         // Never waits: a busy writer or a segment roll (which fsyncs) sends it to the queue.
         let Ok(_order) = self.announce.order.try_lock() else { return Err(record) };
         let outcome = match self.log.try_append_now(std::slice::from_ref(&record), 0) {
-            Ok(None) => return Err(record),
+            // The writer thread tries to recover a log whose fsync failed.
+            Ok(None) | Err(LogError::SyncFailed { .. }) => return Err(record),
             Ok(Some(info)) => {
                 self.announce.signal.appended(self.announce.partition, info.base_offset, std::slice::from_ref(&record));
                 Ok(info.base_offset)
@@ -192,9 +194,42 @@ impl PartitionWriter {
     }
 }
 
+fn append(log: &Log, records: &[Record], announce: Option<&Announce>) -> Result<strata_log::AppendInfo, LogError> {
+    let Some(announce) = announce else { return log.append(records, 0) };
+    let _order = announce.lock_order();
+    let appended = log.append(records, 0);
+    if let Ok(info) = &appended {
+        // Readers may read it now; publishers hear back once it is durable.
+        announce.signal.appended(announce.partition, info.base_offset, records);
+    }
+    appended
+}
+
+/// How often a writer tries to bring its log back after a failed fsync: each try writes the
+/// active segment again.
+const RECOVERY_EVERY: Duration = Duration::from_secs(5);
+
+/// After a failed fsync the log refuses appends (issue 18). Tries to recover it in place
+/// ([`Log::recover_failed_sync`]), at most every [`RECOVERY_EVERY`]; true once it has.
+fn try_recovery(log: &Log, last_try: &mut Option<Instant>) -> bool {
+    if last_try.is_some_and(|at| at.elapsed() < RECOVERY_EVERY) {
+        return false;
+    }
+    *last_try = Some(Instant::now());
+    match log.recover_failed_sync() {
+        Ok(recovered) => recovered,
+        Err(error) => {
+            let retry_in_s = RECOVERY_EVERY.as_secs();
+            tracing::error!(partition = %log.dir().display(), %error, retry_in_s, "recovering from a failed fsync failed");
+            false
+        }
+    }
+}
+
 fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announce>, queued: Option<Arc<AtomicUsize>>) {
     let mut records = Vec::new();
     let mut waiting = Vec::new();
+    let mut last_recovery = None;
     // Blocks only while nothing is waiting: a lone publish is appended at once.
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = 0;
@@ -205,18 +240,10 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announ
             waiting.push(request.durable);
             next = if records.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES { rx.try_recv().ok() } else { None };
         }
-        let appended = match &announce {
-            Some(announce) => {
-                let _order = announce.lock_order();
-                let appended = log.append(&records, 0);
-                if let Ok(info) = &appended {
-                    // Readers may read it now; publishers hear back once it is durable.
-                    announce.signal.appended(announce.partition, info.base_offset, &records);
-                }
-                appended
-            }
-            None => log.append(&records, 0),
-        };
+        let mut appended = append(log, &records, announce.as_ref());
+        if matches!(appended, Err(LogError::SyncFailed { .. })) && try_recovery(log, &mut last_recovery) {
+            appended = append(log, &records, announce.as_ref());
+        }
         let outcome = appended.and_then(|info| log.wait_durable_blocking(info.last_offset).map(|()| info.base_offset));
         match outcome {
             Ok(base_offset) => {
@@ -274,10 +301,12 @@ mod tests {
         assert_eq!(&records[3].value[..], b"v3");
     }
 
-    /// Issue 18: once an fsync failed, the publishers waiting for it and every later one hear
-    /// an error (0x80 for MQTT 5, not 0x97: the disk is not full), naming the partition.
+    /// Issue 18: the publishers waiting on a failed fsync hear an error (0x80 for MQTT 5, not
+    /// 0x97: the disk is not full) naming the partition; the writer then recovers the log in
+    /// place, so the next publish is stored. A lone publish on a failed log is not refused
+    /// inline but handed to the writer thread, which recovers it.
     #[test]
-    fn issue18_a_failed_fsync_fails_waiting_and_later_publishes() {
+    fn issue18_a_failed_fsync_fails_its_waiters_then_the_writer_recovers() {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         let dir = tempfile::tempdir().unwrap();
         let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
@@ -285,22 +314,23 @@ mod tests {
         let writer =
             PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Arc::new(AppendSignal::new()), 0)
                 .unwrap();
-        let send = |value: &'static str| {
+        let send = |writer: &PartitionWriter, value: &'static str| {
             runtime.block_on(async {
                 let (done, rx) = oneshot::channel();
                 writer.send(AppendRequest { record: Record::new(1, value), durable: Some(done) }).await.unwrap();
                 rx.await.unwrap()
             })
         };
-        assert_eq!(send("stored"), Ok(0));
+        assert_eq!(send(&writer, "stored"), Ok(0));
         log.fail_next_fsync_for_tests();
-        for value in ["waits for the failed fsync", "comes after it"] {
-            let error = send(value).unwrap_err();
-            assert!(!error.disk_full, "{error}");
-            assert_eq!(error.reason_code(), ReasonCode::UnspecifiedError);
-            assert!(error.message.contains(&dir.path().display().to_string()), "{error}");
-        }
-        // Under `interval`, the inline path refuses too.
+        let error = send(&writer, "waits for the failed fsync").unwrap_err();
+        assert!(!error.disk_full, "{error}");
+        assert_eq!(error.reason_code(), ReasonCode::UnspecifiedError);
+        assert!(error.message.contains(&dir.path().display().to_string()), "{error}");
+        assert!(log.sync_failure().is_some());
+        assert_eq!(send(&writer, "comes after it"), Ok(2), "the writer recovered the log");
+        assert!(log.sync_failure().is_none());
+
         let interval = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(interval.path(), LogConfig::default()).unwrap());
         let writer =
@@ -308,10 +338,14 @@ mod tests {
                 .unwrap();
         log.fail_next_fsync_for_tests();
         assert!(log.flush().is_err());
-        match writer.try_append_now(Record::new(1, "x")) {
-            Ok(outcome) => assert_eq!(outcome.unwrap_err().reason_code(), ReasonCode::UnspecifiedError),
-            Err(_) => panic!("a failed log refuses inline instead of queueing"),
-        }
+        let Err(record) = writer.try_append_now(Record::new(1, "x")) else {
+            panic!("a failed log is left to the writer thread, not refused inline");
+        };
+        runtime.block_on(async {
+            let (done, rx) = oneshot::channel();
+            writer.send(AppendRequest { record, durable: Some(done) }).await.unwrap();
+            assert_eq!(rx.await.unwrap(), Ok(0));
+        });
     }
 
     #[test]

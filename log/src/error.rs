@@ -104,11 +104,12 @@ pub enum LogError {
     },
     /// An fsync of appended data failed earlier. The kernel may have dropped the unwritten
     /// pages, or marked them clean, so a later fsync can succeed without writing them
-    /// ("fsyncgate"): the partition refuses appends and durability waits until it is
-    /// reopened, which re-reads what is on disk and truncates after the last whole batch.
+    /// ("fsyncgate"): the partition refuses appends and durability waits until
+    /// [`crate::Log::recover_failed_sync`] writes its data again and fsyncs it, or until it
+    /// is reopened, which re-reads what is on disk and truncates after the last whole batch.
     #[error(
-        "{path}: an fsync failed ({reason}); partition {partition} refuses appends until it is reopened \
-         (restart the broker; recovery keeps what is verifiably on disk)"
+        "{path}: an fsync failed ({reason}); partition {partition} refuses appends until its data is written \
+         again and fsynced, or it is reopened (a restart keeps what is verifiably on disk)"
     )]
     SyncFailed {
         /// The file whose fsync failed.

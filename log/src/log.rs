@@ -220,9 +220,9 @@ pub(crate) struct Shared {
     /// cleared by the flusher just before it releases them. See `flusher.rs`.
     pub(crate) read_since_release: AtomicBool,
     closed: AtomicBool,
-    /// The first failed fsync of appended data (file, OS error); set once, never cleared
-    /// while the log is open. See [`LogError::SyncFailed`].
-    sync_failure: std::sync::OnceLock<(PathBuf, String)>,
+    /// The first failed fsync of appended data (file, OS error) since the log was opened or
+    /// last recovered ([`Log::recover_failed_sync`]). See [`LogError::SyncFailed`].
+    sync_failure: arc_swap::ArcSwapOption<(PathBuf, String)>,
     /// Makes the next fsync of appended data fail, for tests ([`Log::fail_next_fsync_for_tests`]).
     fail_next_fsync: AtomicBool,
     /// The last append failed for want of space and none succeeded since.
@@ -399,7 +399,7 @@ impl Log {
 
     /// Everything below this offset is durable under the flush policy.
     pub fn durable_end(&self) -> u64 {
-        if self.shared.sync_failure.get().is_some() {
+        if self.shared.has_failed() {
             return self.shared.synced.load(Ordering::Acquire);
         }
         match self.shared.config.flush {
@@ -520,6 +520,21 @@ impl Log {
         self.shared.check_sync_failure().err()
     }
 
+    /// Brings a log whose fsync failed back into service without reopening it, when its data
+    /// can be made durable again. Only the active segment holds data that no successful
+    /// fsync covered (a roll fsyncs the segment it seals first). Each of its batches is
+    /// checked against its CRC, then all of it is written again, which makes its pages dirty
+    /// whatever the failed write-back left them as, and fsynced with the directory.
+    ///
+    /// `Ok(true)`: recovered, appends are accepted again. `Ok(false)`: no fsync had failed.
+    /// An error leaves the log refusing appends: a batch that no longer checks out (its pages
+    /// were dropped and re-read from the disk) needs the truncation of a reopen, and a disk
+    /// that keeps failing fails this fsync too. It rewrites up to a segment, so callers
+    /// should not retry it more often than every few seconds.
+    pub fn recover_failed_sync(&self) -> Result<bool, LogError> {
+        self.shared.recover_failed_sync()
+    }
+
     /// Whether the last append failed because the file system was full (or over quota) and
     /// none succeeded since. Checked against the space free now: once there is room for
     /// what failed, this says false again before any append, so a readiness probe that
@@ -606,7 +621,7 @@ impl Shared {
 
     /// `Err` once an fsync of appended data has failed (see [`LogError::SyncFailed`]).
     pub(crate) fn check_sync_failure(&self) -> Result<(), LogError> {
-        match self.sync_failure.get() {
+        match self.sync_failure.load().as_deref() {
             None => Ok(()),
             Some((path, reason)) => {
                 Err(LogError::SyncFailed { path: path.clone(), partition: self.dir.clone(), reason: reason.clone() })
@@ -616,7 +631,7 @@ impl Shared {
 
     /// After a failed fsync, only what an earlier fsync covered is durable.
     fn check_synced(&self, offset: u64) -> Result<(), LogError> {
-        if self.sync_failure.get().is_some() && self.synced.load(Ordering::Acquire) <= offset {
+        if self.has_failed() && self.synced.load(Ordering::Acquire) <= offset {
             return self.check_sync_failure();
         }
         Ok(())
@@ -627,11 +642,7 @@ impl Shared {
     /// writing what the first one lost.
     fn sync_appended(&self, file: &File, path: &Path) -> Result<(), LogError> {
         self.check_sync_failure()?;
-        let result = match self.fail_next_fsync.swap(false, Ordering::SeqCst) {
-            true => Err(std::io::Error::from_raw_os_error(libc::EIO)),
-            false => file.sync_data(),
-        };
-        result.map_err(|error| self.record_sync_failure(path, &error))
+        self.fsync(file).map_err(|error| self.record_sync_failure(path, &error))
     }
 
     /// As [`Shared::sync_appended`], for the directory entry of a new segment.
@@ -642,20 +653,80 @@ impl Shared {
         }
     }
 
+    fn recover_failed_sync(&self) -> Result<bool, LogError> {
+        if !self.has_failed() {
+            return Ok(false);
+        }
+        let _maintenance = self.lock_maintenance();
+        let mut w = self.lock_writer()?;
+        let Err(failed) = self.check_sync_failure() else { return Ok(false) };
+        let (active, file, len) = (Arc::clone(&w.active), Arc::clone(&w.file), w.active_len as usize);
+        let data = &active.data[..len];
+        let mut walker = BatchWalker::new(data, 0, active.base_offset);
+        for item in &mut walker {
+            if let Err(defect) = item {
+                tracing::error!(
+                    file = %active.path.display(),
+                    position = defect.position,
+                    reason = defect.reason,
+                    "cannot recover from the failed fsync in place: a batch no longer checks out; reopen the partition"
+                );
+                return Err(failed);
+            }
+        }
+        if walker.position() != len {
+            return Err(failed);
+        }
+        // Written from a copy, not from the mapping of the very pages being written.
+        const CHUNK: usize = 1 << 20;
+        let mut copy = Vec::with_capacity(CHUNK.min(len));
+        for (i, chunk) in data.chunks(CHUNK).enumerate() {
+            copy.clear();
+            copy.extend_from_slice(chunk);
+            std::os::unix::fs::FileExt::write_all_at(file.as_ref(), &copy, (i * CHUNK) as u64)
+                .at(&active.path, "writing a segment again after a failed fsync")?;
+        }
+        if let Err(error) = self.fsync(&file) {
+            self.sync_failure.store(Some(Arc::new((active.path.to_path_buf(), error.to_string()))));
+            return Err(self.check_sync_failure().expect_err("just stored"));
+        }
+        sync_dir(&self.dir)?;
+        self.synced.fetch_max(w.log_end, Ordering::AcqRel);
+        w.dirty = false;
+        self.sync_failure.store(None);
+        tracing::warn!(
+            partition = %self.dir.display(),
+            file = %active.path.display(),
+            bytes = len,
+            "recovered from a failed fsync: the active segment was written again and fsynced; appends are accepted again"
+        );
+        Ok(true)
+    }
+
+    /// `fdatasync`, or the failure [`Log::fail_next_fsync_for_tests`] asked for.
+    fn fsync(&self, file: &File) -> std::io::Result<()> {
+        match self.fail_next_fsync.swap(false, Ordering::SeqCst) {
+            true => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            false => file.sync_data(),
+        }
+    }
+
     fn record_sync_failure(&self, path: &Path, error: &std::io::Error) -> LogError {
-        if self.sync_failure.set((path.to_path_buf(), error.to_string())).is_ok() {
+        let failure = Some(Arc::new((path.to_path_buf(), error.to_string())));
+        let previous = self.sync_failure.compare_and_swap(&None::<Arc<(PathBuf, String)>>, failure);
+        if previous.is_none() {
             tracing::error!(
                 partition = %self.dir.display(),
                 file = %path.display(),
                 %error,
-                "fsync failed: the partition refuses appends until it is reopened"
+                "fsync failed: the partition refuses appends until it is recovered"
             );
         }
         self.check_sync_failure().expect_err("just set")
     }
 
     pub(crate) fn has_failed(&self) -> bool {
-        self.sync_failure.get().is_some()
+        self.sync_failure.load().is_some()
     }
 
     fn ensure_open(&self) -> Result<(), LogError> {
@@ -1502,7 +1573,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         // Recovery read the segments through their mappings.
         read_since_release: AtomicBool::new(true),
         closed: AtomicBool::new(false),
-        sync_failure: std::sync::OnceLock::new(),
+        sync_failure: arc_swap::ArcSwapOption::empty(),
         fail_next_fsync: AtomicBool::new(false),
         disk_full: AtomicBool::new(false),
         disk_full_needed: AtomicU64::new(0),

@@ -102,3 +102,41 @@ fn issue18_failed_background_fsync_is_not_only_logged() {
     assert_sync_failed(&log.wait_durable_blocking(0).unwrap_err(), dir.path());
     assert!(log.is_dirty_for_tests(), "the flusher must not clear the dirty flag of a failed fsync");
 }
+
+#[test]
+fn issue18_failed_fsync_recovers_in_place_by_writing_the_segment_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { flush: FlushPolicy::Always, ..LogConfig::default() };
+    let log = Log::open(dir.path(), config.clone()).unwrap();
+    assert!(!log.recover_failed_sync().unwrap(), "nothing to recover from");
+    for i in 0..3 {
+        let appended = log.append(&[record(i)], 1).unwrap();
+        log.wait_durable_blocking(appended.last_offset).unwrap();
+    }
+    let lost = log.append(&[record(3)], 1).unwrap();
+    log.fail_next_fsync_for_tests();
+    assert_sync_failed(&log.wait_durable_blocking(lost.last_offset).unwrap_err(), dir.path());
+
+    // A disk that fails again keeps the partition refusing.
+    log.fail_next_fsync_for_tests();
+    assert_sync_failed(&log.recover_failed_sync().unwrap_err(), dir.path());
+    assert_sync_failed(&log.append(&[record(4)], 1).unwrap_err(), dir.path());
+    assert!(log.is_dirty_for_tests());
+
+    // Once the fsync of the rewritten segment succeeds, everything written is durable and
+    // appends are accepted again.
+    assert!(log.recover_failed_sync().unwrap());
+    assert!(log.sync_failure().is_none());
+    assert!(!log.is_dirty_for_tests());
+    log.wait_durable_blocking(lost.last_offset).unwrap();
+    let next = log.append(&[record(4)], 1).unwrap();
+    assert_eq!(next.base_offset, 4);
+    log.wait_durable_blocking(next.last_offset).unwrap();
+    let values: Vec<_> = log.read(0, 1 << 20).unwrap().records(0).unwrap().into_iter().map(|r| r.value).collect();
+    assert_eq!(values, (0..5).map(|i| format!("value-{i}")).collect::<Vec<_>>());
+    log.close().unwrap();
+    drop(log);
+    let reopened = Log::open(dir.path(), config).unwrap();
+    assert!(reopened.recovery_report().clean_shutdown, "a recovered log closes cleanly");
+    assert_eq!(reopened.offsets().log_end, 5);
+}
