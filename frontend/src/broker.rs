@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::codec::Publish;
-use crate::partition_writer::{self, AppendRequest};
+use crate::partition_writer::{self, AppendError, AppendRequest};
 use crate::record::{self, StoredMessage};
 use crate::session_state::SessionState;
 use crate::streams::Streams;
@@ -283,7 +283,7 @@ impl Shared {
 
     /// Stores a retained message (or deletes the topic's, for an empty payload) in
     /// `$retained`, durably, then in the in-memory map.
-    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), String> {
+    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), AppendError> {
         let (durable, done) = oneshot::channel();
         let stored = StoredRecord {
             offset: 0,
@@ -295,8 +295,8 @@ impl Shared {
         self.retained_writer
             .send(AppendRequest { record, durable: Some(durable) })
             .await
-            .map_err(|_| "the $retained writer stopped".to_owned())?;
-        let offset = done.await.map_err(|_| "the $retained writer stopped".to_owned())??;
+            .map_err(|_| AppendError::failed("the $retained writer stopped"))?;
+        let offset = done.await.map_err(|_| AppendError::failed("the $retained writer stopped"))??;
         apply_retained(&mut lock(&self.retained), StoredRecord { offset, ..stored });
         Ok(())
     }
@@ -336,7 +336,7 @@ impl Shared {
             .send(AppendRequest { record, durable: Some(durable) })
             .await
             .map_err(|_| "the partition writer stopped".to_owned())?;
-        done.await.map_err(|_| "the partition writer stopped".to_owned())?
+        Ok(done.await.map_err(|_| "the partition writer stopped".to_owned())??)
     }
 
     /// Takes the disconnected session of `client_id` out of the store, unless it expired.
@@ -940,10 +940,18 @@ impl Broker {
             if let Some(maintenance) = maintenance {
                 stop_maintenance(maintenance);
             }
+            // Every log is closed even when one fails (a partition whose fsync failed closes
+            // without its clean-shutdown marker and reports it): the first error is returned.
+            let mut first_error = Ok(());
             for log in [&retained_log, &sessions_log, &offsets_log, &streams_log].into_iter().chain(&logs) {
-                log.close().map_err(|source| BrokerError::Log { dir: log.dir().to_path_buf(), source })?;
+                if let Err(source) = log.close() {
+                    tracing::error!(dir = %log.dir().display(), error = %source, "closing a log failed");
+                    if first_error.is_ok() {
+                        first_error = Err(BrokerError::Log { dir: log.dir().to_path_buf(), source });
+                    }
+                }
             }
-            Ok(())
+            first_error
         })
         .await
         .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?

@@ -26,7 +26,7 @@ use crate::codec::{
 use crate::groups::{Group, GroupDelivery, MemberId, PartitionId};
 use crate::handoff::Handoff;
 use crate::interest::ConnectionInterest;
-use crate::partition_writer::{AppendRequest, AppendResult};
+use crate::partition_writer::{AppendError, AppendRequest, AppendResult};
 use crate::readers::{self, BufferedRecord, Readers};
 use crate::record;
 use crate::replay;
@@ -513,6 +513,38 @@ struct PendingAck {
     received: Option<std::time::Instant>,
 }
 
+/// Settles an acknowledgement whose append has finished (`None`: the writer went away
+/// without saying). A record that was not stored gets, for an MQTT 5 client, the failure's
+/// reason code instead of success (issue 18); an MQTT 3.1.1 client must be disconnected
+/// instead: `Err` with the DISCONNECT reason.
+fn settle_ack(
+    version: ProtocolVersion,
+    qos2: &Mutex<InboundQos2>,
+    ack: &mut PendingAck,
+    outcome: Option<AppendResult>,
+) -> Result<(), ReasonCode> {
+    let error = match outcome {
+        Some(Ok(_)) => return Ok(()),
+        Some(Err(error)) => error,
+        None => AppendError::failed("the partition writer stopped"),
+    };
+    // Not stored: a resend of this QoS 2 id is a new message, whatever happens next.
+    forget_refused_qos2(qos2, ack.packet, ack.packet_id);
+    if !version.is_v5() {
+        return Err(ReasonCode::UnspecifiedError);
+    }
+    ack.reason = error.reason_code();
+    Ok(())
+}
+
+/// A PUBREC with an error code ends the QoS 2 exchange: the identifier is free, and the
+/// client's next PUBLISH with it is a new message to store, not a duplicate.
+fn forget_refused_qos2(qos2: &Mutex<InboundQos2>, packet: AckPacket, packet_id: PacketId) {
+    if matches!(packet, AckPacket::PubRec) {
+        lock(qos2).on_append_failed(packet_id);
+    }
+}
+
 struct Inbound {
     shared: Arc<Shared>,
     version: ProtocolVersion,
@@ -725,7 +757,7 @@ impl Inbound {
             // holds this connection's reads.
             if let Err(error) = Box::pin(self.shared.store_retained(record.clone())).await {
                 tracing::error!(client_id = %self.client_id, %error, "storing a retained message failed");
-                return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
+                return self.refuse(packet, packet_id, &error).await;
             }
         }
         let partition = self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
@@ -743,11 +775,8 @@ impl Inbound {
                     // Already in the log: nothing to wait for before acknowledging.
                     return self.acknowledge(packet, packet_id, None, received).await;
                 }
-                // The append has logged the error. QoS 0 promised nothing.
-                Ok(Err(_)) if packet.is_none() => return None,
-                Ok(Err(_)) => {
-                    return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
-                }
+                // The append has logged the error.
+                Ok(Err(error)) => return self.refuse(packet, packet_id, &error).await,
                 Err(record) => record,
             },
             false => record,
@@ -764,6 +793,27 @@ impl Inbound {
             return Some(End::Disconnect(ReasonCode::ServerShuttingDown, "the partition writer stopped".to_owned()));
         }
         self.acknowledge(packet, packet_id, durable_rx, received).await
+    }
+
+    /// A publish that could not be stored (issue 18). QoS 0 promised nothing. An MQTT 5
+    /// client gets its PUBACK or PUBREC with the failure's reason code (0x97 Quota exceeded
+    /// for a full disk) and keeps its connection; an MQTT 3.1.1 client, whose
+    /// acknowledgements cannot say no, is disconnected.
+    async fn refuse(
+        &mut self,
+        packet: Option<AckPacket>,
+        packet_id: Option<PacketId>,
+        error: &AppendError,
+    ) -> Option<End> {
+        let (Some(packet), Some(packet_id)) = (packet, packet_id) else { return None };
+        if !self.version.is_v5() {
+            return Some(End::Disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into()));
+        }
+        forget_refused_qos2(&self.qos2, packet, packet_id);
+        let reason = error.reason_code();
+        let message = ToOutbound::Ack { packet, packet_id, reason, durable: None, received: None };
+        self.to_outbound.push(message).await;
+        None
     }
 
     /// Queues the PUBACK or PUBREC of a stored publish for the outbound half, which sends it
@@ -1188,12 +1238,9 @@ impl Outbound {
                 outcome = async { front_durable.expect("guarded").await }, if has_front => {
                     let ack = self.pending_acks.front_mut().expect("guarded");
                     ack.durable = None;
-                    if !matches!(outcome, Ok(Ok(_))) {
-                        if matches!(ack.packet, AckPacket::PubRec) {
-                            lock(&self.qos2).on_append_failed(ack.packet_id);
-                        }
-                        tracing::error!(client_id = %self.client_id, ?outcome, "a publish was not stored");
-                        Box::pin(self.disconnect(ReasonCode::UnspecifiedError, "a publish could not be stored".into())).await;
+                    if let Err(reason) = settle_ack(self.version, &self.qos2, ack, outcome.ok()) {
+                        tracing::error!(client_id = %self.client_id, "a publish was not stored");
+                        Box::pin(self.disconnect(reason, "a publish could not be stored".into())).await;
                         return;
                     }
                 }
@@ -1427,18 +1474,13 @@ impl Outbound {
     fn release_ready_acks(&mut self) -> Result<(), ReasonCode> {
         while let Some(front) = self.pending_acks.front_mut() {
             if let Some(durable) = &mut front.durable {
-                match durable.try_recv() {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(_)) | Err(oneshot::error::TryRecvError::Closed) => {
-                        // Done with: `settle_qos2` must not wait on it again.
-                        front.durable = None;
-                        if matches!(front.packet, AckPacket::PubRec) {
-                            lock(&self.qos2).on_append_failed(front.packet_id);
-                        }
-                        return Err(ReasonCode::UnspecifiedError);
-                    }
+                let outcome = match durable.try_recv() {
+                    Ok(outcome) => Some(outcome),
+                    Err(oneshot::error::TryRecvError::Closed) => None,
                     Err(oneshot::error::TryRecvError::Empty) => return Ok(()),
-                }
+                };
+                front.durable = None;
+                settle_ack(self.version, &self.qos2, front, outcome)?;
             }
             let ack = self.pending_acks.pop_front().expect("front exists");
             match ack.packet {

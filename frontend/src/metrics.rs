@@ -75,6 +75,10 @@ pub(crate) struct Metrics {
     auth_failures: [IntCounter; 2],
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
+    /// Partitions refusing appends after a failed fsync, until they are recovered.
+    partitions_failed: IntGauge,
+    /// 1 while some partition's last append found the disk full.
+    disk_full: IntGauge,
     consumer_gauges: ConsumerGauges,
     maintenance: MaintenanceCounters,
     /// Serialises scrapes: they reset and refill the partition gauges.
@@ -165,6 +169,22 @@ impl Metrics {
                 ["bad_credentials", "anonymous_refused"].map(|reason| family.with_label_values(&[reason]))
             },
             partitions: Mutex::new(Vec::new()),
+            partitions_failed: register(
+                &r,
+                IntGauge::new(
+                    "strata_partitions_failed",
+                    "Partitions refusing publishes after a failed fsync, until recovered in place or by a restart.",
+                )
+                .expect("valid"),
+            ),
+            disk_full: register(
+                &r,
+                IntGauge::new(
+                    "strata_disk_full",
+                    "1 while publishes are refused for want of disk space (MQTT 5: reason code 0x97).",
+                )
+                .expect("valid"),
+            ),
             partition_gauges: PartitionGauges {
                 log_start: partition_gauge(&r, "strata_partition_log_start_offset", "First offset still stored."),
                 log_end: partition_gauge(&r, "strata_partition_log_end_offset", "Next offset to be assigned."),
@@ -265,6 +285,21 @@ impl Metrics {
         lock(&self.partitions).retain(|entry| entry.internal || entry.stream != stream);
     }
 
+    /// Why some partition cannot take publishes now, one line each: an fsync that failed
+    /// (until the partition is recovered), or a full disk (until space is freed). Empty when
+    /// every partition can.
+    pub(crate) fn storage_problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for entry in lock(&self.partitions).iter() {
+            if let Some(error) = entry.log.sync_failure() {
+                problems.push(error.to_string());
+            } else if entry.log.disk_full() {
+                problems.push(format!("{}: the disk is full", entry.log.dir().display()));
+            }
+        }
+        problems
+    }
+
     /// Totals for `$SYS`: messages received, messages sent, payload bytes received and sent.
     pub(crate) fn sys_totals(&self) -> SysTotals {
         let sum = |counters: &[IntCounter; 3]| counters.iter().map(IntCounter::get).sum();
@@ -297,7 +332,10 @@ impl Metrics {
         for gauge in [&gauges.log_start, &gauges.log_end, &gauges.high_watermark, &gauges.size, &gauges.segments] {
             gauge.reset();
         }
+        let (mut failed, mut disk_full) = (0, false);
         for entry in lock(&self.partitions).iter() {
+            failed += i64::from(entry.log.sync_failure().is_some());
+            disk_full |= entry.log.disk_full();
             let partition = entry.partition.to_string();
             let labels = [entry.stream.as_str(), partition.as_str(), if entry.internal { "true" } else { "false" }];
             let offsets = entry.log.offsets();
@@ -308,6 +346,8 @@ impl Metrics {
             gauges.size.with_label_values(&labels).set(as_gauge(entry.log.size_bytes()));
             gauges.segments.with_label_values(&labels).set(as_gauge(entry.log.segment_count() as u64));
         }
+        self.partitions_failed.set(failed);
+        self.disk_full.set(i64::from(disk_full));
         if let Some(totals) = maintenance {
             let m = &self.maintenance;
             let catch_up = |counter: &IntCounter, total: u64| counter.inc_by(total.saturating_sub(counter.get()));
@@ -343,6 +383,13 @@ impl BrokerMetrics {
         let consumers = crate::admin::consumers(&self.shared);
         self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers)
     }
+
+    /// Why publishes are refused now, one line per partition: a failed fsync (the partition
+    /// refuses appends until it is recovered) or a full disk. `/ready` says 503 with these
+    /// while there are any.
+    pub fn storage_problems(&self) -> Vec<String> {
+        self.shared.metrics.storage_problems()
+    }
 }
 
 /// Counts one connected client until dropped.
@@ -369,6 +416,29 @@ pub(crate) struct SysTotals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 18: a partition whose fsync failed refuses appends; operators see it in
+    /// `strata_partitions_failed` and in the reasons `/ready` gives, which name the partition.
+    #[test]
+    fn issue18_a_failed_fsync_shows_in_metrics_and_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = strata_log::LogConfig { flush: strata_log::FlushPolicy::Always, ..Default::default() };
+        let log = Log::open(dir.path(), config).unwrap();
+        let metrics = std::sync::Arc::new(Metrics::new());
+        metrics.add_partition("default", 0, false, &log);
+        assert!(metrics.storage_problems().is_empty());
+        assert!(metrics.render(None, &[]).contains("strata_partitions_failed 0\n"));
+
+        let appended = log.append(&[strata_log::Record::new(1, "a")], 0).unwrap();
+        log.fail_next_fsync_for_tests();
+        assert!(log.wait_durable_blocking(appended.last_offset).is_err());
+        let text = metrics.render(None, &[]);
+        assert!(text.contains("strata_partitions_failed 1\n"), "{text}");
+        assert!(text.contains("strata_disk_full 0\n"), "{text}");
+        let problems = metrics.storage_problems();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains(&dir.path().display().to_string()), "{problems:?}");
+    }
 
     #[test]
     fn counters_and_partitions_render_in_text_format() {

@@ -18,10 +18,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
+use std::time::{Duration, Instant};
 
-use strata_log::{Log, Record};
+use strata_log::{Log, LogError, Record};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::codec::ReasonCode;
 use crate::interest::AppendSignal;
 
 /// Most records appended as one batch.
@@ -31,7 +33,47 @@ const MAX_BATCH_RECORDS: usize = 4096;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 /// The outcome a publisher waits for: the record's offset once durable, or why it is not.
-pub type AppendResult = Result<u64, String>;
+pub type AppendResult = Result<u64, AppendError>;
+
+/// Why a record was not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendError {
+    /// The file system was full: nothing stored was harmed, and the same publish may succeed
+    /// once space is freed.
+    pub disk_full: bool,
+    /// What went wrong, naming the partition or file.
+    pub message: String,
+}
+
+impl AppendError {
+    fn from_log(error: &LogError) -> AppendError {
+        AppendError { disk_full: error.is_disk_full(), message: error.to_string() }
+    }
+
+    /// A failure that is not a full disk (a writer that stopped, say).
+    pub(crate) fn failed(message: impl Into<String>) -> AppendError {
+        AppendError { disk_full: false, message: message.into() }
+    }
+
+    /// The MQTT 5 reason code of the PUBACK or PUBREC that refuses the publish: 0x97 Quota
+    /// exceeded for a full disk (the client may try again later), 0x80 Unspecified error
+    /// otherwise.
+    pub(crate) fn reason_code(&self) -> ReasonCode {
+        if self.disk_full { ReasonCode::QuotaExceeded } else { ReasonCode::UnspecifiedError }
+    }
+}
+
+impl std::fmt::Display for AppendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<AppendError> for String {
+    fn from(error: AppendError) -> String {
+        error.message
+    }
+}
 
 /// One record to append, and where to report it durable (QoS 1/2 publishers only).
 #[derive(Debug)]
@@ -138,23 +180,57 @@ impl PartitionWriter {
         // Never waits: a busy writer or a segment roll (which fsyncs) sends it to the queue.
         let Ok(_order) = self.announce.order.try_lock() else { return Err(record) };
         let outcome = match self.log.try_append_now(std::slice::from_ref(&record), 0) {
-            Ok(None) => return Err(record),
+            // The writer thread tries to recover a log whose fsync failed.
+            Ok(None) | Err(LogError::SyncFailed { .. }) => return Err(record),
             Ok(Some(info)) => {
                 self.announce.signal.appended(self.announce.partition, info.base_offset, std::slice::from_ref(&record));
                 Ok(info.base_offset)
             }
             Err(error) => {
                 tracing::error!(partition = %self.log.dir().display(), %error, "append failed");
-                Err(error.to_string())
+                Err(AppendError::from_log(&error))
             }
         };
         Ok(outcome)
     }
 }
 
+fn append(log: &Log, records: &[Record], announce: Option<&Announce>) -> Result<strata_log::AppendInfo, LogError> {
+    let Some(announce) = announce else { return log.append(records, 0) };
+    let _order = announce.lock_order();
+    let appended = log.append(records, 0);
+    if let Ok(info) = &appended {
+        // Readers may read it now; publishers hear back once it is durable.
+        announce.signal.appended(announce.partition, info.base_offset, records);
+    }
+    appended
+}
+
+/// How often a writer tries to bring its log back after a failed fsync: each try writes the
+/// active segment again.
+const RECOVERY_EVERY: Duration = Duration::from_secs(5);
+
+/// After a failed fsync the log refuses appends (issue 18). Tries to recover it in place
+/// ([`Log::recover_failed_sync`]), at most every [`RECOVERY_EVERY`]; true once it has.
+fn try_recovery(log: &Log, last_try: &mut Option<Instant>) -> bool {
+    if last_try.is_some_and(|at| at.elapsed() < RECOVERY_EVERY) {
+        return false;
+    }
+    *last_try = Some(Instant::now());
+    match log.recover_failed_sync() {
+        Ok(recovered) => recovered,
+        Err(error) => {
+            let retry_in_s = RECOVERY_EVERY.as_secs();
+            tracing::error!(partition = %log.dir().display(), %error, retry_in_s, "recovering from a failed fsync failed");
+            false
+        }
+    }
+}
+
 fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announce>, queued: Option<Arc<AtomicUsize>>) {
     let mut records = Vec::new();
     let mut waiting = Vec::new();
+    let mut last_recovery = None;
     // Blocks only while nothing is waiting: a lone publish is appended at once.
     while let Some(first) = rx.blocking_recv() {
         let mut bytes = 0;
@@ -165,18 +241,10 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announ
             waiting.push(request.durable);
             next = if records.len() < MAX_BATCH_RECORDS && bytes < MAX_BATCH_BYTES { rx.try_recv().ok() } else { None };
         }
-        let appended = match &announce {
-            Some(announce) => {
-                let _order = announce.lock_order();
-                let appended = log.append(&records, 0);
-                if let Ok(info) = &appended {
-                    // Readers may read it now; publishers hear back once it is durable.
-                    announce.signal.appended(announce.partition, info.base_offset, &records);
-                }
-                appended
-            }
-            None => log.append(&records, 0),
-        };
+        let mut appended = append(log, &records, announce.as_ref());
+        if matches!(appended, Err(LogError::SyncFailed { .. })) && try_recovery(log, &mut last_recovery) {
+            appended = append(log, &records, announce.as_ref());
+        }
         let outcome = appended.and_then(|info| log.wait_durable_blocking(info.last_offset).map(|()| info.base_offset));
         match outcome {
             Ok(base_offset) => {
@@ -188,9 +256,9 @@ fn run(log: &Log, mut rx: mpsc::Receiver<AppendRequest>, announce: Option<Announ
             }
             Err(error) => {
                 tracing::error!(partition = %log.dir().display(), %error, "append failed");
-                let message = error.to_string();
+                let error = AppendError::from_log(&error);
                 for durable in waiting.drain(..).flatten() {
-                    let _ = durable.send(Err(message.clone()));
+                    let _ = durable.send(Err(error.clone()));
                 }
             }
         }
@@ -262,6 +330,53 @@ mod tests {
         // A batch stops growing once it reaches the cap: at most one record past it.
         let most = MAX_BATCH_BYTES.div_ceil(record_bytes);
         assert!(batches.iter().all(|&records| records <= most), "batches of {batches:?} records, cap {most}");
+    }
+
+    /// Issue 18: the publishers waiting on a failed fsync hear an error (0x80 for MQTT 5, not
+    /// 0x97: the disk is not full) naming the partition; the writer then recovers the log in
+    /// place, so the next publish is stored. A lone publish on a failed log is not refused
+    /// inline but handed to the writer thread, which recovers it.
+    #[test]
+    fn issue18_a_failed_fsync_fails_its_waiters_then_the_writer_recovers() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
+        let log = Arc::new(Log::open(dir.path(), config).unwrap());
+        let writer =
+            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Arc::new(AppendSignal::new()), 0)
+                .unwrap();
+        let send = |writer: &PartitionWriter, value: &'static str| {
+            runtime.block_on(async {
+                let (done, rx) = oneshot::channel();
+                writer.send(AppendRequest { record: Record::new(1, value), durable: Some(done) }).await.unwrap();
+                rx.await.unwrap()
+            })
+        };
+        assert_eq!(send(&writer, "stored"), Ok(0));
+        log.fail_next_fsync_for_tests();
+        let error = send(&writer, "waits for the failed fsync").unwrap_err();
+        assert!(!error.disk_full, "{error}");
+        assert_eq!(error.reason_code(), ReasonCode::UnspecifiedError);
+        assert!(error.message.contains(&dir.path().display().to_string()), "{error}");
+        assert!(log.sync_failure().is_some());
+        assert_eq!(send(&writer, "comes after it"), Ok(2), "the writer recovered the log");
+        assert!(log.sync_failure().is_none());
+
+        let interval = tempfile::tempdir().unwrap();
+        let log = Arc::new(Log::open(interval.path(), LogConfig::default()).unwrap());
+        let writer =
+            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync-inline".into(), Arc::new(AppendSignal::new()), 0)
+                .unwrap();
+        log.fail_next_fsync_for_tests();
+        assert!(log.flush().is_err());
+        let Err(record) = writer.try_append_now(Record::new(1, "x")) else {
+            panic!("a failed log is left to the writer thread, not refused inline");
+        };
+        runtime.block_on(async {
+            let (done, rx) = oneshot::channel();
+            writer.send(AppendRequest { record, durable: Some(done) }).await.unwrap();
+            assert_eq!(rx.await.unwrap(), Ok(0));
+        });
     }
 
     #[test]

@@ -48,7 +48,8 @@ pub enum HighWatermarkMode {
 /// Settings of one partition log.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LogConfig {
-    /// A segment rolls when the next batch would take it past this size (bytes).
+    /// A segment rolls when the next batch would take it past this size: bytes as stored,
+    /// after compression (as Kafka's `segment.bytes`).
     pub segment_bytes: u64,
     /// A segment rolls once its first batch is this old, if set.
     pub segment_ms: Option<u64>,

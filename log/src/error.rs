@@ -102,12 +102,44 @@ pub enum LogError {
         /// The lock file.
         path: PathBuf,
     },
+    /// An fsync of appended data failed earlier. The kernel may have dropped the unwritten
+    /// pages, or marked them clean, so a later fsync can succeed without writing them
+    /// ("fsyncgate"): the partition refuses appends and durability waits until
+    /// [`crate::Log::recover_failed_sync`] writes its data again and fsyncs it, or until it
+    /// is reopened, which re-reads what is on disk and truncates after the last whole batch.
+    #[error(
+        "{path}: an fsync failed ({reason}); partition {partition} refuses appends until its data is written \
+         again and fsynced, or it is reopened (a restart keeps what is verifiably on disk)"
+    )]
+    SyncFailed {
+        /// The file whose fsync failed.
+        path: PathBuf,
+        /// The partition directory.
+        partition: PathBuf,
+        /// The OS error of that fsync.
+        reason: String,
+    },
     /// The log was closed.
     #[error("{path}: the log is closed")]
     Closed {
         /// The partition directory.
         path: PathBuf,
     },
+}
+
+impl LogError {
+    /// Whether this is the file system saying it has no room (`ENOSPC`, or `EDQUOT` for a
+    /// quota): the append may succeed once space is freed, nothing stored was harmed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            LogError::Io { source, .. } => is_disk_full(source),
+            _ => false,
+        }
+    }
+}
+
+pub(crate) fn is_disk_full(error: &io::Error) -> bool {
+    matches!(error.raw_os_error(), Some(code) if code == libc::ENOSPC || code == libc::EDQUOT)
 }
 
 pub(crate) trait IoContext<T> {

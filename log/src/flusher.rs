@@ -97,10 +97,15 @@ impl Flusher {
                 if due <= now + interval / 2 {
                     // Cleared first: an append from here on sets it again.
                     log.appended_since_flush.store(false, Ordering::SeqCst);
+                    // A log whose fsync failed is not fsynced again: a second fsync may
+                    // succeed without writing what the first lost (`LogError::SyncFailed`).
+                    // Its data stays dirty, and the failure was logged where it happened.
                     if log.is_dirty()
+                        && !log.has_failed()
                         && let Err(e) = log.flush_now(true)
+                        && !matches!(e, crate::LogError::SyncFailed { .. })
                     {
-                        tracing::error!(error = %e, "background fsync failed");
+                        tracing::error!(dir = %log.dir.display(), error = %e, "background flush failed");
                     }
                     log.last_flush_ms.store(now.as_millis() as i64, Ordering::Relaxed);
                     next_due = next_due.min(interval);

@@ -372,11 +372,33 @@ pub(crate) fn records_section(batch: &Bytes, header: &BatchHeader) -> Result<Byt
     let body = batch.slice(BATCH_HEADER_LEN..header.batch_length as usize);
     match header.compression {
         Compression::None => Ok(body),
-        Compression::Zstd => {
-            let mut out = Vec::new();
-            zstd::stream::copy_decode(&body[..], &mut out).map_err(|_| "zstd frame does not decode")?;
-            Ok(Bytes::from(out))
-        }
+        Compression::Zstd => decompress_bounded(&body).map(Bytes::from),
+    }
+}
+
+/// Decodes a batch's zstd frame, bounded by the size the frame declares (every frame the log
+/// writes declares it). Damaged or hostile bytes could otherwise expand without limit: a
+/// few kilobytes of frame can stand for gigabytes. So a frame that declares no size or more
+/// than a batch may hold is refused, decoding stops one byte past the declared size, and
+/// any output but exactly that size is refused as corrupt; memory grows with the output
+/// actually produced, not with the claim.
+fn decompress_bounded(frame: &[u8]) -> Result<Vec<u8>, &'static str> {
+    use std::io::Read;
+    let declared = match zstd::zstd_safe::get_frame_content_size(frame) {
+        Ok(Some(size)) => size,
+        Ok(None) => return Err("zstd frame does not declare its decompressed size"),
+        Err(_) => return Err("zstd frame header is damaged"),
+    };
+    if declared > MAX_BATCH_LEN as u64 {
+        return Err("zstd frame declares more than a batch may hold");
+    }
+    let decoder = zstd::stream::read::Decoder::with_buffer(frame).map_err(|_| "zstd frame does not decode")?;
+    let mut out = Vec::with_capacity((declared as usize).min(1 << 20));
+    decoder.take(declared + 1).read_to_end(&mut out).map_err(|_| "zstd frame does not decode")?;
+    match (out.len() as u64).cmp(&declared) {
+        std::cmp::Ordering::Equal => Ok(out),
+        std::cmp::Ordering::Greater => Err("zstd frame decodes past its declared size"),
+        std::cmp::Ordering::Less => Err("zstd frame decodes short of its declared size"),
     }
 }
 

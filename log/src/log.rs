@@ -18,7 +18,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use crate::{
-    BatchHeader, FlushPolicy, HighWatermarkMode, LogConfig, LogError, Record, StoredRecord,
+    BatchHeader, Compression, FlushPolicy, HighWatermarkMode, LogConfig, LogError, Record, StoredRecord,
     error::IoContext,
     flusher,
     format::{MAX_BATCH_LEN, RecordDecoder, encode_batch, parse_header, records_section},
@@ -36,6 +36,24 @@ use crate::{
 };
 
 const LOCK_FILE: &str = ".lock";
+
+/// Room beyond the failed write before [`Log::disk_full`] says there is space again: the
+/// append may also have to create a segment and its index files.
+const DISK_FULL_HEADROOM: u64 = 64 << 10;
+
+/// Bytes an unprivileged process may still write on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a valid C string and `stat` is written by the call before it is read.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs succeeded, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Some(stat.f_bavail.saturating_mul(stat.f_frsize))
+}
 
 /// Called with the wall time of each fsync of appended data (group commit or the
 /// background flush), for metrics. It runs on the thread that fsyncs: keep it cheap.
@@ -202,6 +220,15 @@ pub(crate) struct Shared {
     /// cleared by the flusher just before it releases them. See `flusher.rs`.
     pub(crate) read_since_release: AtomicBool,
     closed: AtomicBool,
+    /// The first failed fsync of appended data (file, OS error) since the log was opened or
+    /// last recovered ([`Log::recover_failed_sync`]). See [`LogError::SyncFailed`].
+    sync_failure: arc_swap::ArcSwapOption<(PathBuf, String)>,
+    /// Makes the next fsync of appended data fail, for tests ([`Log::fail_next_fsync_for_tests`]).
+    fail_next_fsync: AtomicBool,
+    /// The last append failed for want of space and none succeeded since.
+    disk_full: AtomicBool,
+    /// Bytes that append tried to write.
+    disk_full_needed: AtomicU64,
     recovery: RecoveryReport,
     /// Holds the directory's lock file; taken (and so unlocked) by close, so another process
     /// can open the partition as soon as close returns, even while handles linger here.
@@ -233,7 +260,11 @@ pub(crate) struct Writer {
     tail: ReservedTail,
     buf: Vec<u8>,
     scratch: Vec<u8>,
+    /// Written since the last successful fsync. Cleared only after an fsync succeeded and
+    /// only if nothing was written meanwhile (`batches_written` unchanged).
     dirty: bool,
+    /// Batches written since open; tells a flush whether an append raced its fsync.
+    batches_written: u64,
 }
 
 impl Writer {
@@ -368,6 +399,9 @@ impl Log {
 
     /// Everything below this offset is durable under the flush policy.
     pub fn durable_end(&self) -> u64 {
+        if self.shared.has_failed() {
+            return self.shared.synced.load(Ordering::Acquire);
+        }
         match self.shared.config.flush {
             FlushPolicy::Always => self.shared.synced.load(Ordering::Acquire),
             _ => self.shared.log_end.load(Ordering::Acquire),
@@ -377,6 +411,7 @@ impl Log {
     /// Blocks until `offset` is durable under the flush policy. Under `Always`, waiters that
     /// arrive during an fsync share the next one (group commit).
     pub fn wait_durable_blocking(&self, offset: u64) -> Result<(), LogError> {
+        self.shared.check_synced(offset)?;
         match self.shared.config.flush {
             FlushPolicy::Always => self.shared.sync_to(offset),
             _ => Ok(()),
@@ -385,6 +420,7 @@ impl Log {
 
     /// Async form of [`Log::wait_durable_blocking`]; the fsync runs on tokio's blocking pool.
     pub async fn wait_durable(&self, offset: u64) -> Result<(), LogError> {
+        self.shared.check_synced(offset)?;
         if !matches!(self.shared.config.flush, FlushPolicy::Always)
             || self.shared.synced.load(Ordering::Acquire) > offset
         {
@@ -478,6 +514,57 @@ impl Log {
         self.shared.fsync_observer.set(observer).is_ok()
     }
 
+    /// The failed fsync that makes this log refuse appends, if one failed
+    /// ([`LogError::SyncFailed`]). It stays until the partition is reopened.
+    pub fn sync_failure(&self) -> Option<LogError> {
+        self.shared.check_sync_failure().err()
+    }
+
+    /// Brings a log whose fsync failed back into service without reopening it, when its data
+    /// can be made durable again. Only the active segment holds data that no successful
+    /// fsync covered (a roll fsyncs the segment it seals first). Each of its batches is
+    /// checked against its CRC, then all of it is written again, which makes its pages dirty
+    /// whatever the failed write-back left them as, and fsynced with the directory.
+    ///
+    /// `Ok(true)`: recovered, appends are accepted again. `Ok(false)`: no fsync had failed.
+    /// An error leaves the log refusing appends: a batch that no longer checks out (its pages
+    /// were dropped and re-read from the disk) needs the truncation of a reopen, and a disk
+    /// that keeps failing fails this fsync too. It rewrites up to a segment, so callers
+    /// should not retry it more often than every few seconds.
+    pub fn recover_failed_sync(&self) -> Result<bool, LogError> {
+        self.shared.recover_failed_sync()
+    }
+
+    /// Whether the last append failed because the file system was full (or over quota) and
+    /// none succeeded since. Checked against the space free now: once there is room for
+    /// what failed, this says false again before any append, so a readiness probe that
+    /// asks it lets publishers back in.
+    pub fn disk_full(&self) -> bool {
+        let shared = &self.shared;
+        if !shared.disk_full.load(Ordering::Acquire) {
+            return false;
+        }
+        let needed = shared.disk_full_needed.load(Ordering::Acquire).saturating_add(DISK_FULL_HEADROOM);
+        if free_bytes(&shared.dir).is_some_and(|free| free >= needed) {
+            shared.disk_full.store(false, Ordering::Release);
+            return false;
+        }
+        true
+    }
+
+    /// Makes the next fsync of appended data fail with `EIO`, as a failing disk would. For
+    /// tests of what follows a failed fsync.
+    #[doc(hidden)]
+    pub fn fail_next_fsync_for_tests(&self) {
+        self.shared.fail_next_fsync.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether appended data is waiting for an fsync. For tests.
+    #[doc(hidden)]
+    pub fn is_dirty_for_tests(&self) -> bool {
+        self.shared.is_dirty()
+    }
+
     /// Stops the log as a crash would: no flush, no index files, no clean-shutdown marker.
     /// Written data stays in the OS page cache, as after `kill -9`. For crash tests.
     #[doc(hidden)]
@@ -532,6 +619,116 @@ impl Shared {
         Ok(Some(writer))
     }
 
+    /// `Err` once an fsync of appended data has failed (see [`LogError::SyncFailed`]).
+    pub(crate) fn check_sync_failure(&self) -> Result<(), LogError> {
+        match self.sync_failure.load().as_deref() {
+            None => Ok(()),
+            Some((path, reason)) => {
+                Err(LogError::SyncFailed { path: path.clone(), partition: self.dir.clone(), reason: reason.clone() })
+            }
+        }
+    }
+
+    /// After a failed fsync, only what an earlier fsync covered is durable.
+    fn check_synced(&self, offset: u64) -> Result<(), LogError> {
+        if self.has_failed() && self.synced.load(Ordering::Acquire) <= offset {
+            return self.check_sync_failure();
+        }
+        Ok(())
+    }
+
+    /// Fsyncs appended data in `file`. A failure is remembered: from then on the log refuses
+    /// appends, and never fsyncs that data again, since a second fsync may succeed without
+    /// writing what the first one lost.
+    fn sync_appended(&self, file: &File, path: &Path) -> Result<(), LogError> {
+        self.check_sync_failure()?;
+        self.fsync(file).map_err(|error| self.record_sync_failure(path, &error))
+    }
+
+    /// As [`Shared::sync_appended`], for the directory entry of a new segment.
+    fn sync_dir_of_appends(&self) -> Result<(), LogError> {
+        match sync_dir(&self.dir) {
+            Err(LogError::Io { path, source, .. }) => Err(self.record_sync_failure(&path, &source)),
+            other => other,
+        }
+    }
+
+    fn recover_failed_sync(&self) -> Result<bool, LogError> {
+        if !self.has_failed() {
+            return Ok(false);
+        }
+        let _maintenance = self.lock_maintenance();
+        let mut w = self.lock_writer()?;
+        let Err(failed) = self.check_sync_failure() else { return Ok(false) };
+        let (active, file, len) = (Arc::clone(&w.active), Arc::clone(&w.file), w.active_len as usize);
+        let data = &active.data[..len];
+        let mut walker = BatchWalker::new(data, 0, active.base_offset);
+        for item in &mut walker {
+            if let Err(defect) = item {
+                tracing::error!(
+                    file = %active.path.display(),
+                    position = defect.position,
+                    reason = defect.reason,
+                    "cannot recover from the failed fsync in place: a batch no longer checks out; reopen the partition"
+                );
+                return Err(failed);
+            }
+        }
+        if walker.position() != len {
+            return Err(failed);
+        }
+        // Written from a copy, not from the mapping of the very pages being written.
+        const CHUNK: usize = 1 << 20;
+        let mut copy = Vec::with_capacity(CHUNK.min(len));
+        for (i, chunk) in data.chunks(CHUNK).enumerate() {
+            copy.clear();
+            copy.extend_from_slice(chunk);
+            std::os::unix::fs::FileExt::write_all_at(file.as_ref(), &copy, (i * CHUNK) as u64)
+                .at(&active.path, "writing a segment again after a failed fsync")?;
+        }
+        if let Err(error) = self.fsync(&file) {
+            self.sync_failure.store(Some(Arc::new((active.path.to_path_buf(), error.to_string()))));
+            return Err(self.check_sync_failure().expect_err("just stored"));
+        }
+        sync_dir(&self.dir)?;
+        self.synced.fetch_max(w.log_end, Ordering::AcqRel);
+        w.dirty = false;
+        self.sync_failure.store(None);
+        tracing::warn!(
+            partition = %self.dir.display(),
+            file = %active.path.display(),
+            bytes = len,
+            "recovered from a failed fsync: the active segment was written again and fsynced; appends are accepted again"
+        );
+        Ok(true)
+    }
+
+    /// `fdatasync`, or the failure [`Log::fail_next_fsync_for_tests`] asked for.
+    fn fsync(&self, file: &File) -> std::io::Result<()> {
+        match self.fail_next_fsync.swap(false, Ordering::SeqCst) {
+            true => Err(std::io::Error::from_raw_os_error(libc::EIO)),
+            false => file.sync_data(),
+        }
+    }
+
+    fn record_sync_failure(&self, path: &Path, error: &std::io::Error) -> LogError {
+        let failure = Some(Arc::new((path.to_path_buf(), error.to_string())));
+        let previous = self.sync_failure.compare_and_swap(&None::<Arc<(PathBuf, String)>>, failure);
+        if previous.is_none() {
+            tracing::error!(
+                partition = %self.dir.display(),
+                file = %path.display(),
+                %error,
+                "fsync failed: the partition refuses appends until it is recovered"
+            );
+        }
+        self.check_sync_failure().expect_err("just set")
+    }
+
+    pub(crate) fn has_failed(&self) -> bool {
+        self.sync_failure.load().is_some()
+    }
+
     fn ensure_open(&self) -> Result<(), LogError> {
         match self.closed.load(Ordering::Acquire) {
             true => Err(LogError::Closed { path: self.dir.clone() }),
@@ -562,16 +759,29 @@ impl Shared {
         leader_term: u64,
         may_roll: bool,
     ) -> Result<Option<AppendInfo>, LogError> {
+        self.check_sync_failure()?;
         let base_offset = w.log_end;
         let mut buf = std::mem::take(&mut w.buf);
         let mut scratch = std::mem::take(&mut w.scratch);
         let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
+        // Reads refuse a zstd frame that decodes to more than a batch may hold (format.rs).
+        let uncompressed = if self.config.compression == Compression::Zstd { scratch.len() } else { 0 };
         w.scratch = scratch;
-        let result = if !may_roll && self.roll_due(w, buf.len() as u64) {
+        let result = if uncompressed > MAX_BATCH_LEN {
+            Err(LogError::BatchTooLarge { bytes: uncompressed, limit: MAX_BATCH_LEN })
+        } else if !may_roll && self.roll_due(w, buf.len() as u64) {
             Ok(None)
         } else {
             self.write_batch(w, &buf, &header).map(Some)
         };
+        match &result {
+            Err(error) if error.is_disk_full() => {
+                self.disk_full_needed.store(buf.len() as u64, Ordering::Release);
+                self.disk_full.store(true, Ordering::Release);
+            }
+            Ok(Some(())) if self.disk_full.load(Ordering::Relaxed) => self.disk_full.store(false, Ordering::Release),
+            _ => {}
+        }
         // Keep the buffer for the next append unless one huge batch blew it up.
         if buf.capacity() <= 4 << 20 {
             w.buf = buf;
@@ -620,6 +830,7 @@ impl Shared {
         w.log_end = header.last_offset() + 1;
         w.last_batch = Some((header.leader_term, header.last_offset()));
         w.dirty = true;
+        w.batches_written += 1;
         if self.flush_interval().is_some() {
             flusher::mark(&self.appended_since_flush);
         }
@@ -709,13 +920,14 @@ impl Shared {
         w.cut_reserved()?;
         self.write_index_files(w, true, durable)?;
         if durable {
-            w.file.sync_data().at(&w.active.path, "syncing a rolled segment")?;
+            self.sync_appended(&w.file, &w.active.path)?;
+            w.dirty = false;
             self.synced.fetch_max(w.log_end, Ordering::AcqRel);
         }
         let base = w.log_end;
         let (segment, file) = self.create_segment(base)?;
         if durable {
-            sync_dir(&self.dir)?;
+            self.sync_dir_of_appends()?;
         }
         let snapshot = self.snapshot.load();
         let mut segments = snapshot.segments.clone();
@@ -1004,7 +1216,7 @@ impl Shared {
         let file =
             OpenOptions::new().read(true).write(true).open(path.as_path()).at(&path, "opening for truncation")?;
         file.set_len(cut_position as u64).at(&path, "truncating")?;
-        file.sync_data().at(&path, "syncing a truncation")?;
+        self.sync_appended(&file, &path)?;
         let Mapping { data, mmap } = map_file(&file, &path, self.config.segment_bytes.max(cut_position as u64))?;
         // Keep the segment's shared counters: batches waiting for the high watermark point at
         // them. Lowering them first is safe for readers of older snapshots, since nothing
@@ -1092,16 +1304,26 @@ impl Shared {
     /// Fsyncs the active segment up to the current log end. With `with_index`, also appends
     /// pending index entries to the index files first.
     pub(crate) fn flush_now(&self, with_index: bool) -> Result<(), LogError> {
-        let (file, path, target) = {
+        self.check_sync_failure()?;
+        let (file, path, target, written) = {
             let mut w = self.lock_writer()?;
-            if with_index {
-                self.write_index_files(&mut w, false, false)?;
+            // The index files are caches (recovery rebuilds them): failing to extend one, on a
+            // full disk say, must not hold back the fsync of the data.
+            if with_index && let Err(error) = self.write_index_files(&mut w, false, false) {
+                tracing::debug!(dir = %self.dir.display(), %error, "appending index entries failed; retried at the next flush");
             }
-            w.dirty = false;
-            (Arc::clone(&w.file), Arc::clone(&w.active.path), w.log_end)
+            (Arc::clone(&w.file), Arc::clone(&w.active.path), w.log_end, w.batches_written)
         };
         let started = Instant::now();
-        file.sync_data().at(&path, "syncing")?;
+        self.sync_appended(&file, &path)?;
+        // Clean only if no batch was written during the fsync, and only now that it
+        // succeeded: a failed fsync leaves the data dirty.
+        if let Ok(mut w) = self.writer.lock()
+            && w.batches_written == written
+            && Arc::ptr_eq(&w.file, &file)
+        {
+            w.dirty = false;
+        }
         let elapsed = started.elapsed();
         tracing::trace!(elapsed_us = elapsed.as_micros() as u64, "fsync");
         if let Some(observer) = self.fsync_observer.get() {
@@ -1138,9 +1360,17 @@ impl Shared {
         if self.closed.load(Ordering::Acquire) {
             return Ok(());
         }
+        if let Err(failed) = self.check_sync_failure() {
+            // Closed as a crash would leave it (no fsync, no clean-shutdown marker), so the
+            // next open scans the tail and keeps only whole batches that are on disk.
+            self.closed.store(true, Ordering::Release);
+            self.lock.lock().unwrap_or_else(|p| p.into_inner()).take();
+            self.high_watermark_watch.send_modify(|_| {});
+            return Err(failed);
+        }
         w.cut_reserved()?;
         self.write_index_files(&mut w, true, true)?;
-        w.file.sync_data().at(&w.active.path, "syncing on close")?;
+        self.sync_appended(&w.file, &w.active.path)?;
         self.synced.fetch_max(w.log_end, Ordering::AcqRel);
         {
             let mut meta = self.lock_meta();
@@ -1218,6 +1448,12 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
     let path = dir.join(segment_file_name(last_base, "log"));
     let file = OpenOptions::new().read(true).write(true).open(&path).at(&path, "opening")?;
     let file_len = file.metadata().at(&path, "reading metadata")?.len();
+    if !marker.as_ref().is_some_and(|m| m.active_base == last_base && m.active_len == file_len) {
+        // A crash start, perhaps after a failed fsync: drop the cached clean pages of the
+        // tail (pages whose write-back failed may be cached as clean), so the scan below
+        // checks what the disk holds. Dirty pages stay cached and are written back as usual.
+        drop_cached_pages(&file);
+    }
     let Mapping { data, mmap } = map_file(&file, &path, config.segment_bytes.max(file_len))?;
     let written = &data[..file_len as usize];
     let index_path = dir.join(segment_file_name(last_base, "index"));
@@ -1315,6 +1551,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         buf: Vec::new(),
         scratch: Vec::new(),
         dirty: false,
+        batches_written: 0,
     };
     Ok(Shared {
         dir,
@@ -1336,9 +1573,24 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         // Recovery read the segments through their mappings.
         read_since_release: AtomicBool::new(true),
         closed: AtomicBool::new(false),
+        sync_failure: arc_swap::ArcSwapOption::empty(),
+        fail_next_fsync: AtomicBool::new(false),
+        disk_full: AtomicBool::new(false),
+        disk_full_needed: AtomicU64::new(0),
         recovery: report,
         lock: Mutex::new(Some(lock)),
     })
+}
+
+fn drop_cached_pages(file: &File) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a plain system call on a descriptor `file` keeps open; only advice.
+        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = file;
 }
 
 /// Keeps the prefix of loaded entries that are ordered, in the file, and whose last entry

@@ -45,11 +45,17 @@ async fn health() -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, JSON, "{\"ready\":true}\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, JSON, "{\"ready\":false}\n")
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, JSON, "{\"ready\":false}\n".to_owned());
     }
+    // A partition that refuses publishes (a failed fsync, a full disk) makes the broker
+    // unready: a load balancer should send publishers elsewhere until it is fixed.
+    let problems = state.metrics.get().map(BrokerMetrics::storage_problems).unwrap_or_default();
+    if problems.is_empty() {
+        return (StatusCode::OK, JSON, "{\"ready\":true}\n".to_owned());
+    }
+    let body = serde_json::json!({ "ready": false, "problems": problems });
+    (StatusCode::SERVICE_UNAVAILABLE, JSON, format!("{body}\n"))
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> impl IntoResponse {
