@@ -1,6 +1,6 @@
-//! `/metrics` shows consumer lag: a persistent session's `strata_consumer_lag_messages`
-//! grows with every message published while it is offline, and falls to 0 once it has
-//! reconnected and caught up. Scraped over HTTP; loopback only, every wait bounded.
+//! `/metrics` shows consumer lag: the persistent sessions' `strata_session_lag_messages` (summed
+//! per partition; client ids are never labels, issue 22) grows with every message published
+//! while the one session here is offline, and falls to 0 once it has reconnected and caught up. Scraped over HTTP; loopback only, every wait bounded.
 
 #[path = "common/broker.rs"]
 mod broker;
@@ -18,8 +18,7 @@ use rumqttc::QoS;
 use tokio::time::timeout;
 use v4_session::{DEADLINE, client, connack, next_publish};
 
-const SERIES: &str =
-    "strata_consumer_lag_messages{group=\"lag-sub\",kind=\"session\",partition=\"0\",stream=\"default\"}";
+const SERIES: &str = "strata_session_lag_messages{partition=\"0\",stream=\"default\"}";
 
 /// Waits until `series` reads `value`.
 async fn wait_for(addr: SocketAddr, value: f64) {

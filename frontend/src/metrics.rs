@@ -43,8 +43,14 @@ struct PartitionGauges {
 
 /// Consumers' gauges, set at scrape time from the groups and sessions.
 struct ConsumerGauges {
+    /// Per `$share` group (group names are the operator's to know).
     lag: IntGaugeVec,
     committed: IntGaugeVec,
+    /// Persistent sessions, summed and maxed per partition: a client id is never a label
+    /// (it is the client's to choose, so it would leak identities and grow the series without
+    /// bound). One session's figures are in the admin API (`strata group describe`).
+    session_lag_sum: IntGaugeVec,
+    session_lag_max: IntGaugeVec,
 }
 
 /// Counters mirrored from `Maintenance::totals()` at scrape time.
@@ -114,6 +120,10 @@ fn int_counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
 
 fn partition_gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
     register(registry, IntGaugeVec::new(Opts::new(name, help), &["stream", "partition", "internal"]).expect("valid"))
+}
+
+fn session_gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
+    register(registry, IntGaugeVec::new(Opts::new(name, help), &["stream", "partition"]).expect("valid"))
 }
 
 fn consumer_gauge(registry: &Registry, name: &str, help: &str) -> IntGaugeVec {
@@ -200,12 +210,22 @@ impl Metrics {
                 lag: consumer_gauge(
                     &r,
                     "strata_consumer_lag_messages",
-                    "High watermark minus the committed offset of a $share group or persistent session.",
+                    "High watermark minus the committed offset of a $share group.",
                 ),
                 committed: consumer_gauge(
                     &r,
                     "strata_consumer_committed_offset",
-                    "Committed offset (lowest not acknowledged) of a $share group or persistent session.",
+                    "Committed offset (lowest not acknowledged) of a $share group.",
+                ),
+                session_lag_sum: session_gauge(
+                    &r,
+                    "strata_session_lag_messages",
+                    "Lag (high watermark minus committed offset) summed over the persistent sessions.",
+                ),
+                session_lag_max: session_gauge(
+                    &r,
+                    "strata_session_lag_max_messages",
+                    "The largest lag of one persistent session.",
                 ),
             },
             maintenance: MaintenanceCounters {
@@ -319,14 +339,28 @@ impl Metrics {
         let consumer_gauges = &self.consumer_gauges;
         consumer_gauges.lag.reset();
         consumer_gauges.committed.reset();
+        consumer_gauges.session_lag_sum.reset();
+        consumer_gauges.session_lag_max.reset();
+        let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        let mut sessions: std::collections::BTreeMap<(&str, u32), (u64, u64)> = std::collections::BTreeMap::new();
         for consumer in consumers {
             for p in &consumer.partitions {
+                if matches!(consumer.kind, crate::admin::GroupKind::Session) {
+                    let (sum, max) = sessions.entry((p.stream.as_str(), p.partition)).or_default();
+                    *sum = sum.saturating_add(p.lag);
+                    *max = (*max).max(p.lag);
+                    continue;
+                }
                 let partition = p.partition.to_string();
                 let labels = [consumer.name.as_str(), consumer.kind.as_str(), p.stream.as_str(), partition.as_str()];
-                let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
                 consumer_gauges.lag.with_label_values(&labels).set(as_gauge(p.lag));
                 consumer_gauges.committed.with_label_values(&labels).set(as_gauge(p.committed));
             }
+        }
+        for ((stream, partition), (sum, max)) in sessions {
+            let partition = partition.to_string();
+            consumer_gauges.session_lag_sum.with_label_values(&[stream, &partition]).set(as_gauge(sum));
+            consumer_gauges.session_lag_max.with_label_values(&[stream, &partition]).set(as_gauge(max));
         }
         let gauges = &self.partition_gauges;
         for gauge in [&gauges.log_start, &gauges.log_end, &gauges.high_watermark, &gauges.size, &gauges.segments] {
@@ -455,24 +489,33 @@ mod tests {
             let _connected = metrics.connection_opened();
             assert_eq!(metrics.sys_totals().connected, 1);
         }
-        let consumer = GroupInfo {
-            name: "client-1".into(),
-            kind: crate::admin::GroupKind::Session,
+        let consumer = |name: &str, kind, lag| GroupInfo {
+            name: name.into(),
+            kind,
             filter: "#".into(),
             members: 0,
             partitions: vec![crate::admin::GroupPartitionInfo {
                 stream: "default".into(),
                 partition: 0,
-                committed: 1,
-                log_end: 2,
-                high_watermark: 2,
-                lag: 1,
+                committed: 10 - lag,
+                log_end: 10,
+                high_watermark: 10,
+                lag,
             }],
         };
-        let text = metrics.render(Some(MaintenanceTotals { compaction_runs: 3, ..Default::default() }), &[consumer]);
-        let consumer_labels = "{group=\"client-1\",kind=\"session\",partition=\"0\",stream=\"default\"}";
-        assert!(text.contains(&format!("strata_consumer_lag_messages{consumer_labels} 1\n")), "{text}");
-        assert!(text.contains(&format!("strata_consumer_committed_offset{consumer_labels} 1\n")), "{text}");
+        let consumers = [
+            consumer("client-1", crate::admin::GroupKind::Session, 1),
+            consumer("client-2", crate::admin::GroupKind::Session, 4),
+            consumer("workers", crate::admin::GroupKind::Share, 2),
+        ];
+        let text = metrics.render(Some(MaintenanceTotals { compaction_runs: 3, ..Default::default() }), &consumers);
+        let share_labels = "{group=\"workers\",kind=\"share\",partition=\"0\",stream=\"default\"}";
+        assert!(text.contains(&format!("strata_consumer_lag_messages{share_labels} 2\n")), "{text}");
+        assert!(text.contains(&format!("strata_consumer_committed_offset{share_labels} 8\n")), "{text}");
+        // Issue 22: sessions are summed and maxed per partition; no client id is a label.
+        assert!(text.contains("strata_session_lag_messages{partition=\"0\",stream=\"default\"} 5\n"), "{text}");
+        assert!(text.contains("strata_session_lag_max_messages{partition=\"0\",stream=\"default\"} 4\n"), "{text}");
+        assert!(!text.contains("client-1") && !text.contains("client-2"), "{text}");
         assert!(text.contains("strata_messages_received_total{qos=\"1\"} 2\n"), "{text}");
         assert!(text.contains("strata_received_payload_bytes_total{qos=\"1\"} 15\n"), "{text}");
         assert!(text.contains("strata_messages_sent_total{qos=\"0\"} 1\n"), "{text}");

@@ -31,6 +31,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         print!("{}", config::print(&effective));
         return Ok(ExitCode::SUCCESS);
     }
+    // Everything the broker creates (data directory, partitions, segments, indexes) is the
+    // broker user's alone: 0700 directories, 0600 files. Messages are often private data.
+    // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     let config = effective.broker;
     let (http_listen, grpc_listen) = (effective.http_listen, effective.grpc_listen);
     // Read again here (`config::load` checked them): they are secrets, kept out of `Effective`.
