@@ -148,8 +148,11 @@ pub(crate) async fn run_transport(
 
     let mut client_id = connect.client_id.to_string();
     let mut assigned = None;
-    if client_id.is_empty() {
-        if !version.is_v5() && !connect.clean_start {
+    // A client id is a key of the session store and of `$sessions`: its length is bounded.
+    let too_long = client_id.len() > shared.config.limits.max_client_id_length;
+    if too_long || client_id.is_empty() {
+        if too_long || (!version.is_v5() && !connect.clean_start) {
+            tracing::debug!(%peer, length = client_id.len(), "refused: client id not valid");
             let connack = ConnAck {
                 session_present: false,
                 reason_code: ReasonCode::ClientIdentifierNotValid,

@@ -14,6 +14,9 @@ pub struct Limits {
     pub max_connections: Option<usize>,
     /// Longest topic name or filter, in bytes.
     pub max_topic_length: usize,
+    /// Longest client id, in bytes; a longer one gets CONNACK 0x85 Client Identifier not
+    /// valid (MQTT 5) or 0x02 Identifier rejected (3.1.1).
+    pub max_client_id_length: usize,
     /// Most `/`-separated levels in a topic name or filter.
     pub max_topic_levels: usize,
     /// Server Keep Alive: the longest keep alive an MQTT 5 client gets, in seconds, announced
@@ -29,6 +32,10 @@ pub struct Limits {
     pub qos0_max_lag: Option<u64>,
 }
 
+/// Default [`Limits::max_client_id_length`]: well above generated ids (UUIDs are 36 bytes)
+/// and MQTT 3.1's own 23, far below the 65,535 the encoding allows.
+pub const DEFAULT_MAX_CLIENT_ID_LENGTH: usize = 256;
+
 /// Default [`Limits::qos0_max_lag`]: 100,000 messages of 100 bytes are 10 MB behind.
 pub const DEFAULT_QOS0_MAX_LAG: u64 = 100_000;
 
@@ -38,6 +45,7 @@ impl Default for Limits {
         Limits {
             max_connections: None,
             max_topic_length: topics.max_length,
+            max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_topic_levels: topics.max_levels,
             max_keep_alive: None,
             topic_alias_maximum: 64,

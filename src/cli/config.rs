@@ -33,6 +33,7 @@ pub const MQTT_KEYS: &[&str] = &[
     "topic_alias_maximum",
     "max_connections",
     "max_topic_length",
+    "max_client_id_length",
     "max_topic_levels",
     "max_keep_alive",
     "sys_interval_secs",
@@ -363,6 +364,9 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
                 broker.limits.max_topic_length = bounded(int()?, at, key, 1..=65_535, " bytes")? as usize
             }
             "max_topic_levels" => broker.limits.max_topic_levels = bounded(int()?, at, key, 1..=65_535, "")? as usize,
+            "max_client_id_length" => {
+                broker.limits.max_client_id_length = bounded(int()?, at, key, 23..=65_535, " bytes")? as usize
+            }
             "max_keep_alive" => {
                 let secs = duration_secs(value, at, key)?;
                 broker.limits.max_keep_alive = Some(bounded(secs, at, key, 1..=65_535, " seconds")? as u16);
@@ -499,6 +503,7 @@ pub fn print(effective: &Effective) -> String {
             "max_connections" => limits.max_connections.map(|n| int(n as u64)).ok_or("no limit"),
             "max_topic_length" => Ok(int(limits.max_topic_length as u64)),
             "max_topic_levels" => Ok(int(limits.max_topic_levels as u64)),
+            "max_client_id_length" => Ok(int(limits.max_client_id_length as u64)),
             "max_keep_alive" => limits.max_keep_alive.map(|n| int(u64::from(n))).ok_or("no cap"),
             "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
             "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
