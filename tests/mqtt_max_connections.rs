@@ -4,6 +4,8 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/metrics.rs"]
+mod metrics;
 #[path = "common/raw.rs"]
 mod raw;
 
@@ -40,6 +42,53 @@ async fn connections_beyond_the_maximum_are_refused() {
     for attempt in 0.. {
         let mut again =
             RawClient::connect_with(broker.addr, ProtocolVersion::V5, "mc-4", 60, Properties::default()).await;
+        match again.recv().await {
+            Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::Success => break,
+            Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::QuotaExceeded && attempt < 100 => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            other => panic!("expected the freed slot to be usable, got {other:?}"),
+        }
+    }
+}
+
+/// Issue 22: connections count from accept, so sockets that never send CONNECT hold slots
+/// too; closing one frees its slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_without_connect_counts_against_the_maximum() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, "[mqtt]\nmax_connections = 1\n").unwrap();
+    let broker = ServeProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let http = broker.http_addr();
+
+    let silent = tokio::net::TcpStream::connect(broker.addr).await.unwrap();
+    // The silent socket holds the only slot once the broker has accepted it: until then a
+    // client may still get in, so wait for the first refusal, a bounded number of times.
+    let mut refused = false;
+    for _ in 0..100 {
+        let mut client =
+            RawClient::connect_with(broker.addr, ProtocolVersion::V5, "after-silent", 60, Properties::default()).await;
+        match client.recv().await {
+            Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::QuotaExceeded => {
+                refused = true;
+                break;
+            }
+            Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::Success => {
+                client.send(&Packet::Disconnect(Default::default())).await;
+                assert_eq!(client.recv().await, None);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => panic!("expected a CONNACK, got {other:?}"),
+        }
+    }
+    assert!(refused, "a socket that sent no CONNECT never held the slot");
+    assert!(metrics::counter(http, "strata_connections_refused_total{limit=\"max_connections\"}") >= 1);
+
+    drop(silent);
+    for attempt in 0.. {
+        let mut again =
+            RawClient::connect_with(broker.addr, ProtocolVersion::V5, "after-close", 60, Properties::default()).await;
         match again.recv().await {
             Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::Success => break,
             Some(Packet::ConnAck(connack)) if connack.reason_code == ReasonCode::QuotaExceeded && attempt < 100 => {

@@ -243,6 +243,8 @@ pub(crate) struct Shared {
     started_at_ms: u64,
     /// Open connections, for `limits.max_connections`.
     pub(crate) connections: crate::limits::ConnectionCount,
+    /// Open connections and connect rate per client address.
+    pub(crate) peers: crate::limits::PeerLimiter,
     /// Counters and histograms (`metrics.rs`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Who may connect.
@@ -799,6 +801,7 @@ impl Broker {
         };
         let started_at_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let peers = crate::limits::PeerLimiter::new(&config.limits);
         let shared = Arc::new(Shared {
             config,
             streams,
@@ -821,6 +824,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
             connections: crate::limits::ConnectionCount::default(),
+            peers,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             auth,
             sys: crate::sys_topics::SysTopics::new(),

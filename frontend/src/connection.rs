@@ -43,6 +43,15 @@ const READ_CHUNK_MIN: usize = 256;
 const READ_CHUNK_MAX: usize = 64 << 10;
 /// How long a new connection has to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection beyond `max_connections` may take to send the CONNECT we refuse.
+const REFUSAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn refusal_reason(refusal: crate::limits::PeerRefusal) -> &'static str {
+    match refusal {
+        crate::limits::PeerRefusal::TooMany => "per_ip",
+        crate::limits::PeerRefusal::TooFast => "rate",
+    }
+}
 /// How long a closing connection may take to write its last packets.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long, and for how many bytes at most, a connection we end keeps reading (and
@@ -93,11 +102,25 @@ pub(crate) async fn run_transport(
 ) {
     // Counted until this task ends: shutdown waits for it.
     let _active = shared.shutdown.track();
+    // Counted from accept, not from CONNECT, so that sockets that never send one are held to
+    // the limits too. An address over its limits is closed at once, with no work for it.
+    let _peer_slot = match shared.peers.admit(peer.ip(), std::time::Instant::now()) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::debug!(%peer, ?refusal, "refused: per-address connection limit");
+            shared.metrics.connection_refused(refusal_reason(refusal));
+            return;
+        }
+    };
+    // Held until the connection ends; beyond `max_connections` the client is refused below,
+    // once its CONNECT says which protocol to refuse it in (within a short time).
+    let slot = shared.connections.try_acquire(shared.config.limits.max_connections);
+    let connect_timeout = if slot.is_some() { CONNECT_TIMEOUT } else { REFUSAL_CONNECT_TIMEOUT };
     let mut buf = BytesMut::with_capacity(READ_CHUNK_MIN);
     let mut read_chunk = READ_CHUNK_MIN;
     let max_packet_size = shared.config.max_packet_size as usize;
     let connect = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
+        connect_timeout,
         read_connect(&mut reader, &mut buf, &mut read_chunk, max_packet_size),
     )
     .await
@@ -132,9 +155,9 @@ pub(crate) async fn run_transport(
         close_gracefully(reader, writer).await;
         return;
     }
-    // Held until the connection ends; beyond `max_connections` the client is refused.
-    let Some(_slot) = shared.connections.try_acquire(shared.config.limits.max_connections) else {
+    let Some(_slot) = slot else {
         tracing::debug!(%peer, "refused: max_connections reached");
+        shared.metrics.connection_refused("max_connections");
         let connack = ConnAck {
             session_present: false,
             reason_code: ReasonCode::QuotaExceeded,

@@ -1,8 +1,13 @@
-//! Per-broker and per-connection limits from `[mqtt]`: how many connections, how long and deep
-//! a topic may be, the Server Keep Alive cap and our Topic Alias Maximum. It also owns the
-//! count of open connections that `max_connections` is checked against.
+//! Per-broker and per-connection limits from `[mqtt]`: how many connections (in all and per
+//! client address, and how fast one address may open them), how long and deep a topic may be,
+//! the Server Keep Alive cap and our Topic Alias Maximum. It also owns the counts that
+//! `max_connections` and the per-address limits are checked against.
 
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
 
 use crate::topic::TopicLimits;
 
@@ -12,6 +17,13 @@ pub struct Limits {
     /// Most connections open at once (TCP and WebSocket together); `None`: no limit. A client
     /// beyond it gets CONNACK 0x97 Quota Exceeded (MQTT 5) or 0x03 Server Unavailable (3.1.1).
     pub max_connections: Option<usize>,
+    /// Most connections open at once from one client address (IP), counted from accept;
+    /// beyond it a new connection is closed at once. `None`: no limit. Loopback clients are
+    /// local processes, held by `max_connections` alone.
+    pub max_connections_per_ip: Option<usize>,
+    /// Most new connections per second from one client address, with a burst of as many; a
+    /// connection beyond it is closed at once. `None`: no limit. Not for loopback clients.
+    pub max_connect_rate_per_ip: Option<u32>,
     /// Longest topic name or filter, in bytes.
     pub max_topic_length: usize,
     /// Longest client id, in bytes; a longer one gets CONNACK 0x85 Client Identifier not
@@ -32,6 +44,13 @@ pub struct Limits {
     pub qos0_max_lag: Option<u64>,
 }
 
+/// Default [`Limits::max_connections_per_ip`]: room for a NAT gateway of devices, not for one
+/// host opening sockets without end.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1024;
+/// Default [`Limits::max_connect_rate_per_ip`]: a whole fleet behind one address reconnecting
+/// after a restart gets in within seconds; a connect flood from one address is slowed.
+pub const DEFAULT_MAX_CONNECT_RATE_PER_IP: u32 = 200;
+
 /// Default [`Limits::max_client_id_length`]: well above generated ids (UUIDs are 36 bytes)
 /// and MQTT 3.1's own 23, far below the 65,535 the encoding allows.
 pub const DEFAULT_MAX_CLIENT_ID_LENGTH: usize = 256;
@@ -44,6 +63,8 @@ impl Default for Limits {
         let topics = TopicLimits::default();
         Limits {
             max_connections: None,
+            max_connections_per_ip: Some(DEFAULT_MAX_CONNECTIONS_PER_IP),
+            max_connect_rate_per_ip: Some(DEFAULT_MAX_CONNECT_RATE_PER_IP),
             max_topic_length: topics.max_length,
             max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_topic_levels: topics.max_levels,
@@ -96,6 +117,103 @@ impl Drop for ConnectionSlot<'_> {
     }
 }
 
+/// Why a client address may not open another connection now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PeerRefusal {
+    /// `max_connections_per_ip` are open.
+    TooMany,
+    /// Faster than `max_connect_rate_per_ip`.
+    TooFast,
+}
+
+/// One address's open connections and its token bucket of connects.
+#[derive(Debug)]
+struct PeerState {
+    open: usize,
+    tokens: f64,
+    refilled: Instant,
+}
+
+/// The per-address limits: open connections and connect rate, by client IP.
+#[derive(Debug)]
+pub(crate) struct PeerLimiter {
+    max_open: Option<usize>,
+    rate: Option<u32>,
+    peers: Mutex<HashMap<IpAddr, PeerState>>,
+}
+
+/// Addresses kept before idle ones (nothing open, bucket full again) are swept out.
+const PEERS_BEFORE_SWEEP: usize = 4096;
+
+/// One admitted connection from an address; gives its place back when dropped.
+pub(crate) struct PeerSlot<'a> {
+    limiter: &'a PeerLimiter,
+    /// `None`: an address the limits do not apply to.
+    ip: Option<IpAddr>,
+}
+
+impl PeerLimiter {
+    pub(crate) fn new(limits: &Limits) -> PeerLimiter {
+        PeerLimiter {
+            max_open: limits.max_connections_per_ip,
+            rate: limits.max_connect_rate_per_ip,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Admits a new connection from `ip` at `now`, or says why not.
+    pub(crate) fn admit(&self, ip: IpAddr, now: Instant) -> Result<PeerSlot<'_>, PeerRefusal> {
+        if ip.is_loopback() || (self.max_open.is_none() && self.rate.is_none()) {
+            return Ok(PeerSlot { limiter: self, ip: None });
+        }
+        let mut peers = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if peers.len() >= PEERS_BEFORE_SWEEP {
+            let rate = self.rate;
+            peers.retain(|_, peer| peer.open > 0 || !bucket_full(peer, rate, now));
+        }
+        let burst = self.rate.map_or(0.0, f64::from);
+        let peer = peers.entry(ip).or_insert(PeerState { open: 0, tokens: burst, refilled: now });
+        if self.max_open.is_some_and(|max| peer.open >= max) {
+            return Err(PeerRefusal::TooMany);
+        }
+        if let Some(rate) = self.rate {
+            refill(peer, rate, now);
+            if peer.tokens < 1.0 {
+                return Err(PeerRefusal::TooFast);
+            }
+            peer.tokens -= 1.0;
+        }
+        peer.open += 1;
+        Ok(PeerSlot { limiter: self, ip: Some(ip) })
+    }
+}
+
+fn refill(peer: &mut PeerState, rate: u32, now: Instant) {
+    let elapsed = now.saturating_duration_since(peer.refilled).as_secs_f64();
+    peer.tokens = (peer.tokens + elapsed * f64::from(rate)).min(f64::from(rate));
+    peer.refilled = now;
+}
+
+fn bucket_full(peer: &PeerState, rate: Option<u32>, now: Instant) -> bool {
+    rate.is_none_or(|rate| {
+        let elapsed = now.saturating_duration_since(peer.refilled).as_secs_f64();
+        peer.tokens + elapsed * f64::from(rate) >= f64::from(rate)
+    })
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else { return };
+        let mut peers = self.limiter.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(peer) = peers.get_mut(&ip) {
+            peer.open = peer.open.saturating_sub(1);
+            if peer.open == 0 && bucket_full(peer, self.limiter.rate, Instant::now()) {
+                peers.remove(&ip);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +228,42 @@ mod tests {
         assert!(count.try_acquire(Some(2)).is_some());
         drop(second);
         assert!(count.try_acquire(None).is_some());
+    }
+
+    #[test]
+    fn an_address_gets_max_open_connections_and_a_burst_then_the_rate() {
+        use std::time::Duration;
+        let limits = Limits { max_connections_per_ip: Some(3), max_connect_rate_per_ip: Some(4), ..Limits::default() };
+        let limiter = PeerLimiter::new(&limits);
+        let ip: IpAddr = "192.0.2.7".parse().unwrap();
+        let other: IpAddr = "192.0.2.8".parse().unwrap();
+        let t0 = Instant::now();
+        let open: Vec<_> = (0..3).map(|_| limiter.admit(ip, t0).unwrap()).collect();
+        assert_eq!(limiter.admit(ip, t0).err(), Some(PeerRefusal::TooMany));
+        // Another address has its own count.
+        drop(limiter.admit(other, t0).unwrap());
+        drop(open);
+        // Three connects of a burst of four are spent: one more now, then none.
+        let fourth = limiter.admit(ip, t0).unwrap();
+        drop(fourth);
+        assert_eq!(limiter.admit(ip, t0).err(), Some(PeerRefusal::TooFast));
+        // A quarter of a second later, one token (4 per second) is back.
+        let later = t0 + Duration::from_millis(250);
+        drop(limiter.admit(ip, later).unwrap());
+        assert_eq!(limiter.admit(ip, later).err(), Some(PeerRefusal::TooFast));
+        // Loopback is not limited.
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        let many: Vec<_> = (0..100).map(|_| limiter.admit(local, t0).unwrap()).collect();
+        assert_eq!(many.len(), 100);
+    }
+
+    #[test]
+    fn idle_addresses_are_forgotten() {
+        let limits = Limits { max_connections_per_ip: Some(3), max_connect_rate_per_ip: None, ..Limits::default() };
+        let limiter = PeerLimiter::new(&limits);
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        drop(limiter.admit(ip, Instant::now()).unwrap());
+        assert!(limiter.peers.lock().unwrap().is_empty(), "an address with nothing open and a full bucket is kept");
     }
 
     #[test]

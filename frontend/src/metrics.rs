@@ -79,6 +79,8 @@ pub(crate) struct Metrics {
     qos0_skipped_offsets: IntCounter,
     /// Refused CONNECTs: bad user name or password, anonymous refused.
     auth_failures: [IntCounter; 2],
+    /// Connections refused by a limit, by the limit.
+    connections_refused: IntCounterVec,
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
     /// Partitions refusing appends after a failed fsync, until they are recovered.
@@ -178,6 +180,17 @@ impl Metrics {
                 );
                 ["bad_credentials", "anonymous_refused"].map(|reason| family.with_label_values(&[reason]))
             },
+            connections_refused: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "strata_connections_refused_total",
+                        "Connections refused by a limit: max_connections, per_ip, rate.",
+                    ),
+                    &["limit"],
+                )
+                .expect("valid metric"),
+            ),
             partitions: Mutex::new(Vec::new()),
             partitions_failed: register(
                 &r,
@@ -252,6 +265,11 @@ impl Metrics {
     /// anonymous (`!bad_credentials`).
     pub(crate) fn auth_failed(&self, bad_credentials: bool) {
         self.auth_failures[usize::from(!bad_credentials)].inc();
+    }
+
+    /// Counts a connection refused by `limit` (`max_connections`, `per_ip` or `rate`).
+    pub(crate) fn connection_refused(&self, limit: &str) {
+        self.connections_refused.with_label_values(&[limit]).inc();
     }
 
     /// Counts a client whose CONNACK went out; the returned guard counts it gone when dropped.

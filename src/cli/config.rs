@@ -34,6 +34,8 @@ pub const MQTT_KEYS: &[&str] = &[
     "max_connections",
     "max_topic_length",
     "max_client_id_length",
+    "max_connections_per_ip",
+    "max_connect_rate_per_ip",
     "max_topic_levels",
     "max_keep_alive",
     "sys_interval_secs",
@@ -367,6 +369,15 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
             "max_client_id_length" => {
                 broker.limits.max_client_id_length = bounded(int()?, at, key, 23..=65_535, " bytes")? as usize
             }
+            // 0 turns a per-address limit off.
+            "max_connections_per_ip" => {
+                let max = bounded(int()?, at, key, 0..=u64::from(u32::MAX), " (0: no limit)")?;
+                broker.limits.max_connections_per_ip = (max > 0).then_some(max as usize);
+            }
+            "max_connect_rate_per_ip" => {
+                let rate = bounded(int()?, at, key, 0..=1_000_000, " per second (0: no limit)")?;
+                broker.limits.max_connect_rate_per_ip = (rate > 0).then_some(rate as u32);
+            }
             "max_keep_alive" => {
                 let secs = duration_secs(value, at, key)?;
                 broker.limits.max_keep_alive = Some(bounded(secs, at, key, 1..=65_535, " seconds")? as u16);
@@ -504,6 +515,8 @@ pub fn print(effective: &Effective) -> String {
             "max_topic_length" => Ok(int(limits.max_topic_length as u64)),
             "max_topic_levels" => Ok(int(limits.max_topic_levels as u64)),
             "max_client_id_length" => Ok(int(limits.max_client_id_length as u64)),
+            "max_connections_per_ip" => Ok(int(limits.max_connections_per_ip.unwrap_or(0) as u64)),
+            "max_connect_rate_per_ip" => Ok(int(u64::from(limits.max_connect_rate_per_ip.unwrap_or(0)))),
             "max_keep_alive" => limits.max_keep_alive.map(|n| int(u64::from(n))).ok_or("no cap"),
             "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
             "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
