@@ -73,6 +73,8 @@ pub(crate) struct Metrics {
     qos0_skipped_offsets: IntCounter,
     /// Refused CONNECTs: bad user name or password, anonymous refused.
     auth_failures: [IntCounter; 2],
+    /// Publishes and subscriptions refused by the ACL (or for a `$` topic), by action.
+    acl_denied: [IntCounter; 2],
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
     /// Partitions refusing appends after a failed fsync, until they are recovered.
@@ -168,6 +170,20 @@ impl Metrics {
                 );
                 ["bad_credentials", "anonymous_refused"].map(|reason| family.with_label_values(&[reason]))
             },
+            acl_denied: {
+                let family = register(
+                    &r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "strata_acl_denied_total",
+                            "Publishes (and wills) and subscriptions refused by the ACL or for a $ topic, by action.",
+                        ),
+                        &["action"],
+                    )
+                    .expect("valid metric"),
+                );
+                ["publish", "subscribe"].map(|action| family.with_label_values(&[action]))
+            },
             partitions: Mutex::new(Vec::new()),
             partitions_failed: register(
                 &r,
@@ -232,6 +248,11 @@ impl Metrics {
     /// anonymous (`!bad_credentials`).
     pub(crate) fn auth_failed(&self, bad_credentials: bool) {
         self.auth_failures[usize::from(!bad_credentials)].inc();
+    }
+
+    /// Counts a refused publish (`true`) or subscription (`false`) (issue 22).
+    pub(crate) fn acl_denied(&self, publish: bool) {
+        self.acl_denied[usize::from(!publish)].inc();
     }
 
     /// Counts a client whose CONNACK went out; the returned guard counts it gone when dropped.
