@@ -20,7 +20,9 @@ use broker::ServeProcess;
 use bytes::Bytes;
 use common::{code, serve_refusing, stderr, strata};
 use raw::RawClient;
-use strata_frontend::codec::{Ack, Connect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will};
+use strata_frontend::codec::{
+    Ack, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
+};
 
 const ACL: &str = "\
 # Anonymous clients.
@@ -378,4 +380,52 @@ async fn auth_acl_dollar_topics_are_refused_without_an_acl_file() {
     faker.send(&Packet::Publish(raw::publish("plain/marker", QoS::AtMostOnce, None, "marker"))).await;
     assert_eq!(next_publish(&mut watcher).await.topic, "plain/marker");
     assert_eq!(metrics::counter(broker.http_addr(), "strata_acl_denied_total{action=\"publish\"}"), 3);
+}
+
+/// Issue 22: a persistent session resumed by another user (the same client id) keeps only
+/// the subscriptions the new user may read: bob does not inherit alice's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_acl_resumed_session_keeps_only_what_its_user_may_read() {
+    use QoS::AtMostOnce as Q0;
+    let setup = start();
+    let (addr, http) = (setup.broker.addr, setup.broker.http_addr());
+    let persistent = |user: &str, password: &'static [u8]| {
+        let mut properties = Properties::default();
+        properties.session_expiry_interval = Some(3600);
+        Connect {
+            protocol: ProtocolVersion::V5,
+            clean_start: false,
+            keep_alive: 60,
+            client_id: "shared-id".into(),
+            will: None,
+            username: Some(user.into()),
+            password: Some(Bytes::from_static(password)),
+            properties,
+        }
+    };
+    let mut alice = RawClient::connect_raw(addr, persistent("alice", b"secret")).await;
+    assert!(matches!(alice.recv().await, Some(Packet::ConnAck(c)) if c.reason_code == ReasonCode::Success));
+    assert_eq!(alice.subscribe(1, &[("alice/inbox", Q0)], Properties::default()).await, [ReasonCode::GRANTED_QOS_0]);
+    alice
+        .send(&Packet::Disconnect(Disconnect { reason_code: ReasonCode::Success, properties: Properties::default() }))
+        .await;
+    assert!(alice.recv().await.is_none(), "the broker closes after DISCONNECT");
+
+    let mut bob = RawClient::connect_raw(addr, persistent("bob", b"hunter2")).await;
+    match bob.recv().await {
+        Some(Packet::ConnAck(connack)) => {
+            assert_eq!(connack.reason_code, ReasonCode::Success);
+            assert!(connack.session_present, "bob resumed the session");
+        }
+        other => panic!("expected CONNACK, got {other:?}"),
+    }
+    assert_eq!(bob.subscribe(2, &[("bob/marker", Q0)], Properties::default()).await, [ReasonCode::GRANTED_QOS_0]);
+    let mut writer = login(addr, ProtocolVersion::V5, "alice-writer", Some(("alice", "secret"))).await;
+    assert_eq!(
+        publish(&mut writer, raw::publish("alice/inbox", QoS::AtLeastOnce, Some(1), "private")).await,
+        ReasonCode::Success
+    );
+    bob.send(&Packet::Publish(raw::publish("bob/marker", Q0, None, "marker"))).await;
+    assert_eq!(next_publish(&mut bob).await.payload, "marker", "bob got alice's message");
+    assert_eq!(metrics::counter(http, "strata_acl_denied_total{action=\"subscribe\"}"), 1);
 }

@@ -278,7 +278,7 @@ pub(crate) async fn run_transport(
             scratch: BytesMut::new(),
         };
         if let Some(session) = &resumed {
-            outbound.resume(session);
+            outbound.resume(session, &permissions);
         }
         let mut inbound = Inbound {
             shared: Arc::clone(&shared),
@@ -413,6 +413,42 @@ async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr)
             shared.metrics.auth_failed(false);
             tracing::warn!(%peer, client_id, "refused: anonymous clients are not allowed");
             Err(ReasonCode::NotAuthorized)
+        }
+    }
+}
+
+/// Whether the ACL lets a client read what `subscription` would deliver (issue 22): a plain
+/// filter, or a `$share` group's filter, must be readable throughout. A `$stream` replay
+/// delivers the stream's topics that match its filter: either that filter, or every topic
+/// filter of the stream, must be readable (the default stream, and a stream with no topic
+/// filters, may hold any topic: `#`). `user_properties` are the SUBSCRIBE's (the replay's
+/// start).
+fn may_subscribe(
+    shared: &Shared,
+    permissions: &crate::acl::Permissions,
+    subscription: &topic::Subscription<'_>,
+    user_properties: &[(codec::ByteString, codec::ByteString)],
+) -> bool {
+    match *subscription {
+        topic::Subscription::Plain(filter) | topic::Subscription::Shared { filter, .. } => {
+            permissions.may_read_filter(filter)
+        }
+        topic::Subscription::Stream { stream, filter } => {
+            // A request that does not parse is refused later with its own reason.
+            let Ok(request) = replay::parse_request(stream, filter, user_properties) else {
+                return true;
+            };
+            if permissions.may_read_filter(&request.filter) {
+                return true;
+            }
+            match shared.streams.get(stream) {
+                Some(stream) if stream.name != crate::DEFAULT_STREAM && !stream.topics.is_empty() => {
+                    stream.topics.iter().all(|topics| permissions.may_read_filter(topics))
+                }
+                Some(_) => permissions.may_read_filter("#"),
+                // Unknown: not authorized, which does not tell whether it exists.
+                None => false,
+            }
         }
     }
 }
@@ -626,7 +662,9 @@ impl Inbound {
         let mut refused = Vec::with_capacity(subscribe.filters.len());
         for filter in &subscribe.filters {
             let parsed = topic::parse_subscription(&filter.filter, &limits);
-            let denied = parsed.as_ref().is_ok_and(|parsed| !self.may_subscribe(parsed, subscribe));
+            let properties = &subscribe.properties.user_properties;
+            let denied =
+                parsed.as_ref().is_ok_and(|parsed| !may_subscribe(&self.shared, &self.permissions, parsed, properties));
             if denied {
                 self.shared.metrics.acl_denied(false);
                 tracing::debug!(client_id = %self.client_id, filter = %filter.filter, "subscription refused by the ACL");
@@ -636,36 +674,6 @@ impl Inbound {
             refused.push(denied);
         }
         (self.shared.streams.high_watermarks(), refused)
-    }
-
-    /// Whether the ACL lets this client read what `subscription` would deliver: a plain
-    /// filter, or a `$share` group's filter, must be readable throughout. A `$stream` replay
-    /// delivers the stream's topics that match its filter: either that filter, or every
-    /// topic filter of the stream, must be readable (the default stream, and a stream with
-    /// no topic filters, may hold any topic: `#`).
-    fn may_subscribe(&self, subscription: &topic::Subscription<'_>, subscribe: &Subscribe) -> bool {
-        match *subscription {
-            topic::Subscription::Plain(filter) | topic::Subscription::Shared { filter, .. } => {
-                self.permissions.may_read_filter(filter)
-            }
-            topic::Subscription::Stream { stream, filter } => {
-                // A request that does not parse is refused later with its own reason.
-                let Ok(request) = replay::parse_request(stream, filter, &subscribe.properties.user_properties) else {
-                    return true;
-                };
-                if self.permissions.may_read_filter(&request.filter) {
-                    return true;
-                }
-                match self.shared.streams.get(stream) {
-                    Some(stream) if stream.name != crate::DEFAULT_STREAM && !stream.topics.is_empty() => {
-                        stream.topics.iter().all(|topics| self.permissions.may_read_filter(topics))
-                    }
-                    Some(_) => self.permissions.may_read_filter("#"),
-                    // Unknown: not authorized, which does not tell whether it exists.
-                    None => false,
-                }
-            }
-        }
     }
 
     /// The lock is released before the caller awaits anything.
@@ -1135,7 +1143,9 @@ impl Outbound {
     /// Takes up a stored session: its subscriptions (plain, `$share` and `$stream`), each
     /// reader where it stood, and its messages in flight under their packet identifiers.
     /// PUBREL goes out again for those whose PUBREC had arrived.
-    fn resume(&mut self, session: &SessionState) {
+    /// The stored subscriptions the ACL no longer lets this client read (another user, or
+    /// another ACL file since) are dropped (issue 22).
+    fn resume(&mut self, session: &SessionState, permissions: &crate::acl::Permissions) {
         lock(&self.qos2).restore(&session.qos2_awaiting_pubrel);
         let mut resumed: Vec<readers::Resumed> = session
             .positions
@@ -1154,7 +1164,18 @@ impl Outbound {
         let limits = self.shared.config.limits.topics();
         for subscription in &session.subscriptions {
             let (filter, options, identifier) = (&subscription.filter, subscription.options, subscription.identifier);
-            match topic::parse_subscription(filter, &limits) {
+            let parsed = topic::parse_subscription(filter, &limits);
+            if let Ok(parsed) = &parsed
+                && !may_subscribe(&self.shared, permissions, parsed, &[])
+            {
+                self.shared.metrics.acl_denied(false);
+                tracing::warn!(client_id = %self.client_id, filter, "resumed subscription dropped: not authorized");
+                // A replay's stored positions go with it.
+                resumed.retain(|r| r.position.subscription.as_ref() != Some(filter));
+                self.subscriptions_changed = true;
+                continue;
+            }
+            match parsed {
                 Ok(topic::Subscription::Plain(plain)) => {
                     self.follow_sys_if_needed(plain);
                     // Before the cursors read the high watermark (`interest.rs`).
