@@ -388,8 +388,9 @@ pub(crate) async fn run_transport(
 }
 
 /// Checks the CONNECT's credentials: `Ok` with the verified user name (`None`: anonymous), or
-/// `Err(reason)` refusing the client with that CONNACK reason code. Hashing runs on a blocking thread: it is slow on purpose. The refusal is
-/// counted and logged with the user name, never the password.
+/// `Err(reason)` refusing the client with that CONNACK reason code. Hashing runs on a
+/// blocking thread: it is slow on purpose. The refusal is counted and logged with the user
+/// name, never the password.
 async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr) -> Result<Option<String>, ReasonCode> {
     let username = connect.username.as_ref().map(|name| name.to_string());
     let verdict = if shared.auth.verifies(username.as_deref()) {
@@ -542,8 +543,8 @@ enum ToOutbound {
     /// stays small (the queue holds up to `OUTBOUND_QUEUE` of them).
     ClientAck(ClientAck, PacketId),
     /// Boxed for the same reason: rare and large. With each partition's log end when the
-    /// SUBSCRIBE was decoded (see [`Inbound::subscribe_decoded`]).
-    /// And which filters the ACL refuses.
+    /// SUBSCRIBE was decoded (see [`Inbound::subscribe_decoded`]) and which filters the ACL
+    /// refuses.
     Subscribe(Box<DecodedSubscribe>),
     Unsubscribe(Box<Unsubscribe>),
     PingResp,
