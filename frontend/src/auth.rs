@@ -187,6 +187,9 @@ pub struct AuthConfig {
     /// The users (`[auth] password_file`); `None`: nobody is verified, every client is
     /// anonymous.
     pub password_file: Option<PathBuf>,
+    /// Who may read and write which topics (`[auth] acl_file`, issue 22); `None`: every
+    /// client may read and write every topic but the broker's own (`$...`).
+    pub acl_file: Option<PathBuf>,
 }
 
 impl AuthConfig {
@@ -330,9 +333,9 @@ bob:$6$isbEZlGr/u0i7a6j$/sJ4kVpprgtsTqS3vvPsIw21uw2LYvSFzxZPORHEojf5evfTDBCx93bZ
         let default = AuthConfig::default();
         assert!(default.anonymous_allowed(&[loopback, v6_loopback]));
         assert!(!default.anonymous_allowed(&[loopback, everywhere]));
-        let explicit = AuthConfig { allow_anonymous: Some(true), password_file: None };
+        let explicit = AuthConfig { allow_anonymous: Some(true), password_file: None, acl_file: None };
         assert!(explicit.anonymous_allowed(&[everywhere]));
-        let closed = AuthConfig { allow_anonymous: Some(false), password_file: None };
+        let closed = AuthConfig { allow_anonymous: Some(false), password_file: None, acl_file: None };
         assert!(!closed.anonymous_allowed(&[loopback]));
     }
 }

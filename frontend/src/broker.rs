@@ -154,6 +154,9 @@ pub enum BrokerError {
     /// `[auth] password_file` cannot be used.
     #[error("auth.password_file: {0}")]
     PasswordFile(#[from] crate::auth::PasswordFileError),
+    /// `[auth] acl_file` cannot be used.
+    #[error("auth.acl_file: {0}")]
+    AclFile(#[from] crate::acl::AclFileError),
     /// The listener did not bind, or a thread did not start.
     #[error("{what}: {source}")]
     Io {
@@ -249,6 +252,8 @@ pub(crate) struct Shared {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Who may connect.
     pub(crate) auth: crate::auth::Authenticator,
+    /// Who may read and write which topics (`[auth] acl_file`); `None`: everyone, anything.
+    pub(crate) acl: Option<crate::acl::AclFile>,
     /// The in-memory `$SYS` topics.
     pub(crate) sys: crate::sys_topics::SysTopics,
     /// Tells connections to end, and counts them, at shutdown.
@@ -725,6 +730,7 @@ impl Broker {
         let users = config.auth.password_file.as_deref().map(crate::auth::PasswordFile::load).transpose()?;
         let listeners: Vec<SocketAddr> = std::iter::once(config.listen).chain(config.ws_listen).collect();
         let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users);
+        let acl = config.auth.acl_file.as_deref().map(crate::acl::AclFile::load).transpose()?;
         let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
         let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
         let offsets_log = open_log(config.data_dir.join(OFFSETS_STREAM).join("0")).await?;
@@ -827,6 +833,7 @@ impl Broker {
             peers,
             metrics: Arc::new(crate::metrics::Metrics::new()),
             auth,
+            acl,
             sys: crate::sys_topics::SysTopics::new(),
             shutdown: crate::shutdown::ShutdownState::new(),
             maintenance_totals: maintenance.totals_reader(),
@@ -870,7 +877,10 @@ impl Broker {
             (false, Some(_)) => "anonymous clients refused (auth.allow_anonymous = false)",
             (false, None) => "anonymous clients refused (an MQTT listener is not on loopback)",
         };
-        format!("{users}; {anonymous}")
+        match &config.acl_file {
+            Some(path) => format!("{users}; {anonymous}; topic rights from {}", path.display()),
+            None => format!("{users}; {anonymous}"),
+        }
     }
 
     /// The address the MQTT listener is bound to.

@@ -148,13 +148,16 @@ pub(crate) async fn run_transport(
         }
     };
     let version = connect.protocol;
-    if let Some(reason_code) = authenticate(&shared, &connect, peer).await {
-        let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
-        // MQTT 3.1.1 gets return code 0x04 (bad user name or password) or 0x05 (not authorized).
-        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        close_gracefully(reader, writer).await;
-        return;
-    }
+    let user = match authenticate(&shared, &connect, peer).await {
+        Ok(user) => user,
+        Err(reason_code) => {
+            let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
+            // MQTT 3.1.1 gets return code 0x04 (bad user name or password) or 0x05 (not authorized).
+            let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+            close_gracefully(reader, writer).await;
+            return;
+        }
+    };
     let Some(_slot) = slot else {
         tracing::debug!(%peer, "refused: max_connections reached");
         shared.metrics.connection_refused("max_connections");
@@ -187,6 +190,27 @@ pub(crate) async fn run_transport(
         }
         client_id = shared.assign_client_id();
         assigned = Some(client_id.clone());
+    }
+    // What this client may read and write (issue 22), with its user and client id in the
+    // ACL's patterns. A will it may not publish refuses the CONNECT, as in Mosquitto: the
+    // client learns at once, rather than its will vanishing when it is needed.
+    let permissions = shared
+        .acl
+        .as_ref()
+        .map_or_else(crate::acl::Permissions::allow_all, |acl| acl.for_client(user.as_deref(), &client_id));
+    if let Some(will) = &connect.will
+        && !permissions.may_publish(&will.topic)
+    {
+        shared.metrics.acl_denied(true);
+        tracing::warn!(%peer, client_id, user, topic = %will.topic, "refused: the will's topic is not writable");
+        let connack = ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::NotAuthorized,
+            properties: Properties::default(),
+        };
+        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+        close_gracefully(reader, writer).await;
+        return;
     }
 
     let registration = shared.register(&client_id);
@@ -280,7 +304,7 @@ pub(crate) async fn run_transport(
             scratch: BytesMut::new(),
         };
         if let Some(session) = &resumed {
-            outbound.resume(session);
+            outbound.resume(session, &permissions);
         }
         let mut inbound = Inbound {
             shared: Arc::clone(&shared),
@@ -300,6 +324,7 @@ pub(crate) async fn run_transport(
             qos2,
             qos1_unacked,
             aliases: InboundAliases::new(shared.config.limits.topic_alias_maximum),
+            permissions,
         };
         {
             let outbound_run = outbound.run(&handoff, registration.taken_over);
@@ -388,10 +413,11 @@ pub(crate) async fn run_transport(
     }
 }
 
-/// Checks the CONNECT's credentials; `Some(reason)` refuses the client with that CONNACK
-/// reason code. Hashing runs on a blocking thread: it is slow on purpose. The refusal is
-/// counted and logged with the user name, never the password.
-async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr) -> Option<ReasonCode> {
+/// Checks the CONNECT's credentials: `Ok` with the verified user name (`None`: anonymous), or
+/// `Err(reason)` refusing the client with that CONNACK reason code. Hashing runs on a
+/// blocking thread: it is slow on purpose. The refusal is counted and logged with the user
+/// name, never the password.
+async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr) -> Result<Option<String>, ReasonCode> {
     let username = connect.username.as_ref().map(|name| name.to_string());
     let verdict = if shared.auth.verifies(username.as_deref()) {
         let (shared, password) = (Arc::clone(shared), connect.password.clone());
@@ -404,16 +430,52 @@ async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr)
     };
     let client_id = &*connect.client_id;
     match verdict {
-        Verdict::Accept { .. } => None,
+        Verdict::Accept { user } => Ok(user),
         Verdict::BadCredentials => {
             shared.metrics.auth_failed(true);
             tracing::warn!(%peer, client_id, username, "refused: bad user name or password");
-            Some(ReasonCode::BadUserNameOrPassword)
+            Err(ReasonCode::BadUserNameOrPassword)
         }
         Verdict::AnonymousRefused => {
             shared.metrics.auth_failed(false);
             tracing::warn!(%peer, client_id, "refused: anonymous clients are not allowed");
-            Some(ReasonCode::NotAuthorized)
+            Err(ReasonCode::NotAuthorized)
+        }
+    }
+}
+
+/// Whether the ACL lets a client read what `subscription` would deliver (issue 22): a plain
+/// filter, or a `$share` group's filter, must be readable throughout. A `$stream` replay
+/// delivers the stream's topics that match its filter: either that filter, or every topic
+/// filter of the stream, must be readable (the default stream, and a stream with no topic
+/// filters, may hold any topic: `#`). `user_properties` are the SUBSCRIBE's (the replay's
+/// start).
+fn may_subscribe(
+    shared: &Shared,
+    permissions: &crate::acl::Permissions,
+    subscription: &topic::Subscription<'_>,
+    user_properties: &[(codec::ByteString, codec::ByteString)],
+) -> bool {
+    match *subscription {
+        topic::Subscription::Plain(filter) | topic::Subscription::Shared { filter, .. } => {
+            permissions.may_read_filter(filter)
+        }
+        topic::Subscription::Stream { stream, filter } => {
+            // A request that does not parse is refused later with its own reason.
+            let Ok(request) = replay::parse_request(stream, filter, user_properties) else {
+                return true;
+            };
+            if permissions.may_read_filter(&request.filter) {
+                return true;
+            }
+            match shared.streams.get(stream) {
+                Some(stream) if stream.name != crate::DEFAULT_STREAM && !stream.topics.is_empty() => {
+                    stream.topics.iter().all(|topics| permissions.may_read_filter(topics))
+                }
+                Some(_) => permissions.may_read_filter("#"),
+                // Unknown: not authorized, which does not tell whether it exists.
+                None => false,
+            }
         }
     }
 }
@@ -507,13 +569,18 @@ enum ToOutbound {
     /// stays small (the queue holds up to `OUTBOUND_QUEUE` of them).
     ClientAck(ClientAck, PacketId),
     /// Boxed for the same reason: rare and large. With each partition's log end when the
-    /// SUBSCRIBE was decoded (see [`Inbound::subscribe_decoded`]).
-    Subscribe(Box<(Subscribe, Vec<(u32, u64)>)>),
+    /// SUBSCRIBE was decoded (see [`Inbound::subscribe_decoded`]) and which filters the ACL
+    /// refuses.
+    Subscribe(Box<DecodedSubscribe>),
     Unsubscribe(Box<Unsubscribe>),
     PingResp,
     /// Close the connection, with this DISCONNECT reason code and string for an MQTT 5 client.
     Close(Option<(ReasonCode, String)>),
 }
+
+/// A SUBSCRIBE, each partition's log end when it was decoded, and which of its filters the
+/// ACL refuses.
+type DecodedSubscribe = (Subscribe, Vec<(u32, u64)>, Vec<bool>);
 
 #[derive(Debug, Clone, Copy)]
 #[allow(clippy::enum_variant_names)] // the packets' names in the specification
@@ -591,6 +658,8 @@ struct Inbound {
     qos1_unacked: Arc<AtomicUsize>,
     /// The client's topic aliases.
     aliases: InboundAliases,
+    /// What the ACL lets this client publish and subscribe to (issue 22).
+    permissions: crate::acl::Permissions,
 }
 
 /// How the inbound half ends.
@@ -613,15 +682,25 @@ impl Inbound {
     /// filters go in the interest tree, in packet order, so a PUBLISH read after it, even on
     /// this connection, wakes the subscription. Returns each partition's log end, read after
     /// (`interest.rs`): every subscription in the packet (plain, `$stream` at `latest`, a new
-    /// `$share` group) starts there, however late the outbound half takes it up.
-    fn subscribe_decoded(&self, subscribe: &Subscribe) -> Vec<(u32, u64)> {
+    /// `$share` group) starts there, however late the outbound half takes it up. Also says,
+    /// for each filter, whether the ACL refuses it (issue 22): a refused filter never goes in.
+    fn subscribe_decoded(&self, subscribe: &Subscribe) -> (Vec<(u32, u64)>, Vec<bool>) {
         let limits = self.shared.config.limits.topics();
+        let mut refused = Vec::with_capacity(subscribe.filters.len());
         for filter in &subscribe.filters {
-            if let Ok(topic::Subscription::Plain(filter)) = topic::parse_subscription(&filter.filter, &limits) {
+            let parsed = topic::parse_subscription(&filter.filter, &limits);
+            let properties = &subscribe.properties.user_properties;
+            let denied =
+                parsed.as_ref().is_ok_and(|parsed| !may_subscribe(&self.shared, &self.permissions, parsed, properties));
+            if denied {
+                self.shared.metrics.acl_denied(false);
+                tracing::debug!(client_id = %self.client_id, filter = %filter.filter, "subscription refused by the ACL");
+            } else if let Ok(topic::Subscription::Plain(filter)) = parsed {
                 self.interest.add(filter);
             }
+            refused.push(denied);
         }
-        self.shared.streams.high_watermarks()
+        (self.shared.streams.high_watermarks(), refused)
     }
 
     /// The lock is released before the caller awaits anything.
@@ -707,8 +786,8 @@ impl Inbound {
             }
             Packet::PubComp(ack) => ToOutbound::ClientAck(ClientAck::PubComp, ack.packet_id),
             Packet::Subscribe(subscribe) => {
-                let since = self.subscribe_decoded(&subscribe);
-                ToOutbound::Subscribe(Box::new((subscribe, since)))
+                let (since, refused) = self.subscribe_decoded(&subscribe);
+                ToOutbound::Subscribe(Box::new((subscribe, since, refused)))
             }
             Packet::Unsubscribe(unsubscribe) => ToOutbound::Unsubscribe(Box::new(unsubscribe)),
             Packet::PingReq => ToOutbound::PingResp,
@@ -775,6 +854,9 @@ impl Inbound {
                 }
             },
         };
+        if !self.permissions.may_publish(&publish.topic) {
+            return self.deny(packet, packet_id, &publish.topic).await;
+        }
         self.shared.metrics.received(publish.qos, publish.payload.len());
         let record = record::to_record(&publish, &self.client_id, now_ms());
         if publish.retain {
@@ -837,6 +919,25 @@ impl Inbound {
         }
         forget_refused_qos2(&self.qos2, packet, packet_id);
         let reason = error.reason_code();
+        let message = ToOutbound::Ack { packet, packet_id, reason, durable: None, received: None };
+        self.to_outbound.push(message).await;
+        None
+    }
+
+    /// A publish the ACL refuses, or to a `$` topic (issue 22): never stored, counted. An
+    /// MQTT 5 client gets PUBACK or PUBREC 0x87 Not authorized. MQTT 3.1.1 acknowledgements
+    /// cannot say no: the message is dropped and acknowledged as usual (as Mosquitto does),
+    /// so that the client does not resend it forever; a QoS 2 exchange completes normally.
+    async fn deny(&mut self, packet: Option<AckPacket>, packet_id: Option<PacketId>, topic: &str) -> Option<End> {
+        self.shared.metrics.acl_denied(true);
+        tracing::debug!(client_id = %self.client_id, topic, "publish refused by the ACL");
+        let (Some(packet), Some(packet_id)) = (packet, packet_id) else { return None };
+        let reason = if self.version.is_v5() {
+            forget_refused_qos2(&self.qos2, packet, packet_id);
+            ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
         let message = ToOutbound::Ack { packet, packet_id, reason, durable: None, received: None };
         self.to_outbound.push(message).await;
         None
@@ -1069,7 +1170,9 @@ impl Outbound {
     /// Takes up a stored session: its subscriptions (plain, `$share` and `$stream`), each
     /// reader where it stood, and its messages in flight under their packet identifiers.
     /// PUBREL goes out again for those whose PUBREC had arrived.
-    fn resume(&mut self, session: &SessionState) {
+    /// The stored subscriptions the ACL no longer lets this client read (another user, or
+    /// another ACL file since) are dropped (issue 22).
+    fn resume(&mut self, session: &SessionState, permissions: &crate::acl::Permissions) {
         lock(&self.qos2).restore(&session.qos2_awaiting_pubrel);
         let mut resumed: Vec<readers::Resumed> = session
             .positions
@@ -1088,7 +1191,18 @@ impl Outbound {
         let limits = self.shared.config.limits.topics();
         for subscription in &session.subscriptions {
             let (filter, options, identifier) = (&subscription.filter, subscription.options, subscription.identifier);
-            match topic::parse_subscription(filter, &limits) {
+            let parsed = topic::parse_subscription(filter, &limits);
+            if let Ok(parsed) = &parsed
+                && !may_subscribe(&self.shared, permissions, parsed, &[])
+            {
+                self.shared.metrics.acl_denied(false);
+                tracing::warn!(client_id = %self.client_id, filter, "resumed subscription dropped: not authorized");
+                // A replay's stored positions go with it.
+                resumed.retain(|r| r.position.subscription.as_ref() != Some(filter));
+                self.subscriptions_changed = true;
+                continue;
+            }
+            match parsed {
                 Ok(topic::Subscription::Plain(plain)) => {
                     self.follow_sys_if_needed(plain);
                     // Before the cursors read the high watermark (`interest.rs`).
@@ -1344,8 +1458,8 @@ impl Outbound {
                 }
             }
             ToOutbound::Subscribe(subscribe) => {
-                let (subscribe, since) = *subscribe;
-                self.subscribe(subscribe, since);
+                let (subscribe, since, refused) = *subscribe;
+                self.subscribe(subscribe, since, &refused);
                 self.subscriptions_changed = true;
             }
             ToOutbound::Unsubscribe(unsubscribe) => {
@@ -1387,14 +1501,19 @@ impl Outbound {
         }
     }
 
-    /// `since`: each partition's high watermark when the inbound half read the SUBSCRIBE.
-    fn subscribe(&mut self, subscribe: Subscribe, since: Vec<(u32, u64)>) {
+    /// `since`: each partition's high watermark when the inbound half read the SUBSCRIBE;
+    /// `refused`: the filters the ACL refuses, answered 0x87 (0x80 for MQTT 3.1.1).
+    fn subscribe(&mut self, subscribe: Subscribe, since: Vec<(u32, u64)>, refused: &[bool]) {
         let identifier = subscribe.properties.subscription_identifiers.first().copied();
         let limits = self.shared.config.limits.topics();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut refusals = Vec::new();
-        for filter in &subscribe.filters {
+        for (index, filter) in subscribe.filters.iter().enumerate() {
             let code = match topic::parse_subscription(&filter.filter, &limits) {
+                Ok(_) if refused.get(index).copied().unwrap_or(false) => {
+                    refusals.push(format!("{}: not authorized", filter.filter));
+                    ReasonCode::NotAuthorized
+                }
                 Ok(topic::Subscription::Plain(plain)) => {
                     // Before the latest values are taken below, so that no refresh is missed.
                     self.follow_sys_if_needed(plain);

@@ -15,6 +15,7 @@
 //! - [`admin`]: what the admin API reads and runs on a live broker ([`Broker::admin`]).
 #![deny(missing_docs)]
 
+pub mod acl;
 pub mod admin;
 pub mod auth;
 mod broker;

@@ -81,6 +81,8 @@ pub(crate) struct Metrics {
     auth_failures: [IntCounter; 2],
     /// Connections refused by a limit, by the limit.
     connections_refused: IntCounterVec,
+    /// Publishes and subscriptions refused by the ACL (or for a `$` topic), by action.
+    acl_denied: [IntCounter; 2],
     partitions: Mutex<Vec<PartitionEntry>>,
     partition_gauges: PartitionGauges,
     /// Partitions refusing appends after a failed fsync, until they are recovered.
@@ -191,6 +193,20 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            acl_denied: {
+                let family = register(
+                    &r,
+                    IntCounterVec::new(
+                        Opts::new(
+                            "strata_acl_denied_total",
+                            "Publishes (and wills) and subscriptions refused by the ACL or for a $ topic, by action.",
+                        ),
+                        &["action"],
+                    )
+                    .expect("valid metric"),
+                );
+                ["publish", "subscribe"].map(|action| family.with_label_values(&[action]))
+            },
             partitions: Mutex::new(Vec::new()),
             partitions_failed: register(
                 &r,
@@ -270,6 +286,11 @@ impl Metrics {
     /// Counts a connection refused by `limit` (`max_connections`, `per_ip` or `rate`).
     pub(crate) fn connection_refused(&self, limit: &str) {
         self.connections_refused.with_label_values(&[limit]).inc();
+    }
+
+    /// Counts a refused publish (`true`) or subscription (`false`) (issue 22).
+    pub(crate) fn acl_denied(&self, publish: bool) {
+        self.acl_denied[usize::from(!publish)].inc();
     }
 
     /// Counts a client whose CONNACK went out; the returned guard counts it gone when dropped.

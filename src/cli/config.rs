@@ -43,7 +43,7 @@ pub const MQTT_KEYS: &[&str] = &[
     "socket_receive_buffer",
 ];
 /// Keys of `[auth]`: who may connect.
-pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file"];
+pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file", "acl_file"];
 /// Keys of `[http]` and of `[grpc]`.
 pub const LISTEN_KEYS: &[&str] = &["listen", "token_file"];
 /// Keys of `[compaction]`: the node's retention and cleaner threads.
@@ -196,6 +196,9 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effect
     if let Some(path) = &effective.broker.auth.password_file {
         strata_frontend::auth::PasswordFile::load(path).context("auth.password_file")?;
     }
+    if let Some(path) = &effective.broker.auth.acl_file {
+        strata_frontend::acl::AclFile::load(path).context("auth.acl_file")?;
+    }
     for (key, path) in
         [("http.token_file", &effective.http_token_file), ("grpc.token_file", &effective.grpc_token_file)]
     {
@@ -246,6 +249,7 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
                     _ => anyhow::bail!("auth.allow_anonymous: must be true or false"),
                 },
                 "password_file" => broker.auth.password_file = Some(PathBuf::from(string(value, "auth", key)?)),
+                "acl_file" => broker.auth.acl_file = Some(PathBuf::from(string(value, "auth", key)?)),
                 other => anyhow::bail!("auth.{other}: unknown key"),
             }
         }
@@ -537,6 +541,11 @@ pub fn print(effective: &Effective) -> String {
                 .as_ref()
                 .map(|path| text(&path.to_string_lossy()))
                 .ok_or("no users; every client is anonymous"),
+            "acl_file" => auth
+                .acl_file
+                .as_ref()
+                .map(|path| text(&path.to_string_lossy()))
+                .ok_or("every client may read and write every topic"),
             _ => Err("not printed"),
         };
         line(&mut out, key, value);

@@ -64,6 +64,16 @@ impl RawClient {
         client
     }
 
+    /// Connects and sends this CONNECT as it is (a will, a login); the caller reads the
+    /// CONNACK.
+    pub async fn connect_raw(addr: SocketAddr, connect: Connect) -> RawClient {
+        let stream =
+            tokio::time::timeout(DEADLINE, TcpStream::connect(addr)).await.expect("connect in time").expect("connect");
+        let mut client = RawClient { stream, buf: BytesMut::new(), version: connect.protocol };
+        client.send(&Packet::Connect(Box::new(connect))).await;
+        client
+    }
+
     async fn send_connect(
         addr: SocketAddr,
         version: ProtocolVersion,
