@@ -79,16 +79,17 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let span = tracing::info_span!("mqtt.connection", %peer);
     // Boxed where it is made: wrapped by value, the large connection future would be laid out
     // twice in the spawned task (and copied on every spawn).
-    let connection = Box::pin(run_transport(Box::new(reader), Box::new(writer), peer, shared));
+    let connection = Box::pin(run_transport(Box::new(reader), Box::new(writer), peer, None, shared));
     tracing::Instrument::instrument(connection, span).await;
 }
 
 /// Runs a connection over any byte stream to the end. Never panics on input; errors close
-/// only this connection.
+/// only this connection. `certificate`: the client certificate rustls verified (mTLS), if any.
 pub(crate) async fn run_transport(
     mut reader: TransportReader,
     mut writer: TransportWriter,
     peer: SocketAddr,
+    certificate: Option<crate::tls::ClientCertificate>,
     shared: Arc<Shared>,
 ) {
     // Counted until this task ends: shutdown waits for it.
@@ -125,7 +126,7 @@ pub(crate) async fn run_transport(
         }
     };
     let version = connect.protocol;
-    if let Some(reason_code) = authenticate(&shared, &connect, peer).await {
+    if let Some(reason_code) = authenticate(&shared, &connect, peer, certificate.as_ref()).await {
         let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
         // MQTT 3.1.1 gets return code 0x04 (bad user name or password) or 0x05 (not authorized).
         let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
@@ -365,9 +366,17 @@ pub(crate) async fn run_transport(
 /// Checks the CONNECT's credentials; `Some(reason)` refuses the client with that CONNACK
 /// reason code. Hashing runs on a blocking thread: it is slow on purpose. The refusal is
 /// counted and logged with the user name, never the password.
-async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr) -> Option<ReasonCode> {
+async fn authenticate(
+    shared: &Arc<Shared>,
+    connect: &Connect,
+    peer: SocketAddr,
+    certificate: Option<&crate::tls::ClientCertificate>,
+) -> Option<ReasonCode> {
     let username = connect.username.as_ref().map(|name| name.to_string());
-    let verdict = if shared.auth.verifies(username.as_deref()) {
+    let by_certificate = shared.auth.decide_by_certificate(certificate.map(|c| c.common_name.as_deref()));
+    let verdict = if let Some(verdict) = by_certificate {
+        verdict
+    } else if shared.auth.verifies(username.as_deref()) {
         let (shared, password) = (Arc::clone(shared), connect.password.clone());
         let user = username.clone();
         tokio::task::spawn_blocking(move || shared.auth.decide(user.as_deref(), password.as_deref()))
@@ -387,6 +396,11 @@ async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr)
         Verdict::AnonymousRefused => {
             shared.metrics.auth_failed(false);
             tracing::warn!(%peer, client_id, "refused: anonymous clients are not allowed");
+            Some(ReasonCode::NotAuthorized)
+        }
+        Verdict::NoCertificateName => {
+            shared.metrics.auth_failed(false);
+            tracing::warn!(%peer, client_id, "refused: the client certificate has no CN to use as the user name");
             Some(ReasonCode::NotAuthorized)
         }
     }
