@@ -190,6 +190,10 @@ pub struct AuthConfig {
     /// Who may read and write which topics (`[auth] acl_file`, issue 22); `None`: every
     /// client may read and write every topic but the broker's own (`$...`).
     pub acl_file: Option<PathBuf>,
+    /// With mTLS (`[tls] client_ca_file`), a TLS client's user is its certificate's CN, and
+    /// the CONNECT's user name and password are not checked (`[auth]
+    /// use_identity_as_username`). Clients of the plaintext listeners are unaffected.
+    pub use_identity_as_username: bool,
 }
 
 impl AuthConfig {
@@ -209,6 +213,9 @@ pub(crate) enum Verdict {
     BadCredentials,
     /// Anonymous while anonymous clients are refused: CONNACK 0x87 (5.0), 0x05 (3.1.1).
     AnonymousRefused,
+    /// A client certificate with no CN while the CN is the user name: CONNACK 0x87 (5.0),
+    /// 0x05 (3.1.1).
+    NoCertificateName,
 }
 
 /// The decision at CONNECT, from the password file and the anonymous rule.
@@ -216,11 +223,33 @@ pub(crate) enum Verdict {
 pub(crate) struct Authenticator {
     allow_anonymous: bool,
     users: Option<PasswordFile>,
+    identity_as_username: bool,
 }
 
 impl Authenticator {
     pub(crate) fn new(allow_anonymous: bool, users: Option<PasswordFile>) -> Authenticator {
-        Authenticator { allow_anonymous, users }
+        Authenticator { allow_anonymous, users, identity_as_username: false }
+    }
+
+    /// `[auth] use_identity_as_username`: see [`Authenticator::decide_by_certificate`].
+    pub(crate) fn with_identity_as_username(self, on: bool) -> Authenticator {
+        Authenticator { identity_as_username: on, ..self }
+    }
+
+    /// With `use_identity_as_username`, a client that presented a verified certificate is the
+    /// user its CN names, whatever its CONNECT says: the certificate is the credential, so no
+    /// password is asked for, the password file is not consulted, and `allow_anonymous` does
+    /// not apply (the client is not anonymous). A certificate without a CN is refused.
+    /// `None`: the certificate decides nothing (no certificate, or the option is off), and
+    /// [`Authenticator::decide`] applies.
+    pub(crate) fn decide_by_certificate(&self, common_name: Option<Option<&str>>) -> Option<Verdict> {
+        if !self.identity_as_username {
+            return None;
+        }
+        Some(match common_name? {
+            Some(name) if !name.is_empty() => Verdict::Accept { user: Some(name.to_owned()) },
+            _ => Verdict::NoCertificateName,
+        })
     }
 
     pub(crate) fn allows_anonymous(&self) -> bool {
@@ -325,6 +354,25 @@ bob:$6$isbEZlGr/u0i7a6j$/sJ4kVpprgtsTqS3vvPsIw21uw2LYvSFzxZPORHEojf5evfTDBCx93bZ
         assert_eq!(Authenticator::new(false, None).decide(Some("alice"), Some(b"x")), Verdict::AnonymousRefused);
     }
 
+    /// Issue 22: with `use_identity_as_username`, the certificate's CN is the user, whatever
+    /// the CONNECT says and whatever the password file and `allow_anonymous` say.
+    #[test]
+    fn tls_the_certificate_name_is_the_user_only_with_use_identity_as_username() {
+        let accept = |user: &str| Some(Verdict::Accept { user: Some(user.to_owned()) });
+        let off = Authenticator::new(false, Some(file(MOSQUITTO_FILE)));
+        assert_eq!(off.decide_by_certificate(Some(Some("alice"))), None);
+        for users in [None, Some(file(MOSQUITTO_FILE))] {
+            let on = Authenticator::new(false, users).with_identity_as_username(true);
+            assert_eq!(on.decide_by_certificate(Some(Some("alice"))), accept("alice"));
+            // Not in the password file: the CA vouched for it.
+            assert_eq!(on.decide_by_certificate(Some(Some("carol"))), accept("carol"));
+            assert_eq!(on.decide_by_certificate(Some(None)), Some(Verdict::NoCertificateName));
+            assert_eq!(on.decide_by_certificate(Some(Some(""))), Some(Verdict::NoCertificateName));
+            // No certificate (a plaintext listener): the usual rules.
+            assert_eq!(on.decide_by_certificate(None), None);
+        }
+    }
+
     #[test]
     fn anonymous_clients_are_allowed_by_default_only_while_every_listener_is_loopback() {
         let loopback: std::net::SocketAddr = "127.0.0.1:1883".parse().unwrap();
@@ -333,9 +381,9 @@ bob:$6$isbEZlGr/u0i7a6j$/sJ4kVpprgtsTqS3vvPsIw21uw2LYvSFzxZPORHEojf5evfTDBCx93bZ
         let default = AuthConfig::default();
         assert!(default.anonymous_allowed(&[loopback, v6_loopback]));
         assert!(!default.anonymous_allowed(&[loopback, everywhere]));
-        let explicit = AuthConfig { allow_anonymous: Some(true), password_file: None, acl_file: None };
+        let explicit = AuthConfig { allow_anonymous: Some(true), ..AuthConfig::default() };
         assert!(explicit.anonymous_allowed(&[everywhere]));
-        let closed = AuthConfig { allow_anonymous: Some(false), password_file: None, acl_file: None };
+        let closed = AuthConfig { allow_anonymous: Some(false), ..AuthConfig::default() };
         assert!(!closed.anonymous_allowed(&[loopback]));
     }
 }

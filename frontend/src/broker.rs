@@ -81,6 +81,14 @@ pub struct BrokerConfig {
     pub maintenance: MaintenanceConfig,
     /// Who may connect (`[auth]`).
     pub auth: crate::auth::AuthConfig,
+    /// MQTT over TLS listens here (`[mqtt] tls_listen`, conventionally port 8883); `None`: off.
+    pub tls_listen: Option<SocketAddr>,
+    /// MQTT over WebSocket over TLS (path `/mqtt`) listens here (`[mqtt] wss_listen`);
+    /// `None`: off.
+    pub wss_listen: Option<SocketAddr>,
+    /// The certificate of both TLS listeners, and the CA of client certificates (`[tls]`);
+    /// needed when either is set.
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 /// Binds a listener for MQTT (over TCP or WebSocket). TCP_NODELAY and SO_RCVBUF are set on
@@ -125,6 +133,9 @@ impl BrokerConfig {
             socket_receive_buffer: Some(DEFAULT_SOCKET_RECEIVE_BUFFER),
             maintenance: MaintenanceConfig::default(),
             auth: crate::auth::AuthConfig::default(),
+            tls_listen: None,
+            wss_listen: None,
+            tls: None,
         }
     }
 }
@@ -157,6 +168,17 @@ pub enum BrokerError {
     /// `[auth] acl_file` cannot be used.
     #[error("auth.acl_file: {0}")]
     AclFile(#[from] crate::acl::AclFileError),
+    /// A `[tls]` file cannot be used.
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    /// A TLS listener (or `use_identity_as_username`) is configured without what it needs.
+    #[error("{key} is set, but {needs} is not")]
+    TlsIncomplete {
+        /// The key that is set.
+        key: &'static str,
+        /// What it needs.
+        needs: &'static str,
+    },
     /// The listener did not bind, or a thread did not start.
     #[error("{what}: {source}")]
     Io {
@@ -557,6 +579,11 @@ pub struct Broker {
     listener: TcpListener,
     /// MQTT over WebSocket, when configured.
     ws_listener: Option<TcpListener>,
+    /// MQTT over TLS, and MQTT over WebSocket over TLS, when configured.
+    tls_listener: Option<TcpListener>,
+    wss_listener: Option<TcpListener>,
+    /// Their certificate; `None` without `[tls]`.
+    tls: Option<Arc<crate::tls::TlsState>>,
     shared: Arc<Shared>,
     retained_log: Arc<Log>,
     sessions_log: Arc<Log>,
@@ -728,8 +755,16 @@ impl Broker {
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
         // First, so that a bad file stops the start before anything is opened.
         let users = config.auth.password_file.as_deref().map(crate::auth::PasswordFile::load).transpose()?;
-        let listeners: Vec<SocketAddr> = std::iter::once(config.listen).chain(config.ws_listen).collect();
-        let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users);
+        let tls = Self::load_tls(&config)?;
+        // Every MQTT listener counts, the TLS ones too: one off loopback refuses anonymous
+        // clients unless `allow_anonymous` says otherwise.
+        let listeners: Vec<SocketAddr> = std::iter::once(config.listen)
+            .chain(config.ws_listen)
+            .chain(config.tls_listen)
+            .chain(config.wss_listen)
+            .collect();
+        let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users)
+            .with_identity_as_username(config.auth.use_identity_as_username);
         let acl = config.auth.acl_file.as_deref().map(crate::acl::AclFile::load).transpose()?;
         let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
         let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
@@ -805,6 +840,15 @@ impl Broker {
             ),
             None => None,
         };
+        let bind_tls = |addr: Option<SocketAddr>, what: &str| -> Result<Option<TcpListener>, BrokerError> {
+            addr.map(|addr| {
+                mqtt_listener(addr, config.socket_receive_buffer)
+                    .map_err(|source| BrokerError::Io { what: format!("listening on {addr} ({what})"), source })
+            })
+            .transpose()
+        };
+        let tls_listener = bind_tls(config.tls_listen, "mqtt.tls_listen")?;
+        let wss_listener = bind_tls(config.wss_listen, "mqtt.wss_listen")?;
         let started_at_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let peers = crate::limits::PeerLimiter::new(&config.limits);
@@ -856,7 +900,53 @@ impl Broker {
         shared.metrics.add_partition(SESSIONS_STREAM, 0, true, &sessions_log);
         shared.metrics.add_partition(OFFSETS_STREAM, 0, true, &offsets_log);
         shared.metrics.add_partition(STREAMS_STREAM, 0, true, &streams_log);
-        Ok(Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, streams_log })
+        Ok(Broker {
+            listener,
+            ws_listener,
+            tls_listener,
+            wss_listener,
+            tls,
+            shared,
+            retained_log,
+            sessions_log,
+            offsets_log,
+            streams_log,
+        })
+    }
+
+    /// Reads `[tls]` when a TLS listener needs it, and checks that what needs it has it.
+    fn load_tls(config: &BrokerConfig) -> Result<Option<Arc<crate::tls::TlsState>>, BrokerError> {
+        let needs = "tls.cert_file and tls.key_file";
+        for (key, addr) in [("mqtt.tls_listen", config.tls_listen), ("mqtt.wss_listen", config.wss_listen)] {
+            if addr.is_some() && config.tls.is_none() {
+                return Err(BrokerError::TlsIncomplete { key, needs });
+            }
+        }
+        if config.auth.use_identity_as_username
+            && config.tls.as_ref().and_then(|tls| tls.client_ca_file.as_ref()).is_none()
+        {
+            return Err(BrokerError::TlsIncomplete {
+                key: "auth.use_identity_as_username",
+                needs: "tls.client_ca_file (clients present no certificate without it)",
+            });
+        }
+        let Some(tls) = &config.tls else { return Ok(None) };
+        Ok(Some(Arc::new(crate::tls::TlsState::load(tls.clone())?)))
+    }
+
+    /// The address the MQTT-over-TLS listener is bound to, when there is one.
+    pub fn tls_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.tls_listener.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// The address the MQTT-over-WebSocket-over-TLS listener is bound to, when there is one.
+    pub fn wss_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.wss_listener.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// A handle that reloads `[tls]`'s certificate and key (on SIGHUP); `None` without `[tls]`.
+    pub fn tls_reloader(&self) -> Option<crate::tls::TlsReloader> {
+        self.tls.as_ref().map(|state| crate::tls::TlsReloader::new(Arc::clone(state)))
     }
 
     /// The address the MQTT-over-WebSocket listener is bound to, when there is one.
@@ -877,10 +967,17 @@ impl Broker {
             (false, Some(_)) => "anonymous clients refused (auth.allow_anonymous = false)",
             (false, None) => "anonymous clients refused (an MQTT listener is not on loopback)",
         };
-        match &config.acl_file {
-            Some(path) => format!("{users}; {anonymous}; topic rights from {}", path.display()),
-            None => format!("{users}; {anonymous}"),
+        let mut summary = format!("{users}; {anonymous}");
+        if let Some(path) = &config.acl_file {
+            summary.push_str(&format!("; topic rights from {}", path.display()));
         }
+        if self.tls.as_ref().is_some_and(|tls| tls.requires_client_certificate()) {
+            summary.push_str("; TLS clients must present a certificate signed by tls.client_ca_file");
+            if config.use_identity_as_username {
+                summary.push_str(", whose CN is their user name (auth.use_identity_as_username)");
+            }
+        }
+        summary
     }
 
     /// The address the MQTT listener is bound to.
@@ -901,9 +998,28 @@ impl Broker {
 
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker { listener, ws_listener, shared, retained_log, sessions_log, offsets_log, streams_log } = self;
-        // Aborted at shutdown, like the connections it spawned are dropped with the runtime.
+        let Broker {
+            listener,
+            ws_listener,
+            tls_listener,
+            wss_listener,
+            tls,
+            shared,
+            retained_log,
+            sessions_log,
+            offsets_log,
+            streams_log,
+        } = self;
+        // Aborted at shutdown, like the connections they spawned are dropped with the runtime.
         let ws_task = ws_listener.map(|ws| tokio::spawn(crate::websocket::serve(ws, Arc::clone(&shared))));
+        let tls_tasks: Vec<tokio::task::JoinHandle<()>> =
+            [(tls_listener, crate::tls::Carrying::Mqtt), (wss_listener, crate::tls::Carrying::WebSocket)]
+                .into_iter()
+                .filter_map(|(listener, carrying)| {
+                    let tls = Arc::clone(tls.as_ref()?);
+                    Some(tokio::spawn(crate::tls::serve(listener?, tls, carrying, Arc::clone(&shared))))
+                })
+                .collect();
         tokio::pin!(shutdown);
         let sys_task = (shared.config.sys_interval_secs > 0).then(|| {
             let interval = std::time::Duration::from_secs(shared.config.sys_interval_secs);
@@ -932,6 +1048,9 @@ impl Broker {
         }
         if let Some(ws_task) = ws_task {
             ws_task.abort();
+        }
+        for task in tls_tasks {
+            task.abort();
         }
         expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B

@@ -88,16 +88,17 @@ pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>
     let span = tracing::info_span!("mqtt.connection", %peer);
     // Boxed where it is made: wrapped by value, the large connection future would be laid out
     // twice in the spawned task (and copied on every spawn).
-    let connection = Box::pin(run_transport(Box::new(reader), Box::new(writer), peer, shared));
+    let connection = Box::pin(run_transport(Box::new(reader), Box::new(writer), peer, None, shared));
     tracing::Instrument::instrument(connection, span).await;
 }
 
 /// Runs a connection over any byte stream to the end. Never panics on input; errors close
-/// only this connection.
+/// only this connection. `certificate`: the client certificate rustls verified (mTLS), if any.
 pub(crate) async fn run_transport(
     mut reader: TransportReader,
     mut writer: TransportWriter,
     peer: SocketAddr,
+    certificate: Option<crate::tls::ClientCertificate>,
     shared: Arc<Shared>,
 ) {
     // Counted until this task ends: shutdown waits for it.
@@ -148,7 +149,7 @@ pub(crate) async fn run_transport(
         }
     };
     let version = connect.protocol;
-    let user = match authenticate(&shared, &connect, peer).await {
+    let user = match authenticate(&shared, &connect, peer, certificate.as_ref()).await {
         Ok(user) => user,
         Err(reason_code) => {
             let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
@@ -413,13 +414,22 @@ pub(crate) async fn run_transport(
     }
 }
 
-/// Checks the CONNECT's credentials: `Ok` with the verified user name (`None`: anonymous), or
-/// `Err(reason)` refusing the client with that CONNACK reason code. Hashing runs on a
-/// blocking thread: it is slow on purpose. The refusal is counted and logged with the user
-/// name, never the password.
-async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr) -> Result<Option<String>, ReasonCode> {
+/// Checks the CONNECT's credentials (or, with `use_identity_as_username`, the TLS client's
+/// certificate): `Ok` with the verified user name (`None`: anonymous), or `Err(reason)`
+/// refusing the client with that CONNACK reason code. Hashing runs on a blocking thread: it
+/// is slow on purpose. The refusal is counted and logged with the user name, never the
+/// password.
+async fn authenticate(
+    shared: &Arc<Shared>,
+    connect: &Connect,
+    peer: SocketAddr,
+    certificate: Option<&crate::tls::ClientCertificate>,
+) -> Result<Option<String>, ReasonCode> {
     let username = connect.username.as_ref().map(|name| name.to_string());
-    let verdict = if shared.auth.verifies(username.as_deref()) {
+    let by_certificate = shared.auth.decide_by_certificate(certificate.map(|c| c.common_name.as_deref()));
+    let verdict = if let Some(verdict) = by_certificate {
+        verdict
+    } else if shared.auth.verifies(username.as_deref()) {
         let (shared, password) = (Arc::clone(shared), connect.password.clone());
         let user = username.clone();
         tokio::task::spawn_blocking(move || shared.auth.decide(user.as_deref(), password.as_deref()))
@@ -439,6 +449,11 @@ async fn authenticate(shared: &Arc<Shared>, connect: &Connect, peer: SocketAddr)
         Verdict::AnonymousRefused => {
             shared.metrics.auth_failed(false);
             tracing::warn!(%peer, client_id, "refused: anonymous clients are not allowed");
+            Err(ReasonCode::NotAuthorized)
+        }
+        Verdict::NoCertificateName => {
+            shared.metrics.auth_failed(false);
+            tracing::warn!(%peer, client_id, "refused: the client certificate has no CN to use as the user name");
             Err(ReasonCode::NotAuthorized)
         }
     }

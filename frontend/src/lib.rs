@@ -13,6 +13,7 @@
 //!   persistent session keeps in `$sessions`, and its encoding; [`stream_settings`]: a
 //!   stream's settings by name, and its definition as kept in `$streams`.
 //! - [`admin`]: what the admin API reads and runs on a live broker ([`Broker::admin`]).
+//! - [`tls`]: MQTT and WebSocket over TLS (rustls), and reloading the certificate.
 #![deny(missing_docs)]
 
 pub mod acl;
@@ -36,6 +37,7 @@ mod shutdown;
 pub mod stream_settings;
 pub mod streams;
 mod sys_topics;
+pub mod tls;
 pub mod topic;
 mod topic_alias;
 pub mod units;

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
+use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
 use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -36,7 +36,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
         match listener.accept().await {
             Ok((stream, peer)) => {
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move { handle(stream, peer, shared).await });
+                tokio::spawn(async move { handle(stream, peer, None, shared).await });
             }
             Err(error) => {
                 tracing::warn!(%error, "WebSocket accept failed");
@@ -59,8 +59,16 @@ fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
     response
 }
 
+/// Upgrades one connection (plain TCP, or TLS for `wss_listen`) and runs MQTT over it.
 #[allow(clippy::result_large_err)] // the handshake callback's signature is tungstenite's
-async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+pub(crate) async fn handle<S>(
+    stream: S,
+    peer: SocketAddr,
+    certificate: Option<crate::tls::ClientCertificate>,
+    shared: Arc<Shared>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     let check = |request: &Request, mut response: Response| {
         if request.uri().path() != WEBSOCKET_PATH {
             return Err(refuse(StatusCode::NOT_FOUND, "MQTT over WebSocket is served on /mqtt"));
@@ -93,14 +101,19 @@ async fn handle(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     };
     let (pipe, broker_side) = tokio::io::duplex(PIPE_BYTES);
     let (reader, writer) = tokio::io::split(broker_side);
-    let connection =
-        Box::pin(crate::connection::run_transport(Box::new(reader), Box::new(writer), peer, Arc::clone(&shared)));
+    let connection = Box::pin(crate::connection::run_transport(
+        Box::new(reader),
+        Box::new(writer),
+        peer,
+        certificate,
+        Arc::clone(&shared),
+    ));
     tokio::join!(connection, pump(websocket, pipe));
 }
 
 /// Moves bytes between the WebSocket and the connection until either side ends. Dropping
 /// the pipe ends the connection's reads (a quiet close) when the WebSocket goes first.
-async fn pump(websocket: tokio_tungstenite::WebSocketStream<TcpStream>, pipe: DuplexStream) {
+async fn pump<S: AsyncRead + AsyncWrite + Unpin>(websocket: tokio_tungstenite::WebSocketStream<S>, pipe: DuplexStream) {
     let (mut sink, mut frames) = websocket.split();
     let (mut from_connection, mut to_connection) = tokio::io::split(pipe);
     let inbound = async {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_compaction::{CleanupPolicy, MaintenanceConfig};
+use strata_frontend::tls::TlsConfig;
 use strata_frontend::{BrokerConfig, StreamConfig};
 use strata_log::{Compression, FlushPolicy};
 use toml::{Table, Value};
@@ -22,7 +23,7 @@ use super::units::{duration_ms, duration_secs, integer, key_name, size, string};
 
 /// Top-level keys and sections.
 pub const TOP_KEYS: &[&str] =
-    &["data_dir", "mqtt", "auth", "http", "grpc", "compaction", "telemetry", "runtime", "log", "streams"];
+    &["data_dir", "mqtt", "tls", "auth", "http", "grpc", "compaction", "telemetry", "runtime", "log", "streams"];
 /// Keys of `[mqtt]`.
 pub const MQTT_KEYS: &[&str] = &[
     "listen",
@@ -41,9 +42,13 @@ pub const MQTT_KEYS: &[&str] = &[
     "sys_interval_secs",
     "qos0_max_lag",
     "socket_receive_buffer",
+    "tls_listen",
+    "wss_listen",
 ];
+/// Keys of `[tls]`: the certificate of the TLS listeners, and mTLS.
+pub const TLS_KEYS: &[&str] = &["cert_file", "key_file", "client_ca_file"];
 /// Keys of `[auth]`: who may connect.
-pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file", "acl_file"];
+pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file", "acl_file", "use_identity_as_username"];
 /// Keys of `[http]` and of `[grpc]`.
 pub const LISTEN_KEYS: &[&str] = &["listen", "token_file"];
 /// Keys of `[compaction]`: the node's retention and cleaner threads.
@@ -199,6 +204,11 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effect
     if let Some(path) = &effective.broker.auth.acl_file {
         strata_frontend::acl::AclFile::load(path).context("auth.acl_file")?;
     }
+    // The certificate, its key and the client CA, as the broker will read them: a missing
+    // file, bad PEM or a key that does not match stops `config check` too.
+    if let Some(tls) = &effective.broker.tls {
+        strata_frontend::tls::load_server_config(tls)?;
+    }
     for (key, path) in
         [("http.token_file", &effective.http_token_file), ("grpc.token_file", &effective.grpc_token_file)]
     {
@@ -250,10 +260,18 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
                 },
                 "password_file" => broker.auth.password_file = Some(PathBuf::from(string(value, "auth", key)?)),
                 "acl_file" => broker.auth.acl_file = Some(PathBuf::from(string(value, "auth", key)?)),
+                "use_identity_as_username" => match value {
+                    Value::Boolean(on) => broker.auth.use_identity_as_username = *on,
+                    _ => anyhow::bail!("auth.use_identity_as_username: must be true or false"),
+                },
                 other => anyhow::bail!("auth.{other}: unknown key"),
             }
         }
     }
+    if let Some(table) = section(&root, "tls", TLS_KEYS)? {
+        broker.tls = tls(table)?;
+    }
+    check_tls_needs(&broker)?;
     // On by default, on loopback; `listen = "off"` turns a listener off.
     let listen = |name: &str, default: SocketAddr| -> anyhow::Result<Option<SocketAddr>> {
         match section(&root, name, LISTEN_KEYS)?.and_then(|table| table.get("listen")) {
@@ -360,6 +378,8 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
             "max_inflight" => broker.max_inflight = u16_at_least_1()?,
             "receive_maximum" => broker.receive_maximum = u16_at_least_1()?,
             "ws_listen" => broker.ws_listen = Some(socket_addr(value, at, key)?),
+            "tls_listen" => broker.tls_listen = Some(socket_addr(value, at, key)?),
+            "wss_listen" => broker.wss_listen = Some(socket_addr(value, at, key)?),
             "topic_alias_maximum" => {
                 broker.limits.topic_alias_maximum = bounded(int()?, at, key, 0..=65_535, "")? as u16
             }
@@ -403,6 +423,41 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
             }
             other => anyhow::bail!("{at}.{other}: unknown key"),
         }
+    }
+    Ok(())
+}
+
+/// `[tls]`: both files or neither (an empty `[tls]`, as `--print-config` writes it without
+/// TLS, is no TLS); the files themselves are read by [`load`].
+fn tls(table: &Table) -> anyhow::Result<Option<TlsConfig>> {
+    let at = "tls";
+    let path = |key: &str| -> anyhow::Result<Option<PathBuf>> {
+        table.get(key).map(|value| Ok(PathBuf::from(string(value, at, key)?))).transpose()
+    };
+    let (cert_file, key_file, client_ca_file) = (path("cert_file")?, path("key_file")?, path("client_ca_file")?);
+    match (cert_file, key_file) {
+        (Some(cert_file), Some(key_file)) => Ok(Some(TlsConfig { cert_file, key_file, client_ca_file })),
+        (Some(_), None) => anyhow::bail!("tls.key_file: must be set with tls.cert_file"),
+        (None, None) if client_ca_file.is_none() => Ok(None),
+        (None, _) => anyhow::bail!("tls.cert_file: must be set when [tls] is (with tls.key_file)"),
+    }
+}
+
+/// What the TLS keys need of each other: a TLS listener needs a certificate, and the
+/// certificate's CN can only be the user name when clients present one.
+fn check_tls_needs(broker: &BrokerConfig) -> anyhow::Result<()> {
+    for (key, addr) in [("mqtt.tls_listen", broker.tls_listen), ("mqtt.wss_listen", broker.wss_listen)] {
+        if let Some(addr) = addr
+            && broker.tls.is_none()
+        {
+            anyhow::bail!("{key} = \"{addr}\" needs a certificate: set tls.cert_file and tls.key_file");
+        }
+    }
+    if broker.auth.use_identity_as_username && broker.tls.as_ref().is_none_or(|tls| tls.client_ca_file.is_none()) {
+        anyhow::bail!(
+            "auth.use_identity_as_username = true needs tls.client_ca_file: without it TLS clients present \
+             no certificate to take the name from"
+        );
     }
     Ok(())
 }
@@ -525,6 +580,8 @@ pub fn print(effective: &Effective) -> String {
             "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
             "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
             "socket_receive_buffer" => Ok(int(broker.socket_receive_buffer.unwrap_or(0) as u64)),
+            "tls_listen" => broker.tls_listen.map(|addr| text(&addr.to_string())).ok_or("off"),
+            "wss_listen" => broker.wss_listen.map(|addr| text(&addr.to_string())).ok_or("off"),
             _ => Err("not printed"),
         };
         line(&mut out, key, value);
@@ -546,6 +603,21 @@ pub fn print(effective: &Effective) -> String {
                 .as_ref()
                 .map(|path| text(&path.to_string_lossy()))
                 .ok_or("every client may read and write every topic"),
+            "use_identity_as_username" => Ok(Value::Boolean(auth.use_identity_as_username)),
+            _ => Err("not printed"),
+        };
+        line(&mut out, key, value);
+    }
+    let _ = writeln!(out, "\n[tls]");
+    for key in TLS_KEYS {
+        let tls = broker.tls.as_ref();
+        let path = |path: &Path| text(&path.to_string_lossy());
+        let value = match *key {
+            "cert_file" => tls.map(|tls| path(&tls.cert_file)).ok_or("no certificate; no TLS listener can be on"),
+            "key_file" => tls.map(|tls| path(&tls.key_file)).ok_or("no certificate; no TLS listener can be on"),
+            "client_ca_file" => {
+                tls.and_then(|tls| tls.client_ca_file.as_deref()).map(path).ok_or("clients present no certificate")
+            }
             _ => Err("not printed"),
         };
         line(&mut out, key, value);
@@ -734,6 +806,46 @@ mod tests {
         }
     }
 
+    /// Issue 22: each TLS key that lacks what it needs is named.
+    #[test]
+    fn tls_keys_that_lack_what_they_need_are_named() {
+        let tls = "[tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n";
+        for (text, key) in [
+            ("[mqtt]\ntls_listen = \"127.0.0.1:8883\"", "mqtt.tls_listen"),
+            ("[mqtt]\nwss_listen = \"127.0.0.1:8084\"", "mqtt.wss_listen"),
+            ("[mqtt]\ntls_listen = \"nowhere\"", "mqtt.tls_listen"),
+            ("[tls]\ncert_file = \"/c.pem\"", "tls.key_file"),
+            ("[tls]\nkey_file = \"/k.pem\"", "tls.cert_file"),
+            ("[tls]\nclient_ca_file = \"/ca.pem\"", "tls.cert_file"),
+            ("[tls]\ncert_file = 5\nkey_file = \"/k.pem\"", "tls.cert_file"),
+            ("[tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\nca_file = \"/ca.pem\"", "tls.ca_file"),
+            ("[auth]\nuse_identity_as_username = true", "auth.use_identity_as_username"),
+            (&format!("{tls}[auth]\nuse_identity_as_username = true"), "tls.client_ca_file"),
+            ("[auth]\nuse_identity_as_username = \"yes\"", "auth.use_identity_as_username"),
+        ] {
+            let error = format!("{:#}", parse(text).unwrap_err());
+            assert!(error.contains(key), "{text:?}: {error} should name {key}");
+        }
+        let mtls = parse(&format!(
+            "[mqtt]\ntls_listen = \"127.0.0.1:8883\"\nwss_listen = \"127.0.0.1:8084\"\n{tls}client_ca_file = \"/ca.pem\"\n\
+             [auth]\nuse_identity_as_username = true\n"
+        ))
+        .unwrap();
+        let broker = &mtls.broker;
+        assert_eq!(broker.tls_listen, Some(SocketAddr::from(([127, 0, 0, 1], 8883))));
+        assert_eq!(broker.wss_listen, Some(SocketAddr::from(([127, 0, 0, 1], 8084))));
+        assert_eq!(
+            broker.tls,
+            Some(TlsConfig {
+                cert_file: "/c.pem".into(),
+                key_file: "/k.pem".into(),
+                client_ca_file: Some("/ca.pem".into())
+            })
+        );
+        assert!(broker.auth.use_identity_as_username);
+        assert_eq!(parse(&print(&mtls)).unwrap(), mtls);
+    }
+
     #[test]
     fn idle_polling_is_off_and_one_worker_per_cpu_unless_set() {
         assert_eq!(parse("").unwrap().runtime, RuntimeConfig { worker_threads: None, idle_poll: None });
@@ -823,7 +935,9 @@ mod tests {
     #[test]
     fn the_printed_config_has_every_key_and_reads_back_the_same() {
         let effective = parse(
-            "data_dir = \"/var/lib/strata\"\n[mqtt]\nmax_connections = 10\n[auth]\nallow_anonymous = false\n[http]\nlisten = \"127.0.0.1:9090\"\n\
+            "data_dir = \"/var/lib/strata\"\n[mqtt]\nmax_connections = 10\ntls_listen = \"127.0.0.1:8883\"\n\
+             [tls]\ncert_file = \"/etc/strata/server.crt\"\nkey_file = \"/etc/strata/server.key\"\n\
+             [auth]\nallow_anonymous = false\n[http]\nlisten = \"127.0.0.1:9090\"\n\
              [compaction]\ncleaner_throttle_bytes_per_sec = \"unlimited\"\n\
              [telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"edge-1\"\n\
              [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
@@ -836,6 +950,7 @@ mod tests {
         for (section, keys) in [
             ("[mqtt]", MQTT_KEYS),
             ("[auth]", AUTH_KEYS),
+            ("[tls]", TLS_KEYS),
             ("[compaction]", COMPACTION_KEYS),
             ("[telemetry]", TELEMETRY_KEYS),
             ("[log]", LOG_KEYS),

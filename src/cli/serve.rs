@@ -1,5 +1,6 @@
 //! `strata serve`: reads the config file, applies the command-line flags over it
 //! (`config.rs`) and runs the broker until SIGINT or SIGTERM, then closes the log cleanly.
+//! SIGHUP reloads the TLS certificate (`[tls]`) and never stops the broker.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -91,6 +92,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         }
         // Handlers installed before the ready line: a SIGTERM right after it stops cleanly.
         let shutdown = shutdown_signal();
+        // Replaces SIGHUP's default action (ending the process) before the ready line too.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        let reload_task = tokio::spawn(reload_on_hangup(hangup, broker.tls_reloader()));
         // Tests and scripts wait for this line to know the broker is ready; every listener
         // below is bound by then.
         say(format_args!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display()));
@@ -98,6 +103,17 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             let ws_addr = ws_addr.context("reading the WebSocket listener address")?;
             say(format_args!(
                 "strata: MQTT over WebSocket listening on ws://{ws_addr}{}",
+                strata_frontend::WEBSOCKET_PATH
+            ));
+        }
+        if let Some(tls_addr) = broker.tls_local_addr() {
+            let tls_addr = tls_addr.context("reading the MQTT-over-TLS listener address")?;
+            say(format_args!("strata: MQTT over TLS listening on {tls_addr}"));
+        }
+        if let Some(wss_addr) = broker.wss_local_addr() {
+            let wss_addr = wss_addr.context("reading the WebSocket-over-TLS listener address")?;
+            say(format_args!(
+                "strata: MQTT over WebSocket over TLS listening on wss://{wss_addr}{}",
                 strata_frontend::WEBSOCKET_PATH
             ));
         }
@@ -126,6 +142,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         broker.run(shutdown).await?;
+        reload_task.abort();
         tracing::info!("stopped; every log closed cleanly");
         Ok::<_, anyhow::Error>(())
     });
@@ -141,6 +158,35 @@ fn say(line: std::fmt::Arguments<'_>) {
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
     let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
+}
+
+/// Reloads the TLS certificate on every SIGHUP. New handshakes use the new one; connections
+/// already up keep theirs. A reload that fails (a missing file, a key that does not match)
+/// changes nothing: the error names the key and file, and the old certificate stays.
+/// Either outcome is also printed on stdout, where the start-up lines went.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    reloader: Option<strata_frontend::tls::TlsReloader>,
+) {
+    while hangup.recv().await.is_some() {
+        let Some(reloader) = reloader.clone() else {
+            tracing::info!("SIGHUP: no [tls] certificate to reload");
+            say(format_args!("strata: SIGHUP: nothing to reload (no [tls])"));
+            continue;
+        };
+        let cert_file = reloader.config().cert_file.display().to_string();
+        match tokio::task::spawn_blocking(move || reloader.reload()).await {
+            Ok(Ok(())) => {
+                tracing::info!(cert_file, "SIGHUP: TLS certificate reloaded");
+                say(format_args!("strata: TLS certificate reloaded from {cert_file}"));
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "SIGHUP: TLS reload failed; the previous certificate stays in use");
+                say(format_args!("strata: TLS reload failed, the previous certificate stays in use: {error}"));
+            }
+            Err(error) => tracing::error!(%error, "SIGHUP: the TLS reload did not run"),
+        }
+    }
 }
 
 /// Registers the SIGINT/SIGTERM handlers now; the returned future completes on either.

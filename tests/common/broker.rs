@@ -22,6 +22,8 @@ pub struct ServeProcess {
     pub data_dir: PathBuf,
     /// From the start-up lines: where each optional listener is, `None` when off.
     ws: Option<SocketAddr>,
+    tls: Option<SocketAddr>,
+    wss: Option<SocketAddr>,
     http: Option<SocketAddr>,
     grpc: Option<SocketAddr>,
     /// The lines the broker printed after its start-up lines.
@@ -102,12 +104,17 @@ impl ServeProcess {
             .and_then(|addr| addr.parse().ok())
             .unwrap_or_else(|| panic!("unexpected first line from strata serve: {line:?}"));
         // Then, in this order and all printed at once: the WebSocket line (only with `--ws`),
-        // the HTTP line and the gRPC line (an address, or "off").
-        let (mut ws, mut http) = (None, None);
+        // the TLS and WebSocket-over-TLS lines (only with `mqtt.tls_listen`,
+        // `mqtt.wss_listen`), the HTTP line and the gRPC line (an address, or "off").
+        let (mut ws, mut tls, mut wss, mut http) = (None, None, None, None);
         let grpc = loop {
             let line = next_line("its gRPC line");
             if let Some(rest) = line.strip_prefix("strata: MQTT over WebSocket listening on ws://") {
                 ws = addr_after(rest.strip_suffix("/mqtt").unwrap_or(rest), "");
+            } else if let Some(addr) = addr_after(&line, "strata: MQTT over TLS listening on ") {
+                tls = Some(addr);
+            } else if let Some(rest) = line.strip_prefix("strata: MQTT over WebSocket over TLS listening on wss://") {
+                wss = addr_after(rest.strip_suffix("/mqtt").unwrap_or(rest), "");
             } else if let Some(addr) = addr_after(&line, "strata: HTTP listening on ") {
                 http = Some(addr);
             } else if let Some(addr) = addr_after(&line, "strata: gRPC listening on ") {
@@ -118,12 +125,32 @@ impl ServeProcess {
                 assert_eq!(line, "strata: HTTP off", "unexpected start-up line");
             }
         };
-        ServeProcess { child: Some(child), addr, data_dir: data_dir.to_path_buf(), ws, http, grpc, more_lines: rx }
+        ServeProcess {
+            child: Some(child),
+            addr,
+            data_dir: data_dir.to_path_buf(),
+            ws,
+            tls,
+            wss,
+            http,
+            grpc,
+            more_lines: rx,
+        }
     }
 
     /// The MQTT-over-WebSocket listener's address (started with `--ws`).
     pub fn ws_addr(&self) -> SocketAddr {
         self.ws.expect("the broker was started with --ws")
+    }
+
+    /// The MQTT-over-TLS listener's address (`[mqtt] tls_listen`).
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.tls.expect("the broker was started with mqtt.tls_listen")
+    }
+
+    /// The MQTT-over-WebSocket-over-TLS listener's address (`[mqtt] wss_listen`).
+    pub fn wss_addr(&self) -> SocketAddr {
+        self.wss.expect("the broker was started with mqtt.wss_listen")
     }
 
     /// The HTTP endpoint's address (`/health`, `/ready`, `/metrics`).
