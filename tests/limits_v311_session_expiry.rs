@@ -30,11 +30,12 @@ async fn limits_v311_session_expiry() {
     let (mut client, connack) = RawClient::connect_persistent(broker.addr, ProtocolVersion::V3_1_1, "v311-exp").await;
     assert!(!connack.session_present);
     client.subscribe(1, &[("exp/#", QoS::AtLeastOnce)], Properties::default()).await;
+    // Before the DISCONNECT: the broker's own disconnect time is later still.
+    let disconnected = Instant::now();
     client
         .send(&Packet::Disconnect(Disconnect { reason_code: ReasonCode::Success, properties: Properties::default() }))
         .await;
     assert!(client.recv().await.is_none(), "closed after DISCONNECT");
-    let disconnected = Instant::now();
     // Stored and shown disconnected first: the session outlives its connection.
     tokio::task::spawn_blocking(move || {
         admin_cli::wait_for_session(grpc, "v311-exp", "disconnected", |s| s["members"] == 0)

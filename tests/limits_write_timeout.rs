@@ -33,7 +33,16 @@ async fn limits_write_timeout_closes_a_subscriber_that_stops_reading() {
     assert_eq!(stalled.subscribe(1, &[("w/#", QoS::AtMostOnce)], Properties::default()).await, [ReasonCode::Success]);
     // From here on `stalled` reads nothing.
     let (mut publisher, _) = RawClient::connect(broker.addr, ProtocolVersion::V5, "pub").await;
-    assert_eq!(connections(http).await, 2.0);
+    // Counted just after its CONNACK is written: wait until both are.
+    let mut both = false;
+    for _ in 0..100 {
+        both = connections(http).await == 2.0;
+        if both {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(both, "two connections counted");
     let started = Instant::now();
     let mut closed = false;
     // At most 60 MiB, far beyond both sockets' buffers, then wait: the broker's write is stuck.
