@@ -237,7 +237,7 @@ pub(crate) struct Shared {
     retained_writer: mpsc::Sender<AppendRequest>,
     /// Topic → retained message, mirrored from `$retained`. Locked briefly, never across an
     /// await.
-    retained: Mutex<HashMap<String, StoredMessage>>,
+    retained: Mutex<Retained>,
     sessions_writer: mpsc::Sender<AppendRequest>,
     /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
     /// session out while it runs and puts it back when it ends.
@@ -302,6 +302,23 @@ impl Shared {
         Registration { connection_id, taken_over, previous_finished, _finished: finished_tx }
     }
 
+    /// Whether `client_id` may have a persistent session under `max_sessions` (issue 22): it
+    /// has one already (stored, or connected), or fewer than `max_sessions` are stored. A new
+    /// session is stored at its first subscription or at its disconnect, so sessions
+    /// connecting at the same moment may together pass the limit by as many.
+    pub(crate) fn may_store_session(&self, client_id: &str) -> bool {
+        let Some(max) = self.config.limits.max_sessions else { return true };
+        // One lock at a time: no order to keep with the other users of these maps.
+        let (known, stored) = {
+            let index = lock(&self.session_index);
+            (index.contains_key(client_id), index.len())
+        };
+        known
+            || stored < max
+            || lock(&self.sessions).contains_key(client_id)
+            || lock(&self.connected).contains_key(client_id)
+    }
+
     /// Forgets `client_id` if `connection_id` still holds it.
     pub(crate) fn unregister(&self, client_id: &str, connection_id: u64) {
         let mut connected = lock(&self.connected);
@@ -326,8 +343,15 @@ impl Shared {
             .await
             .map_err(|_| AppendError::failed("the $retained writer stopped"))?;
         let offset = done.await.map_err(|_| AppendError::failed("the $retained writer stopped"))??;
-        apply_retained(&mut lock(&self.retained), StoredRecord { offset, ..stored });
+        lock(&self.retained).apply(StoredRecord { offset, ..stored });
         Ok(())
+    }
+
+    /// Whether a retained publish of `payload_len` bytes to `topic` fits in
+    /// `max_retained_messages` and `max_retained_bytes` (issue 22). Checked as the publish
+    /// arrives: retained publishes stored at the same instant may each pass it.
+    pub(crate) fn retained_fits(&self, topic: &str, payload_len: usize) -> bool {
+        lock(&self.retained).fits(topic, payload_len, &self.config.limits)
     }
 
     /// The retained messages whose topic matches `filter`, each with its offset in
@@ -336,6 +360,7 @@ impl Shared {
     pub(crate) fn retained_matching(&self, filter: &str) -> Vec<(StoredMessage, Option<u64>)> {
         let retained = lock(&self.retained);
         let mut matching: Vec<(StoredMessage, Option<u64>)> = retained
+            .messages
             .values()
             .filter(|m| crate::topic::matches(filter, &m.topic))
             .map(|m| (m.clone(), Some(m.offset)))
@@ -348,7 +373,7 @@ impl Shared {
     /// The retained message at `offset` in `$retained`, if it is still its topic's current
     /// one (not replaced or deleted since).
     pub(crate) fn retained_at(&self, offset: u64) -> Option<StoredMessage> {
-        lock(&self.retained).values().find(|m| m.offset == offset).cloned()
+        lock(&self.retained).messages.values().find(|m| m.offset == offset).cloned()
     }
 
     /// Publishes a message the broker itself originates (a will) through the normal path:
@@ -612,14 +637,41 @@ pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
-/// Applies one `$retained` record to the map: the latest per topic wins, an empty payload
-/// deletes the topic.
-fn apply_retained(map: &mut HashMap<String, StoredMessage>, stored: StoredRecord) {
-    let Ok(message) = record::from_record(stored) else { return };
-    if message.payload.is_empty() {
-        map.remove(&message.topic[..]);
-    } else {
-        map.insert(message.topic.to_string(), message);
+/// The retained messages by topic, and the sum of their payload sizes, which
+/// `max_retained_bytes` is checked against.
+#[derive(Default)]
+struct Retained {
+    messages: HashMap<String, StoredMessage>,
+    payload_bytes: u64,
+}
+
+impl Retained {
+    /// Applies one `$retained` record: the latest per topic wins, an empty payload deletes
+    /// the topic.
+    fn apply(&mut self, stored: StoredRecord) {
+        let Ok(message) = record::from_record(stored) else { return };
+        let replaced = if message.payload.is_empty() {
+            self.messages.remove(&message.topic[..])
+        } else {
+            self.payload_bytes += message.payload.len() as u64;
+            self.messages.insert(message.topic.to_string(), message)
+        };
+        if let Some(old) = replaced {
+            self.payload_bytes -= old.payload.len() as u64;
+        }
+    }
+
+    /// Whether retaining `payload_len` bytes on `topic` stays within the limits (issue 22):
+    /// replacing a topic's message frees the old one's room; clearing one always fits.
+    fn fits(&self, topic: &str, payload_len: usize, limits: &crate::limits::Limits) -> bool {
+        if payload_len == 0 {
+            return true;
+        }
+        let old = self.messages.get(topic);
+        let count = self.messages.len() + usize::from(old.is_none());
+        let bytes = self.payload_bytes - old.map_or(0, |m| m.payload.len() as u64) + payload_len as u64;
+        limits.max_retained_messages.is_none_or(|max| count <= max)
+            && limits.max_retained_bytes.is_none_or(|max| bytes <= max)
     }
 }
 
@@ -779,8 +831,8 @@ impl Broker {
                 Arc::clone(&streams_log),
             );
             tokio::task::spawn_blocking(move || {
-                let mut retained = HashMap::new();
-                replay(&retained_log, |r| apply_retained(&mut retained, r))
+                let mut retained = Retained::default();
+                replay(&retained_log, |r| retained.apply(r))
                     .map_err(|source| BrokerError::Rebuild { dir: retained_log.dir().to_path_buf(), source })?;
                 let mut sessions = HashMap::new();
                 replay(&sessions_log, |r| apply_session(&mut sessions, r, started_at))

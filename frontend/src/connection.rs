@@ -5,7 +5,7 @@
 //! the session's subscriptions and writes each delivery as header + shared payload bytes with
 //! vectored I/O.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -192,6 +192,26 @@ pub(crate) async fn run_transport(
         client_id = shared.assign_client_id();
         assigned = Some(client_id.clone());
     }
+    // Issue 22: a new persistent session beyond `max_sessions` is refused; resuming one, or
+    // a session that ends with its connection, always gets in.
+    let persistent = if version.is_v5() {
+        connect.properties.session_expiry_interval.unwrap_or(0) > 0
+    } else {
+        !connect.clean_start
+    };
+    if persistent && !shared.may_store_session(&client_id) {
+        tracing::warn!(%peer, client_id, "refused: max_sessions reached");
+        shared.metrics.connection_refused("max_sessions");
+        let connack = ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::QuotaExceeded,
+            properties: Properties::default(),
+        };
+        // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
+        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+        close_gracefully(reader, writer).await;
+        return;
+    }
     // What this client may read and write (issue 22), with its user and client id in the
     // ACL's patterns. A will it may not publish refuses the CONNECT, as in Mosquitto: the
     // client learns at once, rather than its will vanishing when it is needed.
@@ -230,7 +250,8 @@ pub(crate) async fn run_transport(
     let mut expiry_interval = match (version.is_v5(), connect.clean_start) {
         (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
         (false, true) => 0,
-        (false, false) => NEVER_EXPIRES,
+        // Issue 22: 3.1.1 cannot say how long; `mqtt.v311_session_expiry` does.
+        (false, false) => shared.config.limits.v311_session_expiry.unwrap_or(NEVER_EXPIRES),
     };
     // Boxed, like the final state below: they would otherwise size the connection's task.
     let stored = shared.take_session(&client_id).map(Box::new);
@@ -874,6 +895,9 @@ impl Inbound {
         }
         self.shared.metrics.received(publish.qos, publish.payload.len());
         let record = record::to_record(&publish, &self.client_id, now_ms());
+        if publish.retain && !self.shared.retained_fits(&publish.topic, publish.payload.len()) {
+            return self.over_retained_quota(packet, packet_id, &publish.topic).await;
+        }
         if publish.retain {
             // Into `$retained` durably before the stream append, so that its acknowledgement
             // also covers the retained copy. Retained publishes are rare; waiting here only
@@ -950,6 +974,29 @@ impl Inbound {
         let reason = if self.version.is_v5() {
             forget_refused_qos2(&self.qos2, packet, packet_id);
             ReasonCode::NotAuthorized
+        } else {
+            ReasonCode::Success
+        };
+        let message = ToOutbound::Ack { packet, packet_id, reason, durable: None, received: None };
+        self.to_outbound.push(message).await;
+        None
+    }
+
+    /// A retained publish beyond `max_retained_messages` or `max_retained_bytes` (issue 22):
+    /// refused whole, neither retained nor delivered, so that the publisher learns. An MQTT 5
+    /// client gets PUBACK or PUBREC 0x97 Quota exceeded; an MQTT 3.1.1 one cannot be told,
+    /// so the message is dropped and acknowledged as usual (as for an ACL refusal).
+    async fn over_retained_quota(
+        &mut self,
+        packet: Option<AckPacket>,
+        packet_id: Option<PacketId>,
+        topic: &str,
+    ) -> Option<End> {
+        tracing::warn!(client_id = %self.client_id, topic, "retained publish refused: max_retained_messages or max_retained_bytes reached");
+        let (Some(packet), Some(packet_id)) = (packet, packet_id) else { return None };
+        let reason = if self.version.is_v5() {
+            forget_refused_qos2(&self.qos2, packet, packet_id);
+            ReasonCode::QuotaExceeded
         } else {
             ReasonCode::Success
         };
@@ -1082,6 +1129,14 @@ impl Outbound {
             identifier,
         });
         Ok(())
+    }
+
+    /// Every filter this session holds, as subscribed: plain, `$share` and `$stream`.
+    fn subscribed_filters(&self) -> HashSet<String> {
+        let plain = self.subscriptions.entries().map(|(filter, _, _)| filter);
+        let groups = self.memberships.iter().map(|m| m.subscribed_as.as_str());
+        let replays = self.readers.cursors.iter().filter_map(|c| c.replay.as_ref().map(|r| r.subscribed_as.as_str()));
+        plain.chain(groups).chain(replays).map(str::to_owned).collect()
     }
 
     /// Leaves the group subscribed as `filter`; returns whether there was one.
@@ -1523,11 +1578,22 @@ impl Outbound {
         let limits = self.shared.config.limits.topics();
         let mut reason_codes = Vec::with_capacity(subscribe.filters.len());
         let mut refusals = Vec::new();
+        // Issue 22: a new filter beyond `max_subscriptions_per_client` is refused; one held
+        // already is replaced in place and takes no more room.
+        let max_subscriptions = self.shared.config.limits.max_subscriptions_per_client;
+        let mut held = max_subscriptions.map(|_| self.subscribed_filters()).unwrap_or_default();
         for (index, filter) in subscribe.filters.iter().enumerate() {
+            let over_quota = max_subscriptions.is_some_and(|max| !held.contains(&*filter.filter) && held.len() >= max);
             let code = match topic::parse_subscription(&filter.filter, &limits) {
                 Ok(_) if refused.get(index).copied().unwrap_or(false) => {
                     refusals.push(format!("{}: not authorized", filter.filter));
                     ReasonCode::NotAuthorized
+                }
+                Ok(_) if over_quota => {
+                    // The inbound half put a plain filter in the interest tree as it decoded it.
+                    self.interest.remove(&filter.filter);
+                    refusals.push(format!("{}: max_subscriptions_per_client reached", filter.filter));
+                    ReasonCode::QuotaExceeded
                 }
                 Ok(topic::Subscription::Plain(plain)) => {
                     // Before the latest values are taken below, so that no refresh is missed.
@@ -1588,6 +1654,9 @@ impl Outbound {
                 }
                 Err(_) => ReasonCode::TopicFilterInvalid,
             };
+            if max_subscriptions.is_some() && !code.is_error() {
+                held.insert(filter.filter.to_string());
+            }
             reason_codes.push(code);
         }
         if !self.subscriptions.is_empty() {
@@ -1946,9 +2015,20 @@ impl Outbound {
 
     /// Writes the queue with vectored writes; the payloads go out from the log's bytes.
     async fn flush(&mut self) -> std::io::Result<()> {
+        let write_timeout = self.shared.config.limits.write_timeout;
         while !self.chunks.is_empty() {
             let slices: Vec<IoSlice<'_>> = self.chunks.iter().take(64).map(|c| IoSlice::new(c)).collect();
-            let mut written = self.writer.write_vectored(&slices).await?;
+            let write = self.writer.write_vectored(&slices);
+            // Issue 22: a client that stops reading fills the socket's buffers and then holds
+            // this connection (and what it has queued) for ever; each write that makes no
+            // progress for `write_timeout` ends the connection instead.
+            let mut written = match write_timeout {
+                Some(limit) => tokio::time::timeout(limit, write).await.map_err(|_| {
+                    tracing::warn!(client_id = %self.client_id, ?limit, "closing: the client stopped reading (write_timeout)");
+                    std::io::Error::from(std::io::ErrorKind::TimedOut)
+                })??,
+                None => write.await?,
+            };
             if written == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }

@@ -35,6 +35,27 @@ pub struct Limits {
     /// in CONNACK when it lowers the client's (a client's 0, no keep alive, is raised to it).
     /// `None`: the client's keep alive is used as sent.
     pub max_keep_alive: Option<u16>,
+    /// Most subscriptions one session holds (plain, `$share` and `$stream` together); a
+    /// SUBSCRIBE to a new filter beyond it gets 0x97 Quota exceeded in that filter's SUBACK
+    /// slot (0x80 in 3.1.1). Re-subscribing a filter held already does not count twice.
+    /// `None`: no limit.
+    pub max_subscriptions_per_client: Option<usize>,
+    /// The Session Expiry Interval, in seconds, of an MQTT 3.1.1 persistent session (clean
+    /// session 0), which cannot say one itself; `None`: it never expires.
+    pub v311_session_expiry: Option<u32>,
+    /// Most retained messages stored (topics with one); a retained publish that would add
+    /// one more is refused. `None`: no limit.
+    pub max_retained_messages: Option<usize>,
+    /// Most payload bytes of all retained messages together; a retained publish that would
+    /// go beyond is refused. `None`: no limit.
+    pub max_retained_bytes: Option<u64>,
+    /// Most persistent sessions stored, connected or not; a CONNECT that would start another
+    /// gets CONNACK 0x97 Quota exceeded (3.1.1: 0x03 Server unavailable). `None`: no limit.
+    pub max_sessions: Option<usize>,
+    /// How long one write to a client may make no progress (its socket buffers full: the
+    /// client stopped reading) before the connection is closed, its session saved as on any
+    /// close. `None`: no limit.
+    pub write_timeout: Option<std::time::Duration>,
     /// Our Topic Alias Maximum, announced in the MQTT 5 CONNACK; 0 refuses topic aliases.
     pub topic_alias_maximum: u16,
     /// How many offsets a live reader whose subscriptions are all QoS 0 may fall behind a
@@ -55,6 +76,32 @@ pub const DEFAULT_MAX_CONNECT_RATE_PER_IP: u32 = 200;
 /// and MQTT 3.1's own 23, far below the 65,535 the encoding allows.
 pub const DEFAULT_MAX_CLIENT_ID_LENGTH: usize = 256;
 
+/// Default [`Limits::max_keep_alive`]: an hour. A client that asks for no keep alive (0), or
+/// for up to 18 hours, would otherwise hold a dead connection's resources that long.
+pub const DEFAULT_MAX_KEEP_ALIVE: u16 = 3600;
+
+/// Default [`Limits::max_subscriptions_per_client`]: far more than a device subscribes to, and
+/// each subscription costs memory and matching time on every delivery to the session.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT: usize = 1024;
+
+/// Default [`Limits::v311_session_expiry`]: a week. A 3.1.1 client that never comes back
+/// would otherwise keep its session, and the messages it holds back, for ever.
+pub const DEFAULT_V311_SESSION_EXPIRY: u32 = 7 * 24 * 3600;
+
+/// Default [`Limits::max_retained_messages`]: each is held in memory and sent to every new
+/// matching subscriber.
+pub const DEFAULT_MAX_RETAINED_MESSAGES: usize = 100_000;
+/// Default [`Limits::max_retained_bytes`]: 256 MiB of payloads held in memory.
+pub const DEFAULT_MAX_RETAINED_BYTES: u64 = 256 << 20;
+
+/// Default [`Limits::max_sessions`]: each stored session is held in memory and in
+/// `$sessions`, and keeps its positions' messages from being acknowledged away.
+pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
+
+/// Default [`Limits::write_timeout`]: well beyond a slow link's stall, far below holding a
+/// dead reader's connection for ever.
+pub const DEFAULT_WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Default [`Limits::qos0_max_lag`]: 100,000 messages of 100 bytes are 10 MB behind.
 pub const DEFAULT_QOS0_MAX_LAG: u64 = 100_000;
 
@@ -68,7 +115,13 @@ impl Default for Limits {
             max_topic_length: topics.max_length,
             max_client_id_length: DEFAULT_MAX_CLIENT_ID_LENGTH,
             max_topic_levels: topics.max_levels,
-            max_keep_alive: None,
+            max_keep_alive: Some(DEFAULT_MAX_KEEP_ALIVE),
+            max_subscriptions_per_client: Some(DEFAULT_MAX_SUBSCRIPTIONS_PER_CLIENT),
+            v311_session_expiry: Some(DEFAULT_V311_SESSION_EXPIRY),
+            max_retained_messages: Some(DEFAULT_MAX_RETAINED_MESSAGES),
+            max_retained_bytes: Some(DEFAULT_MAX_RETAINED_BYTES),
+            max_sessions: Some(DEFAULT_MAX_SESSIONS),
+            write_timeout: Some(DEFAULT_WRITE_TIMEOUT),
             topic_alias_maximum: 64,
             qos0_max_lag: Some(DEFAULT_QOS0_MAX_LAG),
         }
@@ -272,6 +325,8 @@ mod tests {
         assert_eq!(limits.keep_alive(30), (30, false));
         assert_eq!(limits.keep_alive(600), (60, true));
         assert_eq!(limits.keep_alive(0), (60, true));
-        assert_eq!(Limits::default().keep_alive(0), (0, false));
+        assert_eq!(Limits::default().keep_alive(0), (DEFAULT_MAX_KEEP_ALIVE, true));
+        let uncapped = Limits { max_keep_alive: None, ..Limits::default() };
+        assert_eq!(uncapped.keep_alive(0), (0, false));
     }
 }

@@ -283,7 +283,7 @@ impl Metrics {
         self.auth_failures[usize::from(!bad_credentials)].inc();
     }
 
-    /// Counts a connection refused by `limit` (`max_connections`, `per_ip` or `rate`).
+    /// Counts a connection refused by `limit` (`max_connections`, `per_ip`, `rate` or `max_sessions`).
     pub(crate) fn connection_refused(&self, limit: &str) {
         self.connections_refused.with_label_values(&[limit]).inc();
     }

@@ -20,8 +20,8 @@ use bytes::BytesMut;
 use crate::codec::{self, Packet, ProtocolVersion, Publish, QoS, RetainHandling, SubscriptionOptions};
 use crate::session::Stage;
 
-/// Session Expiry Interval meaning "never expires" (MQTT 5 0xFFFFFFFF; every MQTT 3.1.1
-/// persistent session).
+/// Session Expiry Interval meaning "never expires" (MQTT 5 0xFFFFFFFF; an MQTT 3.1.1
+/// persistent session with `mqtt.v311_session_expiry` = 0).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
 
 const VERSION: u8 = 2;

@@ -39,6 +39,12 @@ pub const MQTT_KEYS: &[&str] = &[
     "max_connect_rate_per_ip",
     "max_topic_levels",
     "max_keep_alive",
+    "max_subscriptions_per_client",
+    "v311_session_expiry",
+    "max_retained_messages",
+    "max_retained_bytes",
+    "max_sessions",
+    "write_timeout",
     "sys_interval_secs",
     "qos0_max_lag",
     "socket_receive_buffer",
@@ -402,9 +408,38 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
                 let rate = bounded(int()?, at, key, 0..=1_000_000, " per second (0: no limit)")?;
                 broker.limits.max_connect_rate_per_ip = (rate > 0).then_some(rate as u32);
             }
+            // 0 turns the cap off.
             "max_keep_alive" => {
                 let secs = duration_secs(value, at, key)?;
-                broker.limits.max_keep_alive = Some(bounded(secs, at, key, 1..=65_535, " seconds")? as u16);
+                let secs = bounded(secs, at, key, 0..=65_535, " seconds (0: no cap)")?;
+                broker.limits.max_keep_alive = (secs > 0).then_some(secs as u16);
+            }
+            // 0: never expires, as before there was a default.
+            "v311_session_expiry" => {
+                let secs = duration_secs(value, at, key)?;
+                let secs = bounded(secs, at, key, 0..=u64::from(u32::MAX - 1), " seconds (0: never expires)")?;
+                broker.limits.v311_session_expiry = (secs > 0).then_some(secs as u32);
+            }
+            "max_retained_messages" => {
+                let max = bounded(int()?, at, key, 0..=u64::from(u32::MAX), " (0: no limit)")?;
+                broker.limits.max_retained_messages = (max > 0).then_some(max as usize);
+            }
+            "max_retained_bytes" => {
+                let bytes = size(value, at, key)?;
+                broker.limits.max_retained_bytes = (bytes > 0).then_some(bytes);
+            }
+            "max_sessions" => {
+                let max = bounded(int()?, at, key, 0..=u64::from(u32::MAX), " (0: no limit)")?;
+                broker.limits.max_sessions = (max > 0).then_some(max as usize);
+            }
+            "write_timeout" => {
+                let secs = duration_secs(value, at, key)?;
+                let secs = bounded(secs, at, key, 0..=86_400, " seconds (0: no limit)")?;
+                broker.limits.write_timeout = (secs > 0).then(|| std::time::Duration::from_secs(secs));
+            }
+            "max_subscriptions_per_client" => {
+                let max = bounded(int()?, at, key, 0..=u64::from(u32::MAX), " (0: no limit)")?;
+                broker.limits.max_subscriptions_per_client = (max > 0).then_some(max as usize);
             }
             "sys_interval_secs" => {
                 let secs = duration_secs(value, at, key)?;
@@ -576,7 +611,13 @@ pub fn print(effective: &Effective) -> String {
             "max_client_id_length" => Ok(int(limits.max_client_id_length as u64)),
             "max_connections_per_ip" => Ok(int(limits.max_connections_per_ip.unwrap_or(0) as u64)),
             "max_connect_rate_per_ip" => Ok(int(u64::from(limits.max_connect_rate_per_ip.unwrap_or(0)))),
-            "max_keep_alive" => limits.max_keep_alive.map(|n| int(u64::from(n))).ok_or("no cap"),
+            "max_keep_alive" => Ok(int(u64::from(limits.max_keep_alive.unwrap_or(0)))),
+            "v311_session_expiry" => Ok(int(u64::from(limits.v311_session_expiry.unwrap_or(0)))),
+            "max_retained_messages" => Ok(int(limits.max_retained_messages.unwrap_or(0) as u64)),
+            "max_retained_bytes" => Ok(int(limits.max_retained_bytes.unwrap_or(0))),
+            "max_sessions" => Ok(int(limits.max_sessions.unwrap_or(0) as u64)),
+            "write_timeout" => Ok(int(limits.write_timeout.map_or(0, |t| t.as_secs()))),
+            "max_subscriptions_per_client" => Ok(int(limits.max_subscriptions_per_client.unwrap_or(0) as u64)),
             "sys_interval_secs" => Ok(int(broker.sys_interval_secs)),
             "qos0_max_lag" => Ok(int(limits.qos0_max_lag.unwrap_or(0))),
             "socket_receive_buffer" => Ok(int(broker.socket_receive_buffer.unwrap_or(0) as u64)),
@@ -772,7 +813,8 @@ mod tests {
             ("[mqtt]\nmax_connections = 0", "mqtt.max_connections"),
             ("[mqtt]\nmax_topic_length = 0", "mqtt.max_topic_length"),
             ("[mqtt]\nmax_topic_levels = 70000", "mqtt.max_topic_levels"),
-            ("[mqtt]\nmax_keep_alive = 0", "mqtt.max_keep_alive"),
+            ("[mqtt]\nmax_keep_alive = 65536", "mqtt.max_keep_alive"),
+            ("[mqtt]\nmax_subscriptions_per_client = -1", "mqtt.max_subscriptions_per_client"),
             ("[mqtt]\nmax_inflight = 0", "mqtt.max_inflight"),
             ("[mqtt]\nreceive_maximum = 65536", "mqtt.receive_maximum"),
             ("[mqtt]\ntopic_alias_maximum = -1", "mqtt.topic_alias_maximum"),
