@@ -205,9 +205,62 @@ impl SessionView {
     }
 }
 
+/// The users (`[auth] password_file`) and topic rights (`[auth] acl_file`) in force. A
+/// connection takes both at its CONNECT and keeps them: a reload applies to new connections.
+pub(crate) struct AuthFiles {
+    authenticator: Mutex<Arc<crate::auth::Authenticator>>,
+    /// `None`: no ACL file, everyone may do anything.
+    acl: Mutex<Option<Arc<crate::acl::AclFile>>>,
+}
+
+impl AuthFiles {
+    /// Who may connect, now.
+    pub(crate) fn authenticator(&self) -> Arc<crate::auth::Authenticator> {
+        Arc::clone(&lock(&self.authenticator))
+    }
+
+    /// Who may read and write which topics, now.
+    pub(crate) fn acl(&self) -> Option<Arc<crate::acl::AclFile>> {
+        lock(&self.acl).clone()
+    }
+}
+
+/// Reloads `[auth] password_file` and `[auth] acl_file` (the serve command calls it on
+/// SIGHUP). New connections use what it loaded; connections already up keep the rights they
+/// had. A file that cannot be used changes nothing: the previous users or rules stay.
+#[derive(Clone)]
+pub struct AuthReloader {
+    files: Arc<AuthFiles>,
+    config: crate::auth::AuthConfig,
+}
+
+impl AuthReloader {
+    /// Reads the password file again: `Ok(None)` when none is configured, else its path and
+    /// how many users it has. Blocking (it reads a file): call it off the async threads.
+    pub fn reload_password_file(&self) -> Result<Option<(PathBuf, usize)>, crate::auth::PasswordFileError> {
+        let Some(path) = &self.config.password_file else { return Ok(None) };
+        let users = crate::auth::PasswordFile::load(path)?;
+        let count = users.len();
+        let mut authenticator = lock(&self.files.authenticator);
+        *authenticator = Arc::new(authenticator.with_users(users));
+        Ok(Some((path.clone(), count)))
+    }
+
+    /// Reads the ACL file again: `Ok(None)` when none is configured, else its path.
+    /// Blocking, like [`AuthReloader::reload_password_file`].
+    pub fn reload_acl_file(&self) -> Result<Option<PathBuf>, crate::acl::AclFileError> {
+        let Some(path) = &self.config.acl_file else { return Ok(None) };
+        let acl = crate::acl::AclFile::load(path)?;
+        *lock(&self.files.acl) = Some(Arc::new(acl));
+        Ok(Some(path.clone()))
+    }
+}
+
 /// A connected client's handle, kept so a newer connection can take its session over.
 pub(crate) struct Connected {
     connection_id: u64,
+    /// Its verified user (`None`: anonymous): only the same user may take it over (issue 22).
+    user: Option<String>,
     take_over: oneshot::Sender<()>,
     /// Completes (its sender is dropped) once that connection has saved its session and
     /// scheduled its will, so the newer one reads the session after it.
@@ -273,9 +326,8 @@ pub(crate) struct Shared {
     /// Counters and histograms (`metrics.rs`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Who may connect.
-    pub(crate) auth: crate::auth::Authenticator,
-    /// Who may read and write which topics (`[auth] acl_file`); `None`: everyone, anything.
-    pub(crate) acl: Option<crate::acl::AclFile>,
+    /// and who may read and write which topics: reloaded on SIGHUP.
+    pub(crate) auth: Arc<AuthFiles>,
     /// The in-memory `$SYS` topics.
     pub(crate) sys: crate::sys_topics::SysTopics,
     /// Tells connections to end, and counts them, at shutdown.
@@ -287,19 +339,35 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Registers `client_id` for a new connection; an older connection with the same id is
-    /// told to go, and the registration carries that connection's `finished` signal.
-    pub(crate) fn register(&self, client_id: &str) -> Registration {
+    /// Registers `client_id` for a new connection of `user` (`None`: anonymous); an older
+    /// connection with the same id is told to go, and the registration carries that
+    /// connection's `finished` signal. `None`, with nothing changed, when the id belongs to
+    /// another user: its connection or its stored session is theirs (issue 22). Both are
+    /// looked at under the `connected` lock: a connection saves its session before it
+    /// unregisters, so one of the two always shows the owner.
+    pub(crate) fn register(&self, client_id: &str, user: Option<&str>) -> Option<Registration> {
+        let mut connected = lock(&self.connected);
+        let live = connected.get(client_id).map(|c| crate::session_state::Owner::User(c.user.clone()));
+        let stored = lock(&self.sessions)
+            .get(client_id)
+            .filter(|session| !session.expired(now_ms()))
+            .map(|session| session.owner.clone());
+        if !crate::session_state::may_claim(user, live.as_ref(), stored.as_ref()) {
+            return None;
+        }
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (take_over, taken_over) = oneshot::channel();
         let (finished_tx, finished) = oneshot::channel();
-        let previous =
-            lock(&self.connected).insert(client_id.to_owned(), Connected { connection_id, take_over, finished });
+        let previous = connected.insert(
+            client_id.to_owned(),
+            Connected { connection_id, user: user.map(str::to_owned), take_over, finished },
+        );
+        drop(connected);
         let previous_finished = previous.map(|previous| {
             let _ = previous.take_over.send(());
             previous.finished
         });
-        Registration { connection_id, taken_over, previous_finished, _finished: finished_tx }
+        Some(Registration { connection_id, taken_over, previous_finished, _finished: finished_tx })
     }
 
     /// Forgets `client_id` if `connection_id` still holds it.
@@ -876,8 +944,7 @@ impl Broker {
             connections: crate::limits::ConnectionCount::default(),
             peers,
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            auth,
-            acl,
+            auth: Arc::new(AuthFiles { authenticator: Mutex::new(Arc::new(auth)), acl: Mutex::new(acl.map(Arc::new)) }),
             sys: crate::sys_topics::SysTopics::new(),
             shutdown: crate::shutdown::ShutdownState::new(),
             maintenance_totals: maintenance.totals_reader(),
@@ -954,6 +1021,11 @@ impl Broker {
         self.ws_listener.as_ref().map(TcpListener::local_addr)
     }
 
+    /// What reloads `[auth] password_file` and `acl_file` (on SIGHUP).
+    pub fn auth_reloader(&self) -> AuthReloader {
+        AuthReloader { files: Arc::clone(&self.shared.auth), config: self.shared.config.auth.clone() }
+    }
+
     /// Which authentication is in force, in words, for the start-up lines.
     pub fn auth_summary(&self) -> String {
         let config = &self.shared.config.auth;
@@ -961,7 +1033,7 @@ impl Broker {
             Some(path) => format!("users from {}", path.display()),
             None => "no password file".to_owned(),
         };
-        let anonymous = match (self.shared.auth.allows_anonymous(), config.allow_anonymous) {
+        let anonymous = match (self.shared.auth.authenticator().allows_anonymous(), config.allow_anonymous) {
             (true, Some(_)) => "anonymous clients allowed (auth.allow_anonymous = true)",
             (true, None) => "anonymous clients allowed (every MQTT listener is on loopback)",
             (false, Some(_)) => "anonymous clients refused (auth.allow_anonymous = false)",
