@@ -40,6 +40,8 @@ pub const OFFSETS_STREAM: &str = "$offsets";
 /// stream name, value = `stream_settings::encode_definition`, empty = deleted).
 pub const STREAMS_STREAM: &str = "$streams";
 /// The least time between two scans of the stored sessions for expiry.
+/// `[mqtt] share_group_idle_expiry` by default: a day.
+pub const DEFAULT_SHARE_GROUP_IDLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 const SESSION_SCAN_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -60,6 +62,9 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Our Receive Maximum: most inbound QoS 2 messages a client may leave unreleased.
     pub receive_maximum: u16,
+    /// How long a `$share` group may have no member (and no stored session subscribed to
+    /// it) before it is removed with its committed offsets (issue 22).
+    pub share_group_idle_expiry: std::time::Duration,
     /// Capacity of each partition writer's queue (records).
     pub writer_queue: usize,
     /// The configured streams (`[[streams]]`); `default` is added when absent. A definition
@@ -124,6 +129,7 @@ impl BrokerConfig {
             max_packet_size: 1 << 20,
             max_inflight: 1024,
             receive_maximum: 1024,
+            share_group_idle_expiry: DEFAULT_SHARE_GROUP_IDLE_EXPIRY,
             writer_queue: 8192,
             streams: Vec::new(),
             stream_defaults: crate::streams::StreamConfig::new(""),
@@ -314,7 +320,8 @@ pub(crate) struct Shared {
     /// Every persistent session's filters and positions as last written to `$sessions`
     /// (connected or not), for the admin API and the lag metrics.
     pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
-    /// Consumer groups (`$share/<group>/...`) by group name; they live as long as the broker.
+    /// Consumer groups (`$share/<group>/...`) by group name; removed once idle for
+    /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]).
     pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
     pub(crate) connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
@@ -628,6 +635,74 @@ impl Shared {
         );
         groups.insert(name.to_owned(), Arc::clone(&group));
         Ok(group)
+    }
+
+    /// Removes the `$share` groups that have gone `share_group_idle_expiry` without a member
+    /// (issue 22), and tombstones their committed offsets in `$offsets`. A group counts as
+    /// idle while nothing but the registry and its own task holds it (members and a
+    /// SUBSCRIBE joining it hold it too) and no persistent session has a `$share/<group>/`
+    /// subscription: a session coming back expects its group where it left it. Held-or-not
+    /// is looked at under the registry's lock, where new holders come from, so a group is
+    /// never removed under a client about to join it.
+    async fn expire_idle_groups(self: Arc<Self>) {
+        let expiry = self.config.share_group_idle_expiry;
+        let scan = (expiry / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(60));
+        let mut idle_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+        loop {
+            tokio::time::sleep(scan).await;
+            let now = tokio::time::Instant::now();
+            let wanted: Vec<String> = lock(&self.session_index)
+                .values()
+                .flat_map(|view| view.filters.iter())
+                .filter_map(|filter| filter.strip_prefix("$share/")?.split_once('/').map(|(name, _)| name.to_owned()))
+                .collect();
+            let removed: Vec<Arc<crate::groups::Group>> = {
+                let mut groups = lock(&self.groups);
+                // The registry's reference and the group task's.
+                let idle = |name: &String, group: &Arc<crate::groups::Group>| {
+                    Arc::strong_count(group) <= 2 && !wanted.contains(name)
+                };
+                idle_since.retain(|name, _| groups.get(name).is_some_and(|group| idle(name, group)));
+                for (name, group) in groups.iter() {
+                    if idle(name, group) {
+                        idle_since.entry(name.clone()).or_insert(now);
+                    }
+                }
+                let expired: Vec<String> = idle_since
+                    .iter()
+                    .filter(|(_, since)| now.duration_since(**since) >= expiry)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                expired
+                    .iter()
+                    .filter_map(|name| {
+                        idle_since.remove(name);
+                        groups.remove(name)
+                    })
+                    .collect()
+            };
+            for group in removed {
+                let prefix = format!("{}/", group.name);
+                let mut keys = group.stop().await;
+                lock(&self.restored_offsets).retain(|key, _| {
+                    if key.starts_with(&prefix) {
+                        keys.push(key.clone());
+                        return false;
+                    }
+                    true
+                });
+                keys.sort();
+                keys.dedup();
+                for key in &keys {
+                    let record = Record::new(now_ms(), Vec::new()).with_key(key.clone().into_bytes());
+                    if self.offsets_writer.send(AppendRequest { record, durable: None }).await.is_err() {
+                        tracing::warn!(group = %group.name, "the $offsets writer stopped; offsets not removed");
+                        break;
+                    }
+                }
+                tracing::info!(group = %group.name, offsets = keys.len(), ?expiry, "removed an idle $share group");
+            }
+        }
     }
 
     /// A new group member id.
@@ -1098,6 +1173,7 @@ impl Broker {
             tokio::spawn(crate::sys_topics::run(Arc::clone(&shared), interval))
         });
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
+        let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
         loop {
             tokio::select! {
                 // Shutdown first: its future installs the signal handlers on its first poll.
@@ -1125,6 +1201,7 @@ impl Broker {
             task.abort();
         }
         expiry_task.abort();
+        group_expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
         // close), and wait for them, for a bounded time, before closing the logs.
