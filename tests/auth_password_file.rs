@@ -39,7 +39,10 @@ async fn login(
     user: Option<&str>,
     password: Option<&str>,
 ) -> ReasonCode {
-    let mut client = RawClient::connect_login(addr, version, "auth-test", user, password.map(str::as_bytes)).await;
+    // One client id per user: a client id belongs to its user (issue 22), and the previous
+    // login's connection may not be closed yet.
+    let client_id = format!("auth-test-{}", user.unwrap_or("anonymous"));
+    let mut client = RawClient::connect_login(addr, version, &client_id, user, password.map(str::as_bytes)).await;
     match client.recv().await {
         Some(Packet::ConnAck(connack)) => {
             if connack.reason_code.is_error() {

@@ -83,7 +83,7 @@ fn tls_sighup_without_tls_does_not_stop_the_broker() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = ServeProcess::start(dir.path());
     hangup(&broker);
-    assert_eq!(broker.line_after("strata: SIGHUP: "), "nothing to reload (no [tls])");
+    assert_eq!(broker.line_after("strata: SIGHUP: "), "nothing to reload (no [tls], no password or ACL file)");
     let subscriber = MosquittoSub::subscribed(broker.port(), "alive/#", &[]);
     assert!(mosquitto_pub(broker.port(), &["-t", "alive/x", "-m", "yes"]).status.success());
     assert_eq!(subscriber.next_message(), "alive/x yes");

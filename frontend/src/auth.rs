@@ -231,6 +231,11 @@ impl Authenticator {
         Authenticator { allow_anonymous, users, identity_as_username: false }
     }
 
+    /// The same rules with the users of a reloaded password file.
+    pub(crate) fn with_users(&self, users: PasswordFile) -> Authenticator {
+        Authenticator { users: Some(users), ..self.clone() }
+    }
+
     /// `[auth] use_identity_as_username`: see [`Authenticator::decide_by_certificate`].
     pub(crate) fn with_identity_as_username(self, on: bool) -> Authenticator {
         Authenticator { identity_as_username: on, ..self }

@@ -40,6 +40,8 @@ pub const OFFSETS_STREAM: &str = "$offsets";
 /// stream name, value = `stream_settings::encode_definition`, empty = deleted).
 pub const STREAMS_STREAM: &str = "$streams";
 /// The least time between two scans of the stored sessions for expiry.
+/// `[mqtt] share_group_idle_expiry` by default: a day.
+pub const DEFAULT_SHARE_GROUP_IDLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 const SESSION_SCAN_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -60,6 +62,9 @@ pub struct BrokerConfig {
     pub max_inflight: u16,
     /// Our Receive Maximum: most inbound QoS 2 messages a client may leave unreleased.
     pub receive_maximum: u16,
+    /// How long a `$share` group may have no member (and no stored session subscribed to
+    /// it) before it is removed with its committed offsets (issue 22).
+    pub share_group_idle_expiry: std::time::Duration,
     /// Capacity of each partition writer's queue (records).
     pub writer_queue: usize,
     /// The configured streams (`[[streams]]`); `default` is added when absent. A definition
@@ -124,6 +129,7 @@ impl BrokerConfig {
             max_packet_size: 1 << 20,
             max_inflight: 1024,
             receive_maximum: 1024,
+            share_group_idle_expiry: DEFAULT_SHARE_GROUP_IDLE_EXPIRY,
             writer_queue: 8192,
             streams: Vec::new(),
             stream_defaults: crate::streams::StreamConfig::new(""),
@@ -205,9 +211,62 @@ impl SessionView {
     }
 }
 
+/// The users (`[auth] password_file`) and topic rights (`[auth] acl_file`) in force. A
+/// connection takes both at its CONNECT and keeps them: a reload applies to new connections.
+pub(crate) struct AuthFiles {
+    authenticator: Mutex<Arc<crate::auth::Authenticator>>,
+    /// `None`: no ACL file, everyone may do anything.
+    acl: Mutex<Option<Arc<crate::acl::AclFile>>>,
+}
+
+impl AuthFiles {
+    /// Who may connect, now.
+    pub(crate) fn authenticator(&self) -> Arc<crate::auth::Authenticator> {
+        Arc::clone(&lock(&self.authenticator))
+    }
+
+    /// Who may read and write which topics, now.
+    pub(crate) fn acl(&self) -> Option<Arc<crate::acl::AclFile>> {
+        lock(&self.acl).clone()
+    }
+}
+
+/// Reloads `[auth] password_file` and `[auth] acl_file` (the serve command calls it on
+/// SIGHUP). New connections use what it loaded; connections already up keep the rights they
+/// had. A file that cannot be used changes nothing: the previous users or rules stay.
+#[derive(Clone)]
+pub struct AuthReloader {
+    files: Arc<AuthFiles>,
+    config: crate::auth::AuthConfig,
+}
+
+impl AuthReloader {
+    /// Reads the password file again: `Ok(None)` when none is configured, else its path and
+    /// how many users it has. Blocking (it reads a file): call it off the async threads.
+    pub fn reload_password_file(&self) -> Result<Option<(PathBuf, usize)>, crate::auth::PasswordFileError> {
+        let Some(path) = &self.config.password_file else { return Ok(None) };
+        let users = crate::auth::PasswordFile::load(path)?;
+        let count = users.len();
+        let mut authenticator = lock(&self.files.authenticator);
+        *authenticator = Arc::new(authenticator.with_users(users));
+        Ok(Some((path.clone(), count)))
+    }
+
+    /// Reads the ACL file again: `Ok(None)` when none is configured, else its path.
+    /// Blocking, like [`AuthReloader::reload_password_file`].
+    pub fn reload_acl_file(&self) -> Result<Option<PathBuf>, crate::acl::AclFileError> {
+        let Some(path) = &self.config.acl_file else { return Ok(None) };
+        let acl = crate::acl::AclFile::load(path)?;
+        *lock(&self.files.acl) = Some(Arc::new(acl));
+        Ok(Some(path.clone()))
+    }
+}
+
 /// A connected client's handle, kept so a newer connection can take its session over.
 pub(crate) struct Connected {
     connection_id: u64,
+    /// Its verified user (`None`: anonymous): only the same user may take it over (issue 22).
+    user: Option<String>,
     take_over: oneshot::Sender<()>,
     /// Completes (its sender is dropped) once that connection has saved its session and
     /// scheduled its will, so the newer one reads the session after it.
@@ -261,7 +320,8 @@ pub(crate) struct Shared {
     /// Every persistent session's filters and positions as last written to `$sessions`
     /// (connected or not), for the admin API and the lag metrics.
     pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
-    /// Consumer groups (`$share/<group>/...`) by group name; they live as long as the broker.
+    /// Consumer groups (`$share/<group>/...`) by group name; removed once idle for
+    /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]).
     pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
     pub(crate) connected: Mutex<HashMap<String, Connected>>,
     next_connection_id: AtomicU64,
@@ -273,9 +333,8 @@ pub(crate) struct Shared {
     /// Counters and histograms (`metrics.rs`).
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Who may connect.
-    pub(crate) auth: crate::auth::Authenticator,
-    /// Who may read and write which topics (`[auth] acl_file`); `None`: everyone, anything.
-    pub(crate) acl: Option<crate::acl::AclFile>,
+    /// and who may read and write which topics: reloaded on SIGHUP.
+    pub(crate) auth: Arc<AuthFiles>,
     /// The in-memory `$SYS` topics.
     pub(crate) sys: crate::sys_topics::SysTopics,
     /// Tells connections to end, and counts them, at shutdown.
@@ -287,19 +346,35 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Registers `client_id` for a new connection; an older connection with the same id is
-    /// told to go, and the registration carries that connection's `finished` signal.
-    pub(crate) fn register(&self, client_id: &str) -> Registration {
+    /// Registers `client_id` for a new connection of `user` (`None`: anonymous); an older
+    /// connection with the same id is told to go, and the registration carries that
+    /// connection's `finished` signal. `None`, with nothing changed, when the id belongs to
+    /// another user: its connection or its stored session is theirs (issue 22). Both are
+    /// looked at under the `connected` lock: a connection saves its session before it
+    /// unregisters, so one of the two always shows the owner.
+    pub(crate) fn register(&self, client_id: &str, user: Option<&str>) -> Option<Registration> {
+        let mut connected = lock(&self.connected);
+        let live = connected.get(client_id).map(|c| crate::session_state::Owner::User(c.user.clone()));
+        let stored = lock(&self.sessions)
+            .get(client_id)
+            .filter(|session| !session.expired(now_ms()))
+            .map(|session| session.owner.clone());
+        if !crate::session_state::may_claim(user, live.as_ref(), stored.as_ref()) {
+            return None;
+        }
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
         let (take_over, taken_over) = oneshot::channel();
         let (finished_tx, finished) = oneshot::channel();
-        let previous =
-            lock(&self.connected).insert(client_id.to_owned(), Connected { connection_id, take_over, finished });
+        let previous = connected.insert(
+            client_id.to_owned(),
+            Connected { connection_id, user: user.map(str::to_owned), take_over, finished },
+        );
+        drop(connected);
         let previous_finished = previous.map(|previous| {
             let _ = previous.take_over.send(());
             previous.finished
         });
-        Registration { connection_id, taken_over, previous_finished, _finished: finished_tx }
+        Some(Registration { connection_id, taken_over, previous_finished, _finished: finished_tx })
     }
 
     /// Whether `client_id` may have a persistent session under `max_sessions` (issue 22): it
@@ -585,6 +660,74 @@ impl Shared {
         );
         groups.insert(name.to_owned(), Arc::clone(&group));
         Ok(group)
+    }
+
+    /// Removes the `$share` groups that have gone `share_group_idle_expiry` without a member
+    /// (issue 22), and tombstones their committed offsets in `$offsets`. A group counts as
+    /// idle while nothing but the registry and its own task holds it (members and a
+    /// SUBSCRIBE joining it hold it too) and no persistent session has a `$share/<group>/`
+    /// subscription: a session coming back expects its group where it left it. Held-or-not
+    /// is looked at under the registry's lock, where new holders come from, so a group is
+    /// never removed under a client about to join it.
+    async fn expire_idle_groups(self: Arc<Self>) {
+        let expiry = self.config.share_group_idle_expiry;
+        let scan = (expiry / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(60));
+        let mut idle_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+        loop {
+            tokio::time::sleep(scan).await;
+            let now = tokio::time::Instant::now();
+            let wanted: Vec<String> = lock(&self.session_index)
+                .values()
+                .flat_map(|view| view.filters.iter())
+                .filter_map(|filter| filter.strip_prefix("$share/")?.split_once('/').map(|(name, _)| name.to_owned()))
+                .collect();
+            let removed: Vec<Arc<crate::groups::Group>> = {
+                let mut groups = lock(&self.groups);
+                // The registry's reference and the group task's.
+                let idle = |name: &String, group: &Arc<crate::groups::Group>| {
+                    Arc::strong_count(group) <= 2 && !wanted.contains(name)
+                };
+                idle_since.retain(|name, _| groups.get(name).is_some_and(|group| idle(name, group)));
+                for (name, group) in groups.iter() {
+                    if idle(name, group) {
+                        idle_since.entry(name.clone()).or_insert(now);
+                    }
+                }
+                let expired: Vec<String> = idle_since
+                    .iter()
+                    .filter(|(_, since)| now.duration_since(**since) >= expiry)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                expired
+                    .iter()
+                    .filter_map(|name| {
+                        idle_since.remove(name);
+                        groups.remove(name)
+                    })
+                    .collect()
+            };
+            for group in removed {
+                let prefix = format!("{}/", group.name);
+                let mut keys = group.stop().await;
+                lock(&self.restored_offsets).retain(|key, _| {
+                    if key.starts_with(&prefix) {
+                        keys.push(key.clone());
+                        return false;
+                    }
+                    true
+                });
+                keys.sort();
+                keys.dedup();
+                for key in &keys {
+                    let record = Record::new(now_ms(), Vec::new()).with_key(key.clone().into_bytes());
+                    if self.offsets_writer.send(AppendRequest { record, durable: None }).await.is_err() {
+                        tracing::warn!(group = %group.name, "the $offsets writer stopped; offsets not removed");
+                        break;
+                    }
+                }
+                tracing::info!(group = %group.name, offsets = keys.len(), ?expiry, "removed an idle $share group");
+            }
+        }
     }
 
     /// A new group member id.
@@ -928,8 +1071,7 @@ impl Broker {
             connections: crate::limits::ConnectionCount::default(),
             peers,
             metrics: Arc::new(crate::metrics::Metrics::new()),
-            auth,
-            acl,
+            auth: Arc::new(AuthFiles { authenticator: Mutex::new(Arc::new(auth)), acl: Mutex::new(acl.map(Arc::new)) }),
             sys: crate::sys_topics::SysTopics::new(),
             shutdown: crate::shutdown::ShutdownState::new(),
             maintenance_totals: maintenance.totals_reader(),
@@ -1006,6 +1148,11 @@ impl Broker {
         self.ws_listener.as_ref().map(TcpListener::local_addr)
     }
 
+    /// What reloads `[auth] password_file` and `acl_file` (on SIGHUP).
+    pub fn auth_reloader(&self) -> AuthReloader {
+        AuthReloader { files: Arc::clone(&self.shared.auth), config: self.shared.config.auth.clone() }
+    }
+
     /// Which authentication is in force, in words, for the start-up lines.
     pub fn auth_summary(&self) -> String {
         let config = &self.shared.config.auth;
@@ -1013,7 +1160,7 @@ impl Broker {
             Some(path) => format!("users from {}", path.display()),
             None => "no password file".to_owned(),
         };
-        let anonymous = match (self.shared.auth.allows_anonymous(), config.allow_anonymous) {
+        let anonymous = match (self.shared.auth.authenticator().allows_anonymous(), config.allow_anonymous) {
             (true, Some(_)) => "anonymous clients allowed (auth.allow_anonymous = true)",
             (true, None) => "anonymous clients allowed (every MQTT listener is on loopback)",
             (false, Some(_)) => "anonymous clients refused (auth.allow_anonymous = false)",
@@ -1078,6 +1225,7 @@ impl Broker {
             tokio::spawn(crate::sys_topics::run(Arc::clone(&shared), interval))
         });
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
+        let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
         loop {
             tokio::select! {
                 // Shutdown first: its future installs the signal handlers on its first poll.
@@ -1105,6 +1253,7 @@ impl Broker {
             task.abort();
         }
         expiry_task.abort();
+        group_expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
         // close), and wait for them, for a bounded time, before closing the logs.

@@ -215,9 +215,10 @@ pub(crate) async fn run_transport(
     // What this client may read and write (issue 22), with its user and client id in the
     // ACL's patterns. A will it may not publish refuses the CONNECT, as in Mosquitto: the
     // client learns at once, rather than its will vanishing when it is needed.
+    // Taken now and kept: a reloaded ACL file (SIGHUP) applies to the connections after it.
     let permissions = shared
-        .acl
-        .as_ref()
+        .auth
+        .acl()
         .map_or_else(crate::acl::Permissions::allow_all, |acl| acl.for_client(user.as_deref(), &client_id));
     if let Some(will) = &connect.will
         && !permissions.may_publish(&will.topic)
@@ -234,7 +235,20 @@ pub(crate) async fn run_transport(
         return;
     }
 
-    let registration = shared.register(&client_id);
+    // A client id is tied to its user (issue 22): another user's connection is not taken
+    // over, nor its stored session resumed or (clean start) discarded. Both stay as they are.
+    let Some(registration) = shared.register(&client_id, user.as_deref()) else {
+        tracing::warn!(%peer, client_id, user, "refused: the client id belongs to another user");
+        let connack = ConnAck {
+            session_present: false,
+            reason_code: ReasonCode::NotAuthorized,
+            properties: Properties::default(),
+        };
+        // MQTT 3.1.1: return code 0x05 Not authorized.
+        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+        close_gracefully(reader, writer).await;
+        return;
+    };
     if let Some(previous) = registration.previous_finished {
         // The connection taken over saves its session and schedules its will first.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, previous).await;
@@ -300,6 +314,7 @@ pub(crate) async fn run_transport(
             jumps: Vec::new(),
             version,
             client_id: client_id.clone(),
+            user: user.clone(),
             client_max_packet_size: connect.properties.maximum_packet_size.map_or(usize::MAX, |m| m as usize),
             writer,
             subscriptions: Subscriptions::default(),
@@ -447,17 +462,19 @@ async fn authenticate(
     certificate: Option<&crate::tls::ClientCertificate>,
 ) -> Result<Option<String>, ReasonCode> {
     let username = connect.username.as_ref().map(|name| name.to_string());
-    let by_certificate = shared.auth.decide_by_certificate(certificate.map(|c| c.common_name.as_deref()));
+    // The users in force now (a SIGHUP may reload the password file).
+    let auth = shared.auth.authenticator();
+    let by_certificate = auth.decide_by_certificate(certificate.map(|c| c.common_name.as_deref()));
     let verdict = if let Some(verdict) = by_certificate {
         verdict
-    } else if shared.auth.verifies(username.as_deref()) {
-        let (shared, password) = (Arc::clone(shared), connect.password.clone());
+    } else if auth.verifies(username.as_deref()) {
+        let (auth, password) = (Arc::clone(&auth), connect.password.clone());
         let user = username.clone();
-        tokio::task::spawn_blocking(move || shared.auth.decide(user.as_deref(), password.as_deref()))
+        tokio::task::spawn_blocking(move || auth.decide(user.as_deref(), password.as_deref()))
             .await
             .unwrap_or(Verdict::BadCredentials)
     } else {
-        shared.auth.decide(username.as_deref(), connect.password.as_deref())
+        auth.decide(username.as_deref(), connect.password.as_deref())
     };
     let client_id = &*connect.client_id;
     match verdict {
@@ -1038,6 +1055,8 @@ struct Outbound {
     jumps: Vec<(u32, u64)>,
     version: ProtocolVersion,
     client_id: String,
+    /// The verified user (`None`: anonymous), recorded as the session's owner (issue 22).
+    user: Option<String>,
     client_max_packet_size: usize,
     writer: TransportWriter,
     subscriptions: Subscriptions,
@@ -1234,6 +1253,7 @@ impl Outbound {
             qos2_awaiting_pubrel: lock(&self.qos2).pending_ids(),
             in_flight,
             will: None,
+            owner: session_state::Owner::User(self.user.clone()),
         }
     }
 

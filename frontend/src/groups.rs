@@ -292,6 +292,8 @@ pub(crate) struct Group {
     /// Held (async) through a commit, so that commits reach `$offsets` in the order their
     /// offsets were taken and an older one never lands last.
     committing: tokio::sync::Mutex<()>,
+    /// Set when the group is removed (idle, issue 22): its task ends and it commits no more.
+    stopped: std::sync::atomic::AtomicBool,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -342,6 +344,7 @@ impl Group {
             wake: Notify::new(),
             offsets_writer,
             committing: tokio::sync::Mutex::new(()),
+            stopped: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let mut inner = lock(&group.inner);
@@ -492,6 +495,24 @@ impl Group {
         lock(&self.inner).state.ack(partition, offset, member);
     }
 
+    /// Stops the group, removed from the registry: its task ends and no commit follows.
+    /// Returns every `$offsets` key it has or had (to tombstone), once a commit under way
+    /// has finished, so that no commit lands after the tombstones.
+    pub(crate) async fn stop(&self) -> Vec<String> {
+        self.stopped.store(true, std::sync::atomic::Ordering::Release);
+        self.wake.notify_one();
+        let _ordered = self.committing.lock().await;
+        let inner = lock(&self.inner);
+        let mut keys: Vec<String> = inner
+            .partitions
+            .iter()
+            .map(|followed| offsets_key(&self.name, &followed.stream, followed.partition.number))
+            .collect();
+        keys.extend(inner.restored.keys().cloned());
+        keys.extend(inner.forgotten.iter().cloned());
+        keys
+    }
+
     /// A member took a message from its queue or finished one: there may be room again.
     pub(crate) fn poke(&self) {
         self.wake.notify_one();
@@ -501,6 +522,9 @@ impl Group {
     /// tombstones those of dropped partitions); with `durable`, waits until they are durable.
     pub(crate) async fn commit(&self, durable: bool) {
         let _ordered = self.committing.lock().await;
+        if self.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         let records: Vec<Record> = {
             let mut inner = lock(&self.inner);
             let Inner { state, partitions, forgotten, .. } = &mut *inner;
@@ -648,6 +672,9 @@ async fn run(group: Arc<Group>, mut appended: watch::Receiver<u64>) {
     let mut tick = tokio::time::interval(COMMIT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        if group.stopped.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         appended.borrow_and_update();
         match group.dispatch() {
             Ok(Pass::More) => {

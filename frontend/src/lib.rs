@@ -45,7 +45,8 @@ mod watched;
 mod websocket;
 
 pub use broker::{
-    Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM,
+    AuthReloader, Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM,
+    STREAMS_STREAM,
 };
 pub use limits::Limits;
 pub use metrics::BrokerMetrics;

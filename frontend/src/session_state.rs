@@ -3,7 +3,7 @@
 //! no I/O. The decisions a resumed session takes (where to read from, what counts as a
 //! redelivery) are functions here so they are tested without sockets.
 //!
-//! Encoding, version 2, all integers little-endian (docs/format.md has the table):
+//! Encoding, version 3, all integers little-endian (docs/format.md has the table):
 //! `u8 version=2, u32 expiry_interval, i64 disconnected_at_ms,
 //!  u16 n, n × (u16 len, filter UTF-8, u8 options, u32 identifier (0 = none)),
 //!  u16 n, n × (u16 len, stream UTF-8, u32 partition, u64 committed, u64 read_up_to,
@@ -11,7 +11,9 @@
 //!  u16 n, n × u16 QoS 2 packet id awaiting PUBREL,
 //!  u16 n, n × (u16 packet id, u8 stage (1 PUBACK, 2 PUBREC, 3 PUBCOMP awaited),
 //!              u16 position index (0xFFFF = none), u64 offset),
-//!  u8 has_will, [i64 due_at_ms, u32 len, the will as an MQTT 5 PUBLISH packet]`.
+//!  u8 has_will, [i64 due_at_ms, u32 len, the will as an MQTT 5 PUBLISH packet],
+//!  u8 owner (0 = not recorded, 1 = anonymous, 2 = a user), [u16 len, user name UTF-8]`.
+//! Version 2 is the same without the owner byte; it is still read (owner not recorded).
 //! `options` is QoS in bits 0-1, No Local bit 2, Retain As Published bit 3, Retain Handling
 //! bits 4-5, as on the wire. Subscriptions include `$share/...` and `$stream/...` filters.
 
@@ -24,7 +26,9 @@ use crate::session::Stage;
 /// persistent session with `mqtt.v311_session_expiry` = 0).
 pub const NEVER_EXPIRES: u32 = u32::MAX;
 
-const VERSION: u8 = 2;
+const VERSION: u8 = 3;
+/// The version before the owner was recorded (issue 22): still read.
+const VERSION_WITHOUT_OWNER: u8 = 2;
 
 /// Position index meaning "no position" in an in-flight entry.
 const NO_POSITION: u16 = u16::MAX;
@@ -86,6 +90,36 @@ pub struct PendingWill {
     pub publish: Publish,
 }
 
+/// Whom a session belongs to (issue 22): a client id is tied to the user that made its
+/// session, so that another user can neither take it over nor resume it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// A record written before owners were recorded: any user may resume it; the session
+    /// is then saved with that user as its owner.
+    #[default]
+    NotRecorded,
+    /// The verified user name; `None` for an anonymous client.
+    User(Option<String>),
+}
+
+impl Owner {
+    /// Whether a client authenticated as `user` (`None`: anonymous) may use this client id.
+    pub fn admits(&self, user: Option<&str>) -> bool {
+        match self {
+            Owner::NotRecorded => true,
+            Owner::User(owner) => owner.as_deref() == user,
+        }
+    }
+}
+
+/// Whether a CONNECT authenticated as `user` may use its client id (issue 22): take over
+/// `live`, the owner of the connection that has it now, and resume or (clean start) discard
+/// `stored`, the owner of its stored session. Clean start or not, another user's session is
+/// left alone: discarding it would be as much a takeover as resuming it.
+pub fn may_claim(user: Option<&str>, live: Option<&Owner>, stored: Option<&Owner>) -> bool {
+    [live, stored].into_iter().flatten().all(|owner| owner.admits(user))
+}
+
 /// A persistent session as stored in `$sessions`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SessionState {
@@ -103,6 +137,8 @@ pub struct SessionState {
     pub in_flight: Vec<InFlight>,
     /// The will, when the connection ended with a Will Delay Interval still running.
     pub will: Option<PendingWill>,
+    /// Whom the session belongs to.
+    pub owner: Owner,
 }
 
 /// A `$sessions` value that cannot be read.
@@ -220,13 +256,22 @@ impl SessionState {
             }
             None => out.push(0),
         }
+        match &self.owner {
+            Owner::NotRecorded => out.push(0),
+            Owner::User(None) => out.push(1),
+            Owner::User(Some(user)) => {
+                out.push(2);
+                put_str(&mut out, user);
+            }
+        }
         out
     }
 
     /// Decodes a `$sessions` record value.
     pub fn decode(bytes: &[u8]) -> Result<SessionState, BadSessionRecord> {
         let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
+        let version = r.u8()?;
+        if version != VERSION && version != VERSION_WITHOUT_OWNER {
             return Err(BadSessionRecord("unknown version"));
         }
         let expiry_interval = r.u32()?;
@@ -298,6 +343,15 @@ impl SessionState {
             }
             _ => return Err(BadSessionRecord("bad will flag")),
         };
+        let owner = match version {
+            VERSION_WITHOUT_OWNER => Owner::NotRecorded,
+            _ => match r.u8()? {
+                0 => Owner::NotRecorded,
+                1 => Owner::User(None),
+                2 => Owner::User(Some(r.string()?)),
+                _ => return Err(BadSessionRecord("bad owner")),
+            },
+        };
         if !r.0.is_empty() {
             return Err(BadSessionRecord("trailing bytes"));
         }
@@ -309,6 +363,7 @@ impl SessionState {
             qos2_awaiting_pubrel,
             in_flight,
             will,
+            owner,
         })
     }
 }
@@ -432,6 +487,7 @@ mod tests {
                 InFlight { packet_id: 65_535, stage: Stage::AwaitPubRec, position: None, retained_offset: None },
             ],
             will: Some(PendingWill { due_at_ms: 1_700_000_030_000, publish: will() }),
+            owner: Owner::User(Some("alice".into())),
         }
     }
 
@@ -466,11 +522,52 @@ mod tests {
             assert!(SessionState::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut versioned = bytes.clone();
-        versioned[0] = 3;
+        versioned[0] = 4;
         assert!(SessionState::decode(&versioned).is_err());
         let mut longer = bytes;
         longer.push(0);
         assert!(SessionState::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn auth_the_owner_round_trips_and_version_2_records_have_none_recorded() {
+        let anonymous = SessionState { owner: Owner::User(None), ..sample() };
+        assert_eq!(SessionState::decode(&anonymous.encode()), Ok(anonymous));
+        // A version 2 record is a version 3 one without its owner byte.
+        let legacy = SessionState { owner: Owner::NotRecorded, ..sample() };
+        let mut bytes = legacy.encode();
+        assert_eq!(bytes.pop(), Some(0));
+        bytes[0] = 2;
+        assert_eq!(SessionState::decode(&bytes), Ok(legacy));
+        // ...and a version 3 record without it is cut short.
+        bytes[0] = 3;
+        assert!(SessionState::decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn auth_a_client_id_is_claimed_only_by_the_user_that_owns_it() {
+        let alice = Owner::User(Some("alice".into()));
+        let anonymous = Owner::User(None);
+        // Nobody has it.
+        assert!(may_claim(Some("bob"), None, None));
+        assert!(may_claim(None, None, None));
+        // A live connection: only its own user takes it over.
+        assert!(may_claim(Some("alice"), Some(&alice), None));
+        assert!(!may_claim(Some("bob"), Some(&alice), None));
+        assert!(!may_claim(None, Some(&alice), None));
+        assert!(!may_claim(Some("alice"), Some(&anonymous), None));
+        assert!(may_claim(None, Some(&anonymous), None));
+        // A stored session: only its own user resumes (or discards) it.
+        assert!(may_claim(Some("alice"), None, Some(&alice)));
+        assert!(!may_claim(Some("bob"), None, Some(&alice)));
+        assert!(!may_claim(Some("Alice"), None, Some(&alice)));
+        assert!(!may_claim(Some("alice"), None, Some(&anonymous)));
+        // A session written before owners were recorded: anyone.
+        assert!(may_claim(Some("bob"), None, Some(&Owner::NotRecorded)));
+        assert!(may_claim(None, None, Some(&Owner::NotRecorded)));
+        // Both must admit.
+        assert!(!may_claim(Some("bob"), Some(&alice), Some(&Owner::NotRecorded)));
+        assert!(!may_claim(Some("alice"), Some(&alice), Some(&Owner::User(Some("bob".into())))));
     }
 
     #[test]

@@ -38,6 +38,7 @@ pub const MQTT_KEYS: &[&str] = &[
     "max_connections_per_ip",
     "max_connect_rate_per_ip",
     "max_topic_levels",
+    "share_group_idle_expiry",
     "max_keep_alive",
     "max_subscriptions_per_client",
     "v311_session_expiry",
@@ -396,6 +397,11 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
                 broker.limits.max_topic_length = bounded(int()?, at, key, 1..=65_535, " bytes")? as usize
             }
             "max_topic_levels" => broker.limits.max_topic_levels = bounded(int()?, at, key, 1..=65_535, "")? as usize,
+            "share_group_idle_expiry" => {
+                let secs = duration_secs(value, at, key)?;
+                broker.share_group_idle_expiry =
+                    Duration::from_secs(bounded(secs, at, key, 1..=u64::from(u32::MAX), " seconds")?);
+            }
             "max_client_id_length" => {
                 broker.limits.max_client_id_length = bounded(int()?, at, key, 23..=65_535, " bytes")? as usize
             }
@@ -608,6 +614,7 @@ pub fn print(effective: &Effective) -> String {
             "max_connections" => limits.max_connections.map(|n| int(n as u64)).ok_or("no limit"),
             "max_topic_length" => Ok(int(limits.max_topic_length as u64)),
             "max_topic_levels" => Ok(int(limits.max_topic_levels as u64)),
+            "share_group_idle_expiry" => Ok(int(broker.share_group_idle_expiry.as_secs())),
             "max_client_id_length" => Ok(int(limits.max_client_id_length as u64)),
             "max_connections_per_ip" => Ok(int(limits.max_connections_per_ip.unwrap_or(0) as u64)),
             "max_connect_rate_per_ip" => Ok(int(u64::from(limits.max_connect_rate_per_ip.unwrap_or(0)))),

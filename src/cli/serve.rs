@@ -95,7 +95,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         // Replaces SIGHUP's default action (ending the process) before the ready line too.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
-        let reload_task = tokio::spawn(reload_on_hangup(hangup, broker.tls_reloader()));
+        let reload_task = tokio::spawn(reload_on_hangup(hangup, broker.tls_reloader(), broker.auth_reloader()));
         // Tests and scripts wait for this line to know the broker is ready; every listener
         // below is bound by then.
         say(format_args!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display()));
@@ -160,18 +160,33 @@ fn say(line: std::fmt::Arguments<'_>) {
     let _ = out.write_fmt(line).and_then(|()| out.write_all(b"\n")).and_then(|()| out.flush());
 }
 
-/// Reloads the TLS certificate on every SIGHUP. New handshakes use the new one; connections
-/// already up keep theirs. A reload that fails (a missing file, a key that does not match)
-/// changes nothing: the error names the key and file, and the old certificate stays.
-/// Either outcome is also printed on stdout, where the start-up lines went.
+/// Reloads, on every SIGHUP, `[auth] password_file` and `acl_file` and the TLS certificate.
+/// New connections use the new users and rules, and new handshakes the new certificate;
+/// connections already up keep theirs. A reload that fails (a missing file, a bad line, a
+/// key that does not match) changes nothing for that file: the error names the file (and
+/// the line), and the previous users, rules or certificate stay in force. Each outcome is
+/// also printed on stdout, where the start-up lines went.
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     reloader: Option<strata_frontend::tls::TlsReloader>,
+    auth: strata_frontend::AuthReloader,
 ) {
     while hangup.recv().await.is_some() {
+        let files = auth.clone();
+        // Blocking: the files are read, and a big password file takes a while to parse.
+        let reloaded = tokio::task::spawn_blocking(move || reload_auth_files(&files)).await;
+        let any_auth_file = match reloaded {
+            Ok(any) => any,
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the password and ACL file reload did not run");
+                true
+            }
+        };
         let Some(reloader) = reloader.clone() else {
-            tracing::info!("SIGHUP: no [tls] certificate to reload");
-            say(format_args!("strata: SIGHUP: nothing to reload (no [tls])"));
+            if !any_auth_file {
+                tracing::info!("SIGHUP: nothing to reload");
+                say(format_args!("strata: SIGHUP: nothing to reload (no [tls], no password or ACL file)"));
+            }
             continue;
         };
         let cert_file = reloader.config().cert_file.display().to_string();
@@ -187,6 +202,41 @@ async fn reload_on_hangup(
             Err(error) => tracing::error!(%error, "SIGHUP: the TLS reload did not run"),
         }
     }
+}
+
+/// Reloads the password file and the ACL file, saying how each went; whether either is
+/// configured.
+fn reload_auth_files(auth: &strata_frontend::AuthReloader) -> bool {
+    let mut any = false;
+    match auth.reload_password_file() {
+        Ok(None) => {}
+        Ok(Some((path, users))) => {
+            any = true;
+            let path = path.display().to_string();
+            tracing::info!(path, users, "SIGHUP: password file reloaded");
+            say(format_args!("strata: password file reloaded from {path} ({users} users)"));
+        }
+        Err(error) => {
+            any = true;
+            tracing::error!(%error, "SIGHUP: password file reload failed; the previous users stay in force");
+            say(format_args!("strata: password file reload failed, the previous users stay in force: {error}"));
+        }
+    }
+    match auth.reload_acl_file() {
+        Ok(None) => {}
+        Ok(Some(path)) => {
+            any = true;
+            let path = path.display().to_string();
+            tracing::info!(path, "SIGHUP: ACL file reloaded");
+            say(format_args!("strata: ACL file reloaded from {path}"));
+        }
+        Err(error) => {
+            any = true;
+            tracing::error!(%error, "SIGHUP: ACL file reload failed; the previous rules stay in force");
+            say(format_args!("strata: ACL file reload failed, the previous rules stay in force: {error}"));
+        }
+    }
+    any
 }
 
 /// Registers the SIGINT/SIGTERM handlers now; the returned future completes on either.
