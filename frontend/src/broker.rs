@@ -74,6 +74,8 @@ pub struct BrokerConfig {
     pub stream_defaults: crate::streams::StreamConfig,
     /// MQTT over WebSocket (path `/mqtt`) listens here; `None`: off.
     pub ws_listen: Option<SocketAddr>,
+    /// The `Origin`s a browser page may connect over WebSocket from; empty: any.
+    pub ws_allowed_origins: Vec<String>,
     /// Connection, topic, keep-alive and topic-alias limits.
     pub limits: crate::limits::Limits,
     /// Seconds between refreshes of the `$SYS` topics; 0 turns them off.
@@ -134,6 +136,7 @@ impl BrokerConfig {
             streams: Vec::new(),
             stream_defaults: crate::streams::StreamConfig::new(""),
             ws_listen: None,
+            ws_allowed_origins: Vec::new(),
             limits: crate::limits::Limits::default(),
             sys_interval_secs: 10,
             socket_receive_buffer: Some(DEFAULT_SOCKET_RECEIVE_BUFFER),

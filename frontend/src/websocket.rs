@@ -53,6 +53,17 @@ fn choose_subprotocol(offered: Option<&HeaderValue>) -> Option<&'static str> {
     SUBPROTOCOLS.into_iter().find(|ours| offered.iter().any(|theirs| theirs.eq_ignore_ascii_case(ours)))
 }
 
+/// Whether a handshake's `Origin` may connect: any, when `allowed` is empty; otherwise one of
+/// `allowed` (compared without regard to ASCII case, as origins are). A request without an
+/// `Origin` is not a browser's, and the allowlist is against other sites' pages in a
+/// browser, so it passes.
+fn origin_allowed(allowed: &[String], origin: Option<&[u8]>) -> bool {
+    match origin {
+        Some(origin) if !allowed.is_empty() => allowed.iter().any(|ok| ok.as_bytes().eq_ignore_ascii_case(origin)),
+        _ => true,
+    }
+}
+
 fn refuse(status: StatusCode, why: &str) -> ErrorResponse {
     let mut response = ErrorResponse::new(Some(why.to_owned()));
     *response.status_mut() = status;
@@ -72,6 +83,11 @@ pub(crate) async fn handle<S>(
     let check = |request: &Request, mut response: Response| {
         if request.uri().path() != WEBSOCKET_PATH {
             return Err(refuse(StatusCode::NOT_FOUND, "MQTT over WebSocket is served on /mqtt"));
+        }
+        let origin = request.headers().get("origin").map(HeaderValue::as_bytes);
+        if !origin_allowed(&shared.config.ws_allowed_origins, origin) {
+            tracing::debug!(%peer, origin = ?origin.map(String::from_utf8_lossy), "WebSocket origin refused");
+            return Err(refuse(StatusCode::FORBIDDEN, "this Origin may not connect (mqtt.ws_allowed_origins)"));
         }
         let Some(chosen) = choose_subprotocol(request.headers().get("sec-websocket-protocol")) else {
             return Err(refuse(StatusCode::BAD_REQUEST, "the WebSocket subprotocol must be mqtt"));
@@ -165,6 +181,19 @@ async fn pump<S: AsyncRead + AsyncWrite + Unpin>(websocket: tokio_tungstenite::W
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Issue 22: the Origin allowlist.
+    #[test]
+    fn only_listed_origins_pass_once_there_is_a_list() {
+        let list = vec!["https://dash.example.com".to_owned()];
+        assert!(origin_allowed(&[], Some(b"https://evil.example")));
+        assert!(origin_allowed(&list, Some(b"https://dash.example.com")));
+        assert!(origin_allowed(&list, Some(b"HTTPS://Dash.Example.com")));
+        assert!(!origin_allowed(&list, Some(b"https://evil.example")));
+        assert!(!origin_allowed(&list, Some(b"https://dash.example.com.evil.example")));
+        assert!(!origin_allowed(&list, Some(b"null")));
+        assert!(origin_allowed(&list, None), "not a browser");
+    }
 
     #[test]
     fn the_mqtt_subprotocol_is_preferred_and_mqttv31_accepted() {

@@ -31,6 +31,7 @@ pub const MQTT_KEYS: &[&str] = &[
     "max_inflight",
     "receive_maximum",
     "ws_listen",
+    "ws_allowed_origins",
     "topic_alias_maximum",
     "max_connections",
     "max_topic_length",
@@ -385,6 +386,23 @@ fn apply_mqtt(broker: &mut BrokerConfig, table: &Table) -> anyhow::Result<()> {
             "max_inflight" => broker.max_inflight = u16_at_least_1()?,
             "receive_maximum" => broker.receive_maximum = u16_at_least_1()?,
             "ws_listen" => broker.ws_listen = Some(socket_addr(value, at, key)?),
+            "ws_allowed_origins" => {
+                let Value::Array(items) = value else {
+                    anyhow::bail!(
+                        "mqtt.ws_allowed_origins: must be a list of origins such as [\"https://app.example.com\"]"
+                    );
+                };
+                broker.ws_allowed_origins = items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(origin) if !origin.is_empty() && !origin.ends_with('/') => Ok(origin.clone()),
+                        _ => Err(anyhow::anyhow!(
+                            "mqtt.ws_allowed_origins: {item} is not an origin such as \"https://app.example.com\" \
+                             (scheme, host and port, no path)"
+                        )),
+                    })
+                    .collect::<anyhow::Result<_>>()?;
+            }
             "tls_listen" => broker.tls_listen = Some(socket_addr(value, at, key)?),
             "wss_listen" => broker.wss_listen = Some(socket_addr(value, at, key)?),
             "topic_alias_maximum" => {
@@ -610,6 +628,9 @@ pub fn print(effective: &Effective) -> String {
             "max_inflight" => Ok(int(u64::from(broker.max_inflight))),
             "receive_maximum" => Ok(int(u64::from(broker.receive_maximum))),
             "ws_listen" => broker.ws_listen.map(|addr| text(&addr.to_string())).ok_or("off"),
+            "ws_allowed_origins" => {
+                Ok(Value::Array(broker.ws_allowed_origins.iter().map(|origin| text(origin)).collect()))
+            }
             "topic_alias_maximum" => Ok(int(u64::from(limits.topic_alias_maximum))),
             "max_connections" => limits.max_connections.map(|n| int(n as u64)).ok_or("no limit"),
             "max_topic_length" => Ok(int(limits.max_topic_length as u64)),
