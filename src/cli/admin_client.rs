@@ -40,6 +40,34 @@ pub struct ClientArgs {
     /// STRATA_ADMIN_TOKEN environment variable, if set.
     #[arg(long, global = true, value_name = "FILE")]
     pub token_file: Option<std::path::PathBuf>,
+    /// Speak TLS to a node with `[grpc] tls`, trusting the CA certificate(s) in this PEM file.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
+    /// A client certificate (PEM) for a node that wants one (`[tls] client_ca_file`); with --key.
+    #[arg(long, global = true, value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(long, global = true, value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+}
+
+/// The client's TLS from --ca-file, --cert and --key; `None`: plaintext.
+fn client_tls(args: &ClientArgs) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+    let read = |path: &std::path::Path, flag: &str| {
+        std::fs::read(path).with_context(|| format!("{flag}: reading {}", path.display()))
+    };
+    let Some(ca) = &args.ca_file else {
+        if args.cert.is_some() {
+            anyhow::bail!("--cert needs --ca-file: a client certificate is only sent over TLS");
+        }
+        return Ok(None);
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read(ca, "--ca-file")?));
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read(cert, "--cert")?, read(key, "--key")?));
+    }
+    Ok(Some(tls))
 }
 
 /// Adds `authorization: Bearer <token>` to every call, when there is a token.
@@ -434,13 +462,18 @@ where
     Fut: std::future::Future<Output = Result<(), tonic::Status>> + 'a,
 {
     let bearer = bearer(args)?;
+    let tls = client_tls(args)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
         let server = &args.server;
-        let endpoint = Endpoint::from_shared(format!("http://{server}"))
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{server}"))
             .with_context(|| format!("--server {server:?}: expected HOST:PORT"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(CALL_TIMEOUT);
+        if let Some(tls) = tls {
+            endpoint = endpoint.tls_config(tls).context("the TLS configuration of --ca-file, --cert and --key")?;
+        }
         let channel = endpoint.connect().await.map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the admin API at {server}: {} (is `strata serve --grpc {server}` running?)",

@@ -59,6 +59,8 @@ pub const TLS_KEYS: &[&str] = &["cert_file", "key_file", "client_ca_file"];
 pub const AUTH_KEYS: &[&str] = &["allow_anonymous", "password_file", "acl_file", "use_identity_as_username"];
 /// Keys of `[http]` and of `[grpc]`.
 pub const LISTEN_KEYS: &[&str] = &["listen", "token_file"];
+/// Keys of `[grpc]`: those of `[http]`, and TLS with `[tls]`'s certificate.
+pub const GRPC_KEYS: &[&str] = &["listen", "token_file", "tls"];
 /// Keys of `[compaction]`: the node's retention and cleaner threads.
 pub const COMPACTION_KEYS: &[&str] = &[
     "retention_check_interval_ms",
@@ -159,6 +161,9 @@ pub struct Effective {
     pub http_token_file: Option<PathBuf>,
     /// `[grpc] token_file`: every admin call wants this bearer token; `None`: open.
     pub grpc_token_file: Option<PathBuf>,
+    /// `[grpc] tls`: the admin API speaks TLS with `[tls]`'s certificate (and, with
+    /// `tls.client_ca_file`, wants a client certificate signed by that CA).
+    pub grpc_tls: bool,
     /// `[telemetry]`.
     pub telemetry: TelemetryConfig,
     /// `[runtime]`.
@@ -224,13 +229,21 @@ pub fn load(path: Option<&Path>, overrides: &Overrides) -> anyhow::Result<Effect
             super::token::AdminToken::load(path).with_context(|| key.to_owned())?;
         }
     }
-    // The admin API deletes streams and resets offsets: off loopback, it needs a credential.
+    if effective.grpc_tls && effective.broker.tls.is_none() {
+        anyhow::bail!("grpc.tls = true needs [tls] cert_file and key_file");
+    }
+    // The admin API deletes streams and resets offsets: off loopback, it needs a credential,
+    // a token or a client certificate (mTLS).
+    let mutual_tls =
+        effective.grpc_tls && effective.broker.tls.as_ref().is_some_and(|tls| tls.client_ca_file.is_some());
     if let Some(addr) = effective.grpc_listen.filter(|addr| !addr.ip().is_loopback())
         && effective.grpc_token_file.is_none()
+        && !mutual_tls
     {
         anyhow::bail!(
-            "grpc.listen = {addr} is not a loopback address, and grpc.token_file is not set: \
-             anyone who reaches it could delete streams. Set grpc.token_file, or listen on 127.0.0.1"
+            "grpc.listen = {addr} is not a loopback address, and neither grpc.token_file nor mTLS \
+             (grpc.tls with tls.client_ca_file) is set: anyone who reaches it could delete streams. \
+             Set grpc.token_file, or listen on 127.0.0.1"
         );
     }
     Ok(effective)
@@ -281,8 +294,9 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     }
     check_tls_needs(&broker)?;
     // On by default, on loopback; `listen = "off"` turns a listener off.
+    let keys = |name: &str| if name == "grpc" { GRPC_KEYS } else { LISTEN_KEYS };
     let listen = |name: &str, default: SocketAddr| -> anyhow::Result<Option<SocketAddr>> {
-        match section(&root, name, LISTEN_KEYS)?.and_then(|table| table.get("listen")) {
+        match section(&root, name, keys(name))?.and_then(|table| table.get("listen")) {
             Some(Value::String(text)) if text == LISTEN_OFF => Ok(None),
             Some(value) => Ok(Some(socket_addr(value, name, "listen")?)),
             None => Ok(Some(default)),
@@ -291,13 +305,18 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
     let http_listen = listen("http", DEFAULT_HTTP_LISTEN)?;
     let grpc_listen = listen("grpc", DEFAULT_GRPC_LISTEN)?;
     let token_file = |name: &str| -> anyhow::Result<Option<PathBuf>> {
-        match section(&root, name, LISTEN_KEYS)?.and_then(|table| table.get("token_file")) {
+        match section(&root, name, keys(name))?.and_then(|table| table.get("token_file")) {
             Some(value) => Ok(Some(PathBuf::from(string(value, name, "token_file")?))),
             None => Ok(None),
         }
     };
     let http_token_file = token_file("http")?;
     let grpc_token_file = token_file("grpc")?;
+    let grpc_tls = match section(&root, "grpc", GRPC_KEYS)?.and_then(|table| table.get("tls")) {
+        Some(Value::Boolean(on)) => *on,
+        Some(_) => anyhow::bail!("grpc.tls: must be true or false"),
+        None => false,
+    };
     if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
         broker.maintenance = maintenance(compaction)?;
     }
@@ -337,6 +356,7 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
         grpc_listen,
         http_token_file,
         grpc_token_file,
+        grpc_tls,
         telemetry,
         runtime,
     })
@@ -696,9 +716,10 @@ pub fn print(effective: &Effective) -> String {
         ("grpc", effective.grpc_listen, &effective.grpc_token_file),
     ] {
         let _ = writeln!(out, "\n[{name}]");
-        for key in LISTEN_KEYS {
+        for key in if name == "grpc" { GRPC_KEYS } else { LISTEN_KEYS } {
             let value = match *key {
                 "listen" => Ok(text(&listen.map_or_else(|| LISTEN_OFF.to_owned(), |addr| addr.to_string()))),
+                "tls" => Ok(Value::Boolean(effective.grpc_tls)),
                 "token_file" => {
                     token_file.as_ref().map(|path| text(&path.to_string_lossy())).ok_or("no token; open to all")
                 }

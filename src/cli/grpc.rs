@@ -245,12 +245,32 @@ impl pb::admin_server::Admin for AdminService {
 
 /// Binds `addr` (before returning, so the printed address is live) and serves the admin API
 /// in a task of the current runtime until `shutdown` completes.
+/// The admin API's TLS from `[tls]`: its certificate and key, and with `client_ca_file`, client
+/// certificates required (mTLS).
+fn server_tls(config: &strata_frontend::tls::TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
+    let read = |path: &std::path::Path, key: &str| {
+        std::fs::read(path).with_context(|| format!("{key}: reading {}", path.display()))
+    };
+    let identity = tonic::transport::Identity::from_pem(
+        read(&config.cert_file, "tls.cert_file")?,
+        read(&config.key_file, "tls.key_file")?,
+    );
+    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
+    if let Some(ca) = &config.client_ca_file {
+        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "tls.client_ca_file")?));
+    }
+    Ok(tls)
+}
+
 pub async fn start(
     addr: SocketAddr,
     admin: Admin,
     token: Option<AdminToken>,
+    tls: Option<&strata_frontend::tls::TlsConfig>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
+    // Read before binding, so that a bad file names itself before anything listens.
+    let tls = tls.map(server_tls).transpose()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("gRPC admin API: listening on {addr} (grpc.listen or --grpc; \"off\" turns it off)")
     })?;
@@ -268,11 +288,17 @@ pub async fn start(
     };
     let service = pb::admin_server::AdminServer::with_interceptor(AdminService { admin }, check);
     tokio::spawn(async move {
-        if let Err(error) = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-        {
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(tls) = tls {
+            builder = match builder.tls_config(tls) {
+                Ok(builder) => builder,
+                Err(error) => {
+                    tracing::error!(%error, "the gRPC admin API's TLS configuration was refused");
+                    return;
+                }
+            };
+        }
+        if let Err(error) = builder.add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await {
             tracing::error!(%error, "the gRPC admin API stopped");
         }
     });

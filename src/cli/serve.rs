@@ -36,6 +36,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // broker user's alone: 0700 directories, 0600 files. Messages are often private data.
     // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
+    // `config::load` checked that `[tls]` is there when `grpc.tls` is on.
+    let grpc_tls = if effective.grpc_tls { effective.broker.tls.clone() } else { None };
     let config = effective.broker;
     let (http_listen, grpc_listen) = (effective.http_listen, effective.grpc_listen);
     // Read again here (`config::load` checked them): they are secrets, kept out of `Effective`.
@@ -44,6 +46,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let http_token = read_token(&effective.http_token_file, "http.token_file")?;
     let grpc_token = read_token(&effective.grpc_token_file, "grpc.token_file")?;
+
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
     if let Some(threads) = effective.runtime.worker_threads {
@@ -83,7 +86,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 let stopped = async move {
                     let _ = grpc_stopped.await;
                 };
-                Some(crate::cli::grpc::start(addr, broker.admin(), grpc_token, stopped).await?)
+                Some(crate::cli::grpc::start(addr, broker.admin(), grpc_token, grpc_tls.as_ref(), stopped).await?)
             }
             None => None,
         };
