@@ -987,16 +987,7 @@ impl Inbound {
     async fn deny(&mut self, packet: Option<AckPacket>, packet_id: Option<PacketId>, topic: &str) -> Option<End> {
         self.shared.metrics.acl_denied(true);
         tracing::debug!(client_id = %self.client_id, topic, "publish refused by the ACL");
-        let (Some(packet), Some(packet_id)) = (packet, packet_id) else { return None };
-        let reason = if self.version.is_v5() {
-            forget_refused_qos2(&self.qos2, packet, packet_id);
-            ReasonCode::NotAuthorized
-        } else {
-            ReasonCode::Success
-        };
-        let message = ToOutbound::Ack { packet, packet_id, reason, durable: None, received: None };
-        self.to_outbound.push(message).await;
-        None
+        self.acknowledge_unstored(packet, packet_id, ReasonCode::NotAuthorized).await
     }
 
     /// A retained publish beyond `max_retained_messages` or `max_retained_bytes` (issue 22):
@@ -1010,10 +1001,22 @@ impl Inbound {
         topic: &str,
     ) -> Option<End> {
         tracing::warn!(client_id = %self.client_id, topic, "retained publish refused: max_retained_messages or max_retained_bytes reached");
+        self.acknowledge_unstored(packet, packet_id, ReasonCode::QuotaExceeded).await
+    }
+
+    /// Answers a publish that was not stored: `v5_reason` for an MQTT 5 client (its QoS 2 id
+    /// is then free again); a 3.1.1 client, which cannot be told, gets a plain acknowledgement
+    /// so that it does not resend forever.
+    async fn acknowledge_unstored(
+        &mut self,
+        packet: Option<AckPacket>,
+        packet_id: Option<PacketId>,
+        v5_reason: ReasonCode,
+    ) -> Option<End> {
         let (Some(packet), Some(packet_id)) = (packet, packet_id) else { return None };
         let reason = if self.version.is_v5() {
             forget_refused_qos2(&self.qos2, packet, packet_id);
-            ReasonCode::QuotaExceeded
+            v5_reason
         } else {
             ReasonCode::Success
         };
