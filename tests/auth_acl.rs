@@ -11,6 +11,8 @@ mod broker;
 mod common;
 #[path = "common/metrics.rs"]
 mod metrics;
+#[path = "common/passwd.rs"]
+mod passwd;
 #[path = "common/raw.rs"]
 mod raw;
 
@@ -19,6 +21,7 @@ use std::process::{Command, Stdio};
 use broker::ServeProcess;
 use bytes::Bytes;
 use common::{code, serve_refusing, stderr, strata};
+use passwd::mosquitto_passwd_file;
 use raw::RawClient;
 use strata_frontend::codec::{
     Ack, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode, Will,
@@ -50,19 +53,7 @@ struct Setup {
 fn start() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
-    for (create, user, password) in [(true, "alice", "secret"), (false, "bob", "hunter2")] {
-        let mut command = Command::new("mosquitto_passwd");
-        if create {
-            command.arg("-c");
-        }
-        let status = command
-            .arg("-b")
-            .arg(&passwd)
-            .args([user, password])
-            .status()
-            .expect("mosquitto_passwd is installed (apt mosquitto)");
-        assert!(status.success());
-    }
+    mosquitto_passwd_file(&passwd, &[("alice", "secret"), ("bob", "hunter2")]);
     let acl = dir.path().join("acl");
     std::fs::write(&acl, ACL).unwrap();
     let config = dir.path().join("strata.toml");

@@ -6,12 +6,13 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/passwd.rs"]
+mod passwd;
 #[path = "common/raw.rs"]
 mod raw;
 
-use std::process::Command;
-
 use broker::ServeProcess;
+use passwd::mosquitto_passwd_file;
 use raw::RawClient;
 use strata_frontend::codec::{
     ConnAck, Connect, Disconnect, Packet, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
@@ -91,19 +92,7 @@ async fn next_message(alice: &mut RawClient) -> Publish {
 async fn auth_another_user_cannot_take_over_resume_or_discard_a_session() {
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
-    for (create, user, password) in [(true, "alice", "secret"), (false, "bob", "hunter2")] {
-        let mut command = Command::new("mosquitto_passwd");
-        if create {
-            command.arg("-c");
-        }
-        let status = command
-            .arg("-b")
-            .arg(&passwd)
-            .args([user, password])
-            .status()
-            .expect("mosquitto_passwd is installed (apt mosquitto)");
-        assert!(status.success());
-    }
+    mosquitto_passwd_file(&passwd, &[("alice", "secret"), ("bob", "hunter2")]);
     let config = dir.path().join("strata.toml");
     std::fs::write(
         &config,

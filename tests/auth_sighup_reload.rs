@@ -5,6 +5,8 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/passwd.rs"]
+mod passwd;
 #[path = "common/raw.rs"]
 mod raw;
 
@@ -13,6 +15,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 
 use broker::ServeProcess;
+use passwd::mosquitto_passwd_file;
 use raw::RawClient;
 use strata_frontend::codec::{Packet, ProtocolVersion, QoS, ReasonCode};
 
@@ -61,13 +64,7 @@ async fn auth_sighup_reloads_the_password_and_acl_files_and_keeps_them_when_brok
     let dir = tempfile::tempdir().unwrap();
     let passwd = dir.path().join("passwd");
     let acl = dir.path().join("acl");
-    let status = Command::new("mosquitto_passwd")
-        .args(["-c", "-b"])
-        .arg(&passwd)
-        .args(["alice", "secret"])
-        .status()
-        .expect("mosquitto_passwd is installed (apt mosquitto)");
-    assert!(status.success());
+    mosquitto_passwd_file(&passwd, &[("alice", "secret")]);
     std::fs::write(&acl, "user alice\ntopic readwrite news/#\n").unwrap();
     let config = dir.path().join("strata.toml");
     std::fs::write(

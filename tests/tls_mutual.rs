@@ -8,13 +8,14 @@
 mod broker;
 #[path = "common/mosquitto.rs"]
 mod mosquitto;
+#[path = "common/passwd.rs"]
+mod passwd;
 #[path = "common/tls.rs"]
 mod tls;
 
-use std::process::Command;
-
 use broker::ServeProcess;
 use mosquitto::{MosquittoSub, mosquitto_pub};
+use passwd::mosquitto_passwd_file;
 use tls::{Ca, CertFiles, tls_section};
 
 fn start(dir: &std::path::Path, config: &str) -> ServeProcess {
@@ -76,11 +77,7 @@ fn tls_with_use_identity_as_username_the_certificate_cn_is_the_user() {
     let alice = ca.client(dir.path(), "alice", Some("alice"));
     let nameless = ca.client(dir.path(), "nameless", None);
     let passwd = dir.path().join("passwd");
-    let status = Command::new("mosquitto_passwd")
-        .args(["-c", "-b", passwd.to_str().unwrap(), "bob", "hunter2"])
-        .status()
-        .expect("mosquitto_passwd is installed (apt mosquitto)");
-    assert!(status.success());
+    mosquitto_passwd_file(&passwd, &[("bob", "hunter2")]);
     let broker = start(
         dir.path(),
         &format!(
