@@ -8,8 +8,9 @@
 //! broker does not wake it at all. The invariant that keeps this safe: while the thread sleeps
 //! without a timeout, every log's `appended_since_flush` and `read_since_release` are clear,
 //! so the first append or read after that finds its flag clear, sets it and wakes the thread
-//! (`mark`). Pages touched by a fetch after its read returned may stay mapped until the next
-//! wake: at most the last fetch of each reader.
+//! (`mark`). A reader touches a fetch's pages after its read returned, possibly after the
+//! release that read triggered, so one more pass follows a second later (`release_again`):
+//! only pages touched later than that may stay mapped until the next wake.
 
 use std::{
     sync::{
@@ -116,7 +117,8 @@ impl Flusher {
             if now >= last_release + RELEASE_EVERY {
                 for log in &live {
                     // Cleared first, like the flag above: a read from here on sets it again.
-                    if log.read_since_release.swap(false, Ordering::SeqCst) {
+                    let read = log.read_since_release.swap(false, Ordering::SeqCst);
+                    if log.release_again.swap(read, Ordering::SeqCst) || read {
                         log.release_mapped_pages();
                     }
                 }
@@ -130,7 +132,9 @@ impl Flusher {
             // finds `idle` set and wakes us (see `mark`).
             self.idle.store(true, Ordering::SeqCst);
             let work_left = logs.iter().filter_map(Weak::upgrade).any(|log| {
-                log.appended_since_flush.load(Ordering::SeqCst) || log.read_since_release.load(Ordering::SeqCst)
+                log.appended_since_flush.load(Ordering::SeqCst)
+                    || log.read_since_release.load(Ordering::SeqCst)
+                    || log.release_again.load(Ordering::SeqCst)
             });
             if work_left {
                 self.idle.store(false, Ordering::SeqCst);

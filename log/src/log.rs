@@ -219,6 +219,9 @@ pub(crate) struct Shared {
     /// Set by the first read after the flusher last released this log's mapped pages;
     /// cleared by the flusher just before it releases them. See `flusher.rs`.
     pub(crate) read_since_release: AtomicBool,
+    /// Set by the flusher when a release pass followed a read: the pass after it runs too,
+    /// for the pages the reader touched after its read returned. See `flusher.rs`.
+    pub(crate) release_again: AtomicBool,
     closed: AtomicBool,
     /// The first failed fsync of appended data (file, OS error) since the log was opened or
     /// last recovered ([`Log::recover_failed_sync`]). See [`LogError::SyncFailed`].
@@ -1572,6 +1575,7 @@ fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogErr
         appended_since_flush: AtomicBool::new(false),
         // Recovery read the segments through their mappings.
         read_since_release: AtomicBool::new(true),
+        release_again: AtomicBool::new(false),
         closed: AtomicBool::new(false),
         sync_failure: arc_swap::ArcSwapOption::empty(),
         fail_next_fsync: AtomicBool::new(false),
