@@ -1,466 +1,25 @@
-//! `strata bench`: an MQTT load generator that works against any broker (Strata, Mosquitto...).
-//!
-//! It speaks MQTT through our own codec over raw TCP sockets (TCP_NODELAY, batched writes), so the
-//! client costs little and behaves the same whatever the broker. Every payload carries the
-//! publisher id, a sequence number and the send time: subscribers measure end-to-end latency and
-//! count lost and duplicate messages per publisher. Each run is bounded in time and in count.
+//! The three modes: publish/subscribe, connect rate, and idle connections.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use super::*;
 
-use anyhow::{Context, bail};
-use bytes::{BufMut, Bytes, BytesMut};
-use clap::{Args, ValueEnum};
-use hdrhistogram::Histogram;
-use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::{Value, json};
-use strata_frontend::codec::{
-    self, Ack, ByteString, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, Subscribe,
-    SubscribeFilter, SubscriptionOptions,
-};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpSocket;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
-
-/// Bytes at the start of every payload: publisher id (u32 LE), sequence (u32 LE), send time in
-/// nanoseconds since the run's start (u64 LE).
-const STAMP_LEN: usize = 16;
-/// Largest packet we accept from the broker.
-const MAX_INCOMING_PACKET: usize = 256 << 20;
-/// A publisher's write batch is cut at this many bytes.
-const WRITE_BATCH_BYTES: usize = 64 << 10;
-/// How long publishers wait for outstanding acknowledgements after the run, and subscribers
-/// for the last messages.
-const DRAIN_LIMIT: Duration = Duration::from_secs(10);
-/// Subscribers stop draining once nothing arrived for this long.
-const DRAIN_IDLE: Duration = Duration::from_secs(1);
-/// Connections opened concurrently in `--idle` mode.
-const IDLE_OPEN_CONCURRENCY: usize = 100;
-
-/// Options of `strata bench`.
-#[derive(Debug, Args)]
-pub struct BenchArgs {
-    /// Broker address (any MQTT broker).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
-    target: String,
-    /// Allow a target that is not a loopback address.
-    #[arg(long)]
-    allow_remote: bool,
-    /// MQTT protocol version: v4 (3.1.1) or v5.
-    #[arg(long, value_enum, default_value_t = ProtocolArg::V4)]
-    protocol: ProtocolArg,
-    /// User Name sent in every CONNECT, for brokers that require one.
-    #[arg(long, value_name = "NAME")]
-    username: Option<String>,
-    /// Password sent in every CONNECT (with --username).
-    #[arg(long, value_name = "PASSWORD", requires = "username")]
-    password: Option<String>,
-    /// Publishing connections.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    publishers: u32,
-    /// Subscribing connections; each receives every message.
-    #[arg(long, value_name = "N", default_value_t = 1)]
-    subscribers: u32,
-    /// QoS of publishes and subscriptions.
-    #[arg(long, value_name = "0|1|2", default_value_t = 0, value_parser = clap::value_parser!(u8).range(0..=2))]
-    qos: u8,
-    /// Payload size in bytes (at least 16: publisher id, sequence and send time).
-    #[arg(long, value_name = "BYTES", default_value_t = 100)]
-    payload: usize,
-    /// Messages per second per publisher; unthrottled when absent.
-    #[arg(long, value_name = "MSGS_PER_SEC")]
-    rate: Option<f64>,
-    /// How long publishers (or the connect / idle modes) run, in seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    duration: f64,
-    /// Most messages published in total (shared out among publishers).
-    #[arg(long, value_name = "N", default_value_t = 100_000_000)]
-    max_messages: u64,
-    /// `shared`: every publisher on one topic; `per-publisher`: one topic each, subscribers
-    /// use a wildcard (fan-in).
-    #[arg(long, value_enum, default_value_t = TopicMode::Shared)]
-    topic_mode: TopicMode,
-    /// Most unacknowledged QoS 1/2 publishes per publisher.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    window: u32,
-    /// Connect-rate mode: open --connections connections, --inflight at a time, and measure
-    /// connects/s and TCP connect + CONNECT → CONNACK latency.
-    #[arg(long)]
-    connect_rate: bool,
-    /// Connections opened in --connect-rate mode.
-    #[arg(long, value_name = "N", default_value_t = 1000)]
-    connections: u32,
-    /// Connection attempts in flight in --connect-rate mode.
-    #[arg(long, value_name = "M", default_value_t = 50)]
-    inflight: u32,
-    /// Idle mode: open N connections and hold them for --duration seconds.
-    #[arg(long, value_name = "N")]
-    idle: Option<u32>,
-    /// Publishers' socket send buffer (SO_SNDBUF), in bytes; default: the kernel's autotuning
-    /// (up to 4 MiB on Linux). Unthrottled publishers keep it full, and the time messages
-    /// wait in it counts in the end-to-end latency: bound it to see the broker's own share.
-    #[arg(long, value_name = "BYTES")]
-    sndbuf: Option<u32>,
-    /// Subscribers' socket receive buffer (SO_RCVBUF), in bytes; default: the kernel's
-    /// autotuning.
-    #[arg(long, value_name = "BYTES")]
-    rcvbuf: Option<u32>,
-    /// The broker's process id: its RSS and CPU time are reported.
-    #[arg(long, value_name = "PID")]
-    broker_pid: Option<u32>,
-    /// Write the latency distribution and the rate over time (a point per second, as in the
-    /// RESULT line's `timeline`) to this SVG file.
-    #[arg(long, value_name = "FILE.svg")]
-    plot: Option<PathBuf>,
+pub(super) struct PublisherOutcome {
+    pub(super) sent: u64,
+    pub(super) acked: u64,
+    pub(super) ack_latency: Histogram<u64>,
+    pub(super) error: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum ProtocolArg {
-    V4,
-    V5,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum TopicMode {
-    Shared,
-    PerPublisher,
-}
-
-impl TopicMode {
-    fn name(self) -> &'static str {
-        match self {
-            TopicMode::Shared => "shared",
-            TopicMode::PerPublisher => "per-publisher",
-        }
-    }
-}
-
-/// Runs `strata bench`. Exit 0 when the run completed without connection errors, 1 when some
-/// connection failed during the run (the RESULT line is printed either way).
-pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
-    validate(args)?;
-    raise_fd_limit();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    runtime.block_on(async {
-        let target = resolve(&args.target, args.allow_remote).await?;
-        let broker_before = args.broker_pid.map(ProcSample::read).transpose()?;
-        let mut result = if args.connect_rate {
-            connect_rate(args, target).await?
-        } else if let Some(connections) = args.idle {
-            idle(args, target, connections).await?
-        } else {
-            pubsub(args, target).await?
-        };
-        if let (Some(pid), Some(before)) = (args.broker_pid, broker_before) {
-            let after = ProcSample::read(pid)?;
-            result.report["broker"] = json!({
-                "pid": pid,
-                "cpu_s": after.cpu_seconds - before.cpu_seconds,
-                "rss_kib": after.rss_kib,
-                "peak_rss_kib": after.peak_rss_kib,
-            });
-            println!(
-                "broker pid {pid}: {:.2} CPU s during the run, RSS {} KiB, peak RSS {} KiB",
-                after.cpu_seconds - before.cpu_seconds,
-                after.rss_kib,
-                after.peak_rss_kib
-            );
-        }
-        if let Some(path) = &args.plot {
-            plot(path, &result).with_context(|| format!("writing the plot {}", path.display()))?;
-            println!("plot written to {}", path.display());
-        }
-        println!("RESULT {}", result.report);
-        Ok(if result.errors == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
-    })
-}
-
-fn validate(args: &BenchArgs) -> anyhow::Result<()> {
-    if args.payload < STAMP_LEN {
-        bail!("--payload must be at least {STAMP_LEN} bytes (publisher id, sequence, send time)");
-    }
-    if !(args.duration > 0.0 && args.duration.is_finite()) {
-        bail!("--duration must be a positive number of seconds");
-    }
-    if let Some(rate) = args.rate
-        && !(rate > 0.0 && rate.is_finite())
-    {
-        bail!("--rate must be a positive number of messages per second");
-    }
-    if args.window == 0 || args.window > 60_000 {
-        bail!("--window must be between 1 and 60000");
-    }
-    if args.connect_rate && (args.connections == 0 || args.inflight == 0) {
-        bail!("--connections and --inflight must be at least 1");
-    }
-    if !args.connect_rate && args.idle.is_none() && (args.publishers == 0 || args.subscribers == 0) {
-        bail!("--publishers and --subscribers must be at least 1");
-    }
-    if args.max_messages == 0 {
-        bail!("--max-messages must be at least 1");
-    }
-    Ok(())
-}
-
-/// Many connections need many descriptors: lift the soft limit to the hard one.
-fn raise_fd_limit() {
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
-}
-
-async fn resolve(target: &str, allow_remote: bool) -> anyhow::Result<SocketAddr> {
-    let addrs: Vec<SocketAddr> =
-        tokio::net::lookup_host(target).await.with_context(|| format!("resolving --target {target}"))?.collect();
-    let Some(&first) = addrs.first() else {
-        bail!("--target {target} resolved to no address");
-    };
-    if !allow_remote && let Some(remote) = addrs.iter().find(|a| !a.ip().is_loopback()) {
-        bail!("--target {target} resolves to {remote}, which is not loopback; pass --allow-remote to bench it");
-    }
-    Ok(first)
-}
-
-fn version(args: &BenchArgs) -> ProtocolVersion {
-    match args.protocol {
-        ProtocolArg::V4 => ProtocolVersion::V3_1_1,
-        ProtocolArg::V5 => ProtocolVersion::V5,
-    }
-}
-
-/// What every CONNECT of a run carries besides its client id.
-#[derive(Clone)]
-struct Login {
-    version: ProtocolVersion,
-    username: Option<ByteString>,
-    password: Option<Bytes>,
-}
-
-impl Login {
-    fn from_args(args: &BenchArgs) -> Login {
-        Login {
-            version: version(args),
-            username: args.username.as_deref().map(ByteString::from),
-            password: args.password.as_ref().map(|p| Bytes::copy_from_slice(p.as_bytes())),
-        }
-    }
-}
-
-fn qos(args: &BenchArgs) -> QoS {
-    QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce)
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // Microseconds, 1 µs to 1 hour, 3 significant digits.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
-}
-
-fn nanos_since(base: Instant) -> u64 {
-    u64::try_from(base.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn percentiles(histogram: &Histogram<u64>) -> Value {
-    if histogram.is_empty() {
-        return json!({"count": 0});
-    }
-    json!({
-        "count": histogram.len(),
-        "min": histogram.min(),
-        "mean": (histogram.mean() * 10.0).round() / 10.0,
-        "p50": histogram.value_at_quantile(0.5),
-        "p99": histogram.value_at_quantile(0.99),
-        "p999": histogram.value_at_quantile(0.999),
-        "max": histogram.max(),
-    })
-}
-
-fn describe_latency(label: &str, histogram: &Histogram<u64>) {
-    if histogram.is_empty() {
-        println!("{label}: no samples");
-        return;
-    }
-    println!(
-        "{label} (µs): p50 {}  p99 {}  p99.9 {}  max {}  mean {:.1}  ({} samples)",
-        histogram.value_at_quantile(0.5),
-        histogram.value_at_quantile(0.99),
-        histogram.value_at_quantile(0.999),
-        histogram.max(),
-        histogram.mean(),
-        histogram.len()
-    );
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connections
-
-/// The read side of a connection: the socket half and its buffer.
-struct PacketReader {
-    reader: OwnedReadHalf,
-    read_buf: BytesMut,
-    version: ProtocolVersion,
-}
-
-/// One MQTT connection.
-struct Connection {
-    rx: PacketReader,
-    writer: OwnedWriteHalf,
-    version: ProtocolVersion,
-}
-
-/// Socket buffer sizes for a connection; `None` leaves the kernel's autotuning.
-#[derive(Debug, Clone, Copy, Default)]
-struct SocketBuffers {
-    send: Option<u32>,
-    receive: Option<u32>,
-}
-
-/// Opens a TCP connection with TCP_NODELAY (and `buffers`, set before connecting so the
-/// window is sized from the start), sends CONNECT (clean start, keep alive off) and waits for
-/// a successful CONNACK.
-async fn connect(
-    target: SocketAddr,
-    login: &Login,
-    client_id: &str,
-    buffers: SocketBuffers,
-) -> anyhow::Result<Connection> {
-    let version = login.version;
-    let socket =
-        if target.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.context("creating a socket")?;
-    if let Some(bytes) = buffers.send {
-        socket.set_send_buffer_size(bytes).context("setting SO_SNDBUF")?;
-    }
-    if let Some(bytes) = buffers.receive {
-        socket.set_recv_buffer_size(bytes).context("setting SO_RCVBUF")?;
-    }
-    let stream = socket.connect(target).await.with_context(|| format!("connecting to {target}"))?;
-    stream.set_nodelay(true).context("setting TCP_NODELAY")?;
-    let (reader, mut writer) = stream.into_split();
-    let connect = Connect {
-        protocol: version,
-        clean_start: true,
-        keep_alive: 0,
-        client_id: client_id.into(),
-        will: None,
-        username: login.username.clone(),
-        password: login.password.clone(),
-        properties: Properties::default(),
-    };
-    let mut out = BytesMut::with_capacity(64);
-    codec::encode(&Packet::Connect(Box::new(connect)), version, &mut out).context("encoding CONNECT")?;
-    writer.write_all(&out).await.context("sending CONNECT")?;
-    let mut connection =
-        Connection { rx: PacketReader { reader, read_buf: BytesMut::with_capacity(4096), version }, writer, version };
-    match connection.rx.next_packet().await? {
-        Some(Packet::ConnAck(connack)) if !connack.reason_code.is_error() => Ok(connection),
-        Some(Packet::ConnAck(connack)) => {
-            bail!("{client_id}: the broker refused the connection: {:?}", connack.reason_code)
-        }
-        Some(other) => bail!("{client_id}: expected CONNACK, got {}", other.kind()),
-        None => bail!("{client_id}: the broker closed the connection before CONNACK"),
-    }
-}
-
-impl PacketReader {
-    /// The next packet, or `None` at end of stream.
-    async fn next_packet(&mut self) -> anyhow::Result<Option<Packet>> {
-        loop {
-            if let Some(packet) = codec::decode(&mut self.read_buf, self.version, MAX_INCOMING_PACKET)? {
-                return Ok(Some(packet));
-            }
-            if self.reader.read_buf(&mut self.read_buf).await.context("reading from the broker")? == 0 {
-                return Ok(None);
-            }
-        }
-    }
-}
-
-impl Connection {
-    async fn subscribe(&mut self, filter: &str, qos: QoS) -> anyhow::Result<()> {
-        let subscribe = Subscribe {
-            packet_id: PacketId::MIN,
-            properties: Properties::default(),
-            filters: vec![SubscribeFilter {
-                filter: filter.into(),
-                options: SubscriptionOptions { qos, ..SubscriptionOptions::default() },
-            }],
-        };
-        let mut out = BytesMut::new();
-        codec::encode(&Packet::Subscribe(subscribe), self.version, &mut out).context("encoding SUBSCRIBE")?;
-        self.writer.write_all(&out).await.context("sending SUBSCRIBE")?;
-        match self.rx.next_packet().await? {
-            Some(Packet::SubAck(suback)) => match suback.reason_codes.first() {
-                Some(code) if !code.is_error() => Ok(()),
-                code => bail!("the broker refused the subscription to {filter}: {code:?}"),
-            },
-            Some(other) => bail!("expected SUBACK, got {}", other.kind()),
-            None => bail!("the broker closed the connection before SUBACK"),
-        }
-    }
-}
-
-async fn send_disconnect(writer: &mut OwnedWriteHalf, version: ProtocolVersion) {
-    let mut out = BytesMut::new();
-    if codec::encode(&Packet::Disconnect(Disconnect::default()), version, &mut out).is_ok() {
-        let _ = writer.write_all(&out).await;
-    }
-    let _ = writer.shutdown().await;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Publish / subscribe mode
-
-/// Counters shared by every task of a run, read by the progress line and the timeline.
-#[derive(Default)]
-struct Progress {
-    published: AtomicU64,
-    delivered: AtomicU64,
-    /// Set once publishers stopped; the value of `published` is then final.
-    publishing_done: AtomicBool,
-}
-
-struct PublisherOutcome {
-    sent: u64,
-    acked: u64,
-    ack_latency: Histogram<u64>,
-    error: Option<String>,
-}
-
-struct SubscriberOutcome {
+pub(super) struct SubscriberOutcome {
     /// Per publisher: the sequence numbers seen, as a bitset.
-    seen: Vec<Vec<u64>>,
-    duplicates: u64,
-    foreign: u64,
-    latency: Histogram<u64>,
-    last_delivery: Option<Instant>,
-    error: Option<String>,
+    pub(super) seen: Vec<Vec<u64>>,
+    pub(super) duplicates: u64,
+    pub(super) foreign: u64,
+    pub(super) latency: Histogram<u64>,
+    pub(super) last_delivery: Option<Instant>,
+    pub(super) error: Option<String>,
 }
 
-/// What a run measured: the JSON report plus what the plot needs.
-struct RunResult {
-    report: Value,
-    errors: u64,
-    latency: Histogram<u64>,
-    latency_label: &'static str,
-    /// (seconds since start, published/s, delivered/s); delivered is 0 outside pub/sub mode.
-    timeline: Vec<(f64, f64, f64)>,
-}
-
-fn run_id() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{:x}-{:x}", std::process::id(), nanos & 0xffff_ffff)
-}
-
-async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
+pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
     let login = Login::from_args(args);
     let qos = qos(args);
     let run = run_id();
@@ -641,15 +200,8 @@ async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResul
     Ok(RunResult { report, errors: errors.len() as u64, latency, latency_label: "end-to-end latency", timeline })
 }
 
-fn progress_bar() -> ProgressBar {
-    let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
-    bar.enable_steady_tick(Duration::from_millis(250));
-    bar
-}
-
 /// Set bits among sequence numbers `0..limit`.
-fn count_below(seen: &[u64], limit: u64) -> u64 {
+pub(super) fn count_below(seen: &[u64], limit: u64) -> u64 {
     let full_words = (limit / 64) as usize;
     let mut count: u64 = seen.iter().take(full_words).map(|w| u64::from(w.count_ones())).sum();
     let rest = limit % 64;
@@ -661,22 +213,22 @@ fn count_below(seen: &[u64], limit: u64) -> u64 {
     count
 }
 
-struct PublishPlan {
-    id: u32,
-    topic: String,
-    qos: QoS,
-    payload: usize,
-    rate: Option<f64>,
-    budget: u64,
-    window: u32,
-    start: Instant,
-    deadline: Instant,
-    base: Instant,
+pub(super) struct PublishPlan {
+    pub(super) id: u32,
+    pub(super) topic: String,
+    pub(super) qos: QoS,
+    pub(super) payload: usize,
+    pub(super) rate: Option<f64>,
+    pub(super) budget: u64,
+    pub(super) window: u32,
+    pub(super) start: Instant,
+    pub(super) deadline: Instant,
+    pub(super) base: Instant,
 }
 
 /// One publisher: a writer task that pipelines publishes within the window and a reader task
 /// that takes the acknowledgements (and answers PUBREC with PUBREL through the writer).
-async fn publisher(connection: Connection, plan: PublishPlan, progress: Arc<Progress>) -> PublisherOutcome {
+pub(super) async fn publisher(connection: Connection, plan: PublishPlan, progress: Arc<Progress>) -> PublisherOutcome {
     let Connection { rx, writer, version } = connection;
     let window = Arc::new(Semaphore::new(plan.window as usize));
     // Send time (ns since base) per packet id; 0 = free.
@@ -694,7 +246,7 @@ async fn publisher(connection: Connection, plan: PublishPlan, progress: Arc<Prog
     PublisherOutcome { sent, acked, ack_latency, error }
 }
 
-async fn publisher_writer(
+pub(super) async fn publisher_writer(
     mut writer: OwnedWriteHalf,
     version: ProtocolVersion,
     plan: &PublishPlan,
@@ -846,7 +398,7 @@ async fn publisher_writer(
     (sent, error)
 }
 
-async fn write_bounded(writer: &mut OwnedWriteHalf, bytes: &[u8], deadline: Instant) -> Result<(), String> {
+pub(super) async fn write_bounded(writer: &mut OwnedWriteHalf, bytes: &[u8], deadline: Instant) -> Result<(), String> {
     match tokio::time::timeout_at(deadline.into(), writer.write_all(bytes)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("writing: {e}")),
@@ -854,12 +406,12 @@ async fn write_bounded(writer: &mut OwnedWriteHalf, bytes: &[u8], deadline: Inst
     }
 }
 
-fn encode_ack(packet: Packet, version: ProtocolVersion, out: &mut BytesMut) {
+pub(super) fn encode_ack(packet: Packet, version: ProtocolVersion, out: &mut BytesMut) {
     // An ack without properties always encodes.
     let _ = codec::encode(&packet, version, out);
 }
 
-async fn publisher_reader(
+pub(super) async fn publisher_reader(
     mut rx: PacketReader,
     base: Instant,
     window: Arc<Semaphore>,
@@ -896,7 +448,7 @@ async fn publisher_reader(
     }
 }
 
-async fn subscriber(
+pub(super) async fn subscriber(
     connection: Connection,
     publishers: usize,
     base: Instant,
@@ -1010,13 +562,13 @@ async fn subscriber(
     outcome
 }
 
-struct Stamp {
-    publisher: u32,
-    sequence: u64,
-    sent_nanos: u64,
+pub(super) struct Stamp {
+    pub(super) publisher: u32,
+    pub(super) sequence: u64,
+    pub(super) sent_nanos: u64,
 }
 
-fn read_stamp(payload: &[u8]) -> Option<Stamp> {
+pub(super) fn read_stamp(payload: &[u8]) -> Option<Stamp> {
     let stamp: &[u8; STAMP_LEN] = payload.get(..STAMP_LEN)?.try_into().ok()?;
     let [p0, p1, p2, p3, s0, s1, s2, s3, t @ ..] = *stamp;
     Some(Stamp {
@@ -1026,95 +578,17 @@ fn read_stamp(payload: &[u8]) -> Option<Stamp> {
     })
 }
 
-/// The progress line's task. It samples the counters every 250 ms. The timeline gets a point
-/// per second, and one for the part-second before the stop: (seconds since the start, then the
-/// published and delivered counts per second over the interval that ends there).
-struct Sampler {
-    task: tokio::task::JoinHandle<Vec<(f64, f64, f64)>>,
-    stop: oneshot::Sender<()>,
-}
-
-fn spawn_sampler(
-    progress: Arc<Progress>,
-    start: Instant,
-    bar: ProgressBar,
-    message: impl Fn(f64, u64, u64, bool) -> String + Send + 'static,
-) -> Sampler {
-    /// A part-second shorter than this at the end is left out: its rate would be noise.
-    const SHORTEST_LAST_INTERVAL: f64 = 0.1;
-    let (stop, mut stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let mut timeline = Vec::new();
-        // Time and counts at the last point.
-        let mut last = (0.0f64, 0u64, 0u64);
-        let period = Duration::from_millis(250);
-        let mut tick = tokio::time::interval_at((start + period).into(), period);
-        let mut n = 0u64;
-        // Bounded even if never stopped: one day of ticks.
-        while n < 4 * 86_400 {
-            let stopping = tokio::select! {
-                _ = tick.tick() => false,
-                _ = &mut stopped => true,
-            };
-            n += 1;
-            let t = start.elapsed().as_secs_f64();
-            let published = progress.published.load(Ordering::Relaxed);
-            let delivered = progress.delivered.load(Ordering::Relaxed);
-            let done = progress.publishing_done.load(Ordering::Relaxed);
-            let interval = t - last.0;
-            if (!stopping && n.is_multiple_of(4)) || (stopping && interval >= SHORTEST_LAST_INTERVAL) {
-                timeline.push((t, (published - last.1) as f64 / interval, (delivered - last.2) as f64 / interval));
-                last = (t, published, delivered);
-            }
-            if stopping {
-                break;
-            }
-            bar.set_message(message(t, published, delivered, done));
-        }
-        timeline
-    });
-    Sampler { task, stop }
-}
-
-/// The timeline in the RESULT line: `[seconds, published/s, delivered/s]` per point, or
-/// `[seconds, connects/s]` without deliveries; seconds to the millisecond, rates whole.
-fn timeline_json(timeline: &[(f64, f64, f64)], with_deliveries: bool) -> Value {
-    let seconds = |t: f64| (t * 1000.0).round() / 1000.0;
-    timeline
-        .iter()
-        .map(|&(t, first, delivered)| {
-            if with_deliveries {
-                json!([seconds(t), first.round(), delivered.round()])
-            } else {
-                json!([seconds(t), first.round()])
-            }
-        })
-        .collect()
-}
-
-/// Stops the sampler and returns the timeline it gathered.
-async fn finish_sampler(sampler: Sampler, bar: ProgressBar) -> Vec<(f64, f64, f64)> {
-    // The task may have ended on its own bound; then there is nobody to tell.
-    let _ = sampler.stop.send(());
-    let timeline = sampler.task.await.unwrap_or_default();
-    bar.finish_and_clear();
-    timeline
-}
-
-// ---------------------------------------------------------------------------------------------
-// Connect-rate and idle modes
-
-struct Opened {
-    latency: Histogram<u64>,
-    connections: Vec<Connection>,
-    failures: u64,
-    first_failure: Option<String>,
-    elapsed: Duration,
+pub(super) struct Opened {
+    pub(super) latency: Histogram<u64>,
+    pub(super) connections: Vec<Connection>,
+    pub(super) failures: u64,
+    pub(super) first_failure: Option<String>,
+    pub(super) elapsed: Duration,
 }
 
 /// Opens `count` connections, `concurrency` at a time, until `deadline`; times each from TCP
 /// connect to CONNACK.
-async fn open_connections(
+pub(super) async fn open_connections(
     target: SocketAddr,
     login: &Login,
     run: &str,
@@ -1191,7 +665,7 @@ async fn open_connections(
     opened
 }
 
-async fn close_all(connections: Vec<Connection>) {
+pub(super) async fn close_all(connections: Vec<Connection>) {
     let closers: Vec<_> = connections
         .into_iter()
         .map(|mut c| tokio::spawn(async move { send_disconnect(&mut c.writer, c.version).await }))
@@ -1201,7 +675,7 @@ async fn close_all(connections: Vec<Connection>) {
     }
 }
 
-async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
+pub(super) async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
@@ -1253,7 +727,7 @@ async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<Ru
     Ok(RunResult { report, errors, latency: opened.latency, latency_label: "connect latency", timeline })
 }
 
-async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> anyhow::Result<RunResult> {
+pub(super) async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> anyhow::Result<RunResult> {
     let progress = Arc::new(Progress::default());
     let before = args.broker_pid.map(ProcSample::read).transpose()?;
     let start = Instant::now();
@@ -1328,113 +802,6 @@ async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> anyhow::Resul
     close_all(opened.connections).await;
     let errors = opened.failures + u64::from(held < u64::from(count));
     Ok(RunResult { report, errors, latency: opened.latency, latency_label: "connect latency", timeline })
-}
-
-// ---------------------------------------------------------------------------------------------
-// The broker's process, from /proc
-
-struct ProcSample {
-    cpu_seconds: f64,
-    rss_kib: u64,
-    peak_rss_kib: u64,
-}
-
-impl ProcSample {
-    fn read(pid: u32) -> anyhow::Result<ProcSample> {
-        let stat_path = format!("/proc/{pid}/stat");
-        let stat =
-            std::fs::read_to_string(&stat_path).with_context(|| format!("reading {stat_path} (--broker-pid)"))?;
-        // Fields after the command name, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
-        let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
-        let (Some(utime), Some(stime)) = (field(11), field(12)) else {
-            bail!("{stat_path}: unexpected format");
-        };
-        // SAFETY: sysconf has no preconditions.
-        let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-        let status_path = format!("/proc/{pid}/status");
-        let status = std::fs::read_to_string(&status_path).with_context(|| format!("reading {status_path}"))?;
-        let kib = |key: &str| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix(key))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|n| n.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        Ok(ProcSample {
-            cpu_seconds: (utime + stime) as f64 / ticks,
-            rss_kib: kib("VmRSS:"),
-            peak_rss_kib: kib("VmHWM:"),
-        })
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Plot
-
-fn plot(path: &Path, result: &RunResult) -> anyhow::Result<()> {
-    use plotters::prelude::*;
-
-    let root = SVGBackend::new(path, (1000, 900)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let (upper, lower) = root.split_vertically(450);
-
-    // Latency by percentile, the x axis in "nines": 1 = 90%, 2 = 99%, 3 = 99.9%...
-    let points: Vec<(f64, f64)> = result
-        .latency
-        .iter_quantiles(1)
-        .filter(|v| v.quantile_iterated_to() < 1.0)
-        .map(|v| (-(1.0 - v.quantile_iterated_to()).log10(), v.value_iterated_to() as f64 / 1000.0))
-        .collect();
-    let max_x = points.iter().map(|p| p.0).fold(1.0f64, f64::max).min(6.0);
-    let max_y = points.iter().map(|p| p.1).fold(0.001f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&upper)
-        .caption(format!("{} by percentile", result.latency_label), ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..max_x, 0.0..max_y)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("ms")
-        .x_label_formatter(&|nines| format!("{:.3}%", 100.0 * (1.0 - 10f64.powf(-nines))))
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart.draw_series(LineSeries::new(points, &BLUE)).map_err(|e| anyhow::anyhow!("{e}"))?;
-
-    let max_t = result.timeline.iter().map(|p| p.0).fold(1.0f64, f64::max);
-    let max_rate = result.timeline.iter().map(|p| p.1.max(p.2)).fold(1.0f64, f64::max) * 1.1;
-    let mut chart = ChartBuilder::on(&lower)
-        .caption("rate per second", ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(0.0..max_t, 0.0..max_rate)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart.configure_mesh().x_desc("s").y_desc("per s").draw().map_err(|e| anyhow::anyhow!("{e}"))?;
-    chart
-        .draw_series(LineSeries::new(result.timeline.iter().map(|p| (p.0, p.1)), &RED))
-        .map_err(|e| anyhow::anyhow!("{e}"))?
-        .label("published (or connected)")
-        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
-    if result.timeline.iter().any(|p| p.2 > 0.0) {
-        chart
-            .draw_series(LineSeries::new(result.timeline.iter().map(|p| (p.0, p.2)), &BLUE))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .label("delivered")
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE));
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
-    Ok(())
 }
 
 #[cfg(test)]
