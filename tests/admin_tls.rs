@@ -85,3 +85,35 @@ fn mutual_tls_stands_in_for_a_token_off_loopback() {
     assert_eq!(no_certificate.status.code(), Some(2), "{no_certificate:?}");
     assert!(String::from_utf8_lossy(&no_certificate.stderr).contains("grpc.tls"));
 }
+
+/// Issue 22: SIGHUP reloads `[tls]` for the admin API too, not only for the MQTT listeners. After
+/// the files are replaced by a certificate from another CA and the broker is told, a new admin
+/// call trusts only the new CA.
+#[test]
+fn issue22_the_admin_api_certificate_reloads_on_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Ca::new(dir.path(), "first");
+    let second = Ca::new(dir.path(), "second");
+    let server = first.server(dir.path(), "server");
+    let renewed = second.server(dir.path(), "renewed");
+    let config = dir.path().join("tls.toml");
+    std::fs::write(&config, format!("{}[grpc]\ntls = true\n", tls_section(&server, None))).unwrap();
+    let broker = ServeProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let grpc = broker.grpc_addr();
+    let trusts_first = [OsStr::new("--ca-file"), first.file.as_os_str()];
+    let trusts_second = [OsStr::new("--ca-file"), second.file.as_os_str()];
+    let before = list(grpc, &trusts_first);
+    assert!(answered(&before), "{before:?}");
+    assert!(!list(grpc, &trusts_second).status.success(), "the second CA was trusted before the reload");
+
+    std::fs::copy(&renewed.cert, &server.cert).unwrap();
+    std::fs::copy(&renewed.key, &server.key).unwrap();
+    let pid = i32::try_from(broker.pid()).unwrap();
+    // SAFETY: kill(2) with a pid we started and a valid signal number touches no memory.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGHUP) }, 0, "kill -HUP");
+    broker.line_after("strata: TLS certificate reloaded from ");
+
+    let after = list(grpc, &trusts_second);
+    assert!(answered(&after), "the renewed certificate is not served: {after:?}");
+    assert!(!list(grpc, &trusts_first).status.success(), "the old certificate is still served");
+}

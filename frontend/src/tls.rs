@@ -161,6 +161,15 @@ impl TlsReloader {
         Ok(())
     }
 
+    /// An acceptor for one new connection to the gRPC admin API (`[grpc] tls`): the
+    /// certificate in force now, so a reload reaches the admin API too, offering HTTP/2 by
+    /// ALPN, which gRPC clients insist on. Admin connections are few: the copy is cheap enough.
+    pub fn admin_acceptor(&self) -> TlsAcceptor {
+        let mut config = rustls::ServerConfig::clone(&self.state.current.load());
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        TlsAcceptor::from(Arc::new(config))
+    }
+
     /// The files reloaded.
     pub fn config(&self) -> &TlsConfig {
         &self.state.config

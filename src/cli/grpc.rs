@@ -243,39 +243,24 @@ impl pb::admin_server::Admin for AdminService {
     }
 }
 
-/// Binds `addr` (before returning, so the printed address is live) and serves the admin API
-/// in a task of the current runtime until `shutdown` completes.
-/// The admin API's TLS from `[tls]`: its certificate and key, and with `client_ca_file`, client
-/// certificates required (mTLS).
-fn server_tls(config: &strata_frontend::tls::TlsConfig) -> anyhow::Result<tonic::transport::ServerTlsConfig> {
-    let read = |path: &std::path::Path, key: &str| {
-        std::fs::read(path).with_context(|| format!("{key}: reading {}", path.display()))
-    };
-    let identity = tonic::transport::Identity::from_pem(
-        read(&config.cert_file, "tls.cert_file")?,
-        read(&config.key_file, "tls.key_file")?,
-    );
-    let mut tls = tonic::transport::ServerTlsConfig::new().identity(identity);
-    if let Some(ca) = &config.client_ca_file {
-        tls = tls.client_ca_root(tonic::transport::Certificate::from_pem(read(ca, "tls.client_ca_file")?));
-    }
-    Ok(tls)
-}
+/// How long an admin client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Binds `addr` (before returning, so the printed address is live) and serves the admin API
+/// in a task of the current runtime until `shutdown` completes. With `tls` (`[grpc] tls`), each
+/// connection is accepted with the certificate in force at that moment, so a SIGHUP reload of
+/// `[tls]` reaches the admin API as it does the MQTT listeners.
 pub async fn start(
     addr: SocketAddr,
     admin: Admin,
     token: Option<AdminToken>,
-    tls: Option<&strata_frontend::tls::TlsConfig>,
+    tls: Option<strata_frontend::tls::TlsReloader>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<SocketAddr> {
-    // Read before binding, so that a bad file names itself before anything listens.
-    let tls = tls.map(server_tls).transpose()?;
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
         format!("gRPC admin API: listening on {addr} (grpc.listen or --grpc; \"off\" turns it off)")
     })?;
     let local = listener.local_addr().context("reading the gRPC listener address")?;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener);
     // Every call is checked before it reaches the service; without a token, all pass.
     let check = move |request: Request<()>| -> Result<Request<()>, Status> {
         match &token {
@@ -287,20 +272,60 @@ pub async fn start(
         }
     };
     let service = pb::admin_server::AdminServer::with_interceptor(AdminService { admin }, check);
+    let server = tonic::transport::Server::builder().add_service(service);
     tokio::spawn(async move {
-        let mut builder = tonic::transport::Server::builder();
-        if let Some(tls) = tls {
-            builder = match builder.tls_config(tls) {
-                Ok(builder) => builder,
-                Err(error) => {
-                    tracing::error!(%error, "the gRPC admin API's TLS configuration was refused");
-                    return;
-                }
-            };
-        }
-        if let Err(error) = builder.add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await {
+        let served = match tls {
+            None => {
+                server
+                    .serve_with_incoming_shutdown(tonic::transport::server::TcpIncoming::from(listener), shutdown)
+                    .await
+            }
+            Some(tls) => server.serve_with_incoming_shutdown(tls_incoming(listener, tls), shutdown).await,
+        };
+        if let Err(error) = served {
             tracing::error!(%error, "the gRPC admin API stopped");
         }
     });
     Ok(local)
+}
+
+/// The admin API's connections over TLS. Handshakes run in their own tasks, bounded in time, so
+/// a slow or silent client holds up nobody; a failed one is logged and dropped. The accept
+/// loop ends when the server stops taking connections (the receiver is gone).
+fn tls_incoming(
+    listener: tokio::net::TcpListener,
+    tls: strata_frontend::tls::TlsReloader,
+) -> impl futures_util::Stream<Item = std::io::Result<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>> {
+    let (accepted, incoming) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(async move {
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(pair) => pair,
+                Err(error) => {
+                    // Out of descriptors, say: the next accept may work; do not spin meanwhile.
+                    tracing::warn!(%error, "gRPC admin API: accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            if accepted.is_closed() {
+                return;
+            }
+            let _ = stream.set_nodelay(true);
+            let acceptor = tls.admin_acceptor();
+            let accepted = accepted.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(stream)) => {
+                        let _ = accepted.send(Ok(stream)).await;
+                    }
+                    Ok(Err(error)) => tracing::info!(%peer, %error, "gRPC admin API: TLS handshake failed"),
+                    Err(_) => tracing::info!(%peer, "gRPC admin API: TLS handshake timed out"),
+                }
+            });
+        }
+    });
+    futures_util::stream::unfold(incoming, |mut incoming| async move {
+        incoming.recv().await.map(|stream| (stream, incoming))
+    })
 }

@@ -36,8 +36,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     // broker user's alone: 0700 directories, 0600 files. Messages are often private data.
     // SAFETY: umask only sets this process's file-creation mask; it cannot fail.
     unsafe { libc::umask(0o077) };
-    // `config::load` checked that `[tls]` is there when `grpc.tls` is on.
-    let grpc_tls = if effective.grpc_tls { effective.broker.tls.clone() } else { None };
+    let grpc_tls = effective.grpc_tls;
     let config = effective.broker;
     let (http_listen, grpc_listen) = (effective.http_listen, effective.grpc_listen);
     // Read again here (`config::load` checked them): they are secrets, kept out of `Effective`.
@@ -86,7 +85,10 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
                 let stopped = async move {
                     let _ = grpc_stopped.await;
                 };
-                Some(crate::cli::grpc::start(addr, broker.admin(), grpc_token, grpc_tls.as_ref(), stopped).await?)
+                // `config::load` checked that `[tls]` is there when `grpc.tls` is on, and the
+                // broker loaded it: the admin API shares the reloadable certificate.
+                let tls = if grpc_tls { broker.tls_reloader() } else { None };
+                Some(crate::cli::grpc::start(addr, broker.admin(), grpc_token, tls, stopped).await?)
             }
             None => None,
         };
