@@ -17,7 +17,11 @@ use crate::handoff::Handoff;
 use crate::interest::ConnectionInterest;
 use crate::readers::Readers;
 use crate::session::{InboundQos2, OutboundWindow, Subscriptions};
-use crate::session_state::{self, NEVER_EXPIRES};
+use crate::session_core::connect::{
+    self, Admission, ClientId, ConnectRequest, DelayedWill, Ending, RecordAction, SessionEnd, SessionLimits,
+    SessionPlan, StoredSession, WillAction,
+};
+use crate::session_state::{self, SessionState};
 use crate::topic_alias::{InboundAliases, OutboundAliases};
 
 use super::inbound::Inbound;
@@ -77,13 +81,7 @@ pub(crate) async fn run_transport(
         Ok(Ok(connect)) => Box::new(connect),
         Ok(Err(Refusal::UnsupportedProtocol)) => {
             // Answered as a 3.1.1 server would: return code 0x01.
-            let connack = ConnAck {
-                session_present: false,
-                reason_code: ReasonCode::UnsupportedProtocolVersion,
-                properties: Properties::default(),
-            };
-            let _ = write_packet(&mut writer, &Packet::ConnAck(connack), ProtocolVersion::V3_1_1).await;
-            close_gracefully(reader, writer).await;
+            refuse(reader, writer, ProtocolVersion::V3_1_1, ReasonCode::UnsupportedProtocolVersion).await;
             return;
         }
         Ok(Err(Refusal::Close(why))) => {
@@ -99,64 +97,42 @@ pub(crate) async fn run_transport(
     let user = match authenticate(&shared, &connect, peer, certificate.as_ref()).await {
         Ok(user) => user,
         Err(reason_code) => {
-            let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
             // MQTT 3.1.1 gets return code 0x04 (bad user name or password) or 0x05 (not authorized).
-            let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-            close_gracefully(reader, writer).await;
+            refuse(reader, writer, version, reason_code).await;
             return;
         }
     };
     let Some(_slot) = slot else {
         tracing::debug!(%peer, "refused: max_connections reached");
         shared.metrics.connection_refused("max_connections");
-        let connack = ConnAck {
-            session_present: false,
-            reason_code: ReasonCode::QuotaExceeded,
-            properties: Properties::default(),
-        };
         // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
-        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        close_gracefully(reader, writer).await;
+        refuse(reader, writer, version, ReasonCode::QuotaExceeded).await;
         return;
     };
 
-    let mut client_id = connect.client_id.to_string();
-    let mut assigned = None;
-    // A client id is a key of the session store and of `$sessions`: its length is bounded.
-    let too_long = client_id.len() > shared.config.limits.max_client_id_length;
-    if too_long || client_id.is_empty() {
-        if too_long || (!version.is_v5() && !connect.clean_start) {
-            tracing::debug!(%peer, length = client_id.len(), "refused: client id not valid");
-            let connack = ConnAck {
-                session_present: false,
-                reason_code: ReasonCode::ClientIdentifierNotValid,
-                properties: Properties::default(),
-            };
-            let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-            close_gracefully(reader, writer).await;
+    // What the CONNECT alone decides (`session_core::connect`); the shell looks up the rest.
+    let plan = match connect::admit(&connect_request(&connect), &session_limits(&shared)) {
+        Admission::Accept(plan) => plan,
+        Admission::ClientIdNotValid => {
+            tracing::debug!(%peer, length = connect.client_id.len(), "refused: client id not valid");
+            refuse(reader, writer, version, ReasonCode::ClientIdentifierNotValid).await;
             return;
         }
-        client_id = shared.assign_client_id();
-        assigned = Some(client_id.clone());
-    }
+    };
+    let (client_id, assigned) = match plan.client_id {
+        ClientId::AsSent => (connect.client_id.to_string(), None),
+        ClientId::Assign => {
+            let assigned = shared.assign_client_id();
+            (assigned.clone(), Some(assigned))
+        }
+    };
     // Issue 22: a new persistent session beyond `max_sessions` is refused; resuming one, or
     // a session that ends with its connection, always gets in.
-    let persistent = if version.is_v5() {
-        connect.properties.session_expiry_interval.unwrap_or(0) > 0
-    } else {
-        !connect.clean_start
-    };
-    if persistent && !shared.may_store_session(&client_id) {
+    if plan.persistent && !shared.may_store_session(&client_id) {
         tracing::warn!(%peer, client_id, "refused: max_sessions reached");
         shared.metrics.connection_refused("max_sessions");
-        let connack = ConnAck {
-            session_present: false,
-            reason_code: ReasonCode::QuotaExceeded,
-            properties: Properties::default(),
-        };
         // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
-        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        close_gracefully(reader, writer).await;
+        refuse(reader, writer, version, ReasonCode::QuotaExceeded).await;
         return;
     }
     // What this client may read and write (issue 22), with its user and client id in the
@@ -172,13 +148,7 @@ pub(crate) async fn run_transport(
     {
         shared.metrics.acl_denied(true);
         tracing::warn!(%peer, client_id, user, topic = %will.topic, "refused: the will's topic is not writable");
-        let connack = ConnAck {
-            session_present: false,
-            reason_code: ReasonCode::NotAuthorized,
-            properties: Properties::default(),
-        };
-        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        close_gracefully(reader, writer).await;
+        refuse(reader, writer, version, ReasonCode::NotAuthorized).await;
         return;
     }
 
@@ -186,41 +156,36 @@ pub(crate) async fn run_transport(
     // over, nor its stored session resumed or (clean start) discarded. Both stay as they are.
     let Some(registration) = shared.register(&client_id, user.as_deref()) else {
         tracing::warn!(%peer, client_id, user, "refused: the client id belongs to another user");
-        let connack = ConnAck {
-            session_present: false,
-            reason_code: ReasonCode::NotAuthorized,
-            properties: Properties::default(),
-        };
         // MQTT 3.1.1: return code 0x05 Not authorized.
-        let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
-        close_gracefully(reader, writer).await;
+        refuse(reader, writer, version, ReasonCode::NotAuthorized).await;
         return;
     };
     if let Some(previous) = registration.previous_finished {
         // The connection taken over saves its session and schedules its will first.
         let _ = tokio::time::timeout(CLOSE_TIMEOUT * 2, previous).await;
     }
-    if let Some(will) = shared.take_delayed_will(&client_id)
-        && connect.clean_start
-    {
-        // A clean start ends the previous session, and a session's end sends its will.
-        if let Err(error) = Box::pin(shared.publish(&will, &client_id)).await {
-            tracing::warn!(client_id, %error, "will not published");
+    if let Some(will) = shared.take_delayed_will(&client_id) {
+        match plan.delayed_will() {
+            DelayedWill::PublishNow => {
+                if let Err(error) = Box::pin(shared.publish(&will, &client_id)).await {
+                    tracing::warn!(client_id, %error, "will not published");
+                }
+            }
+            DelayedWill::Cancel => {}
         }
     }
-    let mut expiry_interval = match (version.is_v5(), connect.clean_start) {
-        (true, _) => connect.properties.session_expiry_interval.unwrap_or(0),
-        (false, true) => 0,
-        // Issue 22: 3.1.1 cannot say how long; `mqtt.v311_session_expiry` does.
-        (false, false) => shared.config.limits.v311_session_expiry.unwrap_or(NEVER_EXPIRES),
-    };
     // Boxed, like the final state below: they would otherwise size the connection's task.
     let stored = shared.take_session(&client_id).map(Box::new);
-    let had_record = stored.is_some();
-    let resumed = if connect.clean_start { None } else { stored };
-    if had_record && resumed.is_none() {
-        Box::pin(shared.save_session(&client_id, None, false)).await;
-    }
+    let stored_session = plan.stored_session(stored.is_some());
+    let resumed = match stored_session {
+        StoredSession::Resume => stored,
+        StoredSession::Discard => {
+            drop(stored);
+            Box::pin(shared.save_session(&client_id, None, false)).await;
+            None
+        }
+        StoredSession::None => None,
+    };
 
     let mut properties = Properties::default();
     if version.is_v5() {
@@ -239,18 +204,20 @@ pub(crate) async fn run_transport(
             properties.server_keep_alive = Some(keep_alive);
         }
     }
-    let connack = ConnAck { session_present: resumed.is_some(), reason_code: ReasonCode::Success, properties };
-    let mut ended: Option<End> = None;
+    let connack =
+        ConnAck { session_present: stored_session.session_present(), reason_code: ReasonCode::Success, properties };
     let mut final_state = None;
     let mut persisted = resumed.is_some();
     // Set when we end the connection: its two halves, to close once the session is saved.
     let mut closing = None;
-    if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
+    let end = if write_packet(&mut writer, &Packet::ConnAck(connack), version).await.is_ok() {
         let _connected = shared.metrics.connection_opened();
         let handoff = Arc::new(Handoff::new(OUTBOUND_QUEUE));
-        let receive_maximum =
-            if version.is_v5() { connect.properties.receive_maximum.unwrap_or(u16::MAX) } else { u16::MAX };
-        let window = receive_maximum.min(shared.config.max_inflight.max(1));
+        let window = SessionPlan::outbound_window(
+            version.is_v5(),
+            connect.properties.receive_maximum,
+            shared.config.max_inflight,
+        );
         let qos2 = InboundQos2::new(usize::from(shared.config.receive_maximum));
         let qos2 = Arc::new(Mutex::new(qos2));
         let qos1_unacked = Arc::new(AtomicUsize::new(0));
@@ -267,8 +234,8 @@ pub(crate) async fn run_transport(
             subscriptions: Subscriptions::default(),
             window: OutboundWindow::new(usize::from(window)),
             readers: Readers::default(),
-            persistent: expiry_interval > 0,
-            expiry_interval,
+            persistent: plan.expiry_interval > 0,
+            expiry_interval: plan.expiry_interval,
             last_commit: None,
             subscriptions_changed: false,
             qos2: Arc::clone(&qos2),
@@ -310,6 +277,7 @@ pub(crate) async fn run_transport(
             aliases: InboundAliases::new(shared.config.limits.topic_alias_maximum),
             permissions,
         };
+        let mut ended = None;
         {
             let outbound_run = outbound.run(&handoff, registration.taken_over);
             let inbound_run = inbound.run();
@@ -325,13 +293,11 @@ pub(crate) async fn run_transport(
                 () = &mut outbound_run => {}
             }
         }
-        if let Some(End::ClientDisconnect { session_expiry: Some(expiry), .. }) = &ended {
-            expiry_interval = *expiry;
-        }
+        let end = plan.end(ending(ended.as_ref()));
         // Taken before leaving the groups: the session keeps its memberships.
-        if expiry_interval > 0 {
+        if end.keep_session {
             Box::pin(outbound.settle_qos2()).await;
-            final_state = Some(Box::new(outbound.state(expiry_interval, now_ms().max(1))));
+            final_state = Some(Box::new(outbound.state(end.expiry_interval, now_ms().max(1))));
         }
         // What this member held goes to the group's other members; the group's offsets are
         // committed now (batched otherwise).
@@ -339,22 +305,67 @@ pub(crate) async fn run_transport(
             Box::pin(outbound.leave_groups()).await;
         }
         persisted |= outbound.last_commit.is_some();
-        // Neither an end of stream nor a DISCONNECT from the client: we ended it.
-        if !matches!(ended, Some(End::Quiet | End::ClientDisconnect { .. })) {
+        if end.close_transport {
             closing = Some((inbound.reader, outbound.writer));
         }
+        end
+    } else {
+        plan.end(Ending::NotConnected)
+    };
+    Box::pin(finish_session(&shared, &client_id, connect.will, end, final_state, persisted)).await;
+    shared.unregister(&client_id, registration.connection_id);
+    if let Some((reader, writer)) = closing {
+        // A new connection with this client id, or one waiting for a free slot, need not
+        // wait for the client to close.
+        drop(registration._finished);
+        drop(_slot);
+        close_gracefully(reader, writer).await;
     }
-    // The will goes out unless the client said DISCONNECT with reason 0x00 (MQTT 3.1.1: any
-    // DISCONNECT). With a Will Delay Interval it waits, within the session's lifetime, and is
-    // kept in the session record so that a restart does not lose it.
-    let will_due = !matches!(&ended, Some(End::ClientDisconnect { with_will: false, .. }));
+}
+
+/// What the session decisions need of the CONNECT.
+fn connect_request(connect: &Connect) -> ConnectRequest {
+    ConnectRequest {
+        v5: connect.protocol.is_v5(),
+        clean_start: connect.clean_start,
+        client_id_len: connect.client_id.len(),
+        session_expiry_interval: connect.properties.session_expiry_interval,
+        will_delay: connect.will.as_ref().map(|will| will.properties.will_delay_interval.unwrap_or(0)),
+    }
+}
+
+fn session_limits(shared: &Shared) -> SessionLimits {
+    SessionLimits {
+        max_client_id_length: shared.config.limits.max_client_id_length,
+        v311_session_expiry: shared.config.limits.v311_session_expiry,
+    }
+}
+
+/// How the connection ended, for the session: `ended` is the inbound half's ending when it
+/// stopped first (`None`: the outbound half stopped first, or the CONNACK was not written).
+fn ending(ended: Option<&End>) -> Ending {
+    match ended {
+        Some(End::Quiet) => Ending::Quiet,
+        Some(&End::ClientDisconnect { with_will, session_expiry }) => {
+            Ending::ClientDisconnect { with_will, session_expiry }
+        }
+        Some(End::Disconnect(..)) | None => Ending::Server,
+    }
+}
+
+/// Performs what the session's end calls for: the will goes out now, or waits (with a Will
+/// Delay Interval, within the session's life) in the saved session record so that a restart
+/// does not lose it; the record is saved, deleted or left alone.
+async fn finish_session(
+    shared: &Arc<Shared>,
+    client_id: &str,
+    will: Option<codec::Will>,
+    end: SessionEnd,
+    mut final_state: Option<Box<SessionState>>,
+    persisted: bool,
+) {
     let mut will_now = None;
-    if let (Some(will), true) = (connect.will, will_due) {
-        let delay = will.properties.will_delay_interval.unwrap_or(0).min(if final_state.is_some() {
-            expiry_interval
-        } else {
-            0
-        });
+    if let Some(will) = will {
         let mut properties = will.properties;
         properties.will_delay_interval = None;
         let publish = Publish {
@@ -366,35 +377,42 @@ pub(crate) async fn run_transport(
             properties,
             payload: will.payload,
         };
-        match final_state.as_mut() {
-            Some(state) if delay > 0 => {
-                let due_at_ms = now_ms().saturating_add(i64::from(delay) * 1000);
+        match (end.will(now_ms()), final_state.as_mut()) {
+            (WillAction::None, _) => {}
+            (WillAction::Delay { due_at_ms }, Some(state)) => {
                 state.will = Some(session_state::PendingWill { due_at_ms, publish });
             }
-            _ => will_now = Some(publish),
+            // A delay comes only with a kept session, whose state is taken.
+            (WillAction::PublishNow | WillAction::Delay { .. }, _) => will_now = Some(publish),
         }
     }
-    match &final_state {
-        Some(state) => Box::pin(shared.save_session(&client_id, Some(state), true)).await,
-        None if persisted => Box::pin(shared.save_session(&client_id, None, false)).await,
-        None => {}
+    match (end.record(persisted), &final_state) {
+        (RecordAction::Save, Some(state)) => Box::pin(shared.save_session(client_id, Some(state), true)).await,
+        (RecordAction::Delete, _) => Box::pin(shared.save_session(client_id, None, false)).await,
+        // `Save` comes only with a kept session, whose state is taken.
+        (RecordAction::Save, None) | (RecordAction::Nothing, _) => {}
     }
     if let Some(will) = final_state.and_then(|state| state.will) {
-        shared.delay_will(&client_id, will.publish, will.due_at_ms);
+        shared.delay_will(client_id, will.publish, will.due_at_ms);
     }
     if let Some(will) = will_now
-        && let Err(error) = Box::pin(shared.publish(&will, &client_id)).await
+        && let Err(error) = Box::pin(shared.publish(&will, client_id)).await
     {
         tracing::warn!(client_id, %error, "will not published");
     }
-    shared.unregister(&client_id, registration.connection_id);
-    if let Some((reader, writer)) = closing {
-        // A new connection with this client id, or one waiting for a free slot, need not
-        // wait for the client to close.
-        drop(registration._finished);
-        drop(_slot);
-        close_gracefully(reader, writer).await;
-    }
+}
+
+/// Refuses the CONNECT with CONNACK `reason_code` (in 3.1.1, the return code the codec maps
+/// it to) and closes.
+async fn refuse(
+    reader: TransportReader,
+    mut writer: TransportWriter,
+    version: ProtocolVersion,
+    reason_code: ReasonCode,
+) {
+    let connack = ConnAck { session_present: false, reason_code, properties: Properties::default() };
+    let _ = write_packet(&mut writer, &Packet::ConnAck(connack), version).await;
+    close_gracefully(reader, writer).await;
 }
 
 /// Checks the CONNECT's credentials (or, with `use_identity_as_username`, the TLS client's
