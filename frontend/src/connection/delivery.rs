@@ -9,7 +9,10 @@ use crate::readers::{self, BufferedRecord};
 use crate::record;
 use crate::replay;
 use crate::session::{Route, Stage};
-use crate::session_state;
+use crate::session_core::delivery::{
+    CursorContext, GroupStep, Step, Target, may_send, plan_group, plan_record, qos0_max_lag, qos0_skip_to,
+    redelivery_over,
+};
 use crate::topic_alias::OutboundTopic;
 
 use super::outbound::Outbound;
@@ -24,18 +27,13 @@ impl Outbound {
         let membership = &self.memberships[index];
         let (group, member) = (Arc::clone(&membership.group), membership.member);
         let GroupDelivery { partition, offset, message, redelivery } = delivery;
-        let route = Route {
-            qos: membership.options.qos.min(message.qos),
-            retain: message.retain && membership.options.retain_as_published,
-            identifiers: membership.identifier.into_iter().collect(),
-        };
+        let step = plan_group(membership.options, membership.identifier, &message, redelivery, now_ms());
         // Room in its queue: the group may hand out more.
         group.poke();
-        let Ok(expiry) = record::remaining_expiry(message.expires_at, now_ms()) else {
+        let GroupStep::Send { route, expiry, dup } = step else {
             group.ack(member, partition, offset);
             return;
         };
-        let dup = route.qos != QoS::AtMostOnce && redelivery;
         match self.queue_publish(message, route, expiry, None, dup, None) {
             Some(packet_id) => {
                 self.group_in_flight.insert(packet_id, (group, member, partition, offset));
@@ -97,7 +95,7 @@ impl Outbound {
         let now = now_ms();
         while self.chunk_bytes < WRITE_CHUNK_BYTES {
             match self.pending_retained.front() {
-                Some((_, route, _)) if route.qos == QoS::AtMostOnce || self.window.has_room() => {}
+                Some((_, route, _)) if may_send(route.qos, &self.window) => {}
                 _ => break,
             }
             let Some((message, route, retained_offset)) = self.pending_retained.pop_front() else { break };
@@ -134,20 +132,17 @@ impl Outbound {
         let mut caught_up = false;
         let now = now_ms();
         // A live reader that can only lose QoS 0 messages may skip ahead instead of lagging.
-        let qos0_max_lag = match (&replay, self.subscriptions.max_qos()) {
-            (None, QoS::AtMostOnce) => self.shared.config.limits.qos0_max_lag,
-            _ => None,
-        };
+        let configured_lag = self.shared.config.limits.qos0_max_lag;
+        let qos0_max_lag = qos0_max_lag(replay.is_some(), self.subscriptions.max_qos(), configured_lag);
         // Below `redeliver_below` the window already holds what is resent: no room needed.
-        while self.chunk_bytes < WRITE_CHUNK_BYTES && (self.window.has_room() || next < redeliver_below) {
-            let Some(front) = buffered.front_mut() else {
+        while self.chunk_bytes < WRITE_CHUNK_BYTES
+            && (self.window.has_room() || !redelivery_over(next, redeliver_below))
+        {
+            let Some(front) = buffered.front() else {
                 next = next.max(buffered_end);
                 if let Some(max_lag) = qos0_max_lag {
                     let high_watermark = partition.log.offsets().high_watermark;
-                    if high_watermark.saturating_sub(next) > max_lag && next >= redeliver_below {
-                        // Keep the newest half of the allowed lag: the freshest messages go
-                        // out, and the next skip is not one fetch away.
-                        let to = high_watermark - max_lag / 2;
+                    if let Some(to) = qos0_skip_to(next, high_watermark, max_lag, redeliver_below) {
                         self.shared.metrics.qos0_skipped(to - next);
                         next = to;
                     }
@@ -172,54 +167,31 @@ impl Outbound {
                 continue;
             };
             let (offset, timestamp) = (front.offset, front.timestamp);
-            // Below where the resumed session had read, only what was in flight goes out again;
-            // the rest was acknowledged (or was QoS 0, or not wanted).
-            let redelivery = session_state::is_redelivery(offset, redeliver_below);
-            let resend_id = if redelivery { resend.remove(&offset) } else { None };
-            let route = match &front.message {
-                Some(_) if redelivery && resend_id.is_none() => None,
-                None => None,
-                Some(message) => {
-                    let from_self = message.client_id == self.client_id.as_bytes();
-                    match &replay {
-                        None => self.subscriptions.route_at(
-                            &message.topic,
-                            message.qos,
-                            message.retain,
-                            from_self,
-                            Some((partition.id, offset)),
-                        ),
-                        Some(replay) => replay.route(&message.topic, message.qos, message.retain, from_self),
+            let target = match &replay {
+                None => Target::Plain { subscriptions: &self.subscriptions, partition_id: partition.id },
+                Some(replay) => Target::Replay(replay),
+            };
+            let context = CursorContext {
+                target,
+                client_id: self.client_id.as_bytes(),
+                window: &self.window,
+                redeliver_below,
+                now_ms: now,
+            };
+            let (route, expiry, resend_id) = match plan_record(&context, offset, front.message.as_ref(), &mut resend) {
+                Step::WindowFull => break,
+                Step::Skip { forget } | Step::Expired { forget } => {
+                    if let Some(id) = forget {
+                        self.window.forget(id);
                     }
+                    buffered.pop_front();
+                    next = offset + 1;
+                    continue;
                 }
+                Step::Send { route, expiry, resend } => (route, expiry, resend),
             };
-            // A resent message keeps the QoS it first went out with.
-            let route = match (route, resend_id.map(|id| self.window.stage(id))) {
-                (Some(route), Some(Some(Stage::AwaitPubAck))) => Some(Route { qos: QoS::AtLeastOnce, ..route }),
-                (Some(route), Some(Some(Stage::AwaitPubRec))) => Some(Route { qos: QoS::ExactlyOnce, ..route }),
-                (route, None) => route,
-                // Acknowledged meanwhile, or no longer wanted.
-                (_, Some(_)) => None,
-            };
-            let Some(route) = route else {
-                if let Some(id) = resend_id {
-                    self.window.forget(id);
-                }
-                buffered.pop_front();
-                next = offset + 1;
-                continue;
-            };
-            if resend_id.is_none() && route.qos != QoS::AtMostOnce && !self.window.has_room() {
-                break;
-            }
             let mut message = buffered.pop_front().and_then(|b| b.message).expect("front holds a message");
             next = offset + 1;
-            let Ok(expiry) = record::remaining_expiry(message.expires_at, now) else {
-                if let Some(id) = resend_id {
-                    self.window.forget(id);
-                }
-                continue;
-            };
             if let (Some(replay), true) = (&replay, self.version.is_v5()) {
                 add_stream_properties(&mut message, replay, partition.number, offset, timestamp);
             }
@@ -231,7 +203,7 @@ impl Outbound {
         if buffered.is_empty() {
             next = next.max(buffered_end);
         }
-        if next >= redeliver_below {
+        if redelivery_over(next, redeliver_below) {
             // Whatever is left was removed by retention before it could be resent.
             for (_, id) in resend.drain() {
                 self.window.forget(id);

@@ -13,13 +13,14 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
 use crate::broker::Shared;
-use crate::codec::{self, Ack, Disconnect, Packet, Properties, ProtocolVersion, QoS, ReasonCode, UnsubAck};
+use crate::codec::{self, Ack, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, UnsubAck};
 use crate::groups::{Group, MemberId, PartitionId};
 use crate::handoff::Handoff;
 use crate::interest::ConnectionInterest;
 use crate::readers::Readers;
 use crate::record;
 use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Route, Subscriptions};
+use crate::session_core::delivery::may_send;
 use crate::topic_alias::OutboundAliases;
 
 use super::subscribe::{Membership, next_group_delivery};
@@ -142,9 +143,7 @@ impl Outbound {
             // A `$stream` cursor that appeared during this pass: go round once to subscribe.
             let unwatched_replays = replays && appended.is_none();
             let caught_up = self.readers.all_caught_up();
-            let retained_ready = !self.pending_retained.is_empty()
-                && (self.window.has_room()
-                    || self.pending_retained.front().is_some_and(|(_, r, _)| r.qos == QoS::AtMostOnce));
+            let retained_ready = self.pending_retained.front().is_some_and(|(_, r, _)| may_send(r.qos, &self.window));
             let group_ready = !self.memberships.is_empty() && self.window.has_room();
             let memberships = &mut self.memberships;
             let front_durable = self.pending_acks.front_mut().and_then(|ack| ack.durable.as_mut());

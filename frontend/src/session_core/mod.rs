@@ -7,8 +7,11 @@
 //!
 //! - [`connect`]: at CONNECT and at the connection's end: client id, session expiry,
 //!   takeover, the will.
+//! - [`delivery`]: for each record read, whether, how and under which identifier it goes
+//!   out (routing, redelivery, the in-flight window, expiry).
 //!
 //! The structs these build on are in `session.rs` (subscriptions, packet-id windows) and
 //! `session_state.rs` (the record in `$sessions`).
 
 pub(crate) mod connect;
+pub(crate) mod delivery;
