@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use crate::codec::{Ack, Packet, PacketId};
 use crate::readers;
 use crate::replay;
-use crate::session::Stage;
+use crate::session_core::delivery::{ResumeInFlight, resent_by_reader, resume_in_flight};
 use crate::session_state::{self, SessionState};
 use crate::topic;
 
@@ -79,7 +79,7 @@ impl Outbound {
         for entry in &session.in_flight {
             // An index past the positions (never in a decoded record) points at nothing.
             if let (Some((index, offset)), Some(id), false) =
-                (entry.position, PacketId::new(entry.packet_id), entry.stage == Stage::AwaitPubComp)
+                (entry.position, PacketId::new(entry.packet_id), !resent_by_reader(entry.stage))
                 && let Some(resumed) = resumed.get_mut(usize::from(index))
             {
                 resumed.resend.insert(offset, id);
@@ -150,15 +150,15 @@ impl Outbound {
             let position = entry.position.and_then(|(index, offset)| {
                 Some((self.readers.key_of(session.positions.get(usize::from(index))?)?, offset))
             });
-            match (entry.stage, position, entry.retained_offset) {
-                (Stage::AwaitPubComp, _, _) => {
+            match resume_in_flight(entry.stage, position, entry.retained_offset) {
+                ResumeInFlight::SendPubRel => {
                     self.window.restore(id, entry.stage, position);
                     self.queue(&Packet::PubRel(Ack::success(id)));
                 }
-                (_, Some(position), _) => self.window.restore(id, entry.stage, Some(position)),
-                (_, None, Some(offset)) => self.resend_retained(id, entry.stage, offset),
+                ResumeInFlight::AwaitReader(position) => self.window.restore(id, entry.stage, Some(position)),
+                ResumeInFlight::ResendRetained(offset) => self.resend_retained(id, entry.stage, offset),
                 // A group's message: the group hands it to a member again.
-                (_, None, None) => {}
+                ResumeInFlight::Drop => {}
             }
         }
         // The stored record may hold a will this connection cancelled, and the new session

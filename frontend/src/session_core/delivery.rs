@@ -140,6 +140,44 @@ pub(crate) fn qos0_skip_to(next: u64, high_watermark: u64, max_lag: u64, redeliv
     (high_watermark.saturating_sub(next) > max_lag && next >= redeliver_below).then(|| high_watermark - max_lag / 2)
 }
 
+/// What a resumed session does with one message it had in flight (`session_state::InFlight`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResumeInFlight {
+    /// Its PUBREC had come: PUBREL goes out again, and the window holds it until PUBCOMP.
+    SendPubRel,
+    /// Its reader reaches it again below where it had read: the window holds it at this
+    /// (cursor key, offset), and the cursor resends it ([`plan_record`]).
+    AwaitReader((u32, u64)),
+    /// A retained message, at this offset in `$retained`: sent again now if it is still its
+    /// topic's retained message and still wanted.
+    ResendRetained(u64),
+    /// A consumer group's message, or one whose reader is gone: the group hands it to a
+    /// member again, or nothing does.
+    Drop,
+}
+
+/// Plans one in-flight message of a resumed session at `stage`. `position`: the (cursor key,
+/// offset) of the reader that read it, if that reader still runs; `retained_offset`: its
+/// offset in `$retained` for a retained message.
+pub(crate) fn resume_in_flight(
+    stage: Stage,
+    position: Option<(u32, u64)>,
+    retained_offset: Option<u64>,
+) -> ResumeInFlight {
+    match (stage, position, retained_offset) {
+        (Stage::AwaitPubComp, _, _) => ResumeInFlight::SendPubRel,
+        (_, Some(position), _) => ResumeInFlight::AwaitReader(position),
+        (_, None, Some(offset)) => ResumeInFlight::ResendRetained(offset),
+        (_, None, None) => ResumeInFlight::Drop,
+    }
+}
+
+/// Whether a resumed in-flight message at `stage` is one its reader sends again (with DUP,
+/// under its identifier): all but those whose PUBREC came, for which only PUBREL goes again.
+pub(crate) fn resent_by_reader(stage: Stage) -> bool {
+    resent_qos(stage).is_some()
+}
+
 /// What to do with a message a consumer group handed to this member.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum GroupStep {
@@ -426,6 +464,21 @@ mod tests {
         expired.expires_at = Some(NOW - 1);
         let mut resend = HashMap::from([(3, id)]);
         assert_eq!(plan_record(&context, 3, Some(&expired), &mut resend), Step::Expired { forget: Some(id) });
+    }
+
+    #[test]
+    fn a_resumed_in_flight_message_waits_for_its_reader_or_is_resent_or_released() {
+        for stage in [Stage::AwaitPubAck, Stage::AwaitPubRec] {
+            assert_eq!(resume_in_flight(stage, Some((2, 7)), None), ResumeInFlight::AwaitReader((2, 7)));
+            assert_eq!(resume_in_flight(stage, None, Some(11)), ResumeInFlight::ResendRetained(11));
+            assert_eq!(resume_in_flight(stage, None, None), ResumeInFlight::Drop);
+            assert!(resent_by_reader(stage));
+        }
+        // PUBREC came: PUBREL again, wherever the message came from.
+        for (position, retained) in [(Some((2, 7)), None), (None, Some(11)), (None, None)] {
+            assert_eq!(resume_in_flight(Stage::AwaitPubComp, position, retained), ResumeInFlight::SendPubRel);
+        }
+        assert!(!resent_by_reader(Stage::AwaitPubComp));
     }
 
     #[test]
