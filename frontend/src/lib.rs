@@ -32,6 +32,7 @@ mod readers;
 pub mod record;
 pub mod replay;
 pub mod session;
+mod session_core;
 pub mod session_state;
 mod shutdown;
 pub mod stream_settings;
