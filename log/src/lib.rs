@@ -38,7 +38,7 @@ pub use config::{
 };
 pub use error::LogError;
 pub use format::{BatchHeader, Header, Record, StoredRecord};
-pub use log::{AppendInfo, Batch, Fetch, FsyncObserver, Log, LogOffsets, RecoveryReport, RetentionOutcome};
+pub use log::{AppendInfo, Batch, Fetch, FsyncObserver, Log, LogOffsets, RecoveryReport, ResetStep, RetentionOutcome};
 pub use meta::Vote;
 pub use retention::{DeleteSegment, RetentionPlan, RetentionPolicy, RetentionReason, SegmentSummary, plan_retention};
 pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, SwapStep};

@@ -2,16 +2,21 @@
 //! snapshot of the segment list, recovery on open, durability and retention.
 
 mod durability;
+mod raft;
 mod read;
 mod recovery;
+mod terms;
 mod truncate;
 mod writer;
 
 pub use durability::FsyncObserver;
 use durability::{DISK_FULL_HEADROOM, free_bytes};
+pub use raft::ResetStep;
 pub use read::{Batch, Fetch};
 use recovery::recover;
+use terms::TermRuns;
 pub use truncate::RetentionOutcome;
+use writer::{Entries, Placement};
 
 use std::{
     collections::VecDeque,
@@ -106,6 +111,8 @@ pub(crate) struct Shared {
     synced: AtomicU64,
     high_watermark_watch: watch::Sender<u64>,
     writer: Mutex<Writer>,
+    /// The term of every stored offset. Taken after the writer lock, never before it.
+    terms: Mutex<TermRuns>,
     /// The persisted metadata; written outside the writer lock so appends never wait on it.
     pub(crate) meta: Mutex<PartitionMeta>,
     /// Serialises the operations that replace or delete closed segments (retention,
@@ -161,6 +168,8 @@ pub(crate) struct Writer {
     persisted_entries: usize,
     log_end: u64,
     last_batch: Option<(u64, u64)>,
+    /// The term of the last purged entry: no batch may carry a lower one.
+    min_term: u64,
     pending: VecDeque<PendingBatch>,
     /// How batches reach `file` (through a mapping, into space reserved ahead).
     tail: ReservedTail,
@@ -240,7 +249,8 @@ impl Log {
         &self.shared.recovery
     }
 
-    /// Appends `records` as one batch written by a leader of `leader_term`.
+    /// Appends `records` as one batch written by a leader of `leader_term`, at the log end.
+    /// The term may not be below the last entry's ([`LogError::TermWentBack`]).
     ///
     /// Returns once the batch is written to the operating system. Under
     /// [`FlushPolicy::Always`], call [`Log::wait_durable`] before acknowledging it.
@@ -249,7 +259,8 @@ impl Log {
             return Err(LogError::EmptyBatch);
         }
         let mut writer = self.shared.lock_writer()?;
-        let appended = self.shared.append_locked(&mut writer, records, leader_term, true)?;
+        let appended =
+            self.shared.append_locked(&mut writer, Entries::Records(records), leader_term, Placement::LogEnd, true)?;
         Ok(appended.expect("an append that may roll always writes"))
     }
 
@@ -263,7 +274,7 @@ impl Log {
             return Err(LogError::EmptyBatch);
         }
         let Some(mut writer) = self.shared.try_lock_writer()? else { return Ok(None) };
-        self.shared.append_locked(&mut writer, records, leader_term, false)
+        self.shared.append_locked(&mut writer, Entries::Records(records), leader_term, Placement::LogEnd, false)
     }
 
     /// Reads whole batches from `offset` up to about `max_bytes` (at least one batch if any
@@ -298,7 +309,8 @@ impl Log {
         offsets
     }
 
-    /// The term and offset of the last record, if any.
+    /// The term and offset of the last entry stored (a batch of records or a control batch),
+    /// if any. After a reset to a snapshot the log is empty: see [`Log::last_purged`].
     pub fn last_term_and_offset(&self) -> Option<(u64, u64)> {
         self.shared.writer.lock().ok()?.last_batch
     }
@@ -553,6 +565,10 @@ impl Shared {
 
     pub(crate) fn lock_meta(&self) -> MutexGuard<'_, PartitionMeta> {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lock_terms(&self) -> MutexGuard<'_, TermRuns> {
+        self.terms.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) fn lock_maintenance(&self) -> MutexGuard<'_, ()> {

@@ -1,5 +1,6 @@
 //! Reads: batches by offset up to the high watermark, and offsets by timestamp. Readers
-//! take no lock; they work on the arc-swapped snapshot of the segment list.
+//! take no lock; they work on the arc-swapped snapshot of the segment list. The one
+//! exception, Raft's read past the high watermark, copies under the maintenance lock.
 
 use std::{
     path::PathBuf,
@@ -72,13 +73,39 @@ impl Batch {
         &self.bytes
     }
 
-    /// Decodes the records. Keys and values are slices of the mmap when uncompressed.
-    pub fn records(&self) -> Result<impl Iterator<Item = Result<StoredRecord, LogError>> + use<>, LogError> {
+    /// Whether this is a control batch (Raft's blank and membership entries): it occupies one
+    /// offset and holds no user record. [`Batch::control_payload`] reads what it carries.
+    pub fn is_control(&self) -> bool {
+        self.header.control
+    }
+
+    /// The payload of a control batch; `None` for a batch of user records.
+    pub fn control_payload(&self) -> Result<Option<Bytes>, LogError> {
+        if !self.header.control {
+            return Ok(None);
+        }
         let corrupt = |reason| LogError::Corrupt { path: self.path.to_path_buf(), position: self.position, reason };
         let section = records_section(&self.bytes, &self.header).map_err(corrupt)?;
+        let mut decoder = RecordDecoder::new(section, self.header);
+        match decoder.next() {
+            Some(Ok(record)) => Ok(Some(record.value)),
+            Some(Err(reason)) => Err(corrupt(reason)),
+            None => Err(corrupt("a control batch holds no entry")),
+        }
+    }
+
+    /// Decodes the user records. Keys and values are slices of the mmap when uncompressed.
+    /// A control batch has none, so every reader that goes through here skips it, as Kafka's
+    /// consumers skip control records.
+    pub fn records(&self) -> Result<impl Iterator<Item = Result<StoredRecord, LogError>> + use<>, LogError> {
+        let corrupt = |reason| LogError::Corrupt { path: self.path.to_path_buf(), position: self.position, reason };
+        let (section, header) = match self.header.control {
+            true => (Bytes::new(), BatchHeader { record_count: 0, ..self.header }),
+            false => (records_section(&self.bytes, &self.header).map_err(corrupt)?, self.header),
+        };
         let path = Arc::clone(&self.path);
         let position = self.position;
-        Ok(RecordDecoder::new(section, self.header)
+        Ok(RecordDecoder::new(section, header)
             .map(move |r| r.map_err(|reason| LogError::Corrupt { path: path.to_path_buf(), position, reason })))
     }
 }
@@ -140,6 +167,46 @@ impl Shared {
             // A segment whose visible part ends before its written part is where the high
             // watermark lies; nothing after it is visible.
             if visible.len() as u64 != segment.state.written_len.load(Ordering::Acquire) || total >= max_bytes {
+                break;
+            }
+        }
+        Ok(fetch)
+    }
+
+    /// Whole batches from `offset` up to the log end, copied out of the mappings. Holds the
+    /// maintenance lock, so no truncation cuts a file under the copy: past the high
+    /// watermark, bytes may be cut, and a mapped page past the end of its file faults.
+    pub(super) fn read_uncommitted(&self, offset: u64, max_bytes: usize) -> Result<Fetch, LogError> {
+        let _maintenance = self.lock_maintenance();
+        let high_watermark = self.high_watermark.load(Ordering::Acquire);
+        let snapshot = self.snapshot.load();
+        let log_end = self.log_end.load(Ordering::Acquire);
+        let mut fetch = Fetch { batches: Vec::new(), high_watermark, log_start: snapshot.log_start };
+        if offset < snapshot.log_start || offset > log_end {
+            return Err(LogError::OffsetOutOfRange { requested: offset, log_start: snapshot.log_start, log_end });
+        }
+        flusher::mark(&self.read_since_release);
+        let segments = &snapshot.segments;
+        let first = segments.partition_point(|s| s.base_offset <= offset).saturating_sub(1);
+        let mut total = 0usize;
+        for segment in &segments[first..] {
+            let written_len = segment.state.written_len.load(Ordering::Acquire) as usize;
+            let written = segment.data.slice(..written_len.min(segment.data.len()));
+            let start = segment.start_position(offset).min(written.len());
+            for item in BatchWalker::new(&written, start, segment.base_offset) {
+                let (position, header) = item.map_err(|d| segment.corrupt(d.position, d.reason))?;
+                if header.last_offset() < offset {
+                    continue;
+                }
+                let len = header.batch_length as usize;
+                if header.last_offset() >= log_end || (!fetch.batches.is_empty() && total + len > max_bytes) {
+                    return Ok(fetch);
+                }
+                total += len;
+                let bytes = Bytes::copy_from_slice(&written[position..position + len]);
+                fetch.batches.push(Batch { header, bytes, path: Arc::clone(&segment.path), position: position as u64 });
+            }
+            if total >= max_bytes {
                 break;
             }
         }

@@ -15,15 +15,16 @@ use std::{
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 
-use super::{PendingBatch, RecoveryReport, Shared, Snapshot, Writer};
+use super::{PendingBatch, RecoveryReport, Shared, Snapshot, TermRuns, Writer};
 use crate::{
-    HighWatermarkMode, LogConfig, LogError,
+    BatchHeader, HighWatermarkMode, LogConfig, LogError,
     error::IoContext,
+    format::parse_header,
     index::{
         IndexEntry, LoadedIndex, SegmentIndex, TIME_ENTRY_LEN, decode_index_files, encode_offset_index,
         encode_time_index,
     },
-    meta::{CleanShutdown, PartitionMeta},
+    meta::{CleanShutdown, PartitionMeta, sync_dir},
     segment::{
         BatchWalker, Mapping, Rebuilt, Segment, SegmentState, entry_points_at_batch, entry_points_at_valid_batch,
         map_file, parse_segment_file_name, read_small_file, rebuild_from, segment_file_name,
@@ -40,6 +41,56 @@ pub(super) fn last_batch_of(segments: &[Arc<Segment>]) -> Option<(u64, u64)> {
             .map_while(Result::ok)
             .last()
             .map(|(_, h)| (h.leader_term, h.last_offset()))
+    })
+}
+
+/// The term runs of the stored batches, from their headers. A segment whose first and last
+/// batches have the same term is one run and is not walked (the common case: terms change
+/// at elections only); the others are walked header by header, without CRC checks (reads
+/// check those), stopping at the first header that does not parse or go forward.
+fn term_runs_of(segments: &[Arc<Segment>]) -> TermRuns {
+    let mut runs = TermRuns::default();
+    let mut last_offset = None;
+    let push = |runs: &mut TermRuns, header: &BatchHeader, last_offset: &mut Option<u64>| {
+        if last_offset.is_some_and(|last| header.base_offset <= last) {
+            return false;
+        }
+        *last_offset = Some(header.last_offset());
+        // Terms only grow; a damaged log that says otherwise keeps the higher term.
+        if runs.last_term().is_none_or(|term| header.leader_term > term) {
+            runs.push(header.base_offset, header.leader_term);
+        }
+        true
+    };
+    for segment in segments {
+        let written = &segment.data[..segment.state.written_len.load(Ordering::Acquire) as usize];
+        let Ok(first) = parse_header(written) else { continue };
+        let last_start = segment.index.floor_offset(u64::MAX).map_or(0, |e| e.position as usize);
+        let last = headers_from(written, last_start).last();
+        match last {
+            Some(last) if last.leader_term == first.leader_term => {
+                push(&mut runs, &first, &mut last_offset);
+                last_offset = Some(last.last_offset());
+            }
+            _ => {
+                for header in headers_from(written, 0) {
+                    if !push(&mut runs, &header, &mut last_offset) {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    runs
+}
+
+/// The batch headers from `position` on, as long as they parse and fit in `data`.
+fn headers_from(data: &[u8], mut position: usize) -> impl Iterator<Item = BatchHeader> + '_ {
+    std::iter::from_fn(move || {
+        let header = parse_header(data.get(position..)?).ok()?;
+        let end = position.checked_add(header.batch_length as usize).filter(|&end| end <= data.len())?;
+        position = end;
+        Some(header)
     })
 }
 
@@ -61,6 +112,22 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
     }
     bases.sort_unstable();
     let mut meta = PartitionMeta::load(&dir)?;
+    if meta.reset_pending {
+        // A reset to a snapshot committed before a crash: finish it (docs/format.md).
+        for base in bases.drain(..) {
+            for extension in ["log", "index", "timeindex"] {
+                let path = dir.join(segment_file_name(base, extension));
+                if let Err(e) = fs::remove_file(&path)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    return Err(e).at(&path, "deleting a segment to finish a reset");
+                }
+            }
+        }
+        CleanShutdown::remove(&dir)?;
+        sync_dir(&dir)?;
+        tracing::warn!(partition = %dir.display(), log_start = meta.log_start, "finished a reset to a snapshot that a crash interrupted");
+    }
     // Segments wholly below a recorded log start were condemned by retention before a crash.
     while bases.len() > 1 && bases[1] <= meta.log_start {
         let base = bases.remove(0);
@@ -74,7 +141,13 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
         bases.push(meta.log_start);
         let path = dir.join(segment_file_name(meta.log_start, "log"));
         File::create(&path).at(&path, "creating the first segment")?;
+        if meta.reset_pending {
+            sync_dir(&dir)?;
+            meta.reset_pending = false;
+            meta.store(&dir)?;
+        }
     }
+    debug_assert!(!meta.reset_pending, "a reset is finished before the segments are opened");
     let index_capacity = config.index_capacity();
     let mut segments = Vec::with_capacity(bases.len());
     let last_base = *bases.last().expect("at least one segment");
@@ -174,6 +247,12 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
     meta.cleaned_up_to = meta.cleaned_up_to.clamp(log_start, high_watermark);
     let (high_watermark_watch, _) = watch::channel(high_watermark);
     let cleaned_up_to = meta.cleaned_up_to;
+    let mut terms = term_runs_of(&segments);
+    terms.purge_before(log_start);
+    debug_assert!(
+        log_start <= cleaned_up_to && cleaned_up_to <= high_watermark && high_watermark <= log_end,
+        "offset invariant broken at open: {log_start} {cleaned_up_to} {high_watermark} {log_end}"
+    );
     let writer = Writer {
         active: Arc::clone(&active),
         file: Arc::new(file),
@@ -183,6 +262,7 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
         persisted_entries: entries.len(),
         log_end,
         last_batch,
+        min_term: meta.last_purged.map_or(0, |(term, _)| term),
         pending,
         tail: ReservedTail::new(active_len),
         buf: Vec::new(),
@@ -200,6 +280,7 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
         synced: AtomicU64::new(log_end),
         high_watermark_watch,
         writer: Mutex::new(writer),
+        terms: Mutex::new(terms),
         meta: Mutex::new(meta),
         maintenance: Mutex::new(()),
         sync_in_progress: Mutex::new(false),

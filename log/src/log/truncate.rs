@@ -30,7 +30,7 @@ pub struct RetentionOutcome {
 impl Shared {
     pub(super) fn apply_retention(&self, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
         let _maintenance = self.lock_maintenance();
-        let (removed, new_log_start, high_watermark) = {
+        let (removed, new_log_start, high_watermark, last_purged) = {
             // Only the snapshot swap happens under the writer lock.
             let _writer = self.lock_writer()?;
             let snapshot = self.snapshot.load();
@@ -48,16 +48,28 @@ impl Shared {
                 return Ok(RetentionOutcome::default());
             }
             let new_log_start = segments[keep_from].base_offset;
-            self.snapshot
-                .store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
+            debug_assert!(new_log_start <= high_watermark, "retention past the high watermark");
+            let last_purged = {
+                let mut terms = self.lock_terms();
+                // Segments are contiguous, so the last purged offset is the one before the
+                // first kept segment.
+                let last_purged = terms.term_at(new_log_start - 1).map(|term| (term, new_log_start - 1));
+                self.snapshot
+                    .store(Arc::new(Snapshot { segments: segments[keep_from..].to_vec(), log_start: new_log_start }));
+                terms.purge_before(new_log_start);
+                last_purged
+            };
             self.cleaned_up_to.fetch_max(new_log_start, Ordering::AcqRel);
-            (segments[..keep_from].to_vec(), new_log_start, high_watermark)
+            (segments[..keep_from].to_vec(), new_log_start, high_watermark, last_purged)
         };
         {
             let mut meta = self.lock_meta();
             meta.log_start = new_log_start;
             meta.cleaned_up_to = meta.cleaned_up_to.max(new_log_start);
             meta.high_watermark = meta.high_watermark.max(high_watermark);
+            if last_purged.is_some() {
+                meta.last_purged = last_purged;
+            }
             // Record the new start before unlinking: recovery deletes segments below it.
             meta.store(&self.dir)?;
         }
@@ -168,7 +180,12 @@ impl Shared {
             }
         }
         w.persisted_entries = entries.len();
-        self.log_end.store(cut_offset, Ordering::Release);
+        {
+            // Under the terms lock, so `term_at` never answers for an offset being cut.
+            let mut terms = self.lock_terms();
+            terms.truncate_from(cut_offset);
+            self.log_end.store(cut_offset, Ordering::Release);
+        }
         self.synced.fetch_min(cut_offset, Ordering::AcqRel);
         sync_dir(&self.dir)?;
         index_files_rewritten

@@ -8,16 +8,43 @@ use std::{
     time::Instant,
 };
 
+use bytes::Bytes;
+
 use super::{AppendInfo, PendingBatch, Shared, Snapshot, Writer};
 use crate::{
     BatchHeader, Compression, FlushPolicy, HighWatermarkMode, LogError, Record,
     error::IoContext,
     flusher,
-    format::{MAX_BATCH_LEN, encode_batch},
+    format::{MAX_BATCH_LEN, encode_batch, encode_control_batch},
     index::{IndexEntry, SegmentIndex, encode_offset_index, encode_time_index},
     segment::{BatchWalker, Mapping, Segment, SegmentState, map_file},
     tail::ReservedTail,
 };
+
+/// What one append writes as one batch.
+pub(super) enum Entries<'a> {
+    /// User records, one offset each.
+    Records(&'a [Record]),
+    /// A control batch: one offset, no user record (see `docs/format.md`).
+    Control(Bytes),
+}
+
+/// Where an append must start.
+#[derive(Clone, Copy)]
+pub(super) enum Placement {
+    /// Wherever the log ends (a leader, or a single node).
+    LogEnd,
+    /// At exactly this offset, which must be the log end (a Raft follower).
+    At(u64),
+}
+
+impl Writer {
+    /// The lowest term the next batch may carry: that of the last batch, or of the last
+    /// entry purged before it (terms never go back along the offsets).
+    pub(super) fn last_term(&self) -> u64 {
+        self.last_batch.map_or(self.min_term, |(term, _)| term.max(self.min_term))
+    }
+}
 
 impl Shared {
     /// Encodes and writes one batch. Without `may_roll`, a batch that would roll the segment
@@ -25,15 +52,40 @@ impl Shared {
     pub(super) fn append_locked(
         &self,
         w: &mut Writer,
-        records: &[Record],
+        entries: Entries<'_>,
         leader_term: u64,
+        placement: Placement,
         may_roll: bool,
     ) -> Result<Option<AppendInfo>, LogError> {
         self.check_sync_failure()?;
         let base_offset = w.log_end;
+        if let Placement::At(requested) = placement
+            && requested != base_offset
+        {
+            return Err(LogError::NotAtLogEnd { partition: self.dir.clone(), requested, log_end: base_offset });
+        }
+        let last_term = w.last_term();
+        if leader_term < last_term {
+            return Err(LogError::TermWentBack {
+                partition: self.dir.clone(),
+                term: leader_term,
+                offset: base_offset,
+                last_term,
+            });
+        }
         let mut buf = std::mem::take(&mut w.buf);
         let mut scratch = std::mem::take(&mut w.scratch);
-        let header = encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression);
+        let header = match entries {
+            Entries::Records(records) => {
+                encode_batch(&mut buf, &mut scratch, records, base_offset, leader_term, self.config.compression)
+            }
+            Entries::Control(payload) => {
+                scratch.clear();
+                // No time of its own (`i64::MIN`, as an empty segment): it never makes a segment
+                // look younger to time-based retention or to compaction's lag.
+                encode_control_batch(&mut buf, base_offset, leader_term, i64::MIN, payload)
+            }
+        };
         // Reads refuse a zstd frame that decodes to more than a batch may hold (format.rs).
         let uncompressed = if self.config.compression == Compression::Zstd { scratch.len() } else { 0 };
         w.scratch = scratch;
@@ -98,6 +150,9 @@ impl Shared {
         let end = position + len;
         w.active_len = end;
         w.log_end = header.last_offset() + 1;
+        if w.last_batch.is_none_or(|(term, _)| term != header.leader_term) {
+            self.lock_terms().push(header.base_offset, header.leader_term);
+        }
         w.last_batch = Some((header.leader_term, header.last_offset()));
         w.dirty = true;
         w.batches_written += 1;
