@@ -5,6 +5,12 @@
 //! that recovery rebuilds whenever they are missing or damaged. One writer appends; any
 //! number of readers read zero-copy from the mmap without blocking it.
 //!
+//! It is also the Raft log of its partition, one entry per offset: it keeps the vote, takes
+//! a follower's appends at a given offset ([`Log::append_at`]), control batches for entries
+//! without records ([`Log::append_control`], skipped by every record read), answers the term
+//! of any stored offset ([`Log::term_at`]), keeps the last purged entry, and resets to a
+//! snapshot ([`Log::reset_to`]).
+//!
 //! ```
 //! use strata_log::{Log, LogConfig, Record};
 //!
