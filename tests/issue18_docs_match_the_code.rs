@@ -66,7 +66,7 @@ fn the_readme_keeps_two_set_up_commands_that_work_on_a_fresh_machine() {
 #[test]
 fn the_readme_says_what_the_log_keeps_for_raft() {
     let readme = flat(&read("README.md"));
-    let log = read("log/src/log.rs");
+    let log = read("log/src/log/mod.rs");
     assert!(log.contains("pub fn truncate_after(") && log.contains("pub fn save_vote("), "the log's Raft hooks");
     assert!(!readme.contains("knows nothing of MQTT or Raft"), "the log holds a vote and truncate_after");
     assert!(readme.contains("the vote in `partition.meta`") && readme.contains("`truncate_after`"));

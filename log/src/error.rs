@@ -119,6 +119,40 @@ pub enum LogError {
         /// The OS error of that fsync.
         reason: String,
     },
+    /// A follower append ([`crate::Log::append_at`]) did not start at the log end.
+    #[error(
+        "{partition}: cannot append at offset {requested}: the log ends at {log_end} (truncate a conflicting suffix first, or send the missing entries)"
+    )]
+    NotAtLogEnd {
+        /// The partition directory.
+        partition: PathBuf,
+        /// The offset the append was to start at.
+        requested: u64,
+        /// The next offset the log can take.
+        log_end: u64,
+    },
+    /// An append carried a term below the term of the entry before it.
+    #[error("{partition}: cannot append with term {term} at offset {offset}: the entry before it has term {last_term}")]
+    TermWentBack {
+        /// The partition directory.
+        partition: PathBuf,
+        /// The term of the refused append.
+        term: u64,
+        /// The offset it would have taken.
+        offset: u64,
+        /// The term of the last entry (or of the last purged one).
+        last_term: u64,
+    },
+    /// A reset to a snapshot ([`crate::Log::reset_to`]) was refused.
+    #[error("{partition}: cannot reset the log to start at offset {offset}: {reason}")]
+    InvalidReset {
+        /// The partition directory.
+        partition: PathBuf,
+        /// The requested new start.
+        offset: u64,
+        /// Why not.
+        reason: &'static str,
+    },
     /// The log was closed.
     #[error("{path}: the log is closed")]
     Closed {

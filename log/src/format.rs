@@ -9,11 +9,17 @@ use crate::Compression;
 
 /// Size of the fixed batch header.
 pub(crate) const BATCH_HEADER_LEN: usize = 52;
-/// The format version written into every batch's `magic` byte.
-pub(crate) const FORMAT_VERSION: u8 = 1;
+/// The format version written into every batch's `magic` byte. Version 1 batches (written
+/// before control batches existed) are read as they are; their control bit is reserved.
+pub(crate) const FORMAT_VERSION: u8 = 2;
+/// The oldest batch version this code reads.
+const OLDEST_FORMAT_VERSION: u8 = 1;
 /// `crc_algorithm` value for CRC-32/IEEE as computed by crc32fast.
 pub(crate) const CRC32_IEEE: u8 = 1;
 const COMPRESSION_MASK: u16 = 0b111;
+/// Attribute bit 5 (as in Kafka): a control batch, one entry that carries no user record
+/// (Raft's blank and membership entries). Its single record's value is the payload.
+const CONTROL_BIT: u16 = 1 << 5;
 /// Largest batch accepted: positions in the index are 32 bits.
 pub(crate) const MAX_BATCH_LEN: usize = 1 << 30;
 
@@ -102,6 +108,8 @@ pub struct BatchHeader {
     pub first_timestamp: i64,
     /// Largest timestamp in the batch.
     pub max_timestamp: i64,
+    /// A control batch: one offset, no user records (see [`crate::Log::append_control`]).
+    pub control: bool,
 }
 
 impl BatchHeader {
@@ -147,13 +155,14 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchDefect> {
     if (batch_length as usize) < BATCH_HEADER_LEN || batch_length as usize > MAX_BATCH_LEN {
         return Err(BatchDefect::BadHeader("batch length out of range"));
     }
-    if magic != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&magic) {
         return Err(BatchDefect::BadHeader("unknown format version"));
     }
     if crc_algorithm != CRC32_IEEE {
         return Err(BatchDefect::BadHeader("unknown CRC algorithm"));
     }
-    if attributes & !COMPRESSION_MASK != 0 {
+    let defined = if magic >= 2 { COMPRESSION_MASK | CONTROL_BIT } else { COMPRESSION_MASK };
+    if attributes & !defined != 0 {
         return Err(BatchDefect::BadHeader("reserved attribute bits set"));
     }
     let compression = match attributes & COMPRESSION_MASK {
@@ -171,7 +180,11 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Result<BatchHeader, BatchDefect> {
         record_count: b.get_u32_le(),
         first_timestamp: b.get_i64_le(),
         max_timestamp: b.get_i64_le(),
+        control: attributes & CONTROL_BIT != 0,
     };
+    if header.control && (header.record_count != 1 || header.last_offset_delta != 0) {
+        return Err(BatchDefect::BadHeader("a control batch holds exactly one entry"));
+    }
     if header.record_count == 0 || u64::from(header.record_count) > u64::from(header.last_offset_delta) + 1 {
         return Err(BatchDefect::BadHeader("record count does not fit the offset range"));
     }
@@ -216,8 +229,34 @@ pub(crate) fn encode_batch(
         record_count: records.len() as u32,
         first_timestamp: records[0].timestamp,
         max_timestamp: 0,
+        control: false,
     };
     encode_with(out, scratch, template, records.iter().enumerate().map(|(delta, r)| (delta as u64, r)))
+}
+
+/// Encodes a control batch: one offset, one record whose value is `payload`, never
+/// compressed (it is small, and the replication layer reads it back often).
+pub(crate) fn encode_control_batch(
+    out: &mut Vec<u8>,
+    base_offset: u64,
+    leader_term: u64,
+    timestamp: i64,
+    payload: Bytes,
+) -> BatchHeader {
+    let template = BatchHeader {
+        crc: 0,
+        batch_length: 0,
+        compression: Compression::None,
+        base_offset,
+        leader_term,
+        last_offset_delta: 0,
+        record_count: 1,
+        first_timestamp: timestamp,
+        max_timestamp: 0,
+        control: true,
+    };
+    let record = Record::new(timestamp, payload);
+    encode_with(out, &mut Vec::new(), template, std::iter::once((0, &record)))
 }
 
 /// Re-encodes the surviving `records` of a stored batch (compaction). The batch keeps its
@@ -304,10 +343,11 @@ fn encode_with<'r, R: RecordFields + 'r>(
 }
 
 fn write_header(out: &mut [u8], h: &BatchHeader) {
-    let attributes: u16 = match h.compression {
+    let compression: u16 = match h.compression {
         Compression::None => 0,
         Compression::Zstd => 1,
     };
+    let attributes = if h.control { compression | CONTROL_BIT } else { compression };
     out[4..8].copy_from_slice(&h.batch_length.to_le_bytes());
     out[8] = FORMAT_VERSION;
     out[9] = CRC32_IEEE;
@@ -523,6 +563,47 @@ fn get_uvarint(buf: &mut Bytes) -> Result<u64, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Sets a header byte and recomputes the CRC, as a writer of that header would have.
+    fn with_byte(mut batch: Vec<u8>, at: usize, value: u8) -> Vec<u8> {
+        batch[at] = value;
+        let crc = crc32fast::hash(&batch[4..]);
+        batch[0..4].copy_from_slice(&crc.to_le_bytes());
+        batch
+    }
+
+    #[test]
+    fn a_control_batch_is_one_offset_with_its_payload_and_the_control_bit() {
+        let mut out = Vec::new();
+        let header = encode_control_batch(&mut out, 17, 5, 1_000, Bytes::from_static(b"membership"));
+        assert_eq!(out[8], FORMAT_VERSION);
+        assert_eq!(u16::from_le_bytes([out[10], out[11]]), CONTROL_BIT);
+        let checked = check_batch(&out).unwrap();
+        assert_eq!(checked, header);
+        assert!(checked.control);
+        assert_eq!((checked.base_offset, checked.last_offset(), checked.record_count), (17, 17, 1));
+        assert_eq!(checked.leader_term, 5);
+        let bytes = Bytes::from(out);
+        let decoded: Vec<_> =
+            RecordDecoder::new(records_section(&bytes, &checked).unwrap(), checked).map(Result::unwrap).collect();
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(&decoded[0].value[..], b"membership");
+    }
+
+    #[test]
+    fn version_1_batches_still_parse_but_cannot_be_control_batches() {
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let header = encode_batch(&mut out, &mut scratch, &sample(), 40, 3, Compression::None);
+        let v1 = with_byte(out.clone(), 8, 1);
+        let parsed = check_batch(&v1).unwrap();
+        assert_eq!(parsed, BatchHeader { crc: parsed.crc, ..header }, "a version-1 batch reads as before");
+        let v1_control = with_byte(v1, 10, CONTROL_BIT as u8);
+        assert_eq!(check_batch(&v1_control), Err(BatchDefect::BadHeader("reserved attribute bits set")));
+        assert_eq!(check_batch(&with_byte(out.clone(), 8, 3)), Err(BatchDefect::BadHeader("unknown format version")));
+        // The control bit on a batch of three records is refused.
+        let three = with_byte(out, 10, CONTROL_BIT as u8);
+        assert_eq!(check_batch(&three), Err(BatchDefect::BadHeader("a control batch holds exactly one entry")));
+    }
 
     fn sample() -> Vec<Record> {
         vec![

@@ -5,6 +5,12 @@
 //! that recovery rebuilds whenever they are missing or damaged. One writer appends; any
 //! number of readers read zero-copy from the mmap without blocking it.
 //!
+//! It is also the Raft log of its partition, one entry per offset: it keeps the vote, takes
+//! a follower's appends at a given offset ([`Log::append_at`]), control batches for entries
+//! without records ([`Log::append_control`], skipped by every record read), answers the term
+//! of any stored offset ([`Log::term_at`]), keeps the last purged entry, and resets to a
+//! snapshot ([`Log::reset_to`]).
+//!
 //! ```
 //! use strata_log::{Log, LogConfig, Record};
 //!
@@ -38,7 +44,7 @@ pub use config::{
 };
 pub use error::LogError;
 pub use format::{BatchHeader, Header, Record, StoredRecord};
-pub use log::{AppendInfo, Batch, Fetch, FsyncObserver, Log, LogOffsets, RecoveryReport, RetentionOutcome};
+pub use log::{AppendInfo, Batch, Fetch, FsyncObserver, Log, LogOffsets, RecoveryReport, ResetStep, RetentionOutcome};
 pub use meta::Vote;
 pub use retention::{DeleteSegment, RetentionPlan, RetentionPolicy, RetentionReason, SegmentSummary, plan_retention};
 pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, SwapStep};

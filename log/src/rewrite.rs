@@ -191,7 +191,14 @@ impl SegmentRewrite<'_> {
 
     /// Writes the survivors of `original` (records in offset order, a subset of the batch's)
     /// to the current output. All survivors: the batch is copied as it is. None: it is dropped.
+    ///
+    /// A control batch (which has no records, so no survivors) is always copied: it is one
+    /// small batch per Raft election or membership change, and keeping it keeps its term in
+    /// the log (for `Log::term_at` after a reopen) and its membership payload readable.
     pub fn write_batch(&mut self, original: &Batch, survivors: &[StoredRecord]) -> Result<(), LogError> {
+        if original.is_control() {
+            return self.append_bytes(original.header(), original.as_bytes());
+        }
         if survivors.is_empty() {
             return Ok(());
         }

@@ -85,7 +85,12 @@ impl Model {
 
     /// Appends `records` as one batch and remembers them at their offsets.
     pub fn append(&mut self, log: &Log, records: Vec<Record>) {
-        let info = log.append(&records, 0).expect("append");
+        self.append_in_term(log, records, 0);
+    }
+
+    /// [`Model::append`] by a leader of `term`.
+    pub fn append_in_term(&mut self, log: &Log, records: Vec<Record>, term: u64) {
+        let info = log.append(&records, term).expect("append");
         assert_eq!(info.last_offset - info.base_offset + 1, records.len() as u64);
         for (i, record) in records.into_iter().enumerate() {
             let key = record
