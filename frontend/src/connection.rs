@@ -18,7 +18,6 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::auth::Verdict;
-use crate::broker::Shared;
 use crate::codec::{
     self, Ack, ConnAck, Connect, Disconnect, Packet, PacketId, Properties, ProtocolVersion, Publish, QoS, ReasonCode,
     RetainHandling, SubAck, Subscribe, UnsubAck, Unsubscribe,
@@ -26,12 +25,13 @@ use crate::codec::{
 use crate::groups::{Group, GroupDelivery, MemberId, PartitionId};
 use crate::handoff::Handoff;
 use crate::interest::ConnectionInterest;
-use crate::partition_writer::{AppendError, AppendRequest, AppendResult};
+use crate::partition::{AppendError, AppendRequest, AppendResult};
 use crate::readers::{self, BufferedRecord, Readers};
 use crate::record;
 use crate::replay;
 use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Qos2Publish, Route, Stage, Subscriptions};
 use crate::session_state::{self, NEVER_EXPIRES, SessionState};
+use crate::shared::Shared;
 use crate::topic;
 use crate::topic_alias::{InboundAliases, OutboundAliases, OutboundTopic};
 
@@ -81,7 +81,7 @@ pub(crate) type TransportReader = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type TransportWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Runs an MQTT-over-TCP connection to the end. The socket comes with TCP_NODELAY and
-/// SO_RCVBUF set, inherited from the listener (`broker::mqtt_listener`).
+/// SO_RCVBUF set, inherited from the listener (`listen::mqtt_listener`).
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let (reader, writer) = stream.into_split();
     // One span per TCP connection, for trace export (`[telemetry]`); disabled, it costs nothing.
@@ -924,11 +924,12 @@ impl Inbound {
                 return self.refuse(packet, packet_id, &error).await;
             }
         }
-        let partition = self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
+        let crate::streams::Routed::Local(partition) =
+            self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
         // A lone publish (nothing more read behind it) is appended at once when nothing is
         // queued ahead; a burst goes through the writer thread, which batches it.
         let record = match self.buf.is_empty() {
-            true => match partition.writer.try_append_now(record) {
+            true => match partition.try_append_now(record) {
                 Ok(Ok(_)) => {
                     if packet.is_some() {
                         // The append woke the subscribers' tasks; let them write the message
@@ -953,7 +954,7 @@ impl Inbound {
             None => (None, None),
         };
         // A full queue holds this connection's reads back: backpressure on the socket.
-        if partition.writer.send(AppendRequest { record, durable }).await.is_err() {
+        if partition.send(AppendRequest { record, durable }).await.is_err() {
             return Some(End::Disconnect(ReasonCode::ServerShuttingDown, "the partition writer stopped".to_owned()));
         }
         self.acknowledge(packet, packet_id, durable_rx, received).await
@@ -1830,7 +1831,7 @@ impl Outbound {
             let Some(front) = buffered.front_mut() else {
                 next = next.max(buffered_end);
                 if let Some(max_lag) = qos0_max_lag {
-                    let high_watermark = partition.log.offsets().high_watermark;
+                    let high_watermark = partition.committed();
                     if high_watermark.saturating_sub(next) > max_lag && next >= redeliver_below {
                         // Keep the newest half of the allowed lag: the freshest messages go
                         // out, and the next skip is not one fetch away.
@@ -1839,7 +1840,7 @@ impl Outbound {
                         next = to;
                     }
                 }
-                let fetch = partition.log.read(next, FETCH_BYTES)?;
+                let fetch = partition.read(next, FETCH_BYTES)?;
                 if next < fetch.log_start {
                     // Retention removed what this reader had not read yet; live delivery goes
                     // on from what is left.

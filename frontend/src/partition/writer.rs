@@ -1,4 +1,4 @@
-//! The single writer of a partition. Connections hand it records through a bounded channel
+//! The single writer of a partition, behind its handle (`partition/mod.rs`). Connections hand it records through a bounded channel
 //! (a full channel holds the publisher back, so a fast publisher cannot grow memory); it
 //! takes everything waiting, appends it as one batch, waits until the batch is durable per
 //! the flush policy, and only then tells each publisher its offset.
@@ -84,15 +84,6 @@ pub struct AppendRequest {
     pub durable: Option<oneshot::Sender<AppendResult>>,
 }
 
-/// Starts the writer thread of an internal stream's `log` (`$retained`, `$sessions`...), fed
-/// by a channel of `capacity` requests. No subscriber reads those, so appends wake nobody.
-/// The thread ends when every sender is dropped.
-pub(crate) fn spawn(log: Arc<Log>, capacity: usize, name: String) -> std::io::Result<mpsc::Sender<AppendRequest>> {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    thread::Builder::new().name(name).spawn(move || run(&log, rx, None, None))?;
-    Ok(tx)
-}
-
 /// Where a stream partition's appends are announced, in offset order.
 #[derive(Clone)]
 struct Announce {
@@ -110,13 +101,15 @@ impl Announce {
     }
 }
 
-/// The writer of a stream partition: its queue, and the inline path for a lone publish.
-pub struct PartitionWriter {
+/// The writer of a partition: its queue, and the inline path for a lone publish.
+pub(crate) struct PartitionWriter {
     tx: mpsc::Sender<AppendRequest>,
     /// Records sent to the queue and not yet in the log.
     queued: Arc<AtomicUsize>,
     log: Arc<Log>,
-    announce: Announce,
+    /// `None` for an internal stream (`$retained`, `$sessions`...): no subscriber reads
+    /// those, so their appends wake nobody, and nothing appends to them inline.
+    announce: Option<Announce>,
     /// Whether an append is durable once written (any flush policy but `always`).
     durable_when_written: bool,
 }
@@ -134,25 +127,46 @@ impl Drop for Uncount<'_> {
 #[derive(Debug)]
 pub struct WriterStopped;
 
+/// A place held in a writer's queue ([`PartitionWriter::reserve`]).
+pub(crate) struct Reserved<'a> {
+    permit: mpsc::Permit<'a, AppendRequest>,
+    queued: &'a AtomicUsize,
+}
+
+impl Reserved<'_> {
+    /// Queues `request` in the place held.
+    pub(crate) fn send(self, request: AppendRequest) {
+        // Counted before it is queued: the writer thread uncounts it once it is in the log.
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.permit.send(request);
+    }
+}
+
 impl PartitionWriter {
-    /// Starts the writer thread of `log` (see [`spawn`]).
+    /// Starts the writer thread of `log`, fed by a queue of `capacity` requests. With
+    /// `announce` (the append signal and the partition's id), each append wakes the readers it
+    /// concerns. The thread ends when the writer is dropped.
     pub(crate) fn start(
         log: Arc<Log>,
         capacity: usize,
         name: String,
-        appended: Arc<AppendSignal>,
-        partition: u32,
+        announce: Option<(Arc<AppendSignal>, u32)>,
     ) -> std::io::Result<PartitionWriter> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let durable_when_written = !matches!(log.config().flush, strata_log::FlushPolicy::Always);
         let thread_log = Arc::clone(&log);
-        let announce = Announce { signal: appended, partition, order: Arc::default() };
+        let announce = announce.map(|(signal, partition)| Announce { signal, partition, order: Arc::default() });
         let (thread_announce, thread_queued) = (announce.clone(), Arc::clone(&queued));
-        thread::Builder::new()
-            .name(name)
-            .spawn(move || run(&thread_log, rx, Some(thread_announce), Some(thread_queued)))?;
+        thread::Builder::new().name(name).spawn(move || run(&thread_log, rx, thread_announce, Some(thread_queued)))?;
         Ok(PartitionWriter { tx, queued, log, announce, durable_when_written })
+    }
+
+    /// Waits for room in the queue and holds it: the request sent through the returned
+    /// [`Reserved`] goes in that place, with no wait (so it can be sent under a lock).
+    pub(crate) async fn reserve(&self) -> Result<Reserved<'_>, WriterStopped> {
+        let permit = self.tx.reserve().await.map_err(|_| WriterStopped)?;
+        Ok(Reserved { permit, queued: &self.queued })
     }
 
     /// Queues `request` for the writer thread; waits while the queue is full. Cancel-safe:
@@ -174,16 +188,17 @@ impl PartitionWriter {
     /// segment roll due. Returns the outcome, or gives the record back for
     /// [`PartitionWriter::send`].
     pub fn try_append_now(&self, record: Record) -> Result<AppendResult, Record> {
+        let Some(announce) = &self.announce else { return Err(record) };
         if !self.durable_when_written || self.queued.load(Ordering::Acquire) != 0 {
             return Err(record);
         }
         // Never waits: a busy writer or a segment roll (which fsyncs) sends it to the queue.
-        let Ok(_order) = self.announce.order.try_lock() else { return Err(record) };
+        let Ok(_order) = announce.order.try_lock() else { return Err(record) };
         let outcome = match self.log.try_append_now(std::slice::from_ref(&record), 0) {
             // The writer thread tries to recover a log whose fsync failed.
             Ok(None) | Err(LogError::SyncFailed { .. }) => return Err(record),
             Ok(Some(info)) => {
-                self.announce.signal.appended(self.announce.partition, info.base_offset, std::slice::from_ref(&record));
+                announce.signal.appended(announce.partition, info.base_offset, std::slice::from_ref(&record));
                 Ok(info.base_offset)
             }
             Err(error) => {
@@ -280,7 +295,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let tx = spawn(Arc::clone(&log), 16, "test-writer".into()).unwrap();
+        let tx = PartitionWriter::start(Arc::clone(&log), 16, "test-writer".into(), None).unwrap();
         let offsets = runtime.block_on(async {
             let mut receivers = Vec::new();
             for i in 0..11 {
@@ -343,7 +358,7 @@ mod tests {
         let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
         let log = Arc::new(Log::open(dir.path(), config).unwrap());
         let writer =
-            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Arc::new(AppendSignal::new()), 0)
+            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Some((Arc::new(AppendSignal::new()), 0)))
                 .unwrap();
         let send = |writer: &PartitionWriter, value: &'static str| {
             runtime.block_on(async {
@@ -364,9 +379,13 @@ mod tests {
 
         let interval = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(interval.path(), LogConfig::default()).unwrap());
-        let writer =
-            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync-inline".into(), Arc::new(AppendSignal::new()), 0)
-                .unwrap();
+        let writer = PartitionWriter::start(
+            Arc::clone(&log),
+            16,
+            "test-fsync-inline".into(),
+            Some((Arc::new(AppendSignal::new()), 0)),
+        )
+        .unwrap();
         log.fail_next_fsync_for_tests();
         assert!(log.flush().is_err());
         let Err(record) = writer.try_append_now(Record::new(1, "x")) else {
@@ -386,7 +405,7 @@ mod tests {
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         let appended = Arc::new(AppendSignal::new());
         let mut woken = appended.subscribe_everything();
-        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), appended, 0).unwrap();
+        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), Some((appended, 0))).unwrap();
         assert_eq!(writer.try_append_now(Record::new(1, "a")).ok(), Some(Ok(0)));
         assert!(woken.has_changed().unwrap(), "an inline append wakes readers");
         woken.borrow_and_update();
@@ -409,7 +428,8 @@ mod tests {
         let always = tempfile::tempdir().unwrap();
         let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
         let log = Arc::new(Log::open(always.path(), config).unwrap());
-        let writer = PartitionWriter::start(log, 16, "test-always".into(), Arc::new(AppendSignal::new()), 0).unwrap();
+        let writer =
+            PartitionWriter::start(log, 16, "test-always".into(), Some((Arc::new(AppendSignal::new()), 0))).unwrap();
         assert!(writer.try_append_now(Record::new(1, "x")).is_err(), "an fsync wait never runs inline");
     }
 }

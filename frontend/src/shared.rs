@@ -1,0 +1,558 @@
+//! State shared by every connection, and the operations on it: which client ids are
+//! connected (and taking a session over), the retained messages and the stored sessions
+//! (each written to its internal stream), delayed wills and session expiry, consumer groups
+//! and their expiry, and the auth files in force. The broker (`broker.rs`) builds it at start;
+//! connections, the listeners and the admin API hold it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use strata_compaction::Maintenance;
+use strata_log::{Record, StoredRecord};
+use tokio::sync::oneshot;
+
+use crate::codec::Publish;
+use crate::partition::{AppendError, AppendRequest, PartitionHandle};
+use crate::record::{self, StoredMessage};
+use crate::retained::Retained;
+use crate::session_state::{SessionState, SessionView};
+use crate::streams::{Routed, Streams};
+
+/// The least time between two scans of the stored sessions for expiry.
+const SESSION_SCAN_GAP: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The users (`[auth] password_file`) and topic rights (`[auth] acl_file`) in force. A
+/// connection takes both at its CONNECT and keeps them: a reload applies to new connections.
+pub(crate) struct AuthFiles {
+    pub(crate) authenticator: Mutex<Arc<crate::auth::Authenticator>>,
+    /// `None`: no ACL file, everyone may do anything.
+    pub(crate) acl: Mutex<Option<Arc<crate::acl::AclFile>>>,
+}
+
+impl AuthFiles {
+    /// Who may connect, now.
+    pub(crate) fn authenticator(&self) -> Arc<crate::auth::Authenticator> {
+        Arc::clone(&lock(&self.authenticator))
+    }
+
+    /// Who may read and write which topics, now.
+    pub(crate) fn acl(&self) -> Option<Arc<crate::acl::AclFile>> {
+        lock(&self.acl).clone()
+    }
+}
+
+/// Reloads `[auth] password_file` and `[auth] acl_file` (the serve command calls it on
+/// SIGHUP). New connections use what it loaded; connections already up keep the rights they
+/// had. A file that cannot be used changes nothing: the previous users or rules stay.
+#[derive(Clone)]
+pub struct AuthReloader {
+    pub(crate) files: Arc<AuthFiles>,
+    pub(crate) config: crate::auth::AuthConfig,
+}
+
+impl AuthReloader {
+    /// Reads the password file again: `Ok(None)` when none is configured, else its path and
+    /// how many users it has. Blocking (it reads a file): call it off the async threads.
+    pub fn reload_password_file(&self) -> Result<Option<(PathBuf, usize)>, crate::auth::PasswordFileError> {
+        let Some(path) = &self.config.password_file else { return Ok(None) };
+        let users = crate::auth::PasswordFile::load(path)?;
+        let count = users.len();
+        let mut authenticator = lock(&self.files.authenticator);
+        *authenticator = Arc::new(authenticator.with_users(users));
+        Ok(Some((path.clone(), count)))
+    }
+
+    /// Reads the ACL file again: `Ok(None)` when none is configured, else its path.
+    /// Blocking, like [`AuthReloader::reload_password_file`].
+    pub fn reload_acl_file(&self) -> Result<Option<PathBuf>, crate::acl::AclFileError> {
+        let Some(path) = &self.config.acl_file else { return Ok(None) };
+        let acl = crate::acl::AclFile::load(path)?;
+        *lock(&self.files.acl) = Some(Arc::new(acl));
+        Ok(Some(path.clone()))
+    }
+}
+
+/// A connected client's handle, kept so a newer connection can take its session over.
+pub(crate) struct Connected {
+    connection_id: u64,
+    /// Its verified user (`None`: anonymous): only the same user may take it over (issue 22).
+    user: Option<String>,
+    take_over: oneshot::Sender<()>,
+    /// Completes (its sender is dropped) once that connection has saved its session and
+    /// scheduled its will, so the newer one reads the session after it.
+    finished: oneshot::Receiver<()>,
+}
+
+/// What a new connection holds while it runs; dropping it tells a newer connection with the
+/// same client id that this one has finished.
+pub(crate) struct Registration {
+    pub(crate) connection_id: u64,
+    pub(crate) taken_over: oneshot::Receiver<()>,
+    pub(crate) previous_finished: Option<oneshot::Receiver<()>>,
+    pub(crate) _finished: oneshot::Sender<()>,
+}
+
+/// A will waiting for its Will Delay Interval.
+pub(crate) struct DelayedWill {
+    token: u64,
+    publish: Publish,
+}
+
+/// State shared by all connections.
+pub(crate) struct Shared {
+    pub(crate) config: crate::config::BrokerConfig,
+    /// Every stream's partitions and writers; a publish goes where [`Streams::route`] says.
+    pub(crate) streams: Streams,
+    pub(crate) retained_partition: Arc<PartitionHandle>,
+    /// Topic → retained message, mirrored from `$retained`. Locked briefly, never across an
+    /// await.
+    pub(crate) retained: Mutex<Retained>,
+    pub(crate) sessions_partition: Arc<PartitionHandle>,
+    /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
+    /// session out while it runs and puts it back when it ends.
+    pub(crate) sessions: Mutex<HashMap<String, SessionState>>,
+    /// Told when a session is put in `sessions` that expires before `next_expiry_ms`, so
+    /// that the expiry task (`expire_sessions_when_due`) can sleep until the earliest expiry
+    /// instead of polling.
+    pub(crate) session_stored: tokio::sync::Notify,
+    /// When the expiry task will next look (unix ms): `i64::MAX` when no session can
+    /// expire, `i64::MIN` while it scans (then every stored session wakes it).
+    pub(crate) next_expiry_ms: AtomicI64,
+    pub(crate) delayed_wills: Mutex<HashMap<String, DelayedWill>>,
+    pub(crate) offsets_partition: Arc<PartitionHandle>,
+    /// Committed offsets read back from `$offsets` at start, for groups not yet recreated
+    /// (and reset by the admin API while they are not).
+    pub(crate) restored_offsets: Mutex<HashMap<String, u64>>,
+    /// Where stream definitions created or altered at runtime are kept.
+    pub(crate) streams_partition: Arc<PartitionHandle>,
+    /// Serialises the admin API's stream changes and offset resets.
+    pub(crate) admin_lock: tokio::sync::Mutex<()>,
+    /// Every persistent session's filters and positions as last written to `$sessions`
+    /// (connected or not), for the admin API and the lag metrics.
+    pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
+    /// Consumer groups (`$share/<group>/...`) by group name; removed once idle for
+    /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]).
+    pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
+    pub(crate) connected: Mutex<HashMap<String, Connected>>,
+    pub(crate) next_connection_id: AtomicU64,
+    pub(crate) started_at_ms: u64,
+    /// Open connections, for `limits.max_connections`.
+    pub(crate) connections: crate::limits::ConnectionCount,
+    /// Open connections and connect rate per client address.
+    pub(crate) peers: crate::limits::PeerLimiter,
+    /// Counters and histograms (`metrics.rs`).
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// Who may connect.
+    /// and who may read and write which topics: reloaded on SIGHUP.
+    pub(crate) auth: Arc<AuthFiles>,
+    /// The in-memory `$SYS` topics.
+    pub(crate) sys: crate::sys_topics::SysTopics,
+    /// Tells connections to end, and counts them, at shutdown.
+    pub(crate) shutdown: crate::shutdown::ShutdownState,
+    pub(crate) maintenance_totals: strata_compaction::TotalsReader,
+    /// Retention and compaction, shared with the admin API (`admin.rs`) for runs on demand;
+    /// taken out at shutdown, after which the admin API can no longer start one.
+    pub(crate) maintenance: Mutex<Option<Arc<Maintenance>>>,
+}
+
+impl Shared {
+    /// Registers `client_id` for a new connection of `user` (`None`: anonymous); an older
+    /// connection with the same id is told to go, and the registration carries that
+    /// connection's `finished` signal. `None`, with nothing changed, when the id belongs to
+    /// another user: its connection or its stored session is theirs (issue 22). Both are
+    /// looked at under the `connected` lock: a connection saves its session before it
+    /// unregisters, so one of the two always shows the owner.
+    pub(crate) fn register(&self, client_id: &str, user: Option<&str>) -> Option<Registration> {
+        let mut connected = lock(&self.connected);
+        let live = connected.get(client_id).map(|c| crate::session_state::Owner::User(c.user.clone()));
+        let stored = lock(&self.sessions)
+            .get(client_id)
+            .filter(|session| !session.expired(now_ms()))
+            .map(|session| session.owner.clone());
+        if !crate::session_state::may_claim(user, live.as_ref(), stored.as_ref()) {
+            return None;
+        }
+        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        let (take_over, taken_over) = oneshot::channel();
+        let (finished_tx, finished) = oneshot::channel();
+        let previous = connected.insert(
+            client_id.to_owned(),
+            Connected { connection_id, user: user.map(str::to_owned), take_over, finished },
+        );
+        drop(connected);
+        let previous_finished = previous.map(|previous| {
+            let _ = previous.take_over.send(());
+            previous.finished
+        });
+        Some(Registration { connection_id, taken_over, previous_finished, _finished: finished_tx })
+    }
+
+    /// Whether `client_id` may have a persistent session under `max_sessions` (issue 22): it
+    /// has one already (stored, or connected), or fewer than `max_sessions` are stored. A new
+    /// session is stored at its first subscription or at its disconnect, so sessions
+    /// connecting at the same moment may together pass the limit by as many.
+    pub(crate) fn may_store_session(&self, client_id: &str) -> bool {
+        let Some(max) = self.config.limits.max_sessions else { return true };
+        // One lock at a time: no order to keep with the other users of these maps.
+        let (known, stored) = {
+            let index = lock(&self.session_index);
+            (index.contains_key(client_id), index.len())
+        };
+        known
+            || stored < max
+            || lock(&self.sessions).contains_key(client_id)
+            || lock(&self.connected).contains_key(client_id)
+    }
+
+    /// Forgets `client_id` if `connection_id` still holds it.
+    pub(crate) fn unregister(&self, client_id: &str, connection_id: u64) {
+        let mut connected = lock(&self.connected);
+        if connected.get(client_id).is_some_and(|c| c.connection_id == connection_id) {
+            connected.remove(client_id);
+        }
+    }
+
+    /// Stores a retained message (or deletes the topic's, for an empty payload) in
+    /// `$retained`, durably, then in the in-memory map.
+    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), AppendError> {
+        let stored = StoredRecord {
+            offset: 0,
+            timestamp: record.timestamp,
+            key: record.key.clone(),
+            value: record.value.clone(),
+            headers: record.headers.clone(),
+        };
+        let offset = self.retained_partition.propose(record).await?;
+        lock(&self.retained).apply(StoredRecord { offset, ..stored });
+        Ok(())
+    }
+
+    /// Whether a retained publish of `payload_len` bytes to `topic` fits in
+    /// `max_retained_messages` and `max_retained_bytes` (issue 22). Checked as the publish
+    /// arrives: retained publishes stored at the same instant may each pass it.
+    pub(crate) fn retained_fits(&self, topic: &str, payload_len: usize) -> bool {
+        lock(&self.retained).fits(topic, payload_len, &self.config.limits)
+    }
+
+    /// The retained messages whose topic matches `filter`, each with its offset in
+    /// `$retained`, then the matching `$SYS` values (no offset: they come from memory, like
+    /// retained messages; `sys_topics.rs`).
+    pub(crate) fn retained_matching(&self, filter: &str) -> Vec<(StoredMessage, Option<u64>)> {
+        let mut matching: Vec<(StoredMessage, Option<u64>)> =
+            lock(&self.retained).matching(filter).into_iter().map(|m| (m.clone(), Some(m.offset))).collect();
+        matching.extend(self.sys.matching(filter).into_iter().map(|m| (m, None)));
+        matching
+    }
+
+    /// The retained message at `offset` in `$retained`, if it is still its topic's current
+    /// one (not replaced or deleted since).
+    pub(crate) fn retained_at(&self, offset: u64) -> Option<StoredMessage> {
+        lock(&self.retained).at(offset)
+    }
+
+    /// Publishes a message the broker itself originates (a will) through the normal path:
+    /// `$retained` first if RETAIN is set, then the stream, durably.
+    pub(crate) async fn publish(&self, publish: &Publish, client_id: &str) -> Result<u64, String> {
+        let record = record::to_record(publish, client_id, now_ms());
+        if publish.retain {
+            self.store_retained(record.clone()).await?;
+        }
+        let Routed::Local(partition) = self.streams.route(&publish.topic, &publish.properties.user_properties);
+        Ok(partition.propose(record).await?)
+    }
+
+    /// Takes the disconnected session of `client_id` out of the store, unless it expired.
+    pub(crate) fn take_session(&self, client_id: &str) -> Option<SessionState> {
+        let session = lock(&self.sessions).remove(client_id)?;
+        (!session.expired(now_ms())).then_some(session)
+    }
+
+    /// Writes `state` (or a tombstone for `None`) to `$sessions` as the latest record of
+    /// `client_id`; with `durable`, waits until it is durable. A disconnected session is also
+    /// put back in the store.
+    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
+        let value = state.map(SessionState::encode).unwrap_or_default();
+        let record = Record::new(now_ms(), value).with_key(client_id.as_bytes().to_vec());
+        {
+            let mut index = lock(&self.session_index);
+            match state {
+                Some(state) => index.insert(client_id.to_owned(), SessionView::of(state)),
+                None => index.remove(client_id),
+            };
+        }
+        let (tx, rx) = if durable {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        if self.sessions_partition.send(AppendRequest { record, durable: tx }).await.is_err() {
+            tracing::warn!(client_id, "the $sessions writer stopped; session not saved");
+            return;
+        }
+        if let Some(rx) = rx
+            && !matches!(rx.await, Ok(Ok(_)))
+        {
+            tracing::warn!(client_id, "session record not stored");
+        }
+        if let Some(state) = state
+            && state.disconnected_at_ms != 0
+        {
+            lock(&self.sessions).insert(client_id.to_owned(), state.clone());
+            // Only a session due before the task's next look wakes it: under a churn of
+            // sessions with like intervals, the task is not woken by each disconnect.
+            if state.expires_at_ms().is_some_and(|at| at < self.next_expiry_ms.load(Ordering::SeqCst)) {
+                // A permit if the task is not waiting: the wake cannot be lost.
+                self.session_stored.notify_one();
+            }
+        }
+    }
+
+    /// Forgets the deleted stream `stream` in every disconnected session
+    /// ([`SessionState::forget_stream`]) and writes each session it changed to `$sessions`,
+    /// durably. Each record is queued while its session is still in the store, so a client
+    /// that reconnects meanwhile resumes the changed session, and its own writes land after.
+    /// (A connected session drops the stream with its cursors, at its next commit.)
+    pub(crate) async fn forget_stream_in_sessions(&self, stream: &str) {
+        let client_ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
+        for client_id in client_ids {
+            let Ok(permit) = self.sessions_partition.reserve().await else {
+                tracing::warn!(stream, "the $sessions writer stopped; sessions not saved");
+                return;
+            };
+            let (durable, stored) = oneshot::channel();
+            let view = {
+                let mut sessions = lock(&self.sessions);
+                let Some(state) = sessions.get_mut(&client_id) else { continue };
+                if !state.forget_stream(stream) {
+                    continue;
+                }
+                let record = Record::new(now_ms(), state.encode()).with_key(client_id.as_bytes().to_vec());
+                permit.send(AppendRequest { record, durable: Some(durable) });
+                SessionView::of(state)
+            };
+            lock(&self.session_index).insert(client_id.clone(), view);
+            if !matches!(stored.await, Ok(Ok(_))) {
+                tracing::warn!(client_id, stream, "session record not stored after the stream was deleted");
+            }
+        }
+    }
+
+    /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
+    /// [`Shared::take_delayed_will`] took it first, and drops it from the session record.
+    pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, due_at_ms: i64) {
+        let token = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        lock(&self.delayed_wills).insert(client_id.to_owned(), DelayedWill { token, publish: will });
+        let shared = Arc::clone(self);
+        let client_id = client_id.to_owned();
+        let delay = std::time::Duration::from_millis(u64::try_from(due_at_ms - now_ms()).unwrap_or(0));
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let due = {
+                let mut wills = lock(&shared.delayed_wills);
+                match wills.get(&client_id) {
+                    Some(will) if will.token == token => wills.remove(&client_id),
+                    _ => None,
+                }
+            };
+            let Some(will) = due else { return };
+            if let Err(error) = shared.publish(&will.publish, &client_id).await {
+                tracing::warn!(client_id, %error, "will not published");
+            }
+            // Sent: a restart must not send it again.
+            let without_will = lock(&shared.sessions)
+                .get_mut(&client_id)
+                .and_then(|session| session.will.take().map(|_| session.clone()));
+            if let Some(session) = without_will {
+                shared.save_session(&client_id, Some(&session), false).await;
+            }
+        });
+    }
+
+    /// Takes the will still waiting for `client_id`'s Will Delay Interval, if any.
+    pub(crate) fn take_delayed_will(&self, client_id: &str) -> Option<Publish> {
+        lock(&self.delayed_wills).remove(client_id).map(|will| will.publish)
+    }
+
+    /// Ends disconnected sessions whose expiry has passed: tombstones in `$sessions`, and
+    /// their delayed wills go out now (the session ended first).
+    /// Returns when the earliest of the sessions left expires (unix ms), if any can.
+    async fn expire_sessions(self: &Arc<Self>) -> Option<i64> {
+        let now = now_ms();
+        let (expired, next_expiry) = {
+            let mut sessions = lock(&self.sessions);
+            let ids: Vec<String> = sessions.iter().filter(|(_, s)| s.expired(now)).map(|(id, _)| id.clone()).collect();
+            for id in &ids {
+                sessions.remove(id);
+            }
+            (ids, sessions.values().filter_map(SessionState::expires_at_ms).min())
+        };
+        for client_id in expired {
+            tracing::debug!(client_id, "session expired");
+            // A client reconnecting meanwhile finds no session and starts a new one; its own
+            // records are written after it has connected, so after this tombstone.
+            self.save_session(&client_id, None, false).await;
+            if let Some(will) = self.take_delayed_will(&client_id)
+                && let Err(error) = self.publish(&will, &client_id).await
+            {
+                tracing::warn!(client_id, %error, "will not published");
+            }
+        }
+        next_expiry
+    }
+
+    /// Expires disconnected sessions as they come due, until aborted. Sleeps until the
+    /// earliest expiry, or until a session due sooner is stored; an idle broker with no
+    /// session that can expire does not wake at all. Scans at most once a second, as the
+    /// scan visits every stored session: a session may end up to a second late.
+    pub(crate) async fn expire_sessions_when_due(self: Arc<Self>) {
+        loop {
+            let stored = self.session_stored.notified();
+            self.next_expiry_ms.store(i64::MIN, Ordering::SeqCst);
+            let scanned = tokio::time::Instant::now();
+            let next = self.expire_sessions().await;
+            self.next_expiry_ms.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+            match next {
+                Some(at_ms) => {
+                    // One millisecond late rather than early: the expiry is checked against
+                    // the wall clock, the sleep runs on the monotonic one.
+                    let wait = std::time::Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0) + 1);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stored => {}
+                    }
+                }
+                None => stored.await,
+            }
+            tokio::time::sleep_until(scanned + SESSION_SCAN_GAP).await;
+        }
+    }
+
+    /// The group `name` consuming `filter`, created (and started) on first use. A group has
+    /// one filter: joining it with another while it exists is refused with the reason.
+    pub(crate) fn group(
+        &self,
+        name: &str,
+        filter: &str,
+        since: &[(u32, u64)],
+    ) -> Result<Arc<crate::groups::Group>, String> {
+        let mut groups = lock(&self.groups);
+        if let Some(group) = groups.get(name) {
+            if group.filter != filter {
+                return Err(format!("group {name:?} consumes {:?}; one filter per group", group.filter));
+            }
+            return Ok(Arc::clone(group));
+        }
+        let group = crate::groups::Group::start(
+            name,
+            filter,
+            &self.streams,
+            &lock(&self.restored_offsets),
+            since,
+            Arc::clone(&self.offsets_partition),
+        );
+        groups.insert(name.to_owned(), Arc::clone(&group));
+        Ok(group)
+    }
+
+    /// Removes the `$share` groups that have gone `share_group_idle_expiry` without a member
+    /// (issue 22), and tombstones their committed offsets in `$offsets`. A group counts as
+    /// idle while nothing but the registry and its own task holds it (members and a
+    /// SUBSCRIBE joining it hold it too) and no persistent session has a `$share/<group>/`
+    /// subscription: a session coming back expects its group where it left it. Held-or-not
+    /// is looked at under the registry's lock, where new holders come from, so a group is
+    /// never removed under a client about to join it.
+    pub(crate) async fn expire_idle_groups(self: Arc<Self>) {
+        let expiry = self.config.share_group_idle_expiry;
+        let scan = (expiry / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(60));
+        let mut idle_since: HashMap<String, tokio::time::Instant> = HashMap::new();
+        loop {
+            tokio::time::sleep(scan).await;
+            let now = tokio::time::Instant::now();
+            let wanted: Vec<String> = lock(&self.session_index)
+                .values()
+                .flat_map(|view| view.filters.iter())
+                .filter_map(|filter| filter.strip_prefix("$share/")?.split_once('/').map(|(name, _)| name.to_owned()))
+                .collect();
+            let removed: Vec<Arc<crate::groups::Group>> = {
+                let mut groups = lock(&self.groups);
+                // The registry's reference and the group task's.
+                let idle = |name: &String, group: &Arc<crate::groups::Group>| {
+                    Arc::strong_count(group) <= 2 && !wanted.contains(name)
+                };
+                idle_since.retain(|name, _| groups.get(name).is_some_and(|group| idle(name, group)));
+                for (name, group) in groups.iter() {
+                    if idle(name, group) {
+                        idle_since.entry(name.clone()).or_insert(now);
+                    }
+                }
+                let expired: Vec<String> = idle_since
+                    .iter()
+                    .filter(|(_, since)| now.duration_since(**since) >= expiry)
+                    .map(|(name, _)| name.clone())
+                    .collect();
+                expired
+                    .iter()
+                    .filter_map(|name| {
+                        idle_since.remove(name);
+                        groups.remove(name)
+                    })
+                    .collect()
+            };
+            for group in removed {
+                let prefix = format!("{}/", group.name);
+                let mut keys = group.stop().await;
+                lock(&self.restored_offsets).retain(|key, _| {
+                    if key.starts_with(&prefix) {
+                        keys.push(key.clone());
+                        return false;
+                    }
+                    true
+                });
+                keys.sort();
+                keys.dedup();
+                for key in &keys {
+                    let record = Record::new(now_ms(), Vec::new()).with_key(key.clone().into_bytes());
+                    if self.offsets_partition.send(AppendRequest { record, durable: None }).await.is_err() {
+                        tracing::warn!(group = %group.name, "the $offsets writer stopped; offsets not removed");
+                        break;
+                    }
+                }
+                tracing::info!(group = %group.name, offsets = keys.len(), ?expiry, "removed an idle $share group");
+            }
+        }
+    }
+
+    /// A new group member id.
+    pub(crate) fn next_member_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A client identifier for a client that sent none; unique across restarts.
+    pub(crate) fn assign_client_id(&self) -> String {
+        let n = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
+        format!("strata-{:x}-{n}", self.started_at_ms)
+    }
+
+    /// Every `$share` group and persistent session with its positions, read now (the admin
+    /// API and the lag metrics).
+    pub(crate) fn consumers(&self) -> Vec<crate::consumers::GroupInfo> {
+        let registry = self.streams.registry();
+        let live: Vec<Arc<crate::groups::Group>> = lock(&self.groups).values().map(Arc::clone).collect();
+        let restored = lock(&self.restored_offsets).clone();
+        let sessions: Vec<(String, SessionView)> =
+            lock(&self.session_index).iter().map(|(id, view)| (id.clone(), view.clone())).collect();
+        let connected = lock(&self.connected);
+        crate::consumers::consumers(&registry, &live, &restored, sessions, &|id| connected.contains_key(id))
+    }
+}
+
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
