@@ -1,13 +1,13 @@
-//! The broker: opens every partition of the configured streams (and of the built-in stream
-//! `default`; `streams.rs` routes publishes to them) and the internal compacted streams
-//! `$retained`, `$sessions`, `$offsets` and `$streams`, starts their writers, rebuilds
-//! retained messages, disconnected sessions, consumer groups' committed offsets and the
-//! stream definitions made at runtime (`admin.rs`) from them, holds the consumer
-//! groups (`groups.rs`), accepts MQTT connections on TCP (one task
-//! each) and knows which client ids are connected, so that a second CONNECT with the same id
-//! takes the session over. A background task expires disconnected sessions; a
+//! The broker: opens the internal compacted streams `$retained`, `$sessions`, `$offsets` and
+//! `$streams` and rebuilds retained messages, disconnected sessions, consumer groups'
+//! committed offsets and the stream definitions made at runtime (`admin.rs`) from them; opens
+//! every partition of the configured streams (and of the built-in stream `default`;
+//! `streams.rs` routes publishes to them); builds the state every connection shares
+//! (`shared.rs`); accepts MQTT connections (one task each); and at shutdown ends them and
+//! closes every partition. Background tasks expire disconnected sessions and idle groups; a
 //! `strata_compaction::Maintenance` applies retention and compaction to every stream per its
-//! policy (the internal streams are compacted).
+//! policy (the internal streams are compacted). The top of the frontend's modules: nothing
+//! imports it (`frontend/tests/module_cycles.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +23,7 @@ use crate::config::BrokerConfig;
 use crate::error::BrokerError;
 use crate::listen::mqtt_listener;
 use crate::partition::PartitionHandle;
-use crate::retained::Retained;
+use crate::retained::RetainedStore;
 use crate::session_state::{SessionState, SessionView};
 use crate::shared::{AuthFiles, AuthReloader, Shared, lock, now_ms};
 use crate::streams::{OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM, Streams};
@@ -199,9 +199,7 @@ impl Broker {
                 Arc::clone(&streams_log),
             );
             tokio::task::spawn_blocking(move || {
-                let mut retained = Retained::default();
-                retained_log
-                    .replay(|r| retained.apply(r))
+                let retained = RetainedStore::rebuild(Arc::clone(&retained_log))
                     .map_err(|source| BrokerError::Rebuild { dir: retained_log.dir().to_path_buf(), source })?;
                 let mut sessions = HashMap::new();
                 sessions_log
@@ -271,8 +269,7 @@ impl Broker {
         let shared = Arc::new(Shared {
             config,
             streams,
-            retained_partition: retained_log,
-            retained: Mutex::new(retained),
+            retained,
             sessions_partition: sessions_log,
             session_index: Mutex::new(
                 sessions.iter().map(|(id, state)| (id.clone(), SessionView::of(state))).collect(),
@@ -312,7 +309,7 @@ impl Broker {
             }
         }
         for (name, partition) in [
-            (RETAINED_STREAM, &shared.retained_partition),
+            (RETAINED_STREAM, shared.retained.partition()),
             (SESSIONS_STREAM, &shared.sessions_partition),
             (OFFSETS_STREAM, &shared.offsets_partition),
             (STREAMS_STREAM, &shared.streams_partition),
@@ -428,6 +425,7 @@ impl Broker {
             tokio::spawn(refresh_sys_topics(Arc::clone(&shared), interval))
         });
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
+        let retained_task = tokio::spawn(shared.retained.follow());
         let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
         loop {
             tokio::select! {
@@ -456,6 +454,7 @@ impl Broker {
             task.abort();
         }
         expiry_task.abort();
+        retained_task.abort();
         group_expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
@@ -471,7 +470,7 @@ impl Broker {
             tracing::warn!(still_running, "connections still running after the shutdown grace period");
         }
         let partitions: Vec<Arc<PartitionHandle>> = [
-            &shared.retained_partition,
+            shared.retained.partition(),
             &shared.sessions_partition,
             &shared.offsets_partition,
             &shared.streams_partition,

@@ -18,6 +18,7 @@
 
 pub mod acl;
 pub mod admin;
+mod applied;
 pub mod auth;
 mod broker;
 pub mod codec;

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_compaction::Maintenance;
-use strata_log::{Record, StoredRecord};
+use strata_log::Record;
 use tokio::sync::oneshot;
 
 use crate::codec::Publish;
 use crate::partition::{AppendError, AppendRequest, PartitionHandle};
 use crate::record::{self, StoredMessage};
-use crate::retained::Retained;
+use crate::retained::RetainedStore;
 use crate::session_state::{SessionState, SessionView};
 use crate::streams::{Routed, Streams};
 
@@ -105,10 +105,8 @@ pub(crate) struct Shared {
     pub(crate) config: crate::config::BrokerConfig,
     /// Every stream's partitions and writers; a publish goes where [`Streams::route`] says.
     pub(crate) streams: Streams,
-    pub(crate) retained_partition: Arc<PartitionHandle>,
-    /// Topic → retained message, mirrored from `$retained`. Locked briefly, never across an
-    /// await.
-    pub(crate) retained: Mutex<Retained>,
+    /// The retained messages, applied from `$retained`.
+    pub(crate) retained: RetainedStore,
     pub(crate) sessions_partition: Arc<PartitionHandle>,
     /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
     /// session out while it runs and puts it back when it ends.
@@ -215,33 +213,31 @@ impl Shared {
     }
 
     /// Stores a retained message (or deletes the topic's, for an empty payload) in
-    /// `$retained`, durably, then in the in-memory map.
+    /// `$retained`, durably; the retained messages show it once this returns.
     pub(crate) async fn store_retained(&self, record: Record) -> Result<(), AppendError> {
-        let stored = StoredRecord {
-            offset: 0,
-            timestamp: record.timestamp,
-            key: record.key.clone(),
-            value: record.value.clone(),
-            headers: record.headers.clone(),
-        };
-        let offset = self.retained_partition.propose(record).await?;
-        lock(&self.retained).apply(StoredRecord { offset, ..stored });
-        Ok(())
+        self.retained.store(record).await
     }
 
     /// Whether a retained publish of `payload_len` bytes to `topic` fits in
     /// `max_retained_messages` and `max_retained_bytes` (issue 22). Checked as the publish
     /// arrives: retained publishes stored at the same instant may each pass it.
     pub(crate) fn retained_fits(&self, topic: &str, payload_len: usize) -> bool {
-        lock(&self.retained).fits(topic, payload_len, &self.config.limits)
+        self.retained.fits(topic, payload_len, &self.config.limits)
     }
 
     /// The retained messages whose topic matches `filter`, each with its offset in
     /// `$retained`, then the matching `$SYS` values (no offset: they come from memory, like
     /// retained messages; `sys_topics.rs`).
     pub(crate) fn retained_matching(&self, filter: &str) -> Vec<(StoredMessage, Option<u64>)> {
-        let mut matching: Vec<(StoredMessage, Option<u64>)> =
-            lock(&self.retained).matching(filter).into_iter().map(|m| (m.clone(), Some(m.offset))).collect();
+        let mut matching: Vec<(StoredMessage, Option<u64>)> = self
+            .retained
+            .matching(filter)
+            .into_iter()
+            .map(|m| {
+                let offset = m.offset;
+                (m, Some(offset))
+            })
+            .collect();
         matching.extend(self.sys.matching(filter).into_iter().map(|m| (m, None)));
         matching
     }
@@ -249,7 +245,7 @@ impl Shared {
     /// The retained message at `offset` in `$retained`, if it is still its topic's current
     /// one (not replaced or deleted since).
     pub(crate) fn retained_at(&self, offset: u64) -> Option<StoredMessage> {
-        lock(&self.retained).at(offset)
+        self.retained.at(offset)
     }
 
     /// Publishes a message the broker itself originates (a will) through the normal path:

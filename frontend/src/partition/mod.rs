@@ -136,18 +136,31 @@ impl PartitionHandle {
         self.log.offset_for_timestamp(timestamp_ms)
     }
 
-    /// Calls `apply` on every committed record, from the log start to the committed offset,
-    /// in offset order. Blocking (it reads the segments): call it off the async workers.
-    pub(crate) fn replay(&self, mut apply: impl FnMut(StoredRecord)) -> Result<(), LogError> {
-        let mut offset = self.log.offsets().log_start;
+    /// Calls `apply` on every committed record from `from` (or the log start, if that is
+    /// later) to the committed offset, in offset order. Returns the offset it stopped at:
+    /// where the next call continues. Reads the segments: from the log start, call it off
+    /// the async workers.
+    pub(crate) fn replay_from(&self, from: u64, mut apply: impl FnMut(StoredRecord)) -> Result<u64, LogError> {
+        let mut offset = from.max(self.log.offsets().log_start);
         loop {
             let fetch = self.log.read(offset, 1 << 20)?;
-            let Some(next) = fetch.next_offset() else { return Ok(()) };
+            let Some(next) = fetch.next_offset() else { return Ok(offset) };
             for stored in fetch.records(offset)? {
                 apply(stored);
             }
             offset = next;
         }
+    }
+
+    /// Calls `apply` on every committed record, from the log start on (see
+    /// [`PartitionHandle::replay_from`]).
+    pub(crate) fn replay(&self, apply: impl FnMut(StoredRecord)) -> Result<u64, LogError> {
+        self.replay_from(0, apply)
+    }
+
+    /// A receiver of the committed offset, told each time it advances.
+    pub(crate) fn watch_committed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.log.watch_high_watermark()
     }
 
     /// Offsets, size and segments, read now. Lists the segment files: call it off the async
