@@ -531,8 +531,7 @@ impl Admin {
         target: ResetTarget,
         registry: &crate::streams::Registry,
     ) -> Result<(), AdminError> {
-        let live = lock(&self.shared.groups).get(name).map(Arc::clone);
-        if let Some(group) = live {
+        if let Some(group) = self.shared.groups.live(name) {
             group
                 .seek(|stream, partition| select.picks(stream, partition), |partition| target.offset_in(partition))
                 .map_err(|members| {
@@ -544,29 +543,18 @@ impl Admin {
             return Ok(());
         }
         // Not recreated since the start: the offsets it will start from are those kept in
-        // `$offsets`. The groups lock keeps it from being recreated meanwhile.
-        let records: Vec<Record> = {
-            let groups = lock(&self.shared.groups);
-            if groups.contains_key(name) {
-                return Err(AdminError::Refused(format!("group {name:?} was just recreated; try again")));
+        // `$offsets`.
+        let mut offsets = Vec::new();
+        for stream in registry.all() {
+            for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
+                let key = crate::groups::offsets_key(name, &stream.name, partition.number);
+                offsets.push((key, target.offset_in(partition)));
             }
-            let mut restored = lock(&self.shared.restored_offsets);
-            let mut records = Vec::new();
-            for stream in registry.all() {
-                for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
-                    let key = crate::groups::offsets_key(name, &stream.name, partition.number);
-                    let offset = target.offset_in(partition);
-                    restored.insert(key.clone(), offset);
-                    records
-                        .push(Record::new(now_ms(), crate::groups::encode_offset(offset)).with_key(key.into_bytes()));
-                }
-            }
-            records
-        };
-        for record in records {
-            append_durably(&self.shared.offsets_partition, record, crate::OFFSETS_STREAM).await?;
         }
-        Ok(())
+        self.shared.groups.reset_restored(name, offsets).await.map_err(|error| match error {
+            Some(error) => AdminError::Failed(format!("writing {}: {error}", crate::OFFSETS_STREAM)),
+            None => AdminError::Refused(format!("group {name:?} was just recreated; try again")),
+        })
     }
 
     async fn reset_session(

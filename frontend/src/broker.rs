@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
+use crate::group_registry::GroupRegistry;
 use crate::listen::mqtt_listener;
 use crate::partition::PartitionHandle;
 use crate::retained::RetainedStore;
@@ -76,19 +77,6 @@ fn apply_session(map: &mut HashMap<String, SessionState>, stored: StoredRecord, 
             map.insert(client_id.to_owned(), state);
         }
         Err(error) => tracing::warn!(client_id, %error, offset = stored.offset, "skipping a session record"),
-    }
-}
-
-/// Applies one `$offsets` record: the latest per key wins, a tombstone removes it.
-fn apply_offset(map: &mut HashMap<String, u64>, stored: StoredRecord) {
-    let Some(key) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-    match crate::groups::decode_offset(&stored.value) {
-        Some(offset) => {
-            map.insert(key.to_owned(), offset);
-        }
-        None => {
-            map.remove(key);
-        }
     }
 }
 
@@ -205,9 +193,7 @@ impl Broker {
                 sessions_log
                     .replay(|r| apply_session(&mut sessions, r, started_at))
                     .map_err(|source| BrokerError::Rebuild { dir: sessions_log.dir().to_path_buf(), source })?;
-                let mut offsets = HashMap::new();
-                offsets_log
-                    .replay(|r| apply_offset(&mut offsets, r))
+                let groups = GroupRegistry::rebuild(Arc::clone(&offsets_log))
                     .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
                 let mut definitions = HashMap::new();
                 let mut deleted = std::collections::HashSet::new();
@@ -222,12 +208,12 @@ impl Broker {
                         apply_definition(&mut definitions, r)
                     })
                     .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
-                Ok::<_, BrokerError>((retained, sessions, offsets, definitions, deleted))
+                Ok::<_, BrokerError>((retained, sessions, groups, definitions, deleted))
             })
             .await
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let (retained, sessions, restored_offsets, definitions, deleted) = rebuilt;
+        let (retained, sessions, groups, definitions, deleted) = rebuilt;
         finish_deletes(&config.data_dir, &deleted, &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
         for internal in [&retained_log, &sessions_log, &offsets_log, &streams_log] {
@@ -278,11 +264,9 @@ impl Broker {
             session_stored: tokio::sync::Notify::new(),
             next_expiry_ms: AtomicI64::new(i64::MIN),
             delayed_wills: Mutex::new(HashMap::new()),
-            offsets_partition: offsets_log,
-            restored_offsets: Mutex::new(restored_offsets),
             streams_partition: streams_log,
             admin_lock: tokio::sync::Mutex::new(()),
-            groups: Mutex::new(HashMap::new()),
+            groups,
             connected: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
@@ -311,7 +295,7 @@ impl Broker {
         for (name, partition) in [
             (RETAINED_STREAM, shared.retained.partition()),
             (SESSIONS_STREAM, &shared.sessions_partition),
-            (OFFSETS_STREAM, &shared.offsets_partition),
+            (OFFSETS_STREAM, shared.groups.partition()),
             (STREAMS_STREAM, &shared.streams_partition),
         ] {
             shared.metrics.add_partition(name, true, partition);
@@ -426,6 +410,7 @@ impl Broker {
         });
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
         let retained_task = tokio::spawn(shared.retained.follow());
+        let offsets_task = tokio::spawn(shared.groups.follow());
         let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
         loop {
             tokio::select! {
@@ -455,6 +440,7 @@ impl Broker {
         }
         expiry_task.abort();
         retained_task.abort();
+        offsets_task.abort();
         group_expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
@@ -472,7 +458,7 @@ impl Broker {
         let partitions: Vec<Arc<PartitionHandle>> = [
             shared.retained.partition(),
             &shared.sessions_partition,
-            &shared.offsets_partition,
+            shared.groups.partition(),
             &shared.streams_partition,
         ]
         .into_iter()

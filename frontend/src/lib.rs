@@ -26,6 +26,7 @@ mod config;
 mod connection;
 mod consumers;
 mod error;
+mod group_registry;
 pub mod groups;
 mod handoff;
 mod interest;

@@ -119,10 +119,6 @@ pub(crate) struct Shared {
     /// expire, `i64::MIN` while it scans (then every stored session wakes it).
     pub(crate) next_expiry_ms: AtomicI64,
     pub(crate) delayed_wills: Mutex<HashMap<String, DelayedWill>>,
-    pub(crate) offsets_partition: Arc<PartitionHandle>,
-    /// Committed offsets read back from `$offsets` at start, for groups not yet recreated
-    /// (and reset by the admin API while they are not).
-    pub(crate) restored_offsets: Mutex<HashMap<String, u64>>,
     /// Where stream definitions created or altered at runtime are kept.
     pub(crate) streams_partition: Arc<PartitionHandle>,
     /// Serialises the admin API's stream changes and offset resets.
@@ -130,9 +126,10 @@ pub(crate) struct Shared {
     /// Every persistent session's filters and positions as last written to `$sessions`
     /// (connected or not), for the admin API and the lag metrics.
     pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
-    /// Consumer groups (`$share/<group>/...`) by group name; removed once idle for
-    /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]).
-    pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
+    /// Consumer groups (`$share/<group>/...`) by group name, removed once idle for
+    /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]), and their committed
+    /// offsets applied from `$offsets`.
+    pub(crate) groups: crate::group_registry::GroupRegistry,
     pub(crate) connected: Mutex<HashMap<String, Connected>>,
     pub(crate) next_connection_id: AtomicU64,
     pub(crate) started_at_ms: u64,
@@ -434,23 +431,7 @@ impl Shared {
         filter: &str,
         since: &[(u32, u64)],
     ) -> Result<Arc<crate::groups::Group>, String> {
-        let mut groups = lock(&self.groups);
-        if let Some(group) = groups.get(name) {
-            if group.filter != filter {
-                return Err(format!("group {name:?} consumes {:?}; one filter per group", group.filter));
-            }
-            return Ok(Arc::clone(group));
-        }
-        let group = crate::groups::Group::start(
-            name,
-            filter,
-            &self.streams,
-            &lock(&self.restored_offsets),
-            since,
-            Arc::clone(&self.offsets_partition),
-        );
-        groups.insert(name.to_owned(), Arc::clone(&group));
-        Ok(group)
+        self.groups.group(name, filter, &self.streams, since)
     }
 
     /// Removes the `$share` groups that have gone `share_group_idle_expiry` without a member
@@ -472,51 +453,33 @@ impl Shared {
                 .flat_map(|view| view.filters.iter())
                 .filter_map(|filter| filter.strip_prefix("$share/")?.split_once('/').map(|(name, _)| name.to_owned()))
                 .collect();
-            let removed: Vec<Arc<crate::groups::Group>> = {
-                let mut groups = lock(&self.groups);
+            let removed = self.groups.remove_idle(
                 // The registry's reference and the group task's.
-                let idle = |name: &String, group: &Arc<crate::groups::Group>| {
-                    Arc::strong_count(group) <= 2 && !wanted.contains(name)
-                };
-                idle_since.retain(|name, _| groups.get(name).is_some_and(|group| idle(name, group)));
-                for (name, group) in groups.iter() {
-                    if idle(name, group) {
+                |name, group| Arc::strong_count(group) <= 2 && !wanted.iter().any(|w| w == name),
+                |idle_now| {
+                    idle_since.retain(|name, _| idle_now.contains(name));
+                    for name in idle_now {
                         idle_since.entry(name.clone()).or_insert(now);
                     }
-                }
-                let expired: Vec<String> = idle_since
-                    .iter()
-                    .filter(|(_, since)| now.duration_since(**since) >= expiry)
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                expired
-                    .iter()
-                    .filter_map(|name| {
+                    let expired: Vec<String> = idle_since
+                        .iter()
+                        .filter(|(_, since)| now.duration_since(**since) >= expiry)
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in &expired {
                         idle_since.remove(name);
-                        groups.remove(name)
-                    })
-                    .collect()
-            };
+                    }
+                    expired
+                },
+            );
             for group in removed {
-                let prefix = format!("{}/", group.name);
-                let mut keys = group.stop().await;
-                lock(&self.restored_offsets).retain(|key, _| {
-                    if key.starts_with(&prefix) {
-                        keys.push(key.clone());
-                        return false;
+                let keys = group.stop().await;
+                match self.groups.forget(&group.name, keys).await {
+                    Ok(offsets) => {
+                        tracing::info!(group = %group.name, offsets, ?expiry, "removed an idle $share group")
                     }
-                    true
-                });
-                keys.sort();
-                keys.dedup();
-                for key in &keys {
-                    let record = Record::new(now_ms(), Vec::new()).with_key(key.clone().into_bytes());
-                    if self.offsets_partition.send(AppendRequest { record, durable: None }).await.is_err() {
-                        tracing::warn!(group = %group.name, "the $offsets writer stopped; offsets not removed");
-                        break;
-                    }
+                    Err(error) => tracing::warn!(group = %group.name, %error, "offsets of a removed group not removed"),
                 }
-                tracing::info!(group = %group.name, offsets = keys.len(), ?expiry, "removed an idle $share group");
             }
         }
     }
@@ -536,8 +499,8 @@ impl Shared {
     /// API and the lag metrics).
     pub(crate) fn consumers(&self) -> Vec<crate::consumers::GroupInfo> {
         let registry = self.streams.registry();
-        let live: Vec<Arc<crate::groups::Group>> = lock(&self.groups).values().map(Arc::clone).collect();
-        let restored = lock(&self.restored_offsets).clone();
+        let live = self.groups.all_live();
+        let restored = self.groups.committed_offsets();
         let sessions: Vec<(String, SessionView)> =
             lock(&self.session_index).iter().map(|(id, view)| (id.clone(), view.clone())).collect();
         let connected = lock(&self.connected);
