@@ -444,7 +444,7 @@ impl Admin {
         append_durably(&self.shared.streams_partition, tombstone, crate::STREAMS_STREAM).await?;
         // Disconnected sessions forget it, in memory and in `$sessions`, so that a stream
         // created again under this name is read from its start.
-        self.shared.forget_stream_in_sessions(name).await;
+        self.shared.sessions.forget_stream(name).await;
         let partitions = stream.partitions.clone();
         let dir = self.shared.streams.stream_dir(name);
         // Readers still holding a partition keep reading what they had mapped; appends
@@ -569,13 +569,11 @@ impl Admin {
                 "session {client_id:?} has a connected client; offsets can only be reset while it is disconnected"
             ))
         };
-        if lock(&self.shared.connected).contains_key(client_id) {
+        if self.shared.is_connected(client_id) {
             return Err(in_use());
         }
-        let state = {
-            let mut sessions = lock(&self.shared.sessions);
-            // Absent while connected: a connection takes its session out while it runs.
-            let state = sessions.get_mut(client_id).ok_or_else(in_use)?;
+        // Not parked while connected: a connection takes its session out while it runs.
+        let reset = |state: &mut crate::session_state::SessionState| {
             for stream in registry.all() {
                 for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
                     let offset = target.offset_in(partition);
@@ -602,6 +600,7 @@ impl Admin {
             }
             state.clone()
         };
+        let state = self.shared.sessions.update_parked(client_id, reset).ok_or_else(in_use)?;
         self.shared.save_session(client_id, Some(&state), true).await;
         Ok(())
     }

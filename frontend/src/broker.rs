@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
@@ -25,7 +25,7 @@ use crate::group_registry::GroupRegistry;
 use crate::listen::mqtt_listener;
 use crate::partition::PartitionHandle;
 use crate::retained::RetainedStore;
-use crate::session_state::{SessionState, SessionView};
+use crate::session_state::SessionState;
 use crate::shared::{AuthFiles, AuthReloader, Shared, lock, now_ms};
 use crate::streams::{OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM, Streams};
 
@@ -256,13 +256,7 @@ impl Broker {
             config,
             streams,
             retained,
-            sessions_partition: sessions_log,
-            session_index: Mutex::new(
-                sessions.iter().map(|(id, state)| (id.clone(), SessionView::of(state))).collect(),
-            ),
-            sessions: Mutex::new(sessions),
-            session_stored: tokio::sync::Notify::new(),
-            next_expiry_ms: AtomicI64::new(i64::MIN),
+            sessions: crate::session_store::SessionStore::new(sessions_log, sessions),
             delayed_wills: Mutex::new(HashMap::new()),
             streams_partition: streams_log,
             admin_lock: tokio::sync::Mutex::new(()),
@@ -280,11 +274,7 @@ impl Broker {
             maintenance: Mutex::new(Some(Arc::new(maintenance))),
         });
         // Wills still waiting out their delay when the broker stopped: a due one goes out now.
-        let pending_wills: Vec<(String, crate::session_state::PendingWill)> = lock(&shared.sessions)
-            .iter()
-            .filter_map(|(client_id, session)| Some((client_id.clone(), session.will.clone()?)))
-            .collect();
-        for (client_id, will) in pending_wills {
+        for (client_id, will) in shared.sessions.pending_wills() {
             shared.delay_will(&client_id, will.publish, will.due_at_ms);
         }
         for stream in shared.streams.all() {
@@ -294,7 +284,7 @@ impl Broker {
         }
         for (name, partition) in [
             (RETAINED_STREAM, shared.retained.partition()),
-            (SESSIONS_STREAM, &shared.sessions_partition),
+            (SESSIONS_STREAM, shared.sessions.partition()),
             (OFFSETS_STREAM, shared.groups.partition()),
             (STREAMS_STREAM, &shared.streams_partition),
         ] {
@@ -457,7 +447,7 @@ impl Broker {
         }
         let partitions: Vec<Arc<PartitionHandle>> = [
             shared.retained.partition(),
-            &shared.sessions_partition,
+            shared.sessions.partition(),
             shared.groups.partition(),
             &shared.streams_partition,
         ]

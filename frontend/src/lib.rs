@@ -40,6 +40,7 @@ pub mod replay;
 mod retained;
 pub mod session;
 pub mod session_state;
+mod session_store;
 mod shared;
 mod shutdown;
 pub mod stream_settings;

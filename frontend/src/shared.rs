@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_compaction::Maintenance;
@@ -14,10 +14,10 @@ use strata_log::Record;
 use tokio::sync::oneshot;
 
 use crate::codec::Publish;
-use crate::partition::{AppendError, AppendRequest, PartitionHandle};
+use crate::partition::{AppendError, PartitionHandle};
 use crate::record::{self, StoredMessage};
 use crate::retained::RetainedStore;
-use crate::session_state::{SessionState, SessionView};
+use crate::session_state::SessionState;
 use crate::streams::{Routed, Streams};
 
 /// The least time between two scans of the stored sessions for expiry.
@@ -107,25 +107,13 @@ pub(crate) struct Shared {
     pub(crate) streams: Streams,
     /// The retained messages, applied from `$retained`.
     pub(crate) retained: RetainedStore,
-    pub(crate) sessions_partition: Arc<PartitionHandle>,
-    /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
-    /// session out while it runs and puts it back when it ends.
-    pub(crate) sessions: Mutex<HashMap<String, SessionState>>,
-    /// Told when a session is put in `sessions` that expires before `next_expiry_ms`, so
-    /// that the expiry task (`expire_sessions_when_due`) can sleep until the earliest expiry
-    /// instead of polling.
-    pub(crate) session_stored: tokio::sync::Notify,
-    /// When the expiry task will next look (unix ms): `i64::MAX` when no session can
-    /// expire, `i64::MIN` while it scans (then every stored session wakes it).
-    pub(crate) next_expiry_ms: AtomicI64,
+    /// The persistent sessions: parked while disconnected, written to `$sessions`.
+    pub(crate) sessions: crate::session_store::SessionStore,
     pub(crate) delayed_wills: Mutex<HashMap<String, DelayedWill>>,
     /// Where stream definitions created or altered at runtime are kept.
     pub(crate) streams_partition: Arc<PartitionHandle>,
     /// Serialises the admin API's stream changes and offset resets.
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
-    /// Every persistent session's filters and positions as last written to `$sessions`
-    /// (connected or not), for the admin API and the lag metrics.
-    pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
     /// Consumer groups (`$share/<group>/...`) by group name, removed once idle for
     /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]), and their committed
     /// offsets applied from `$offsets`.
@@ -162,10 +150,7 @@ impl Shared {
     pub(crate) fn register(&self, client_id: &str, user: Option<&str>) -> Option<Registration> {
         let mut connected = lock(&self.connected);
         let live = connected.get(client_id).map(|c| crate::session_state::Owner::User(c.user.clone()));
-        let stored = lock(&self.sessions)
-            .get(client_id)
-            .filter(|session| !session.expired(now_ms()))
-            .map(|session| session.owner.clone());
+        let stored = self.sessions.parked_owner(client_id);
         if !crate::session_state::may_claim(user, live.as_ref(), stored.as_ref()) {
             return None;
         }
@@ -191,14 +176,13 @@ impl Shared {
     pub(crate) fn may_store_session(&self, client_id: &str) -> bool {
         let Some(max) = self.config.limits.max_sessions else { return true };
         // One lock at a time: no order to keep with the other users of these maps.
-        let (known, stored) = {
-            let index = lock(&self.session_index);
-            (index.contains_key(client_id), index.len())
-        };
-        known
-            || stored < max
-            || lock(&self.sessions).contains_key(client_id)
-            || lock(&self.connected).contains_key(client_id)
+        let (known, stored) = self.sessions.indexed(client_id);
+        known || stored < max || self.sessions.is_parked(client_id) || self.is_connected(client_id)
+    }
+
+    /// Whether a connection holds `client_id` now.
+    pub(crate) fn is_connected(&self, client_id: &str) -> bool {
+        lock(&self.connected).contains_key(client_id)
     }
 
     /// Forgets `client_id` if `connection_id` still holds it.
@@ -258,79 +242,14 @@ impl Shared {
 
     /// Takes the disconnected session of `client_id` out of the store, unless it expired.
     pub(crate) fn take_session(&self, client_id: &str) -> Option<SessionState> {
-        let session = lock(&self.sessions).remove(client_id)?;
-        (!session.expired(now_ms())).then_some(session)
+        self.sessions.take(client_id)
     }
 
     /// Writes `state` (or a tombstone for `None`) to `$sessions` as the latest record of
     /// `client_id`; with `durable`, waits until it is durable. A disconnected session is also
     /// put back in the store.
     pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
-        let value = state.map(SessionState::encode).unwrap_or_default();
-        let record = Record::new(now_ms(), value).with_key(client_id.as_bytes().to_vec());
-        {
-            let mut index = lock(&self.session_index);
-            match state {
-                Some(state) => index.insert(client_id.to_owned(), SessionView::of(state)),
-                None => index.remove(client_id),
-            };
-        }
-        let (tx, rx) = if durable {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        if self.sessions_partition.send(AppendRequest { record, durable: tx }).await.is_err() {
-            tracing::warn!(client_id, "the $sessions writer stopped; session not saved");
-            return;
-        }
-        if let Some(rx) = rx
-            && !matches!(rx.await, Ok(Ok(_)))
-        {
-            tracing::warn!(client_id, "session record not stored");
-        }
-        if let Some(state) = state
-            && state.disconnected_at_ms != 0
-        {
-            lock(&self.sessions).insert(client_id.to_owned(), state.clone());
-            // Only a session due before the task's next look wakes it: under a churn of
-            // sessions with like intervals, the task is not woken by each disconnect.
-            if state.expires_at_ms().is_some_and(|at| at < self.next_expiry_ms.load(Ordering::SeqCst)) {
-                // A permit if the task is not waiting: the wake cannot be lost.
-                self.session_stored.notify_one();
-            }
-        }
-    }
-
-    /// Forgets the deleted stream `stream` in every disconnected session
-    /// ([`SessionState::forget_stream`]) and writes each session it changed to `$sessions`,
-    /// durably. Each record is queued while its session is still in the store, so a client
-    /// that reconnects meanwhile resumes the changed session, and its own writes land after.
-    /// (A connected session drops the stream with its cursors, at its next commit.)
-    pub(crate) async fn forget_stream_in_sessions(&self, stream: &str) {
-        let client_ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
-        for client_id in client_ids {
-            let Ok(permit) = self.sessions_partition.reserve().await else {
-                tracing::warn!(stream, "the $sessions writer stopped; sessions not saved");
-                return;
-            };
-            let (durable, stored) = oneshot::channel();
-            let view = {
-                let mut sessions = lock(&self.sessions);
-                let Some(state) = sessions.get_mut(&client_id) else { continue };
-                if !state.forget_stream(stream) {
-                    continue;
-                }
-                let record = Record::new(now_ms(), state.encode()).with_key(client_id.as_bytes().to_vec());
-                permit.send(AppendRequest { record, durable: Some(durable) });
-                SessionView::of(state)
-            };
-            lock(&self.session_index).insert(client_id.clone(), view);
-            if !matches!(stored.await, Ok(Ok(_))) {
-                tracing::warn!(client_id, stream, "session record not stored after the stream was deleted");
-            }
-        }
+        self.sessions.save(client_id, state, durable).await
     }
 
     /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
@@ -355,9 +274,10 @@ impl Shared {
                 tracing::warn!(client_id, %error, "will not published");
             }
             // Sent: a restart must not send it again.
-            let without_will = lock(&shared.sessions)
-                .get_mut(&client_id)
-                .and_then(|session| session.will.take().map(|_| session.clone()));
+            let without_will = shared
+                .sessions
+                .update_parked(&client_id, |session| session.will.take().map(|_| session.clone()))
+                .flatten();
             if let Some(session) = without_will {
                 shared.save_session(&client_id, Some(&session), false).await;
             }
@@ -374,14 +294,7 @@ impl Shared {
     /// Returns when the earliest of the sessions left expires (unix ms), if any can.
     async fn expire_sessions(self: &Arc<Self>) -> Option<i64> {
         let now = now_ms();
-        let (expired, next_expiry) = {
-            let mut sessions = lock(&self.sessions);
-            let ids: Vec<String> = sessions.iter().filter(|(_, s)| s.expired(now)).map(|(id, _)| id.clone()).collect();
-            for id in &ids {
-                sessions.remove(id);
-            }
-            (ids, sessions.values().filter_map(SessionState::expires_at_ms).min())
-        };
+        let (expired, next_expiry) = self.sessions.take_expired(now);
         for client_id in expired {
             tracing::debug!(client_id, "session expired");
             // A client reconnecting meanwhile finds no session and starts a new one; its own
@@ -402,11 +315,11 @@ impl Shared {
     /// scan visits every stored session: a session may end up to a second late.
     pub(crate) async fn expire_sessions_when_due(self: Arc<Self>) {
         loop {
-            let stored = self.session_stored.notified();
-            self.next_expiry_ms.store(i64::MIN, Ordering::SeqCst);
+            let stored = self.sessions.parked_sooner();
+            self.sessions.set_next_expiry(i64::MIN);
             let scanned = tokio::time::Instant::now();
             let next = self.expire_sessions().await;
-            self.next_expiry_ms.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
+            self.sessions.set_next_expiry(next.unwrap_or(i64::MAX));
             match next {
                 Some(at_ms) => {
                     // One millisecond late rather than early: the expiry is checked against
@@ -448,11 +361,7 @@ impl Shared {
         loop {
             tokio::time::sleep(scan).await;
             let now = tokio::time::Instant::now();
-            let wanted: Vec<String> = lock(&self.session_index)
-                .values()
-                .flat_map(|view| view.filters.iter())
-                .filter_map(|filter| filter.strip_prefix("$share/")?.split_once('/').map(|(name, _)| name.to_owned()))
-                .collect();
+            let wanted = self.sessions.wanted_share_groups();
             let removed = self.groups.remove_idle(
                 // The registry's reference and the group task's.
                 |name, group| Arc::strong_count(group) <= 2 && !wanted.iter().any(|w| w == name),
@@ -501,8 +410,7 @@ impl Shared {
         let registry = self.streams.registry();
         let live = self.groups.all_live();
         let restored = self.groups.committed_offsets();
-        let sessions: Vec<(String, SessionView)> =
-            lock(&self.session_index).iter().map(|(id, view)| (id.clone(), view.clone())).collect();
+        let sessions = self.sessions.views();
         let connected = lock(&self.connected);
         crate::consumers::consumers(&registry, &live, &restored, sessions, &|id| connected.contains_key(id))
     }
