@@ -15,12 +15,14 @@
 //! - its figures for the admin API and the metrics ([`PartitionHandle::figures`],
 //!   [`PartitionHandle::storage_problem`]).
 //!
-//! Committed, and when readers are woken: every stream opens its log with
+//! Committed, and when readers are woken: readers are woken when the committed offset
+//! passes a record, never before. Every stream opens its log with
 //! `HighWatermarkMode::FollowsLogEnd`, so a record is committed (visible to readers) as soon
 //! as it is appended, and durable (acknowledged to its publisher) once flushed per the flush
-//! policy, as before. The writer wakes the readers an append concerns right after the
-//! append, which under that mode is when the committed offset advances. A replicated
-//! partition, whose high watermark the quorum moves, will wake them from that advance.
+//! policy, as before: the writer wakes the readers an append concerns right after the
+//! append. Under `SetByCaller` (a replicated partition, whose quorum moves the high
+//! watermark) the writer holds each appended batch and wakes its readers when
+//! `PartitionWriter::set_committed` moves the committed offset past it.
 
 mod writer;
 
@@ -73,9 +75,6 @@ impl PartitionHandle {
         name: String,
         announce: Option<Announce>,
     ) -> Result<Arc<PartitionHandle>, BrokerError> {
-        // Readers are woken at the append (`writer.rs`): that is the commit only while the
-        // high watermark follows the log end.
-        debug_assert_eq!(config.high_watermark, strata_log::HighWatermarkMode::FollowsLogEnd);
         let opened = {
             let dir = dir.clone();
             tokio::task::spawn_blocking(move || Log::open(&dir, config))
