@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_compaction::Maintenance;
-use strata_log::Record;
 
 use crate::StreamConfig;
 pub use crate::consumers::{GroupInfo, GroupKind, GroupPartitionInfo};
@@ -194,11 +193,6 @@ fn stream_info(stream: &Stream) -> StreamInfo {
     }
 }
 
-/// Appends `record` to `partition` and waits until it is committed.
-async fn append_durably(partition: &PartitionHandle, record: Record, what: &str) -> Result<u64, AdminError> {
-    partition.propose(record).await.map_err(|e| AdminError::Failed(format!("writing {what}: {e}")))
-}
-
 /// Runs blocking file work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, AdminError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| AdminError::Failed(format!("admin task failed: {e}")))
@@ -259,9 +253,11 @@ impl Admin {
 
     /// Writes the definition of `config` to `$streams`, durably.
     async fn persist(&self, config: &StreamConfig, created_at_ms: i64) -> Result<(), AdminError> {
-        let value = stream_settings::encode_definition(config, created_at_ms);
-        let record = Record::new(now_ms(), value).with_key(config.name.clone().into_bytes());
-        append_durably(&self.shared.streams_partition, record, crate::STREAMS_STREAM).await.map(|_| ())
+        self.shared
+            .definitions
+            .persist(config, created_at_ms)
+            .await
+            .map_err(|e| AdminError::Failed(format!("writing {}: {e}", crate::STREAMS_STREAM)))
     }
 
     /// Creates the stream `name` with `partitions` partitions capturing `topics`, starting
@@ -440,8 +436,11 @@ impl Admin {
         self.shared.metrics.remove_stream(name);
         // The tombstone goes first: after a crash from here on, the next start finds the
         // stream deleted and removes what is left of its directory.
-        let tombstone = Record::new(now_ms(), Vec::new()).with_key(name.as_bytes().to_vec());
-        append_durably(&self.shared.streams_partition, tombstone, crate::STREAMS_STREAM).await?;
+        self.shared
+            .definitions
+            .delete(name)
+            .await
+            .map_err(|e| AdminError::Failed(format!("writing {}: {e}", crate::STREAMS_STREAM)))?;
         // Disconnected sessions forget it, in memory and in `$sessions`, so that a stream
         // created again under this name is read from its start.
         self.shared.sessions.forget_stream(name).await;

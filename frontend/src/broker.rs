@@ -27,6 +27,7 @@ use crate::partition::PartitionHandle;
 use crate::retained::RetainedStore;
 use crate::session_state::SessionState;
 use crate::shared::{AuthFiles, AuthReloader, Shared, lock, now_ms};
+use crate::stream_definitions::DefinitionStore;
 use crate::streams::{OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM, Streams};
 
 /// How long shutdown waits for connections to end before closing the logs regardless.
@@ -77,22 +78,6 @@ fn apply_session(map: &mut HashMap<String, SessionState>, stored: StoredRecord, 
             map.insert(client_id.to_owned(), state);
         }
         Err(error) => tracing::warn!(client_id, %error, offset = stored.offset, "skipping a session record"),
-    }
-}
-
-/// Applies one `$streams` record: the latest definition per stream wins, a tombstone removes
-/// it. A definition that does not decode is skipped with a warning (its data stays on disk).
-fn apply_definition(map: &mut HashMap<String, (crate::StreamConfig, i64)>, stored: StoredRecord) {
-    let Some(name) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-    if stored.value.is_empty() {
-        map.remove(name);
-        return;
-    }
-    match crate::stream_settings::decode_definition(name, &stored.value) {
-        Ok(definition) => {
-            map.insert(name.to_owned(), definition);
-        }
-        Err(error) => tracing::warn!(stream = name, %error, offset = stored.offset, "skipping a stream definition"),
     }
 }
 
@@ -195,26 +180,15 @@ impl Broker {
                     .map_err(|source| BrokerError::Rebuild { dir: sessions_log.dir().to_path_buf(), source })?;
                 let groups = GroupRegistry::rebuild(Arc::clone(&offsets_log))
                     .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
-                let mut definitions = HashMap::new();
-                let mut deleted = std::collections::HashSet::new();
-                streams_log
-                    .replay(|r| {
-                        if let Some(name) = r.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) {
-                            match r.value.is_empty() {
-                                true => deleted.insert(name.to_owned()),
-                                false => deleted.remove(name),
-                            };
-                        }
-                        apply_definition(&mut definitions, r)
-                    })
+                let definitions = DefinitionStore::rebuild(Arc::clone(&streams_log))
                     .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
-                Ok::<_, BrokerError>((retained, sessions, groups, definitions, deleted))
+                Ok::<_, BrokerError>((retained, sessions, groups, definitions))
             })
             .await
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let (retained, sessions, groups, definitions, deleted) = rebuilt;
-        finish_deletes(&config.data_dir, &deleted, &config.streams);
+        let (retained, sessions, groups, definitions) = rebuilt;
+        finish_deletes(&config.data_dir, &definitions.deleted(), &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
         for internal in [&retained_log, &sessions_log, &offsets_log, &streams_log] {
             let settings = PartitionSettings {
@@ -229,7 +203,7 @@ impl Broker {
                 .map_or_else(String::new, |n| format!("{}/0", n.to_string_lossy()));
             internal.register_maintenance(&maintenance, name, settings)?;
         }
-        let effective = effective_streams(&config.streams, definitions);
+        let effective = effective_streams(&config.streams, definitions.kept());
         let streams = Streams::open(&effective, &config.data_dir, config.writer_queue, &maintenance).await?;
         let listener = mqtt_listener(config.listen, config.socket_receive_buffer)
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
@@ -258,7 +232,7 @@ impl Broker {
             retained,
             sessions: crate::session_store::SessionStore::new(sessions_log, sessions),
             delayed_wills: Mutex::new(HashMap::new()),
-            streams_partition: streams_log,
+            definitions,
             admin_lock: tokio::sync::Mutex::new(()),
             groups,
             connected: Mutex::new(HashMap::new()),
@@ -286,7 +260,7 @@ impl Broker {
             (RETAINED_STREAM, shared.retained.partition()),
             (SESSIONS_STREAM, shared.sessions.partition()),
             (OFFSETS_STREAM, shared.groups.partition()),
-            (STREAMS_STREAM, &shared.streams_partition),
+            (STREAMS_STREAM, shared.definitions.partition()),
         ] {
             shared.metrics.add_partition(name, true, partition);
         }
@@ -401,6 +375,7 @@ impl Broker {
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
         let retained_task = tokio::spawn(shared.retained.follow());
         let offsets_task = tokio::spawn(shared.groups.follow());
+        let definitions_task = tokio::spawn(shared.definitions.follow());
         let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
         loop {
             tokio::select! {
@@ -431,6 +406,7 @@ impl Broker {
         expiry_task.abort();
         retained_task.abort();
         offsets_task.abort();
+        definitions_task.abort();
         group_expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
@@ -449,7 +425,7 @@ impl Broker {
             shared.retained.partition(),
             shared.sessions.partition(),
             shared.groups.partition(),
-            &shared.streams_partition,
+            shared.definitions.partition(),
         ]
         .into_iter()
         .cloned()
@@ -533,24 +509,5 @@ mod tests {
         assert_eq!(names(&effective), ["orders", "default", "early", "late"]);
         assert_eq!(effective[0].0, altered);
         assert_eq!(names(&effective_streams(&configured, HashMap::new())), ["orders", "default"]);
-    }
-
-    #[test]
-    fn a_tombstone_forgets_a_definition_and_a_damaged_one_is_skipped() {
-        let record = |key: &str, value: Vec<u8>| StoredRecord {
-            offset: 0,
-            timestamp: 0,
-            key: Some(key.as_bytes().to_vec().into()),
-            value: value.into(),
-            headers: Vec::new(),
-        };
-        let mut map = HashMap::new();
-        let stream = StreamConfig::new("s");
-        apply_definition(&mut map, record("s", crate::stream_settings::encode_definition(&stream, 7)));
-        apply_definition(&mut map, record("bad", vec![9, 9]));
-        assert_eq!(map.get("s"), Some(&(stream, 7)));
-        assert!(!map.contains_key("bad"));
-        apply_definition(&mut map, record("s", Vec::new()));
-        assert!(map.is_empty());
     }
 }

@@ -43,6 +43,7 @@ pub mod session_state;
 mod session_store;
 mod shared;
 mod shutdown;
+mod stream_definitions;
 pub mod stream_settings;
 pub mod streams;
 mod sys_topics;

@@ -14,7 +14,7 @@ use strata_log::Record;
 use tokio::sync::oneshot;
 
 use crate::codec::Publish;
-use crate::partition::{AppendError, PartitionHandle};
+use crate::partition::AppendError;
 use crate::record::{self, StoredMessage};
 use crate::retained::RetainedStore;
 use crate::session_state::SessionState;
@@ -110,8 +110,8 @@ pub(crate) struct Shared {
     /// The persistent sessions: parked while disconnected, written to `$sessions`.
     pub(crate) sessions: crate::session_store::SessionStore,
     pub(crate) delayed_wills: Mutex<HashMap<String, DelayedWill>>,
-    /// Where stream definitions created or altered at runtime are kept.
-    pub(crate) streams_partition: Arc<PartitionHandle>,
+    /// The stream definitions created or altered at runtime, applied from `$streams`.
+    pub(crate) definitions: crate::stream_definitions::DefinitionStore,
     /// Serialises the admin API's stream changes and offset resets.
     pub(crate) admin_lock: tokio::sync::Mutex<()>,
     /// Consumer groups (`$share/<group>/...`) by group name, removed once idle for
