@@ -9,14 +9,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use strata_compaction::Maintenance;
-use strata_log::{Log, Record};
-use tokio::sync::{mpsc, oneshot};
 
 use crate::StreamConfig;
-use crate::broker::{Shared, lock, now_ms};
-use crate::partition_writer::AppendRequest;
+pub use crate::consumers::{GroupInfo, GroupKind, GroupPartitionInfo};
+use crate::partition::PartitionHandle;
+use crate::shared::{Shared, lock, now_ms};
 use crate::stream_settings::{self, SettingError};
-use crate::streams::{Partition, Stream};
+use crate::streams::Stream;
 
 /// A handle to a running broker's admin operations ([`crate::Broker::admin`]).
 #[derive(Clone)]
@@ -103,66 +102,6 @@ pub struct PartitionCompaction {
     pub cleaned_up_to: u64,
 }
 
-/// Whether a consumer is a `$share` group or a persistent session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum GroupKind {
-    /// A consumer group of `$share/<group>/<filter>` subscribers.
-    Share,
-    /// A persistent session (its client id is the name): one member at most.
-    Session,
-}
-
-impl GroupKind {
-    /// `share` or `session`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupKind::Share => "share",
-            GroupKind::Session => "session",
-        }
-    }
-}
-
-/// One consumer group or persistent session, read now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupInfo {
-    /// The group's name, or the session's client id.
-    pub name: String,
-    /// A `$share` group or a session.
-    pub kind: GroupKind,
-    /// The topic filter(s) it consumes, comma-separated (empty when not known: a group not
-    /// recreated since the restart).
-    pub filter: String,
-    /// Connected members (0 or 1 for a session).
-    pub members: u32,
-    /// Per stream partition: committed offset and lag.
-    pub partitions: Vec<GroupPartitionInfo>,
-}
-
-/// A consumer's position in one partition.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GroupPartitionInfo {
-    /// The stream.
-    pub stream: String,
-    /// The partition number.
-    pub partition: u32,
-    /// The lowest offset not yet acknowledged.
-    pub committed: u64,
-    /// The partition's log end.
-    pub log_end: u64,
-    /// The partition's high watermark.
-    pub high_watermark: u64,
-    /// `high_watermark - committed`: offsets not yet consumed (records its filter skips
-    /// count too, as offsets do).
-    pub lag: u64,
-}
-
-impl GroupInfo {
-    /// Sum of the partitions' lag.
-    pub fn lag(&self) -> u64 {
-        self.partitions.iter().map(|p| p.lag).sum()
-    }
-}
-
 /// Where an offset reset moves a consumer, per partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetTarget {
@@ -177,14 +116,16 @@ pub enum ResetTarget {
 }
 
 impl ResetTarget {
-    fn offset_in(self, log: &Log) -> u64 {
-        let offsets = log.offsets();
+    fn offset_in(self, partition: &PartitionHandle) -> u64 {
+        let offsets = partition.offsets();
         let (start, end) = (offsets.log_start, offsets.high_watermark);
         match self {
             ResetTarget::Earliest => start,
             ResetTarget::Latest => end,
             ResetTarget::Offset(n) => n.clamp(start, end),
-            ResetTarget::Timestamp(ms) => log.offset_for_timestamp(ms).ok().flatten().unwrap_or(end).clamp(start, end),
+            ResetTarget::Timestamp(ms) => {
+                partition.offset_for_timestamp(ms).ok().flatten().unwrap_or(end).clamp(start, end)
+            }
         }
     }
 }
@@ -230,15 +171,16 @@ fn stream_info(stream: &Stream) -> StreamInfo {
         .partitions
         .iter()
         .map(|p| {
-            let offsets = p.log.offsets();
+            let figures = p.figures();
+            let offsets = figures.offsets;
             PartitionInfo {
                 partition: p.number,
                 log_start: offsets.log_start,
                 log_end: offsets.log_end,
                 high_watermark: offsets.high_watermark,
                 cleaned_up_to: offsets.cleaned_up_to,
-                size_bytes: p.log.size_bytes(),
-                segment_count: p.log.segment_count() as u64,
+                size_bytes: figures.size_bytes,
+                segment_count: figures.segment_count,
             }
         })
         .collect();
@@ -249,14 +191,6 @@ fn stream_info(stream: &Stream) -> StreamInfo {
         partitions,
         settings: stream_settings::settings_of(&stream.config),
     }
-}
-
-/// Appends `record` through `writer` and waits until it is durable.
-async fn append_durably(writer: &mpsc::Sender<AppendRequest>, record: Record, what: &str) -> Result<u64, AdminError> {
-    let (durable, done) = oneshot::channel();
-    let stopped = || AdminError::Failed(format!("the {what} writer stopped"));
-    writer.send(AppendRequest { record, durable: Some(durable) }).await.map_err(|_| stopped())?;
-    done.await.map_err(|_| stopped())?.map_err(|e| AdminError::Failed(format!("writing {what}: {e}")))
 }
 
 /// Runs blocking file work off the async workers.
@@ -319,9 +253,11 @@ impl Admin {
 
     /// Writes the definition of `config` to `$streams`, durably.
     async fn persist(&self, config: &StreamConfig, created_at_ms: i64) -> Result<(), AdminError> {
-        let value = stream_settings::encode_definition(config, created_at_ms);
-        let record = Record::new(now_ms(), value).with_key(config.name.clone().into_bytes());
-        append_durably(&self.shared.streams_writer, record, crate::STREAMS_STREAM).await.map(|_| ())
+        self.shared
+            .definitions
+            .persist(config, created_at_ms)
+            .await
+            .map_err(|e| AdminError::Failed(format!("writing {}: {e}", crate::STREAMS_STREAM)))
     }
 
     /// Creates the stream `name` with `partitions` partitions capturing `topics`, starting
@@ -401,7 +337,7 @@ impl Admin {
             }
         };
         for partition in &partitions {
-            self.shared.metrics.add_partition(name, partition.number, false, &partition.log);
+            self.shared.metrics.add_partition(name, false, partition);
         }
         let stream = Arc::new(Stream::new(config, partitions, created_at_ms));
         let mut all = self.shared.streams.all();
@@ -461,9 +397,9 @@ impl Admin {
                 .map_err(|e| AdminError::Failed(format!("applying the settings of {name:?}: {e}")))?;
         }
         for partition in &added {
-            self.shared.metrics.add_partition(name, partition.number, false, &partition.log);
+            self.shared.metrics.add_partition(name, false, partition);
         }
-        let partitions: Vec<Arc<Partition>> = stream.partitions.iter().cloned().chain(added).collect();
+        let partitions: Vec<Arc<PartitionHandle>> = stream.partitions.iter().cloned().chain(added).collect();
         let altered = Arc::new(Stream::new(config, partitions, stream.created_at_ms));
         let all = self
             .shared
@@ -500,19 +436,22 @@ impl Admin {
         self.shared.metrics.remove_stream(name);
         // The tombstone goes first: after a crash from here on, the next start finds the
         // stream deleted and removes what is left of its directory.
-        let tombstone = Record::new(now_ms(), Vec::new()).with_key(name.as_bytes().to_vec());
-        append_durably(&self.shared.streams_writer, tombstone, crate::STREAMS_STREAM).await?;
+        self.shared
+            .definitions
+            .delete(name)
+            .await
+            .map_err(|e| AdminError::Failed(format!("writing {}: {e}", crate::STREAMS_STREAM)))?;
         // Disconnected sessions forget it, in memory and in `$sessions`, so that a stream
         // created again under this name is read from its start.
-        self.shared.forget_stream_in_sessions(name).await;
-        let logs: Vec<Arc<Log>> = stream.partitions.iter().map(|p| Arc::clone(&p.log)).collect();
+        self.shared.sessions.forget_stream(name).await;
+        let partitions = stream.partitions.clone();
         let dir = self.shared.streams.stream_dir(name);
         // Readers still holding a partition keep reading what they had mapped; appends
         // that raced the swap fail with "closed" and their publishers get an error.
         blocking(move || {
-            for log in &logs {
-                if let Err(error) = log.close() {
-                    tracing::warn!(dir = %log.dir().display(), %error, "closing a deleted partition");
+            for partition in &partitions {
+                if let Err(error) = partition.close() {
+                    tracing::warn!(dir = %partition.dir().display(), %error, "closing a deleted partition");
                 }
             }
             std::fs::remove_dir_all(&dir).map_err(|e| AdminError::Failed(format!("removing {}: {e}", dir.display())))
@@ -525,12 +464,14 @@ impl Admin {
     /// Every `$share` group (live, or known from `$offsets`) and persistent session, by name
     /// then kind.
     pub fn list_groups(&self) -> Vec<GroupInfo> {
-        consumers(&self.shared)
+        self.shared.consumers()
     }
 
     /// The group or session `name`; `kind` settles a name that is both.
     pub fn describe_group(&self, name: &str, kind: Option<GroupKind>) -> Result<GroupInfo, AdminError> {
-        let mut found: Vec<GroupInfo> = consumers(&self.shared)
+        let mut found: Vec<GroupInfo> = self
+            .shared
+            .consumers()
             .into_iter()
             .filter(|g| g.name == name && kind.is_none_or(|k| k == g.kind))
             .collect();
@@ -589,42 +530,30 @@ impl Admin {
         target: ResetTarget,
         registry: &crate::streams::Registry,
     ) -> Result<(), AdminError> {
-        let live = lock(&self.shared.groups).get(name).map(Arc::clone);
-        if let Some(group) = live {
-            group.seek(|stream, partition| select.picks(stream, partition), |log| target.offset_in(log)).map_err(
-                |members| {
+        if let Some(group) = self.shared.groups.live(name) {
+            group
+                .seek(|stream, partition| select.picks(stream, partition), |partition| target.offset_in(partition))
+                .map_err(|members| {
                     AdminError::Refused(format!(
                         "group {name:?} has {members} connected member(s); offsets can only be reset while it has none"
                     ))
-                },
-            )?;
+                })?;
             group.commit(true).await;
             return Ok(());
         }
         // Not recreated since the start: the offsets it will start from are those kept in
-        // `$offsets`. The groups lock keeps it from being recreated meanwhile.
-        let records: Vec<Record> = {
-            let groups = lock(&self.shared.groups);
-            if groups.contains_key(name) {
-                return Err(AdminError::Refused(format!("group {name:?} was just recreated; try again")));
+        // `$offsets`.
+        let mut offsets = Vec::new();
+        for stream in registry.all() {
+            for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
+                let key = crate::groups::offsets_key(name, &stream.name, partition.number);
+                offsets.push((key, target.offset_in(partition)));
             }
-            let mut restored = lock(&self.shared.restored_offsets);
-            let mut records = Vec::new();
-            for stream in registry.all() {
-                for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
-                    let key = crate::groups::offsets_key(name, &stream.name, partition.number);
-                    let offset = target.offset_in(&partition.log);
-                    restored.insert(key.clone(), offset);
-                    records
-                        .push(Record::new(now_ms(), crate::groups::encode_offset(offset)).with_key(key.into_bytes()));
-                }
-            }
-            records
-        };
-        for record in records {
-            append_durably(&self.shared.offsets_writer, record, crate::OFFSETS_STREAM).await?;
         }
-        Ok(())
+        self.shared.groups.reset_restored(name, offsets).await.map_err(|error| match error {
+            Some(error) => AdminError::Failed(format!("writing {}: {error}", crate::OFFSETS_STREAM)),
+            None => AdminError::Refused(format!("group {name:?} was just recreated; try again")),
+        })
     }
 
     async fn reset_session(
@@ -639,16 +568,14 @@ impl Admin {
                 "session {client_id:?} has a connected client; offsets can only be reset while it is disconnected"
             ))
         };
-        if lock(&self.shared.connected).contains_key(client_id) {
+        if self.shared.is_connected(client_id) {
             return Err(in_use());
         }
-        let state = {
-            let mut sessions = lock(&self.shared.sessions);
-            // Absent while connected: a connection takes its session out while it runs.
-            let state = sessions.get_mut(client_id).ok_or_else(in_use)?;
+        // Not parked while connected: a connection takes its session out while it runs.
+        let reset = |state: &mut crate::session_state::SessionState| {
             for stream in registry.all() {
                 for partition in stream.partitions.iter().filter(|p| select.picks(&stream.name, p.number)) {
-                    let offset = target.offset_in(&partition.log);
+                    let offset = target.offset_in(partition);
                     // The plain subscriptions' reader; `$stream` replays keep their own positions.
                     let position = state.positions.iter_mut().find(|p| {
                         p.subscription.is_none() && p.stream == stream.name && p.partition == partition.number
@@ -672,91 +599,8 @@ impl Admin {
             }
             state.clone()
         };
+        let state = self.shared.sessions.update_parked(client_id, reset).ok_or_else(in_use)?;
         self.shared.save_session(client_id, Some(&state), true).await;
         Ok(())
     }
-}
-
-/// The position of `stream`/`partition` in the live streams, for a consumer at `committed`.
-fn position(
-    registry: &crate::streams::Registry,
-    stream: &str,
-    partition: u32,
-    committed: u64,
-) -> Option<GroupPartitionInfo> {
-    let log = &registry.get(stream)?.partitions.get(partition as usize)?.log;
-    let offsets = log.offsets();
-    Some(GroupPartitionInfo {
-        stream: stream.to_owned(),
-        partition,
-        committed,
-        log_end: offsets.log_end,
-        high_watermark: offsets.high_watermark,
-        lag: offsets.high_watermark.saturating_sub(committed),
-    })
-}
-
-/// Every `$share` group and persistent session with its positions, read now (the admin API
-/// and the lag metrics).
-pub(crate) fn consumers(shared: &Shared) -> Vec<GroupInfo> {
-    let registry = shared.streams.registry();
-    let live: Vec<Arc<crate::groups::Group>> = lock(&shared.groups).values().map(Arc::clone).collect();
-    let mut out: Vec<GroupInfo> = live
-        .iter()
-        .map(|group| {
-            let (members, partitions) = group.snapshot();
-            GroupInfo {
-                name: group.name.clone(),
-                kind: GroupKind::Share,
-                filter: group.filter.clone(),
-                members: members as u32,
-                partitions: partitions
-                    .into_iter()
-                    .map(|(stream, partition, committed, offsets)| GroupPartitionInfo {
-                        stream: stream.to_string(),
-                        partition,
-                        committed,
-                        log_end: offsets.log_end,
-                        high_watermark: offsets.high_watermark,
-                        lag: offsets.high_watermark.saturating_sub(committed),
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
-    // Groups known only from `$offsets` (not recreated since the start).
-    let mut restored: HashMap<String, Vec<GroupPartitionInfo>> = HashMap::new();
-    for (key, &committed) in lock(&shared.restored_offsets).iter() {
-        let Some((group, rest)) = key.split_once('/') else { continue };
-        let Some((stream, partition)) = rest.rsplit_once('/') else { continue };
-        let Ok(partition) = partition.parse() else { continue };
-        if live.iter().any(|g| g.name == group) {
-            continue;
-        }
-        let entry = restored.entry(group.to_owned()).or_default();
-        entry.extend(position(&registry, stream, partition, committed));
-    }
-    for (name, mut partitions) in restored {
-        partitions.sort_by(|a, b| (&a.stream, a.partition).cmp(&(&b.stream, b.partition)));
-        out.push(GroupInfo { name, kind: GroupKind::Share, filter: String::new(), members: 0, partitions });
-    }
-    let sessions: Vec<(String, crate::broker::SessionView)> =
-        lock(&shared.session_index).iter().map(|(id, view)| (id.clone(), view.clone())).collect();
-    let connected = lock(&shared.connected);
-    for (client_id, view) in sessions {
-        out.push(GroupInfo {
-            members: u32::from(connected.contains_key(&client_id)),
-            filter: view.filters.join(","),
-            kind: GroupKind::Session,
-            partitions: view
-                .positions
-                .iter()
-                .filter_map(|p| position(&registry, &p.stream, p.partition, p.committed))
-                .collect(),
-            name: client_id,
-        });
-    }
-    drop(connected);
-    out.sort_by(|a, b| (&a.name, a.kind).cmp(&(&b.name, b.kind)));
-    out
 }

@@ -1,749 +1,39 @@
-//! The broker: opens every partition of the configured streams (and of the built-in stream
-//! `default`; `streams.rs` routes publishes to them) and the internal compacted streams
-//! `$retained`, `$sessions`, `$offsets` and `$streams`, starts their writers, rebuilds
-//! retained messages, disconnected sessions, consumer groups' committed offsets and the
-//! stream definitions made at runtime (`admin.rs`) from them, holds the consumer
-//! groups (`groups.rs`), accepts MQTT connections on TCP (one task
-//! each) and knows which client ids are connected, so that a second CONNECT with the same id
-//! takes the session over. A background task expires disconnected sessions; a
+//! The broker: opens the internal compacted streams `$retained`, `$sessions`, `$offsets` and
+//! `$streams` and rebuilds retained messages, disconnected sessions, consumer groups'
+//! committed offsets and the stream definitions made at runtime (`admin.rs`) from them; opens
+//! every partition of the configured streams (and of the built-in stream `default`;
+//! `streams.rs` routes publishes to them); builds the state every connection shares
+//! (`shared.rs`); accepts MQTT connections (one task each); and at shutdown ends them and
+//! closes every partition. Background tasks expire disconnected sessions and idle groups; a
 //! `strata_compaction::Maintenance` applies retention and compaction to every stream per its
-//! policy (the internal streams are compacted).
+//! policy (the internal streams are compacted). The top of the frontend's modules: nothing
+//! imports it (`frontend/tests/module_cycles.rs`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, MaintenanceConfig, PartitionSettings};
-use strata_log::{Log, LogConfig, LogError, Record, StoredRecord};
+use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
+use strata_log::{LogConfig, StoredRecord};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot};
 
-use crate::codec::Publish;
-use crate::partition_writer::{self, AppendError, AppendRequest};
-use crate::record::{self, StoredMessage};
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::group_registry::GroupRegistry;
+use crate::listen::mqtt_listener;
+use crate::partition::PartitionHandle;
+use crate::retained::RetainedStore;
 use crate::session_state::SessionState;
-use crate::streams::Streams;
+use crate::shared::{AuthFiles, AuthReloader, Shared, lock, now_ms};
+use crate::stream_definitions::DefinitionStore;
+use crate::streams::{OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM, Streams};
 
-/// The built-in stream that gets every publish no configured stream captures.
-pub const DEFAULT_STREAM: &str = "default";
-/// Internal compacted stream of retained messages (key = topic, via `mqtt.topic`).
-pub const RETAINED_STREAM: &str = "$retained";
-/// Internal compacted stream of persistent sessions (record key = client id).
-pub const SESSIONS_STREAM: &str = "$sessions";
-/// Internal compacted stream of consumer groups' committed offsets (key =
-/// `<group>/<stream>/<partition>`, `groups.rs`).
-pub const OFFSETS_STREAM: &str = "$offsets";
-/// Internal compacted stream of the stream definitions created or altered at runtime (key =
-/// stream name, value = `stream_settings::encode_definition`, empty = deleted).
-pub const STREAMS_STREAM: &str = "$streams";
-/// The least time between two scans of the stored sessions for expiry.
-/// `[mqtt] share_group_idle_expiry` by default: a day.
-pub const DEFAULT_SHARE_GROUP_IDLE_EXPIRY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-const SESSION_SCAN_GAP: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long shutdown waits for connections to end before closing the logs regardless.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// Capacity of each internal stream's writer queue.
 const INTERNAL_WRITER_QUEUE: usize = 1024;
-
-/// What the broker needs to start.
-#[derive(Debug, Clone, PartialEq)]
-pub struct BrokerConfig {
-    /// MQTT over TCP listens here.
-    pub listen: SocketAddr,
-    /// Root of the partition directories (`<data_dir>/<stream>/<partition>/`).
-    pub data_dir: PathBuf,
-    /// Largest packet accepted from a client, fixed header included (bytes).
-    pub max_packet_size: u32,
-    /// Most outbound QoS 1/2 messages in flight per connection; the client's Receive
-    /// Maximum lowers it.
-    pub max_inflight: u16,
-    /// Our Receive Maximum: most inbound QoS 2 messages a client may leave unreleased.
-    pub receive_maximum: u16,
-    /// How long a `$share` group may have no member (and no stored session subscribed to
-    /// it) before it is removed with its committed offsets (issue 22).
-    pub share_group_idle_expiry: std::time::Duration,
-    /// Capacity of each partition writer's queue (records).
-    pub writer_queue: usize,
-    /// The configured streams (`[[streams]]`); `default` is added when absent. A definition
-    /// kept in `$streams` (created or altered at runtime) overrides the entry of its name.
-    pub streams: Vec<crate::streams::StreamConfig>,
-    /// What a stream created at runtime starts from before its own settings (`[log]`).
-    pub stream_defaults: crate::streams::StreamConfig,
-    /// MQTT over WebSocket (path `/mqtt`) listens here; `None`: off.
-    pub ws_listen: Option<SocketAddr>,
-    /// The `Origin`s a browser page may connect over WebSocket from; empty: any.
-    pub ws_allowed_origins: Vec<String>,
-    /// Connection, topic, keep-alive and topic-alias limits.
-    pub limits: crate::limits::Limits,
-    /// Seconds between refreshes of the `$SYS` topics; 0 turns them off.
-    pub sys_interval_secs: u64,
-    /// SO_RCVBUF of every accepted MQTT socket, in bytes; `None`: the kernel's autotuning
-    /// (up to `net.ipv4.tcp_rmem`'s maximum, 6 MiB by default). Bounded, a publisher sending
-    /// faster than the broker appends waits in its own send buffer, not in ours.
-    pub socket_receive_buffer: Option<usize>,
-    /// The node's retention and cleaner threads (`[compaction]` in the config file).
-    pub maintenance: MaintenanceConfig,
-    /// Who may connect (`[auth]`).
-    pub auth: crate::auth::AuthConfig,
-    /// MQTT over TLS listens here (`[mqtt] tls_listen`, conventionally port 8883); `None`: off.
-    pub tls_listen: Option<SocketAddr>,
-    /// MQTT over WebSocket over TLS (path `/mqtt`) listens here (`[mqtt] wss_listen`);
-    /// `None`: off.
-    pub wss_listen: Option<SocketAddr>,
-    /// The certificate of both TLS listeners, and the CA of client certificates (`[tls]`);
-    /// needed when either is set.
-    pub tls: Option<crate::tls::TlsConfig>,
-}
-
-/// Binds a listener for MQTT (over TCP or WebSocket). TCP_NODELAY and SO_RCVBUF are set on
-/// the listening socket, before `listen`: accepted sockets inherit both (Linux), which saves
-/// two system calls per connection, and the window offered in the handshake already fits
-/// the bounded buffer.
-fn mqtt_listener(addr: SocketAddr, receive_buffer: Option<usize>) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
-    // As `TcpListener::bind` does: a restart may bind while old connections are in TIME_WAIT.
-    socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
-    if let Some(bytes) = receive_buffer {
-        socket.set_recv_buffer_size(u32::try_from(bytes).unwrap_or(u32::MAX))?;
-    }
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
-
-/// Pending connections the kernel queues before `accept` (as tokio's `TcpListener::bind`).
-const LISTEN_BACKLOG: u32 = 1024;
-
-/// Default [`BrokerConfig::socket_receive_buffer`]. Measured on loopback with 4 publishers
-/// sending flat out (benches/README.md): 128 KiB keeps the time a message waits before the
-/// broker reads it to a few milliseconds, at the same throughput as the kernel's autotuning.
-pub const DEFAULT_SOCKET_RECEIVE_BUFFER: usize = 128 << 10;
-
-impl BrokerConfig {
-    /// Defaults: loopback port 1883, `./data`, 1 MiB packets, 1,024 in flight.
-    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> BrokerConfig {
-        BrokerConfig {
-            listen,
-            data_dir,
-            max_packet_size: 1 << 20,
-            max_inflight: 1024,
-            receive_maximum: 1024,
-            share_group_idle_expiry: DEFAULT_SHARE_GROUP_IDLE_EXPIRY,
-            writer_queue: 8192,
-            streams: Vec::new(),
-            stream_defaults: crate::streams::StreamConfig::new(""),
-            ws_listen: None,
-            ws_allowed_origins: Vec::new(),
-            limits: crate::limits::Limits::default(),
-            sys_interval_secs: 10,
-            socket_receive_buffer: Some(DEFAULT_SOCKET_RECEIVE_BUFFER),
-            maintenance: MaintenanceConfig::default(),
-            auth: crate::auth::AuthConfig::default(),
-            tls_listen: None,
-            wss_listen: None,
-            tls: None,
-        }
-    }
-}
-
-/// Why the broker could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum BrokerError {
-    /// An internal stream could not be read back at start.
-    #[error("rebuilding from {dir}: {source}")]
-    Rebuild {
-        /// The partition directory.
-        dir: PathBuf,
-        /// What went wrong.
-        source: LogError,
-    },
-    /// The maintenance threads did not start.
-    #[error("starting compaction of the internal streams: {0}")]
-    Maintenance(#[from] strata_compaction::CompactionError),
-    /// The partition log did not open.
-    #[error("opening partition {dir}: {source}")]
-    Log {
-        /// The partition directory.
-        dir: PathBuf,
-        /// What went wrong.
-        source: LogError,
-    },
-    /// `[auth] password_file` cannot be used.
-    #[error("auth.password_file: {0}")]
-    PasswordFile(#[from] crate::auth::PasswordFileError),
-    /// `[auth] acl_file` cannot be used.
-    #[error("auth.acl_file: {0}")]
-    AclFile(#[from] crate::acl::AclFileError),
-    /// A `[tls]` file cannot be used.
-    #[error("{0}")]
-    Tls(#[from] crate::tls::TlsError),
-    /// A TLS listener (or `use_identity_as_username`) is configured without what it needs.
-    #[error("{key} is set, but {needs} is not")]
-    TlsIncomplete {
-        /// The key that is set.
-        key: &'static str,
-        /// What it needs.
-        needs: &'static str,
-    },
-    /// The listener did not bind, or a thread did not start.
-    #[error("{what}: {source}")]
-    Io {
-        /// What was being done.
-        what: String,
-        /// What went wrong.
-        source: std::io::Error,
-    },
-}
-
-/// A persistent session as last written to `$sessions`.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SessionView {
-    pub(crate) filters: Vec<String>,
-    pub(crate) positions: Vec<crate::session_state::PartitionPosition>,
-}
-
-impl SessionView {
-    fn of(state: &SessionState) -> SessionView {
-        SessionView {
-            filters: state.subscriptions.iter().map(|s| s.filter.clone()).collect(),
-            positions: state.positions.clone(),
-        }
-    }
-}
-
-/// The users (`[auth] password_file`) and topic rights (`[auth] acl_file`) in force. A
-/// connection takes both at its CONNECT and keeps them: a reload applies to new connections.
-pub(crate) struct AuthFiles {
-    authenticator: Mutex<Arc<crate::auth::Authenticator>>,
-    /// `None`: no ACL file, everyone may do anything.
-    acl: Mutex<Option<Arc<crate::acl::AclFile>>>,
-}
-
-impl AuthFiles {
-    /// Who may connect, now.
-    pub(crate) fn authenticator(&self) -> Arc<crate::auth::Authenticator> {
-        Arc::clone(&lock(&self.authenticator))
-    }
-
-    /// Who may read and write which topics, now.
-    pub(crate) fn acl(&self) -> Option<Arc<crate::acl::AclFile>> {
-        lock(&self.acl).clone()
-    }
-}
-
-/// Reloads `[auth] password_file` and `[auth] acl_file` (the serve command calls it on
-/// SIGHUP). New connections use what it loaded; connections already up keep the rights they
-/// had. A file that cannot be used changes nothing: the previous users or rules stay.
-#[derive(Clone)]
-pub struct AuthReloader {
-    files: Arc<AuthFiles>,
-    config: crate::auth::AuthConfig,
-}
-
-impl AuthReloader {
-    /// Reads the password file again: `Ok(None)` when none is configured, else its path and
-    /// how many users it has. Blocking (it reads a file): call it off the async threads.
-    pub fn reload_password_file(&self) -> Result<Option<(PathBuf, usize)>, crate::auth::PasswordFileError> {
-        let Some(path) = &self.config.password_file else { return Ok(None) };
-        let users = crate::auth::PasswordFile::load(path)?;
-        let count = users.len();
-        let mut authenticator = lock(&self.files.authenticator);
-        *authenticator = Arc::new(authenticator.with_users(users));
-        Ok(Some((path.clone(), count)))
-    }
-
-    /// Reads the ACL file again: `Ok(None)` when none is configured, else its path.
-    /// Blocking, like [`AuthReloader::reload_password_file`].
-    pub fn reload_acl_file(&self) -> Result<Option<PathBuf>, crate::acl::AclFileError> {
-        let Some(path) = &self.config.acl_file else { return Ok(None) };
-        let acl = crate::acl::AclFile::load(path)?;
-        *lock(&self.files.acl) = Some(Arc::new(acl));
-        Ok(Some(path.clone()))
-    }
-}
-
-/// A connected client's handle, kept so a newer connection can take its session over.
-pub(crate) struct Connected {
-    connection_id: u64,
-    /// Its verified user (`None`: anonymous): only the same user may take it over (issue 22).
-    user: Option<String>,
-    take_over: oneshot::Sender<()>,
-    /// Completes (its sender is dropped) once that connection has saved its session and
-    /// scheduled its will, so the newer one reads the session after it.
-    finished: oneshot::Receiver<()>,
-}
-
-/// What a new connection holds while it runs; dropping it tells a newer connection with the
-/// same client id that this one has finished.
-pub(crate) struct Registration {
-    pub(crate) connection_id: u64,
-    pub(crate) taken_over: oneshot::Receiver<()>,
-    pub(crate) previous_finished: Option<oneshot::Receiver<()>>,
-    pub(crate) _finished: oneshot::Sender<()>,
-}
-
-/// A will waiting for its Will Delay Interval.
-struct DelayedWill {
-    token: u64,
-    publish: Publish,
-}
-
-/// State shared by all connections.
-pub(crate) struct Shared {
-    pub(crate) config: BrokerConfig,
-    /// Every stream's partitions and writers; a publish goes where [`Streams::route`] says.
-    pub(crate) streams: Streams,
-    retained_writer: mpsc::Sender<AppendRequest>,
-    /// Topic → retained message, mirrored from `$retained`. Locked briefly, never across an
-    /// await.
-    retained: Mutex<Retained>,
-    sessions_writer: mpsc::Sender<AppendRequest>,
-    /// Disconnected persistent sessions, mirrored from `$sessions`. A connection takes its
-    /// session out while it runs and puts it back when it ends.
-    pub(crate) sessions: Mutex<HashMap<String, SessionState>>,
-    /// Told when a session is put in `sessions` that expires before `next_expiry_ms`, so
-    /// that the expiry task (`expire_sessions_when_due`) can sleep until the earliest expiry
-    /// instead of polling.
-    session_stored: tokio::sync::Notify,
-    /// When the expiry task will next look (unix ms): `i64::MAX` when no session can
-    /// expire, `i64::MIN` while it scans (then every stored session wakes it).
-    next_expiry_ms: AtomicI64,
-    delayed_wills: Mutex<HashMap<String, DelayedWill>>,
-    pub(crate) offsets_writer: mpsc::Sender<AppendRequest>,
-    /// Committed offsets read back from `$offsets` at start, for groups not yet recreated
-    /// (and reset by the admin API while they are not).
-    pub(crate) restored_offsets: Mutex<HashMap<String, u64>>,
-    /// Where stream definitions created or altered at runtime are kept.
-    pub(crate) streams_writer: mpsc::Sender<AppendRequest>,
-    /// Serialises the admin API's stream changes and offset resets.
-    pub(crate) admin_lock: tokio::sync::Mutex<()>,
-    /// Every persistent session's filters and positions as last written to `$sessions`
-    /// (connected or not), for the admin API and the lag metrics.
-    pub(crate) session_index: Mutex<HashMap<String, SessionView>>,
-    /// Consumer groups (`$share/<group>/...`) by group name; removed once idle for
-    /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]).
-    pub(crate) groups: Mutex<HashMap<String, Arc<crate::groups::Group>>>,
-    pub(crate) connected: Mutex<HashMap<String, Connected>>,
-    next_connection_id: AtomicU64,
-    started_at_ms: u64,
-    /// Open connections, for `limits.max_connections`.
-    pub(crate) connections: crate::limits::ConnectionCount,
-    /// Open connections and connect rate per client address.
-    pub(crate) peers: crate::limits::PeerLimiter,
-    /// Counters and histograms (`metrics.rs`).
-    pub(crate) metrics: Arc<crate::metrics::Metrics>,
-    /// Who may connect.
-    /// and who may read and write which topics: reloaded on SIGHUP.
-    pub(crate) auth: Arc<AuthFiles>,
-    /// The in-memory `$SYS` topics.
-    pub(crate) sys: crate::sys_topics::SysTopics,
-    /// Tells connections to end, and counts them, at shutdown.
-    pub(crate) shutdown: crate::shutdown::ShutdownState,
-    pub(crate) maintenance_totals: strata_compaction::TotalsReader,
-    /// Retention and compaction, shared with the admin API (`admin.rs`) for runs on demand;
-    /// taken out at shutdown, after which the admin API can no longer start one.
-    pub(crate) maintenance: Mutex<Option<Arc<Maintenance>>>,
-}
-
-impl Shared {
-    /// Registers `client_id` for a new connection of `user` (`None`: anonymous); an older
-    /// connection with the same id is told to go, and the registration carries that
-    /// connection's `finished` signal. `None`, with nothing changed, when the id belongs to
-    /// another user: its connection or its stored session is theirs (issue 22). Both are
-    /// looked at under the `connected` lock: a connection saves its session before it
-    /// unregisters, so one of the two always shows the owner.
-    pub(crate) fn register(&self, client_id: &str, user: Option<&str>) -> Option<Registration> {
-        let mut connected = lock(&self.connected);
-        let live = connected.get(client_id).map(|c| crate::session_state::Owner::User(c.user.clone()));
-        let stored = lock(&self.sessions)
-            .get(client_id)
-            .filter(|session| !session.expired(now_ms()))
-            .map(|session| session.owner.clone());
-        if !crate::session_state::may_claim(user, live.as_ref(), stored.as_ref()) {
-            return None;
-        }
-        let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        let (take_over, taken_over) = oneshot::channel();
-        let (finished_tx, finished) = oneshot::channel();
-        let previous = connected.insert(
-            client_id.to_owned(),
-            Connected { connection_id, user: user.map(str::to_owned), take_over, finished },
-        );
-        drop(connected);
-        let previous_finished = previous.map(|previous| {
-            let _ = previous.take_over.send(());
-            previous.finished
-        });
-        Some(Registration { connection_id, taken_over, previous_finished, _finished: finished_tx })
-    }
-
-    /// Whether `client_id` may have a persistent session under `max_sessions` (issue 22): it
-    /// has one already (stored, or connected), or fewer than `max_sessions` are stored. A new
-    /// session is stored at its first subscription or at its disconnect, so sessions
-    /// connecting at the same moment may together pass the limit by as many.
-    pub(crate) fn may_store_session(&self, client_id: &str) -> bool {
-        let Some(max) = self.config.limits.max_sessions else { return true };
-        // One lock at a time: no order to keep with the other users of these maps.
-        let (known, stored) = {
-            let index = lock(&self.session_index);
-            (index.contains_key(client_id), index.len())
-        };
-        known
-            || stored < max
-            || lock(&self.sessions).contains_key(client_id)
-            || lock(&self.connected).contains_key(client_id)
-    }
-
-    /// Forgets `client_id` if `connection_id` still holds it.
-    pub(crate) fn unregister(&self, client_id: &str, connection_id: u64) {
-        let mut connected = lock(&self.connected);
-        if connected.get(client_id).is_some_and(|c| c.connection_id == connection_id) {
-            connected.remove(client_id);
-        }
-    }
-
-    /// Stores a retained message (or deletes the topic's, for an empty payload) in
-    /// `$retained`, durably, then in the in-memory map.
-    pub(crate) async fn store_retained(&self, record: Record) -> Result<(), AppendError> {
-        let (durable, done) = oneshot::channel();
-        let stored = StoredRecord {
-            offset: 0,
-            timestamp: record.timestamp,
-            key: record.key.clone(),
-            value: record.value.clone(),
-            headers: record.headers.clone(),
-        };
-        self.retained_writer
-            .send(AppendRequest { record, durable: Some(durable) })
-            .await
-            .map_err(|_| AppendError::failed("the $retained writer stopped"))?;
-        let offset = done.await.map_err(|_| AppendError::failed("the $retained writer stopped"))??;
-        lock(&self.retained).apply(StoredRecord { offset, ..stored });
-        Ok(())
-    }
-
-    /// Whether a retained publish of `payload_len` bytes to `topic` fits in
-    /// `max_retained_messages` and `max_retained_bytes` (issue 22). Checked as the publish
-    /// arrives: retained publishes stored at the same instant may each pass it.
-    pub(crate) fn retained_fits(&self, topic: &str, payload_len: usize) -> bool {
-        lock(&self.retained).fits(topic, payload_len, &self.config.limits)
-    }
-
-    /// The retained messages whose topic matches `filter`, each with its offset in
-    /// `$retained`, then the matching `$SYS` values (no offset: they come from memory, like
-    /// retained messages; `sys_topics.rs`).
-    pub(crate) fn retained_matching(&self, filter: &str) -> Vec<(StoredMessage, Option<u64>)> {
-        let retained = lock(&self.retained);
-        let mut matching: Vec<(StoredMessage, Option<u64>)> = retained
-            .messages
-            .values()
-            .filter(|m| crate::topic::matches(filter, &m.topic))
-            .map(|m| (m.clone(), Some(m.offset)))
-            .collect();
-        matching.sort_by_key(|(_, offset)| *offset);
-        matching.extend(self.sys.matching(filter).into_iter().map(|m| (m, None)));
-        matching
-    }
-
-    /// The retained message at `offset` in `$retained`, if it is still its topic's current
-    /// one (not replaced or deleted since).
-    pub(crate) fn retained_at(&self, offset: u64) -> Option<StoredMessage> {
-        lock(&self.retained).messages.values().find(|m| m.offset == offset).cloned()
-    }
-
-    /// Publishes a message the broker itself originates (a will) through the normal path:
-    /// `$retained` first if RETAIN is set, then the stream, durably.
-    pub(crate) async fn publish(&self, publish: &Publish, client_id: &str) -> Result<u64, String> {
-        let record = record::to_record(publish, client_id, now_ms());
-        if publish.retain {
-            self.store_retained(record.clone()).await?;
-        }
-        let (durable, done) = oneshot::channel();
-        self.streams
-            .route(&publish.topic, &publish.properties.user_properties)
-            .writer
-            .send(AppendRequest { record, durable: Some(durable) })
-            .await
-            .map_err(|_| "the partition writer stopped".to_owned())?;
-        Ok(done.await.map_err(|_| "the partition writer stopped".to_owned())??)
-    }
-
-    /// Takes the disconnected session of `client_id` out of the store, unless it expired.
-    pub(crate) fn take_session(&self, client_id: &str) -> Option<SessionState> {
-        let session = lock(&self.sessions).remove(client_id)?;
-        (!session.expired(now_ms())).then_some(session)
-    }
-
-    /// Writes `state` (or a tombstone for `None`) to `$sessions` as the latest record of
-    /// `client_id`; with `durable`, waits until it is durable. A disconnected session is also
-    /// put back in the store.
-    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
-        let value = state.map(SessionState::encode).unwrap_or_default();
-        let record = Record::new(now_ms(), value).with_key(client_id.as_bytes().to_vec());
-        {
-            let mut index = lock(&self.session_index);
-            match state {
-                Some(state) => index.insert(client_id.to_owned(), SessionView::of(state)),
-                None => index.remove(client_id),
-            };
-        }
-        let (tx, rx) = if durable {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
-        };
-        if self.sessions_writer.send(AppendRequest { record, durable: tx }).await.is_err() {
-            tracing::warn!(client_id, "the $sessions writer stopped; session not saved");
-            return;
-        }
-        if let Some(rx) = rx
-            && !matches!(rx.await, Ok(Ok(_)))
-        {
-            tracing::warn!(client_id, "session record not stored");
-        }
-        if let Some(state) = state
-            && state.disconnected_at_ms != 0
-        {
-            lock(&self.sessions).insert(client_id.to_owned(), state.clone());
-            // Only a session due before the task's next look wakes it: under a churn of
-            // sessions with like intervals, the task is not woken by each disconnect.
-            if state.expires_at_ms().is_some_and(|at| at < self.next_expiry_ms.load(Ordering::SeqCst)) {
-                // A permit if the task is not waiting: the wake cannot be lost.
-                self.session_stored.notify_one();
-            }
-        }
-    }
-
-    /// Forgets the deleted stream `stream` in every disconnected session
-    /// ([`SessionState::forget_stream`]) and writes each session it changed to `$sessions`,
-    /// durably. Each record is queued while its session is still in the store, so a client
-    /// that reconnects meanwhile resumes the changed session, and its own writes land after.
-    /// (A connected session drops the stream with its cursors, at its next commit.)
-    pub(crate) async fn forget_stream_in_sessions(&self, stream: &str) {
-        let client_ids: Vec<String> = lock(&self.sessions).keys().cloned().collect();
-        for client_id in client_ids {
-            let Ok(permit) = self.sessions_writer.reserve().await else {
-                tracing::warn!(stream, "the $sessions writer stopped; sessions not saved");
-                return;
-            };
-            let (durable, stored) = oneshot::channel();
-            let view = {
-                let mut sessions = lock(&self.sessions);
-                let Some(state) = sessions.get_mut(&client_id) else { continue };
-                if !state.forget_stream(stream) {
-                    continue;
-                }
-                let record = Record::new(now_ms(), state.encode()).with_key(client_id.as_bytes().to_vec());
-                permit.send(AppendRequest { record, durable: Some(durable) });
-                SessionView::of(state)
-            };
-            lock(&self.session_index).insert(client_id.clone(), view);
-            if !matches!(stored.await, Ok(Ok(_))) {
-                tracing::warn!(client_id, stream, "session record not stored after the stream was deleted");
-            }
-        }
-    }
-
-    /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
-    /// [`Shared::take_delayed_will`] took it first, and drops it from the session record.
-    pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, due_at_ms: i64) {
-        let token = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.delayed_wills).insert(client_id.to_owned(), DelayedWill { token, publish: will });
-        let shared = Arc::clone(self);
-        let client_id = client_id.to_owned();
-        let delay = std::time::Duration::from_millis(u64::try_from(due_at_ms - now_ms()).unwrap_or(0));
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            let due = {
-                let mut wills = lock(&shared.delayed_wills);
-                match wills.get(&client_id) {
-                    Some(will) if will.token == token => wills.remove(&client_id),
-                    _ => None,
-                }
-            };
-            let Some(will) = due else { return };
-            if let Err(error) = shared.publish(&will.publish, &client_id).await {
-                tracing::warn!(client_id, %error, "will not published");
-            }
-            // Sent: a restart must not send it again.
-            let without_will = lock(&shared.sessions)
-                .get_mut(&client_id)
-                .and_then(|session| session.will.take().map(|_| session.clone()));
-            if let Some(session) = without_will {
-                shared.save_session(&client_id, Some(&session), false).await;
-            }
-        });
-    }
-
-    /// Takes the will still waiting for `client_id`'s Will Delay Interval, if any.
-    pub(crate) fn take_delayed_will(&self, client_id: &str) -> Option<Publish> {
-        lock(&self.delayed_wills).remove(client_id).map(|will| will.publish)
-    }
-
-    /// Ends disconnected sessions whose expiry has passed: tombstones in `$sessions`, and
-    /// their delayed wills go out now (the session ended first).
-    /// Returns when the earliest of the sessions left expires (unix ms), if any can.
-    async fn expire_sessions(self: &Arc<Self>) -> Option<i64> {
-        let now = now_ms();
-        let (expired, next_expiry) = {
-            let mut sessions = lock(&self.sessions);
-            let ids: Vec<String> = sessions.iter().filter(|(_, s)| s.expired(now)).map(|(id, _)| id.clone()).collect();
-            for id in &ids {
-                sessions.remove(id);
-            }
-            (ids, sessions.values().filter_map(SessionState::expires_at_ms).min())
-        };
-        for client_id in expired {
-            tracing::debug!(client_id, "session expired");
-            // A client reconnecting meanwhile finds no session and starts a new one; its own
-            // records are written after it has connected, so after this tombstone.
-            self.save_session(&client_id, None, false).await;
-            if let Some(will) = self.take_delayed_will(&client_id)
-                && let Err(error) = self.publish(&will, &client_id).await
-            {
-                tracing::warn!(client_id, %error, "will not published");
-            }
-        }
-        next_expiry
-    }
-
-    /// Expires disconnected sessions as they come due, until aborted. Sleeps until the
-    /// earliest expiry, or until a session due sooner is stored; an idle broker with no
-    /// session that can expire does not wake at all. Scans at most once a second, as the
-    /// scan visits every stored session: a session may end up to a second late.
-    async fn expire_sessions_when_due(self: Arc<Self>) {
-        loop {
-            let stored = self.session_stored.notified();
-            self.next_expiry_ms.store(i64::MIN, Ordering::SeqCst);
-            let scanned = tokio::time::Instant::now();
-            let next = self.expire_sessions().await;
-            self.next_expiry_ms.store(next.unwrap_or(i64::MAX), Ordering::SeqCst);
-            match next {
-                Some(at_ms) => {
-                    // One millisecond late rather than early: the expiry is checked against
-                    // the wall clock, the sleep runs on the monotonic one.
-                    let wait = std::time::Duration::from_millis(u64::try_from(at_ms - now_ms()).unwrap_or(0) + 1);
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = stored => {}
-                    }
-                }
-                None => stored.await,
-            }
-            tokio::time::sleep_until(scanned + SESSION_SCAN_GAP).await;
-        }
-    }
-
-    /// The group `name` consuming `filter`, created (and started) on first use. A group has
-    /// one filter: joining it with another while it exists is refused with the reason.
-    pub(crate) fn group(
-        &self,
-        name: &str,
-        filter: &str,
-        since: &[(u32, u64)],
-    ) -> Result<Arc<crate::groups::Group>, String> {
-        let mut groups = lock(&self.groups);
-        if let Some(group) = groups.get(name) {
-            if group.filter != filter {
-                return Err(format!("group {name:?} consumes {:?}; one filter per group", group.filter));
-            }
-            return Ok(Arc::clone(group));
-        }
-        let group = crate::groups::Group::start(
-            name,
-            filter,
-            &self.streams,
-            &lock(&self.restored_offsets),
-            since,
-            self.offsets_writer.clone(),
-        );
-        groups.insert(name.to_owned(), Arc::clone(&group));
-        Ok(group)
-    }
-
-    /// Removes the `$share` groups that have gone `share_group_idle_expiry` without a member
-    /// (issue 22), and tombstones their committed offsets in `$offsets`. A group counts as
-    /// idle while nothing but the registry and its own task holds it (members and a
-    /// SUBSCRIBE joining it hold it too) and no persistent session has a `$share/<group>/`
-    /// subscription: a session coming back expects its group where it left it. Held-or-not
-    /// is looked at under the registry's lock, where new holders come from, so a group is
-    /// never removed under a client about to join it.
-    async fn expire_idle_groups(self: Arc<Self>) {
-        let expiry = self.config.share_group_idle_expiry;
-        let scan = (expiry / 4).clamp(std::time::Duration::from_millis(100), std::time::Duration::from_secs(60));
-        let mut idle_since: HashMap<String, tokio::time::Instant> = HashMap::new();
-        loop {
-            tokio::time::sleep(scan).await;
-            let now = tokio::time::Instant::now();
-            let wanted: Vec<String> = lock(&self.session_index)
-                .values()
-                .flat_map(|view| view.filters.iter())
-                .filter_map(|filter| filter.strip_prefix("$share/")?.split_once('/').map(|(name, _)| name.to_owned()))
-                .collect();
-            let removed: Vec<Arc<crate::groups::Group>> = {
-                let mut groups = lock(&self.groups);
-                // The registry's reference and the group task's.
-                let idle = |name: &String, group: &Arc<crate::groups::Group>| {
-                    Arc::strong_count(group) <= 2 && !wanted.contains(name)
-                };
-                idle_since.retain(|name, _| groups.get(name).is_some_and(|group| idle(name, group)));
-                for (name, group) in groups.iter() {
-                    if idle(name, group) {
-                        idle_since.entry(name.clone()).or_insert(now);
-                    }
-                }
-                let expired: Vec<String> = idle_since
-                    .iter()
-                    .filter(|(_, since)| now.duration_since(**since) >= expiry)
-                    .map(|(name, _)| name.clone())
-                    .collect();
-                expired
-                    .iter()
-                    .filter_map(|name| {
-                        idle_since.remove(name);
-                        groups.remove(name)
-                    })
-                    .collect()
-            };
-            for group in removed {
-                let prefix = format!("{}/", group.name);
-                let mut keys = group.stop().await;
-                lock(&self.restored_offsets).retain(|key, _| {
-                    if key.starts_with(&prefix) {
-                        keys.push(key.clone());
-                        return false;
-                    }
-                    true
-                });
-                keys.sort();
-                keys.dedup();
-                for key in &keys {
-                    let record = Record::new(now_ms(), Vec::new()).with_key(key.clone().into_bytes());
-                    if self.offsets_writer.send(AppendRequest { record, durable: None }).await.is_err() {
-                        tracing::warn!(group = %group.name, "the $offsets writer stopped; offsets not removed");
-                        break;
-                    }
-                }
-                tracing::info!(group = %group.name, offsets = keys.len(), ?expiry, "removed an idle $share group");
-            }
-        }
-    }
-
-    /// A new group member id.
-    pub(crate) fn next_member_id(&self) -> u64 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
-    }
-
-    /// A client identifier for a client that sent none; unique across restarts.
-    pub(crate) fn assign_client_id(&self) -> String {
-        let n = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        format!("strata-{:x}-{n}", self.started_at_ms)
-    }
-}
 
 /// A started broker: its log is open and its listener bound.
 pub struct Broker {
@@ -756,10 +46,6 @@ pub struct Broker {
     /// Their certificate; `None` without `[tls]`.
     tls: Option<Arc<crate::tls::TlsState>>,
     shared: Arc<Shared>,
-    retained_log: Arc<Log>,
-    sessions_log: Arc<Log>,
-    offsets_log: Arc<Log>,
-    streams_log: Arc<Log>,
 }
 
 /// Stops the maintenance threads; if an admin call still holds them (a compaction on demand),
@@ -773,52 +59,6 @@ fn stop_maintenance(mut maintenance: Arc<Maintenance>) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     tracing::warn!("an admin compaction is still running at shutdown");
-}
-
-pub(crate) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-pub(crate) fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// The retained messages by topic, and the sum of their payload sizes, which
-/// `max_retained_bytes` is checked against.
-#[derive(Default)]
-struct Retained {
-    messages: HashMap<String, StoredMessage>,
-    payload_bytes: u64,
-}
-
-impl Retained {
-    /// Applies one `$retained` record: the latest per topic wins, an empty payload deletes
-    /// the topic.
-    fn apply(&mut self, stored: StoredRecord) {
-        let Ok(message) = record::from_record(stored) else { return };
-        let replaced = if message.payload.is_empty() {
-            self.messages.remove(&message.topic[..])
-        } else {
-            self.payload_bytes += message.payload.len() as u64;
-            self.messages.insert(message.topic.to_string(), message)
-        };
-        if let Some(old) = replaced {
-            self.payload_bytes -= old.payload.len() as u64;
-        }
-    }
-
-    /// Whether retaining `payload_len` bytes on `topic` stays within the limits (issue 22):
-    /// replacing a topic's message frees the old one's room; clearing one always fits.
-    fn fits(&self, topic: &str, payload_len: usize, limits: &crate::limits::Limits) -> bool {
-        if payload_len == 0 {
-            return true;
-        }
-        let old = self.messages.get(topic);
-        let count = self.messages.len() + usize::from(old.is_none());
-        let bytes = self.payload_bytes - old.map_or(0, |m| m.payload.len() as u64) + payload_len as u64;
-        limits.max_retained_messages.is_none_or(|max| count <= max)
-            && limits.max_retained_bytes.is_none_or(|max| bytes <= max)
-    }
 }
 
 /// Applies one `$sessions` record: the latest per client id wins, a tombstone ends it.
@@ -838,35 +78,6 @@ fn apply_session(map: &mut HashMap<String, SessionState>, stored: StoredRecord, 
             map.insert(client_id.to_owned(), state);
         }
         Err(error) => tracing::warn!(client_id, %error, offset = stored.offset, "skipping a session record"),
-    }
-}
-
-/// Applies one `$offsets` record: the latest per key wins, a tombstone removes it.
-fn apply_offset(map: &mut HashMap<String, u64>, stored: StoredRecord) {
-    let Some(key) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-    match crate::groups::decode_offset(&stored.value) {
-        Some(offset) => {
-            map.insert(key.to_owned(), offset);
-        }
-        None => {
-            map.remove(key);
-        }
-    }
-}
-
-/// Applies one `$streams` record: the latest definition per stream wins, a tombstone removes
-/// it. A definition that does not decode is skipped with a warning (its data stays on disk).
-fn apply_definition(map: &mut HashMap<String, (crate::StreamConfig, i64)>, stored: StoredRecord) {
-    let Some(name) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-    if stored.value.is_empty() {
-        map.remove(name);
-        return;
-    }
-    match crate::stream_settings::decode_definition(name, &stored.value) {
-        Ok(definition) => {
-            map.insert(name.to_owned(), definition);
-        }
-        Err(error) => tracing::warn!(stream = name, %error, offset = stored.offset, "skipping a stream definition"),
     }
 }
 
@@ -922,27 +133,11 @@ fn effective_streams(
     out
 }
 
-/// Calls `apply` on every record of `log`, from its start to its high watermark.
-fn replay(log: &Log, mut apply: impl FnMut(StoredRecord)) -> Result<(), LogError> {
-    let mut offset = log.offsets().log_start;
-    loop {
-        let fetch = log.read(offset, 1 << 20)?;
-        let Some(next) = fetch.next_offset() else { return Ok(()) };
-        for stored in fetch.records(offset)? {
-            apply(stored);
-        }
-        offset = next;
-    }
-}
-
-async fn open_log(dir: PathBuf) -> Result<Arc<Log>, BrokerError> {
-    let opened = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Log::open(&dir, LogConfig::default()))
-            .await
-            .map_err(|e| BrokerError::Io { what: "opening the log".into(), source: std::io::Error::other(e) })?
-    };
-    Ok(Arc::new(opened.map_err(|source| BrokerError::Log { dir, source })?))
+/// Opens partition 0 of the internal stream `name` under `data_dir`, with its writer.
+async fn open_internal(data_dir: &std::path::Path, name: &str) -> Result<Arc<PartitionHandle>, BrokerError> {
+    let dir = data_dir.join(name).join("0");
+    let thread = format!("writer-{}", name.trim_start_matches('$'));
+    PartitionHandle::open(dir, LogConfig::default(), 0, INTERNAL_WRITER_QUEUE, thread, None).await
 }
 
 impl Broker {
@@ -964,10 +159,10 @@ impl Broker {
         let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users)
             .with_identity_as_username(config.auth.use_identity_as_username);
         let acl = config.auth.acl_file.as_deref().map(crate::acl::AclFile::load).transpose()?;
-        let retained_log = open_log(config.data_dir.join(RETAINED_STREAM).join("0")).await?;
-        let sessions_log = open_log(config.data_dir.join(SESSIONS_STREAM).join("0")).await?;
-        let offsets_log = open_log(config.data_dir.join(OFFSETS_STREAM).join("0")).await?;
-        let streams_log = open_log(config.data_dir.join(STREAMS_STREAM).join("0")).await?;
+        let retained_log = open_internal(&config.data_dir, RETAINED_STREAM).await?;
+        let sessions_log = open_internal(&config.data_dir, SESSIONS_STREAM).await?;
+        let offsets_log = open_internal(&config.data_dir, OFFSETS_STREAM).await?;
+        let streams_log = open_internal(&config.data_dir, STREAMS_STREAM).await?;
         let started_at = now_ms();
         let rebuilt = {
             let (retained_log, sessions_log, offsets_log, streams_log) = (
@@ -977,34 +172,23 @@ impl Broker {
                 Arc::clone(&streams_log),
             );
             tokio::task::spawn_blocking(move || {
-                let mut retained = Retained::default();
-                replay(&retained_log, |r| retained.apply(r))
+                let retained = RetainedStore::rebuild(Arc::clone(&retained_log))
                     .map_err(|source| BrokerError::Rebuild { dir: retained_log.dir().to_path_buf(), source })?;
                 let mut sessions = HashMap::new();
-                replay(&sessions_log, |r| apply_session(&mut sessions, r, started_at))
+                sessions_log
+                    .replay(|r| apply_session(&mut sessions, r, started_at))
                     .map_err(|source| BrokerError::Rebuild { dir: sessions_log.dir().to_path_buf(), source })?;
-                let mut offsets = HashMap::new();
-                replay(&offsets_log, |r| apply_offset(&mut offsets, r))
+                let groups = GroupRegistry::rebuild(Arc::clone(&offsets_log))
                     .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
-                let mut definitions = HashMap::new();
-                let mut deleted = std::collections::HashSet::new();
-                replay(&streams_log, |r| {
-                    if let Some(name) = r.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) {
-                        match r.value.is_empty() {
-                            true => deleted.insert(name.to_owned()),
-                            false => deleted.remove(name),
-                        };
-                    }
-                    apply_definition(&mut definitions, r)
-                })
-                .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
-                Ok::<_, BrokerError>((retained, sessions, offsets, definitions, deleted))
+                let definitions = DefinitionStore::rebuild(Arc::clone(&streams_log))
+                    .map_err(|source| BrokerError::Rebuild { dir: streams_log.dir().to_path_buf(), source })?;
+                Ok::<_, BrokerError>((retained, sessions, groups, definitions))
             })
             .await
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
-        let (retained, sessions, restored_offsets, definitions, deleted) = rebuilt;
-        finish_deletes(&config.data_dir, &deleted, &config.streams);
+        let (retained, sessions, groups, definitions) = rebuilt;
+        finish_deletes(&config.data_dir, &definitions.deleted(), &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
         for internal in [&retained_log, &sessions_log, &offsets_log, &streams_log] {
             let settings = PartitionSettings {
@@ -1017,18 +201,10 @@ impl Broker {
                 .parent()
                 .and_then(|d| d.file_name())
                 .map_or_else(String::new, |n| format!("{}/0", n.to_string_lossy()));
-            maintenance.register(name, Log::clone(internal), settings)?;
+            internal.register_maintenance(&maintenance, name, settings)?;
         }
-        let spawn_writer = |log: &Arc<Log>, queue: usize, name: &str| {
-            partition_writer::spawn(Arc::clone(log), queue, name.into())
-                .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })
-        };
-        let effective = effective_streams(&config.streams, definitions);
+        let effective = effective_streams(&config.streams, definitions.kept());
         let streams = Streams::open(&effective, &config.data_dir, config.writer_queue, &maintenance).await?;
-        let retained_writer = spawn_writer(&retained_log, INTERNAL_WRITER_QUEUE, "writer-retained")?;
-        let sessions_writer = spawn_writer(&sessions_log, INTERNAL_WRITER_QUEUE, "writer-sessions")?;
-        let offsets_writer = spawn_writer(&offsets_log, INTERNAL_WRITER_QUEUE, "writer-offsets")?;
-        let streams_writer = spawn_writer(&streams_log, INTERNAL_WRITER_QUEUE, "writer-streams")?;
         let listener = mqtt_listener(config.listen, config.socket_receive_buffer)
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
         let ws_listener = match config.ws_listen {
@@ -1053,21 +229,12 @@ impl Broker {
         let shared = Arc::new(Shared {
             config,
             streams,
-            retained_writer,
-            retained: Mutex::new(retained),
-            sessions_writer,
-            session_index: Mutex::new(
-                sessions.iter().map(|(id, state)| (id.clone(), SessionView::of(state))).collect(),
-            ),
-            sessions: Mutex::new(sessions),
-            session_stored: tokio::sync::Notify::new(),
-            next_expiry_ms: AtomicI64::new(i64::MIN),
+            retained,
+            sessions: crate::session_store::SessionStore::new(sessions_log, sessions),
             delayed_wills: Mutex::new(HashMap::new()),
-            offsets_writer,
-            restored_offsets: Mutex::new(restored_offsets),
-            streams_writer,
+            definitions,
             admin_lock: tokio::sync::Mutex::new(()),
-            groups: Mutex::new(HashMap::new()),
+            groups,
             connected: Mutex::new(HashMap::new()),
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
@@ -1081,34 +248,23 @@ impl Broker {
             maintenance: Mutex::new(Some(Arc::new(maintenance))),
         });
         // Wills still waiting out their delay when the broker stopped: a due one goes out now.
-        let pending_wills: Vec<(String, crate::session_state::PendingWill)> = lock(&shared.sessions)
-            .iter()
-            .filter_map(|(client_id, session)| Some((client_id.clone(), session.will.clone()?)))
-            .collect();
-        for (client_id, will) in pending_wills {
+        for (client_id, will) in shared.sessions.pending_wills() {
             shared.delay_will(&client_id, will.publish, will.due_at_ms);
         }
         for stream in shared.streams.all() {
             for partition in &stream.partitions {
-                shared.metrics.add_partition(&stream.name, partition.number, false, &partition.log);
+                shared.metrics.add_partition(&stream.name, false, partition);
             }
         }
-        shared.metrics.add_partition(RETAINED_STREAM, 0, true, &retained_log);
-        shared.metrics.add_partition(SESSIONS_STREAM, 0, true, &sessions_log);
-        shared.metrics.add_partition(OFFSETS_STREAM, 0, true, &offsets_log);
-        shared.metrics.add_partition(STREAMS_STREAM, 0, true, &streams_log);
-        Ok(Broker {
-            listener,
-            ws_listener,
-            tls_listener,
-            wss_listener,
-            tls,
-            shared,
-            retained_log,
-            sessions_log,
-            offsets_log,
-            streams_log,
-        })
+        for (name, partition) in [
+            (RETAINED_STREAM, shared.retained.partition()),
+            (SESSIONS_STREAM, shared.sessions.partition()),
+            (OFFSETS_STREAM, shared.groups.partition()),
+            (STREAMS_STREAM, shared.definitions.partition()),
+        ] {
+            shared.metrics.add_partition(name, true, partition);
+        }
+        Ok(Broker { listener, ws_listener, tls_listener, wss_listener, tls, shared })
     }
 
     /// Reads `[tls]` when a TLS listener needs it, and checks that what needs it has it.
@@ -1194,40 +350,32 @@ impl Broker {
     }
 
     /// A handle that renders this broker's metrics, usable while and after it runs.
-    pub fn metrics(&self) -> crate::metrics::BrokerMetrics {
-        crate::metrics::BrokerMetrics { shared: Arc::clone(&self.shared) }
+    pub fn metrics(&self) -> BrokerMetrics {
+        BrokerMetrics { shared: Arc::clone(&self.shared) }
     }
 
     /// Accepts connections until `shutdown` completes, then closes the log cleanly.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), BrokerError> {
-        let Broker {
-            listener,
-            ws_listener,
-            tls_listener,
-            wss_listener,
-            tls,
-            shared,
-            retained_log,
-            sessions_log,
-            offsets_log,
-            streams_log,
-        } = self;
+        let Broker { listener, ws_listener, tls_listener, wss_listener, tls, shared } = self;
         // Aborted at shutdown, like the connections they spawned are dropped with the runtime.
         let ws_task = ws_listener.map(|ws| tokio::spawn(crate::websocket::serve(ws, Arc::clone(&shared))));
         let tls_tasks: Vec<tokio::task::JoinHandle<()>> =
-            [(tls_listener, crate::tls::Carrying::Mqtt), (wss_listener, crate::tls::Carrying::WebSocket)]
+            [(tls_listener, crate::listen::Carrying::Mqtt), (wss_listener, crate::listen::Carrying::WebSocket)]
                 .into_iter()
                 .filter_map(|(listener, carrying)| {
                     let tls = Arc::clone(tls.as_ref()?);
-                    Some(tokio::spawn(crate::tls::serve(listener?, tls, carrying, Arc::clone(&shared))))
+                    Some(tokio::spawn(crate::listen::serve(listener?, tls, carrying, Arc::clone(&shared))))
                 })
                 .collect();
         tokio::pin!(shutdown);
         let sys_task = (shared.config.sys_interval_secs > 0).then(|| {
             let interval = std::time::Duration::from_secs(shared.config.sys_interval_secs);
-            tokio::spawn(crate::sys_topics::run(Arc::clone(&shared), interval))
+            tokio::spawn(refresh_sys_topics(Arc::clone(&shared), interval))
         });
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
+        let retained_task = tokio::spawn(shared.retained.follow());
+        let offsets_task = tokio::spawn(shared.groups.follow());
+        let definitions_task = tokio::spawn(shared.definitions.follow());
         let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
         loop {
             tokio::select! {
@@ -1256,6 +404,9 @@ impl Broker {
             task.abort();
         }
         expiry_task.abort();
+        retained_task.abort();
+        offsets_task.abort();
+        definitions_task.abort();
         group_expiry_task.abort();
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
@@ -1270,7 +421,16 @@ impl Broker {
             // Dropped with the runtime; their sessions keep the offsets last committed.
             tracing::warn!(still_running, "connections still running after the shutdown grace period");
         }
-        let logs = shared.streams.logs();
+        let partitions: Vec<Arc<PartitionHandle>> = [
+            shared.retained.partition(),
+            shared.sessions.partition(),
+            shared.groups.partition(),
+            shared.definitions.partition(),
+        ]
+        .into_iter()
+        .cloned()
+        .chain(shared.streams.partitions())
+        .collect();
         // From here the admin API can start no compaction or retention run.
         let maintenance = lock(&shared.maintenance).take();
         tokio::task::spawn_blocking(move || {
@@ -1280,11 +440,11 @@ impl Broker {
             // Every log is closed even when one fails (a partition whose fsync failed closes
             // without its clean-shutdown marker and reports it): the first error is returned.
             let mut first_error = Ok(());
-            for log in [&retained_log, &sessions_log, &offsets_log, &streams_log].into_iter().chain(&logs) {
-                if let Err(source) = log.close() {
-                    tracing::error!(dir = %log.dir().display(), error = %source, "closing a log failed");
+            for partition in &partitions {
+                if let Err(source) = partition.close() {
+                    tracing::error!(dir = %partition.dir().display(), error = %source, "closing a log failed");
                     if first_error.is_ok() {
-                        first_error = Err(BrokerError::Log { dir: log.dir().to_path_buf(), source });
+                        first_error = Err(BrokerError::Log { dir: partition.dir().to_path_buf(), source });
                     }
                 }
             }
@@ -1292,6 +452,38 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::Io { what: "closing the log".into(), source: std::io::Error::other(e) })?
+    }
+}
+
+/// Renders a broker's metrics on demand (for `/metrics`); see [`crate::Broker::metrics`].
+#[derive(Clone)]
+pub struct BrokerMetrics {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl BrokerMetrics {
+    /// Every metric in the Prometheus text exposition format (version 0.0.4), with the
+    /// partitions' offsets and sizes read now.
+    pub fn render(&self) -> String {
+        let consumers = self.shared.consumers();
+        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers)
+    }
+
+    /// Why publishes are refused now, one line per partition: a failed fsync (the partition
+    /// refuses appends until it is recovered) or a full disk. `/ready` says 503 with these
+    /// while there are any.
+    pub fn storage_problems(&self) -> Vec<String> {
+        self.shared.metrics.storage_problems()
+    }
+}
+
+/// Refreshes the `$SYS` topics every `interval`, the first time at once.
+async fn refresh_sys_topics(shared: Arc<Shared>, interval: std::time::Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        shared.sys.refresh(shared.metrics.sys_totals());
     }
 }
 
@@ -1317,24 +509,5 @@ mod tests {
         assert_eq!(names(&effective), ["orders", "default", "early", "late"]);
         assert_eq!(effective[0].0, altered);
         assert_eq!(names(&effective_streams(&configured, HashMap::new())), ["orders", "default"]);
-    }
-
-    #[test]
-    fn a_tombstone_forgets_a_definition_and_a_damaged_one_is_skipped() {
-        let record = |key: &str, value: Vec<u8>| StoredRecord {
-            offset: 0,
-            timestamp: 0,
-            key: Some(key.as_bytes().to_vec().into()),
-            value: value.into(),
-            headers: Vec::new(),
-        };
-        let mut map = HashMap::new();
-        let stream = StreamConfig::new("s");
-        apply_definition(&mut map, record("s", crate::stream_settings::encode_definition(&stream, 7)));
-        apply_definition(&mut map, record("bad", vec![9, 9]));
-        assert_eq!(map.get("s"), Some(&(stream, 7)));
-        assert!(!map.contains_key("bad"));
-        apply_definition(&mut map, record("s", Vec::new()));
-        assert!(map.is_empty());
     }
 }

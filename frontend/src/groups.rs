@@ -23,9 +23,10 @@ use std::time::Duration;
 use strata_log::Record;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::partition_writer::AppendRequest;
+use crate::partition::AppendRequest;
+use crate::partition::PartitionHandle;
 use crate::record::{self, StoredMessage};
-use crate::streams::{LiveStreams, Partition, Registry, Streams};
+use crate::streams::{LiveStreams, Registry, Streams};
 
 /// One partition of a group as [`Group::snapshot`] reads it: stream name, partition number,
 /// committed offset, the partition's offsets.
@@ -45,7 +46,7 @@ const MAX_MEMBER_QUEUE: usize = 1024;
 /// Version byte of a `$offsets` value.
 const OFFSETS_VERSION: u8 = 1;
 
-/// A partition of a group, named by its stream partition's [`Partition::id`]: unique while
+/// A partition of a group, named by its stream partition's [`PartitionHandle::id`]: unique while
 /// the broker runs and never reused, so an acknowledgement that comes after its stream was
 /// deleted (or deleted and created again) never lands on another partition.
 pub type PartitionId = u32;
@@ -257,7 +258,7 @@ struct Buffered {
 /// One partition a group follows, with what its task read ahead there.
 struct Followed {
     stream: Arc<str>,
-    partition: Arc<Partition>,
+    partition: Arc<PartitionHandle>,
     /// The committed offset last written to `$offsets`.
     last_commit: Option<u64>,
     /// Records read and not handed out yet, in offset order.
@@ -288,7 +289,7 @@ pub(crate) struct Group {
     streams: LiveStreams,
     inner: Mutex<Inner>,
     wake: Notify,
-    offsets_writer: mpsc::Sender<AppendRequest>,
+    offsets_partition: Arc<PartitionHandle>,
     /// Held (async) through a commit, so that commits reach `$offsets` in the order their
     /// offsets were taken and an older one never lands last.
     committing: tokio::sync::Mutex<()>,
@@ -325,7 +326,7 @@ impl Group {
         streams: &Streams,
         restored: &HashMap<String, u64>,
         since: &[(PartitionId, u64)],
-        offsets_writer: mpsc::Sender<AppendRequest>,
+        offsets_partition: Arc<PartitionHandle>,
     ) -> Arc<Group> {
         let prefix = format!("{name}/");
         let restored = restored.iter().filter(|(key, _)| key.starts_with(&prefix)).map(|(k, v)| (k.clone(), *v));
@@ -342,7 +343,7 @@ impl Group {
                 forgotten: Vec::new(),
             }),
             wake: Notify::new(),
-            offsets_writer,
+            offsets_partition,
             committing: tokio::sync::Mutex::new(()),
             stopped: std::sync::atomic::AtomicBool::new(false),
         });
@@ -392,7 +393,7 @@ impl Group {
                 if state.follows(partition.id) {
                     continue;
                 }
-                let offsets = partition.log.offsets();
+                let offsets = partition.offsets();
                 let (log_start, high_watermark) = (offsets.log_start, offsets.high_watermark);
                 let stored = restored.remove(&offsets_key(&self.name, &stream.name, partition.number));
                 let end = since
@@ -430,12 +431,7 @@ impl Group {
             .iter()
             .filter_map(|followed| {
                 let committed = inner.state.committed(followed.partition.id)?;
-                Some((
-                    Arc::clone(&followed.stream),
-                    followed.partition.number,
-                    committed,
-                    followed.partition.log.offsets(),
-                ))
+                Some((Arc::clone(&followed.stream), followed.partition.number, committed, followed.partition.offsets()))
             })
             .collect();
         (inner.state.member_count(), partitions)
@@ -447,7 +443,7 @@ impl Group {
     pub(crate) fn seek(
         &self,
         select: impl Fn(&str, u32) -> bool,
-        target: impl Fn(&strata_log::Log) -> u64,
+        target: impl Fn(&PartitionHandle) -> u64,
     ) -> Result<(), usize> {
         {
             let mut inner = lock(&self.inner);
@@ -457,7 +453,7 @@ impl Group {
             self.follow_streams(&mut inner);
             let Inner { state, partitions, .. } = &mut *inner;
             for followed in partitions.iter_mut().filter(|f| select(&f.stream, f.partition.number)) {
-                state.seek(followed.partition.id, target(&followed.partition.log));
+                state.seek(followed.partition.id, target(&followed.partition));
                 followed.buffered.clear();
                 followed.buffered_end = 0;
             }
@@ -551,7 +547,7 @@ impl Group {
             } else {
                 (None, None)
             };
-            if self.offsets_writer.send(AppendRequest { record, durable: tx }).await.is_err() {
+            if self.offsets_partition.send(AppendRequest { record, durable: tx }).await.is_err() {
                 tracing::warn!(group = %self.name, "the $offsets writer stopped; offsets not committed");
                 return;
             }
@@ -567,7 +563,7 @@ impl Group {
     /// Hands out what is ready: redeliveries first, then new records, round-robin among
     /// members with room, until nobody has room, everything is read or a batch is done.
     /// Follows the streams first, so that no partition of a deleted stream is read.
-    fn dispatch(&self) -> Result<Pass, strata_log::LogError> {
+    fn dispatch(&self) -> Result<Pass, crate::partition::LogError> {
         let mut inner = lock(&self.inner);
         self.follow_streams(&mut inner);
         let Inner { state, queues, partitions, .. } = &mut *inner;
@@ -576,7 +572,7 @@ impl Group {
         }
         let mut sent = 0;
         for followed in partitions.iter_mut() {
-            let (id, log) = (followed.partition.id, &followed.partition.log);
+            let (id, log) = (followed.partition.id, &followed.partition);
             while let Some(offset) = state.first_redelivery(id) {
                 if sent >= DISPATCH_BATCH {
                     return Ok(Pass::More);

@@ -15,7 +15,7 @@
 //!   the high watermark: the inbound half adds a SUBSCRIBE's as it reads the packet, a
 //!   resumed session's go in before its cursors are made.
 //! - Per partition, appends and their wakes happen in offset order: the partition's writer
-//!   holds one lock across both (`partition_writer.rs`). So when a wake's lowest offset is
+//!   holds one lock across both (`partition/writer.rs`). So when a wake's lowest offset is
 //!   taken, every matching record below it was taken in an earlier wake.
 //! - Only a cursor whose last read found the partition's end jumps
 //!   (`readers::Cursor::reached_end`). Every record up to that end was read; every matching

@@ -18,23 +18,33 @@
 
 pub mod acl;
 pub mod admin;
+mod applied;
 pub mod auth;
 mod broker;
 pub mod codec;
+mod config;
 mod connection;
+mod consumers;
+mod error;
+mod group_registry;
 pub mod groups;
 mod handoff;
 mod interest;
 mod limits;
+mod listen;
 mod metrics;
-mod partition_writer;
+mod partition;
 mod readers;
 pub mod record;
 pub mod replay;
+mod retained;
 pub mod session;
 mod session_core;
 pub mod session_state;
+mod session_store;
+mod shared;
 mod shutdown;
+mod stream_definitions;
 pub mod stream_settings;
 pub mod streams;
 mod sys_topics;
@@ -45,11 +55,11 @@ pub mod units;
 mod watched;
 mod websocket;
 
-pub use broker::{
-    AuthReloader, Broker, BrokerConfig, BrokerError, DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM,
-    STREAMS_STREAM,
-};
+pub use broker::{Broker, BrokerMetrics};
+pub use config::BrokerConfig;
+pub use error::BrokerError;
 pub use limits::Limits;
-pub use metrics::BrokerMetrics;
+pub use shared::AuthReloader;
 pub use streams::StreamConfig;
+pub use streams::{DEFAULT_STREAM, OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM};
 pub use websocket::WEBSOCKET_PATH;

@@ -11,10 +11,11 @@ use prometheus::{
     TextEncoder,
 };
 use strata_compaction::MaintenanceTotals;
-use strata_log::Log;
 
-use crate::admin::GroupInfo;
+use crate::partition::PartitionHandle;
+
 use crate::codec::QoS;
+use crate::consumers::GroupInfo;
 
 /// Upper bounds of the publish-to-ack latency buckets, in seconds (50 µs to 5 s).
 const ACK_BUCKETS: &[f64] =
@@ -27,9 +28,8 @@ const FSYNC_BUCKETS: &[f64] = &[
 /// One partition whose offsets and size are read at scrape time.
 struct PartitionEntry {
     stream: String,
-    partition: u32,
     internal: bool,
-    log: Log,
+    partition: std::sync::Arc<PartitionHandle>,
 }
 
 /// Gauges set from the logs at scrape time.
@@ -323,19 +323,24 @@ impl Metrics {
         self.publish_ack_latency.observe(elapsed.as_secs_f64());
     }
 
-    /// Makes `log` report its fsyncs here and shows its offsets and size on every scrape.
-    pub(crate) fn add_partition(self: &std::sync::Arc<Self>, stream: &str, partition: u32, internal: bool, log: &Log) {
+    /// Makes `partition` of `stream` report its fsyncs here and shows its offsets and size on
+    /// every scrape.
+    pub(crate) fn add_partition(
+        self: &std::sync::Arc<Self>,
+        stream: &str,
+        internal: bool,
+        partition: &std::sync::Arc<PartitionHandle>,
+    ) {
         let metrics = std::sync::Arc::downgrade(self);
-        log.on_fsync(std::sync::Arc::new(move |elapsed: Duration| {
+        partition.on_fsync(std::sync::Arc::new(move |elapsed: Duration| {
             if let Some(metrics) = metrics.upgrade() {
                 metrics.fsync_latency.observe(elapsed.as_secs_f64());
             }
         }));
         lock(&self.partitions).push(PartitionEntry {
             stream: stream.to_owned(),
-            partition,
             internal,
-            log: Log::clone(log),
+            partition: std::sync::Arc::clone(partition),
         });
     }
 
@@ -348,15 +353,7 @@ impl Metrics {
     /// (until the partition is recovered), or a full disk (until space is freed). Empty when
     /// every partition can.
     pub(crate) fn storage_problems(&self) -> Vec<String> {
-        let mut problems = Vec::new();
-        for entry in lock(&self.partitions).iter() {
-            if let Some(error) = entry.log.sync_failure() {
-                problems.push(error.to_string());
-            } else if entry.log.disk_full() {
-                problems.push(format!("{}: the disk is full", entry.log.dir().display()));
-            }
-        }
-        problems
+        lock(&self.partitions).iter().filter_map(|entry| entry.partition.storage_problem()).collect()
     }
 
     /// Totals for `$SYS`: messages received, messages sent, payload bytes received and sent.
@@ -384,7 +381,7 @@ impl Metrics {
         let mut sessions: std::collections::BTreeMap<(&str, u32), (u64, u64)> = std::collections::BTreeMap::new();
         for consumer in consumers {
             for p in &consumer.partitions {
-                if matches!(consumer.kind, crate::admin::GroupKind::Session) {
+                if matches!(consumer.kind, crate::consumers::GroupKind::Session) {
                     let (sum, max) = sessions.entry((p.stream.as_str(), p.partition)).or_default();
                     *sum = sum.saturating_add(p.lag);
                     *max = (*max).max(p.lag);
@@ -407,17 +404,18 @@ impl Metrics {
         }
         let (mut failed, mut disk_full) = (0, false);
         for entry in lock(&self.partitions).iter() {
-            failed += i64::from(entry.log.sync_failure().is_some());
-            disk_full |= entry.log.disk_full();
-            let partition = entry.partition.to_string();
+            failed += i64::from(entry.partition.sync_failed());
+            disk_full |= entry.partition.disk_full();
+            let partition = entry.partition.number.to_string();
             let labels = [entry.stream.as_str(), partition.as_str(), if entry.internal { "true" } else { "false" }];
-            let offsets = entry.log.offsets();
+            let figures = entry.partition.figures();
+            let offsets = figures.offsets;
             let as_gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
             gauges.log_start.with_label_values(&labels).set(as_gauge(offsets.log_start));
             gauges.log_end.with_label_values(&labels).set(as_gauge(offsets.log_end));
             gauges.high_watermark.with_label_values(&labels).set(as_gauge(offsets.high_watermark));
-            gauges.size.with_label_values(&labels).set(as_gauge(entry.log.size_bytes()));
-            gauges.segments.with_label_values(&labels).set(as_gauge(entry.log.segment_count() as u64));
+            gauges.size.with_label_values(&labels).set(as_gauge(figures.size_bytes));
+            gauges.segments.with_label_values(&labels).set(as_gauge(figures.segment_count));
         }
         self.partitions_failed.set(failed);
         self.disk_full.set(i64::from(disk_full));
@@ -440,28 +438,6 @@ impl Metrics {
             tracing::error!(%error, "encoding metrics");
         }
         String::from_utf8(out).unwrap_or_default()
-    }
-}
-
-/// Renders a broker's metrics on demand (for `/metrics`); see [`crate::Broker::metrics`].
-#[derive(Clone)]
-pub struct BrokerMetrics {
-    pub(crate) shared: std::sync::Arc<crate::broker::Shared>,
-}
-
-impl BrokerMetrics {
-    /// Every metric in the Prometheus text exposition format (version 0.0.4), with the
-    /// partitions' offsets and sizes read now.
-    pub fn render(&self) -> String {
-        let consumers = crate::admin::consumers(&self.shared);
-        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers)
-    }
-
-    /// Why publishes are refused now, one line per partition: a failed fsync (the partition
-    /// refuses appends until it is recovered) or a full disk. `/ready` says 503 with these
-    /// while there are any.
-    pub fn storage_problems(&self) -> Vec<String> {
-        self.shared.metrics.storage_problems()
     }
 }
 
@@ -496,9 +472,10 @@ mod tests {
     fn issue18_a_failed_fsync_shows_in_metrics_and_readiness() {
         let dir = tempfile::tempdir().unwrap();
         let config = strata_log::LogConfig { flush: strata_log::FlushPolicy::Always, ..Default::default() };
-        let log = Log::open(dir.path(), config).unwrap();
+        let partition = PartitionHandle::open_for_tests(dir.path(), config, 0);
+        let log = partition.log_for_tests();
         let metrics = std::sync::Arc::new(Metrics::new());
-        metrics.add_partition("default", 0, false, &log);
+        metrics.add_partition("default", false, &partition);
         assert!(metrics.storage_problems().is_empty());
         assert!(metrics.render(None, &[]).contains("strata_partitions_failed 0\n"));
 
@@ -516,10 +493,13 @@ mod tests {
     #[test]
     fn counters_and_partitions_render_in_text_format() {
         let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path(), strata_log::LogConfig::default()).unwrap();
-        log.append(&[strata_log::Record::new(1, "a"), strata_log::Record::new(2, "b")], 0).unwrap();
+        let partition = PartitionHandle::open_for_tests(dir.path(), strata_log::LogConfig::default(), 0);
+        partition
+            .log_for_tests()
+            .append(&[strata_log::Record::new(1, "a"), strata_log::Record::new(2, "b")], 0)
+            .unwrap();
         let metrics = std::sync::Arc::new(Metrics::new());
-        metrics.add_partition("default", 0, false, &log);
+        metrics.add_partition("default", false, &partition);
         metrics.received(QoS::AtLeastOnce, 10);
         metrics.received(QoS::AtLeastOnce, 5);
         metrics.sent(QoS::AtMostOnce, 7);
@@ -533,7 +513,7 @@ mod tests {
             kind,
             filter: "#".into(),
             members: 0,
-            partitions: vec![crate::admin::GroupPartitionInfo {
+            partitions: vec![crate::consumers::GroupPartitionInfo {
                 stream: "default".into(),
                 partition: 0,
                 committed: 10 - lag,
@@ -543,9 +523,9 @@ mod tests {
             }],
         };
         let consumers = [
-            consumer("client-1", crate::admin::GroupKind::Session, 1),
-            consumer("client-2", crate::admin::GroupKind::Session, 4),
-            consumer("workers", crate::admin::GroupKind::Share, 2),
+            consumer("client-1", crate::consumers::GroupKind::Session, 1),
+            consumer("client-2", crate::consumers::GroupKind::Session, 4),
+            consumer("workers", crate::consumers::GroupKind::Share, 2),
         ];
         let text = metrics.render(Some(MaintenanceTotals { compaction_runs: 3, ..Default::default() }), &consumers);
         let share_labels = "{group=\"workers\",kind=\"share\",partition=\"0\",stream=\"default\"}";

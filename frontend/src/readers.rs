@@ -7,11 +7,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::codec::PacketId;
+use crate::partition::PartitionHandle;
 use crate::record::StoredMessage;
 use crate::replay::ReplaySubscription;
 use crate::session::OutboundWindow;
 use crate::session_state::{self, PartitionPosition};
-use crate::streams::{Partition, Streams};
+use crate::streams::Streams;
 
 /// Keys of `$stream` cursors start here; a plain cursor's key is its partition's id, which
 /// stays below (partition ids count the partitions the broker opened).
@@ -25,7 +26,7 @@ pub(crate) struct Cursor {
     /// Names this cursor's positions in the outbound window (see [`REPLAY_KEYS`]).
     pub(crate) key: u32,
     pub(crate) stream: Arc<str>,
-    pub(crate) partition: Arc<Partition>,
+    pub(crate) partition: Arc<PartitionHandle>,
     /// The next offset to deliver: every record below it was delivered or skipped.
     pub(crate) next: u64,
     /// Records at or after `next` already read and decoded but not yet delivered (the window
@@ -190,7 +191,7 @@ impl Readers {
         for stream in registry.all() {
             let name: Arc<str> = Arc::from(stream.name.as_str());
             for partition in stream.partitions.iter().filter(|p| !followed.contains(&p.id)) {
-                let start = Resumed::at(&stream.name, partition.number, partition.log.offsets().log_start);
+                let start = Resumed::at(&stream.name, partition.number, partition.offsets().log_start);
                 self.cursors.push(Cursor::new(
                     partition.id,
                     Arc::clone(&name),
@@ -209,7 +210,7 @@ impl Readers {
 
     /// Adds (or replaces, for the same filter) a `$stream` subscription: each partition from
     /// its offset, or from where a resumed session stood.
-    pub(crate) fn add_replay(&mut self, replay: ReplaySubscription, starts: Vec<(Arc<Partition>, ReplayStart)>) {
+    pub(crate) fn add_replay(&mut self, replay: ReplaySubscription, starts: Vec<(Arc<PartitionHandle>, ReplayStart)>) {
         self.remove_replay(&replay.subscribed_as);
         let replay = Arc::new(replay);
         let stream: Arc<str> = Arc::from(replay.stream.as_str());
@@ -265,11 +266,11 @@ impl Cursor {
     fn new(
         key: u32,
         stream: Arc<str>,
-        partition: Arc<Partition>,
+        partition: Arc<PartitionHandle>,
         replay: Option<Arc<ReplaySubscription>>,
         resumed: Option<Resumed>,
     ) -> Cursor {
-        let high_watermark = partition.log.offsets().high_watermark;
+        let high_watermark = partition.committed();
         let (next, redeliver_below, resend) = match resumed {
             // Never past the high watermark: a stream deleted and created again under the
             // same name starts over at 0.

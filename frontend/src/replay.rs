@@ -8,8 +8,9 @@
 use std::sync::Arc;
 
 use crate::codec::{ByteString, QoS, ReasonCode, SubscriptionOptions};
+use crate::partition::PartitionHandle;
 use crate::session::Route;
-use crate::streams::{Partition, Streams};
+use crate::streams::Streams;
 
 /// SUBSCRIBE user property choosing where a replay starts.
 pub const STREAM_OFFSET: &str = "stream-offset";
@@ -138,13 +139,13 @@ pub(crate) fn resolve(
     streams: &Streams,
     request: &ReplayRequest,
     latest: &[(u32, u64)],
-) -> Result<Vec<(Arc<Partition>, u64)>, Refusal> {
+) -> Result<Vec<(Arc<PartitionHandle>, u64)>, Refusal> {
     let Some(stream) = streams.get(&request.stream) else {
         let known: Vec<String> = streams.all().iter().map(|s| s.name.clone()).collect();
         let why = format!("unknown stream {:?}; streams: {}", request.stream, known.join(", "));
         return Err((ReasonCode::TopicFilterInvalid, why));
     };
-    let partitions: Vec<&Arc<Partition>> = match request.partition {
+    let partitions: Vec<&Arc<PartitionHandle>> = match request.partition {
         None => stream.partitions.iter().collect(),
         Some(n) => match stream.partitions.get(n as usize) {
             Some(partition) => vec![partition],
@@ -160,7 +161,7 @@ pub(crate) fn resolve(
     };
     let mut starts = Vec::with_capacity(partitions.len());
     for partition in partitions {
-        let offsets = partition.log.offsets();
+        let offsets = partition.offsets();
         let end = latest
             .iter()
             .find(|(id, _)| *id == partition.id)
@@ -183,7 +184,7 @@ pub(crate) fn resolve(
                 return Err((ReasonCode::ImplementationSpecificError, why));
             }
             OffsetSpec::At(offset) => offset,
-            OffsetSpec::Timestamp(ms) => match partition.log.offset_for_timestamp(ms) {
+            OffsetSpec::Timestamp(ms) => match partition.offset_for_timestamp(ms) {
                 Ok(found) => found.unwrap_or(end).max(offsets.log_start),
                 Err(error) => return Err((ReasonCode::UnspecifiedError, format!("reading the time index: {error}"))),
             },

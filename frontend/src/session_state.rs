@@ -442,6 +442,22 @@ impl Reader<'_> {
     }
 }
 
+/// A persistent session as last written to `$sessions`.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SessionView {
+    pub(crate) filters: Vec<String>,
+    pub(crate) positions: Vec<PartitionPosition>,
+}
+
+impl SessionView {
+    pub(crate) fn of(state: &SessionState) -> SessionView {
+        SessionView {
+            filters: state.subscriptions.iter().map(|s| s.filter.clone()).collect(),
+            positions: state.positions.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,14 +11,27 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use arc_swap::ArcSwap;
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
-use strata_log::{Log, LogConfig, RetentionPolicy};
+use strata_log::{LogConfig, RetentionPolicy};
 use tokio::sync::watch;
 
-use crate::broker::BrokerError;
 use crate::codec::ByteString;
+use crate::error::BrokerError;
 use crate::interest::AppendSignal;
-use crate::partition_writer::PartitionWriter;
+use crate::partition::PartitionHandle;
 use crate::record::USER_PREFIX;
+
+/// The built-in stream that gets every publish no configured stream captures.
+pub const DEFAULT_STREAM: &str = "default";
+/// Internal compacted stream of retained messages (key = topic, via `mqtt.topic`).
+pub const RETAINED_STREAM: &str = "$retained";
+/// Internal compacted stream of persistent sessions (record key = client id).
+pub const SESSIONS_STREAM: &str = "$sessions";
+/// Internal compacted stream of consumer groups' committed offsets (key =
+/// `<group>/<stream>/<partition>`, `groups.rs`).
+pub const OFFSETS_STREAM: &str = "$offsets";
+/// Internal compacted stream of the stream definitions created or altered at runtime (key =
+/// stream name, value = `stream_settings::encode_definition`, empty = deleted).
+pub const STREAMS_STREAM: &str = "$streams";
 
 /// Most partitions a stream may have.
 pub const MAX_PARTITIONS: u32 = 1024;
@@ -90,15 +103,12 @@ pub fn partition_for(key: &[u8], partitions: u32) -> u32 {
     fnv1a_32(key) % partitions.max(1)
 }
 
-/// One open partition: its log and its writer.
-pub(crate) struct Partition {
-    /// Unique among all partitions opened while the broker runs (never reused, also after
-    /// a stream is deleted): in-flight windows key on it.
-    pub(crate) id: u32,
-    /// The partition number within its stream.
-    pub(crate) number: u32,
-    pub(crate) log: Arc<Log>,
-    pub(crate) writer: PartitionWriter,
+/// Where a publish goes ([`Streams::route`]). Today every partition is written here; a
+/// replicated partition whose leader is another node will be a second variant, so that
+/// every caller of `route` has to say what it does then.
+pub(crate) enum Routed {
+    /// This node appends to the partition.
+    Local(Arc<PartitionHandle>),
 }
 
 /// One open stream.
@@ -109,7 +119,7 @@ pub(crate) struct Stream {
     /// Delete, compact, or both (the admin API reports it and refuses to compact a stream
     /// whose policy does not compact).
     pub(crate) cleanup_policy: CleanupPolicy,
-    pub(crate) partitions: Vec<Arc<Partition>>,
+    pub(crate) partitions: Vec<Arc<PartitionHandle>>,
     /// The definition it runs with (what `$streams` holds for it once created or altered).
     pub(crate) config: StreamConfig,
     /// When it was first created at runtime (unix ms); 0 for a stream of the config file.
@@ -124,7 +134,7 @@ impl Stream {
     }
 
     /// The stream running `config` on `partitions`.
-    pub(crate) fn new(config: StreamConfig, partitions: Vec<Arc<Partition>>, created_at_ms: i64) -> Stream {
+    pub(crate) fn new(config: StreamConfig, partitions: Vec<Arc<PartitionHandle>>, created_at_ms: i64) -> Stream {
         Stream {
             name: config.name.clone(),
             topics: config.topics.clone(),
@@ -211,8 +221,8 @@ impl Streams {
         maintenance: &Maintenance,
     ) -> Result<Streams, BrokerError> {
         let mut configs = configs.to_vec();
-        if !configs.iter().any(|(c, _)| c.name == crate::DEFAULT_STREAM) {
-            configs.push((StreamConfig::new(crate::DEFAULT_STREAM), 0));
+        if !configs.iter().any(|(c, _)| c.name == DEFAULT_STREAM) {
+            configs.push((StreamConfig::new(DEFAULT_STREAM), 0));
         }
         let appended = Arc::new(AppendSignal::new());
         let empty = Registry { streams: Vec::new(), default_index: 0, generation: 0 };
@@ -239,21 +249,25 @@ impl Streams {
         config: &StreamConfig,
         numbers: std::ops::Range<u32>,
         maintenance: &Maintenance,
-    ) -> Result<Vec<Arc<Partition>>, BrokerError> {
+    ) -> Result<Vec<Arc<PartitionHandle>>, BrokerError> {
         let mut partitions = Vec::with_capacity(numbers.len());
         for number in numbers {
-            let log = open_partition(self.partition_dir(&config.name, number), config.log.clone()).await?;
-            maintenance.register(format!("{}/{number}", config.name), Log::clone(&log), partition_settings(config))?;
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let writer = PartitionWriter::start(
-                Arc::clone(&log),
+            let partition = PartitionHandle::open(
+                self.partition_dir(&config.name, number),
+                config.log.clone(),
+                number,
                 self.writer_queue,
                 format!("writer-{}-{number}", config.name),
-                Arc::clone(&self.appended),
-                id,
+                Some((Arc::clone(&self.appended), id)),
             )
-            .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
-            partitions.push(Arc::new(Partition { id, number, log, writer }));
+            .await?;
+            partition.register_maintenance(
+                maintenance,
+                format!("{}/{number}", config.name),
+                partition_settings(config),
+            )?;
+            partitions.push(partition);
         }
         Ok(partitions)
     }
@@ -269,7 +283,7 @@ impl Streams {
 
     /// Makes `streams` the live set. Callers serialise swaps (the admin API holds a lock).
     pub(crate) fn replace(&self, streams: Vec<Arc<Stream>>) {
-        let default_index = streams.iter().position(|s| s.name == crate::DEFAULT_STREAM).unwrap_or(0);
+        let default_index = streams.iter().position(|s| s.name == DEFAULT_STREAM).unwrap_or(0);
         let generation = self.current.load().generation + 1;
         self.current.store(Arc::new(Registry { streams, default_index, generation }));
         // Connections waiting for data look again, and find the new partitions.
@@ -293,7 +307,7 @@ impl Streams {
 
     /// The partition a message on `topic` with these user properties goes to: the first
     /// stream whose filters match, else `default`. Lock-free.
-    pub(crate) fn route(&self, topic: &str, user_properties: &[(ByteString, ByteString)]) -> Arc<Partition> {
+    pub(crate) fn route(&self, topic: &str, user_properties: &[(ByteString, ByteString)]) -> Routed {
         let registry = self.current.load();
         let stream = registry
             .streams
@@ -301,7 +315,7 @@ impl Streams {
             .find(|s| s.topics.iter().any(|filter| crate::topic::matches(filter, topic)))
             .unwrap_or(&registry.streams[registry.default_index]);
         let key = stream.key_of(user_properties).map_or(topic.as_bytes(), |k| k.as_bytes());
-        Arc::clone(&stream.partitions[partition_for(key, stream.partitions.len() as u32) as usize])
+        Routed::Local(Arc::clone(&stream.partitions[partition_for(key, stream.partitions.len() as u32) as usize]))
     }
 
     /// The stream named `name`.
@@ -327,27 +341,13 @@ impl Streams {
     /// Each partition's id and high watermark, now.
     pub(crate) fn high_watermarks(&self) -> Vec<(u32, u64)> {
         let registry = self.current.load();
-        registry
-            .streams
-            .iter()
-            .flat_map(|s| s.partitions.iter().map(|p| (p.id, p.log.offsets().high_watermark)))
-            .collect()
+        registry.streams.iter().flat_map(|s| s.partitions.iter().map(|p| (p.id, p.committed()))).collect()
     }
 
-    /// Every partition's log, for closing.
-    pub(crate) fn logs(&self) -> Vec<Arc<Log>> {
-        self.all().iter().flat_map(|s| s.partitions.iter().map(|p| Arc::clone(&p.log))).collect()
+    /// Every partition, for closing.
+    pub(crate) fn partitions(&self) -> Vec<Arc<PartitionHandle>> {
+        self.all().iter().flat_map(|s| s.partitions.iter().map(Arc::clone)).collect()
     }
-}
-
-async fn open_partition(dir: PathBuf, config: LogConfig) -> Result<Arc<Log>, BrokerError> {
-    let opened = {
-        let dir = dir.clone();
-        tokio::task::spawn_blocking(move || Log::open(&dir, config))
-            .await
-            .map_err(|e| BrokerError::Io { what: "opening the log".into(), source: std::io::Error::other(e) })?
-    };
-    Ok(Arc::new(opened.map_err(|source| BrokerError::Log { dir, source })?))
 }
 
 /// Whether `dir`, a stream directory with no definition in `$streams`, is what a crash

@@ -4,7 +4,7 @@
 //! refresh goes to the connected subscribers through a broadcast channel (QoS 0).
 
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use bytestring::ByteString;
@@ -74,16 +74,6 @@ impl SysTopics {
             // No receiver: nobody is connected; the latest values still wait for the next.
             let _ = self.updates.send(value);
         }
-    }
-}
-
-/// Refreshes the `$SYS` topics every `interval`, the first time at once.
-pub(crate) async fn run(shared: std::sync::Arc<crate::broker::Shared>, interval: Duration) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        shared.sys.refresh(shared.metrics.sys_totals());
     }
 }
 

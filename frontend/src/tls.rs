@@ -2,25 +2,16 @@
 //! rustls on the ring provider. This module owns the certificate: it reads `[tls]`'s PEM files
 //! into a rustls `ServerConfig`, keeps the current one behind an `ArcSwap` so that a reload
 //! (SIGHUP, `serve.rs`) changes what new handshakes use while every established connection
-//! keeps the session it has, and runs the accept loops, which hand the decrypted byte stream
-//! to `connection.rs` (or `websocket.rs`) like any other transport.
+//! keeps the session it has. The accept loops, which hand the decrypted byte stream to
+//! `connection.rs` (or `websocket.rs`) like any other transport, are in `listen.rs`.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-
-use crate::broker::Shared;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `[tls]`: the server's certificate, and the CA that client certificates must chain to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +121,7 @@ impl TlsState {
 
     /// An acceptor for one new connection, with the certificate in force now. A connection
     /// keeps the configuration it was accepted with: a reload does not touch it.
-    fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.current.load_full())
     }
 
@@ -184,72 +175,11 @@ pub(crate) struct ClientCertificate {
 }
 
 impl ClientCertificate {
-    fn of(der: &CertificateDer<'_>) -> ClientCertificate {
+    pub(crate) fn of(der: &CertificateDer<'_>) -> ClientCertificate {
         let common_name = x509_parser::parse_x509_certificate(der).ok().and_then(|(_, cert)| {
             cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()).map(str::to_owned)
         });
         ClientCertificate { common_name }
-    }
-}
-
-/// Which protocol a TLS listener carries.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Carrying {
-    /// MQTT directly over TLS (`tls_listen`).
-    Mqtt,
-    /// MQTT over WebSocket over TLS (`wss_listen`).
-    WebSocket,
-}
-
-/// Accepts TLS connections on `listener` until the task is dropped. Each handshake runs in
-/// the connection's own task, bounded by [`HANDSHAKE_TIMEOUT`], so a slow client holds up
-/// no one else.
-pub(crate) async fn serve(listener: TcpListener, tls: Arc<TlsState>, carrying: Carrying, shared: Arc<Shared>) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let acceptor = tls.acceptor();
-                let shared = Arc::clone(&shared);
-                tokio::spawn(async move { handle(acceptor, stream, peer, carrying, shared).await });
-            }
-            Err(error) => {
-                tracing::warn!(%error, "TLS accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
-}
-
-async fn handle(acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr, carrying: Carrying, shared: Arc<Shared>) {
-    let stream: TlsStream<TcpStream> = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => stream,
-        Ok(Err(error)) => {
-            // A plaintext client, an untrusted or missing client certificate, a client that
-            // does not trust ours: the client sees the alert, the operator this line.
-            tracing::debug!(%peer, %error, "TLS handshake failed");
-            return;
-        }
-        Err(_) => {
-            tracing::debug!(%peer, "TLS handshake timed out");
-            return;
-        }
-    };
-    // Verified by rustls against tls.client_ca_file when there is one; none otherwise.
-    let certificate = stream.get_ref().1.peer_certificates().and_then(|chain| chain.first()).map(ClientCertificate::of);
-    match carrying {
-        Carrying::Mqtt => {
-            let span = tracing::info_span!("mqtt.connection", %peer, tls = true);
-            let (reader, writer) = tokio::io::split(stream);
-            let connection = Box::pin(crate::connection::run_transport(
-                Box::new(reader),
-                Box::new(writer),
-                peer,
-                certificate,
-                shared,
-            ));
-            tracing::Instrument::instrument(connection, span).await;
-        }
-        Carrying::WebSocket => crate::websocket::handle(stream, peer, certificate, shared).await,
     }
 }
 

@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderValue, StatusCode};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
 
-use crate::broker::Shared;
+use crate::shared::Shared;
 
 /// The only path that upgrades.
 pub const WEBSOCKET_PATH: &str = "/mqtt";

@@ -141,13 +141,13 @@ impl Outbound {
             let Some(front) = buffered.front() else {
                 next = next.max(buffered_end);
                 if let Some(max_lag) = qos0_max_lag {
-                    let high_watermark = partition.log.offsets().high_watermark;
+                    let high_watermark = partition.committed();
                     if let Some(to) = qos0_skip_to(next, high_watermark, max_lag, redeliver_below) {
                         self.shared.metrics.qos0_skipped(to - next);
                         next = to;
                     }
                 }
-                let fetch = partition.log.read(next, FETCH_BYTES)?;
+                let fetch = partition.read(next, FETCH_BYTES)?;
                 if next < fetch.log_start {
                     // Retention removed what this reader had not read yet; live delivery goes
                     // on from what is left.

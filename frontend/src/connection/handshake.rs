@@ -11,7 +11,6 @@ use std::time::Duration;
 use bytes::BytesMut;
 
 use crate::auth::Verdict;
-use crate::broker::Shared;
 use crate::codec::{self, ConnAck, Connect, Packet, Properties, ProtocolVersion, Publish, ReasonCode};
 use crate::handoff::Handoff;
 use crate::interest::ConnectionInterest;
@@ -22,6 +21,7 @@ use crate::session_core::connect::{
     SessionPlan, StoredSession, WillAction,
 };
 use crate::session_state::{self, SessionState};
+use crate::shared::Shared;
 use crate::topic_alias::{InboundAliases, OutboundAliases};
 
 use super::inbound::Inbound;

@@ -8,13 +8,13 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::oneshot;
 
-use crate::broker::Shared;
 use crate::codec::{self, Packet, PacketId, ProtocolVersion, Publish, QoS, ReasonCode, Subscribe};
 use crate::handoff::Handoff;
 use crate::interest::ConnectionInterest;
-use crate::partition_writer::{AppendError, AppendRequest, AppendResult};
+use crate::partition::{AppendError, AppendRequest, AppendResult};
 use crate::record;
 use crate::session::{InboundQos2, Qos2Publish};
+use crate::shared::Shared;
 use crate::topic;
 use crate::topic_alias::InboundAliases;
 
@@ -239,11 +239,12 @@ impl Inbound {
                 return self.refuse(packet, packet_id, &error).await;
             }
         }
-        let partition = self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
+        let crate::streams::Routed::Local(partition) =
+            self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
         // A lone publish (nothing more read behind it) is appended at once when nothing is
         // queued ahead; a burst goes through the writer thread, which batches it.
         let record = match self.buf.is_empty() {
-            true => match partition.writer.try_append_now(record) {
+            true => match partition.try_append_now(record) {
                 Ok(Ok(_)) => {
                     if packet.is_some() {
                         // The append woke the subscribers' tasks; let them write the message
@@ -268,7 +269,7 @@ impl Inbound {
             None => (None, None),
         };
         // A full queue holds this connection's reads back: backpressure on the socket.
-        if partition.writer.send(AppendRequest { record, durable }).await.is_err() {
+        if partition.send(AppendRequest { record, durable }).await.is_err() {
             return Some(End::Disconnect(ReasonCode::ServerShuttingDown, "the partition writer stopped".to_owned()));
         }
         self.acknowledge(packet, packet_id, durable_rx, received).await

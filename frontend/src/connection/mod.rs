@@ -21,10 +21,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::broker::Shared;
 use crate::codec::{self, Packet, PacketId, ProtocolVersion, ReasonCode, Subscribe, Unsubscribe};
-use crate::partition_writer::{AppendError, AppendResult};
+use crate::partition::{AppendError, AppendResult};
 use crate::session::InboundQos2;
+use crate::shared::Shared;
 
 pub(crate) use handshake::run_transport;
 
@@ -56,7 +56,7 @@ pub(crate) type TransportReader = Box<dyn AsyncRead + Send + Unpin>;
 pub(crate) type TransportWriter = Box<dyn AsyncWrite + Send + Unpin>;
 
 /// Runs an MQTT-over-TCP connection to the end. The socket comes with TCP_NODELAY and
-/// SO_RCVBUF set, inherited from the listener (`broker::mqtt_listener`).
+/// SO_RCVBUF set, inherited from the listener (`listen::mqtt_listener`).
 pub(crate) async fn run(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let (reader, writer) = stream.into_split();
     // One span per TCP connection, for trace export (`[telemetry]`); disabled, it costs nothing.

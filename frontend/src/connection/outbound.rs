@@ -12,7 +12,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch};
 
-use crate::broker::Shared;
 use crate::codec::{self, Ack, Disconnect, Packet, Properties, ProtocolVersion, ReasonCode, UnsubAck};
 use crate::groups::{Group, MemberId, PartitionId};
 use crate::handoff::Handoff;
@@ -21,6 +20,7 @@ use crate::readers::Readers;
 use crate::record;
 use crate::session::{AckOutcome, InboundQos2, OutboundWindow, Route, Subscriptions};
 use crate::session_core::delivery::may_send;
+use crate::shared::Shared;
 use crate::topic_alias::OutboundAliases;
 
 use super::subscribe::{Membership, next_group_delivery};

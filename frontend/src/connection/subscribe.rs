@@ -6,12 +6,12 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use crate::broker::Shared;
 use crate::codec::{self, Packet, Properties, QoS, ReasonCode, RetainHandling, SubAck, Subscribe};
 use crate::groups::{Group, GroupDelivery, MemberId};
 use crate::readers;
 use crate::replay;
 use crate::session::Route;
+use crate::shared::Shared;
 use crate::topic;
 
 use super::outbound::Outbound;

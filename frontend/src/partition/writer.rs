@@ -1,4 +1,4 @@
-//! The single writer of a partition. Connections hand it records through a bounded channel
+//! The single writer of a partition, behind its handle (`partition/mod.rs`). Connections hand it records through a bounded channel
 //! (a full channel holds the publisher back, so a fast publisher cannot grow memory); it
 //! takes everything waiting, appends it as one batch, waits until the batch is durable per
 //! the flush policy, and only then tells each publisher its offset.
@@ -15,6 +15,7 @@
 //! in `queued` until it is in the log. The inline path and the thread take one lock around
 //! an append and its wakes, so a partition's wakes go out in offset order (`interest.rs`).
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -84,39 +85,51 @@ pub struct AppendRequest {
     pub durable: Option<oneshot::Sender<AppendResult>>,
 }
 
-/// Starts the writer thread of an internal stream's `log` (`$retained`, `$sessions`...), fed
-/// by a channel of `capacity` requests. No subscriber reads those, so appends wake nobody.
-/// The thread ends when every sender is dropped.
-pub(crate) fn spawn(log: Arc<Log>, capacity: usize, name: String) -> std::io::Result<mpsc::Sender<AppendRequest>> {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    thread::Builder::new().name(name).spawn(move || run(&log, rx, None, None))?;
-    Ok(tx)
-}
+/// Appended batches not yet committed, as (base offset, records), oldest first.
+type Held = VecDeque<(u64, Vec<Record>)>;
 
 /// Where a stream partition's appends are announced, in offset order.
 #[derive(Clone)]
 struct Announce {
     signal: Arc<AppendSignal>,
-    /// The partition's id (`streams::Partition::id`).
+    /// The partition's id (`PartitionHandle::id`).
     partition: u32,
     /// Held across each append and its announcement, by the writer thread and by the
-    /// inline path alike (`interest.rs` relies on the order).
-    order: Arc<Mutex<()>>,
+    /// inline path alike (`interest.rs` relies on the order), and across each move of the
+    /// committed offset. Holds the appended batches not yet committed, as (base offset,
+    /// records): always empty while the high watermark follows the log end.
+    order: Arc<Mutex<Held>>,
+    /// Whether the log's high watermark follows its log end (every stream today): then an
+    /// append is its commit, and is announced at once.
+    follows_log_end: bool,
 }
 
 impl Announce {
-    fn lock_order(&self) -> std::sync::MutexGuard<'_, ()> {
+    fn lock_order(&self) -> std::sync::MutexGuard<'_, Held> {
         self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Announces the held batches that lie wholly below `committed`, in offset order.
+    fn release(&self, held: &mut Held, committed: u64) {
+        while let Some((base_offset, records)) = held.front() {
+            if base_offset + records.len() as u64 > committed {
+                return;
+            }
+            self.signal.appended(self.partition, *base_offset, records);
+            held.pop_front();
+        }
     }
 }
 
-/// The writer of a stream partition: its queue, and the inline path for a lone publish.
-pub struct PartitionWriter {
+/// The writer of a partition: its queue, and the inline path for a lone publish.
+pub(crate) struct PartitionWriter {
     tx: mpsc::Sender<AppendRequest>,
     /// Records sent to the queue and not yet in the log.
     queued: Arc<AtomicUsize>,
     log: Arc<Log>,
-    announce: Announce,
+    /// `None` for an internal stream (`$retained`, `$sessions`...): no subscriber reads
+    /// those, so their appends wake nobody, and nothing appends to them inline.
+    announce: Option<Announce>,
     /// Whether an append is durable once written (any flush policy but `always`).
     durable_when_written: bool,
 }
@@ -134,25 +147,61 @@ impl Drop for Uncount<'_> {
 #[derive(Debug)]
 pub struct WriterStopped;
 
+/// A place held in a writer's queue ([`PartitionWriter::reserve`]).
+pub(crate) struct Reserved<'a> {
+    permit: mpsc::Permit<'a, AppendRequest>,
+    queued: &'a AtomicUsize,
+}
+
+impl Reserved<'_> {
+    /// Queues `request` in the place held.
+    pub(crate) fn send(self, request: AppendRequest) {
+        // Counted before it is queued: the writer thread uncounts it once it is in the log.
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.permit.send(request);
+    }
+}
+
 impl PartitionWriter {
-    /// Starts the writer thread of `log` (see [`spawn`]).
+    /// Starts the writer thread of `log`, fed by a queue of `capacity` requests. With
+    /// `announce` (the append signal and the partition's id), each append wakes the readers it
+    /// concerns. The thread ends when the writer is dropped.
     pub(crate) fn start(
         log: Arc<Log>,
         capacity: usize,
         name: String,
-        appended: Arc<AppendSignal>,
-        partition: u32,
+        announce: Option<(Arc<AppendSignal>, u32)>,
     ) -> std::io::Result<PartitionWriter> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let durable_when_written = !matches!(log.config().flush, strata_log::FlushPolicy::Always);
         let thread_log = Arc::clone(&log);
-        let announce = Announce { signal: appended, partition, order: Arc::default() };
+        let follows_log_end = log.config().high_watermark == strata_log::HighWatermarkMode::FollowsLogEnd;
+        let announce =
+            announce.map(|(signal, partition)| Announce { signal, partition, order: Arc::default(), follows_log_end });
         let (thread_announce, thread_queued) = (announce.clone(), Arc::clone(&queued));
-        thread::Builder::new()
-            .name(name)
-            .spawn(move || run(&thread_log, rx, Some(thread_announce), Some(thread_queued)))?;
+        thread::Builder::new().name(name).spawn(move || run(&thread_log, rx, thread_announce, Some(thread_queued)))?;
         Ok(PartitionWriter { tx, queued, log, announce, durable_when_written })
+    }
+
+    /// Moves the committed offset (the high watermark) of a log whose high watermark the
+    /// caller sets to `offset`, and wakes the readers of the batches it now covers. A
+    /// replicated partition's quorum commit is to call it (issue 20); nothing does yet
+    /// outside the tests.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub(crate) fn set_committed(&self, offset: u64) -> Result<(), LogError> {
+        let Some(announce) = &self.announce else { return self.log.set_high_watermark(offset) };
+        let mut held = announce.lock_order();
+        self.log.set_high_watermark(offset)?;
+        announce.release(&mut held, self.log.offsets().high_watermark);
+        Ok(())
+    }
+
+    /// Waits for room in the queue and holds it: the request sent through the returned
+    /// [`Reserved`] goes in that place, with no wait (so it can be sent under a lock).
+    pub(crate) async fn reserve(&self) -> Result<Reserved<'_>, WriterStopped> {
+        let permit = self.tx.reserve().await.map_err(|_| WriterStopped)?;
+        Ok(Reserved { permit, queued: &self.queued })
     }
 
     /// Queues `request` for the writer thread; waits while the queue is full. Cancel-safe:
@@ -174,16 +223,17 @@ impl PartitionWriter {
     /// segment roll due. Returns the outcome, or gives the record back for
     /// [`PartitionWriter::send`].
     pub fn try_append_now(&self, record: Record) -> Result<AppendResult, Record> {
-        if !self.durable_when_written || self.queued.load(Ordering::Acquire) != 0 {
+        let Some(announce) = &self.announce else { return Err(record) };
+        if !self.durable_when_written || !announce.follows_log_end || self.queued.load(Ordering::Acquire) != 0 {
             return Err(record);
         }
         // Never waits: a busy writer or a segment roll (which fsyncs) sends it to the queue.
-        let Ok(_order) = self.announce.order.try_lock() else { return Err(record) };
+        let Ok(_order) = announce.order.try_lock() else { return Err(record) };
         let outcome = match self.log.try_append_now(std::slice::from_ref(&record), 0) {
             // The writer thread tries to recover a log whose fsync failed.
             Ok(None) | Err(LogError::SyncFailed { .. }) => return Err(record),
             Ok(Some(info)) => {
-                self.announce.signal.appended(self.announce.partition, info.base_offset, std::slice::from_ref(&record));
+                announce.signal.appended(announce.partition, info.base_offset, std::slice::from_ref(&record));
                 Ok(info.base_offset)
             }
             Err(error) => {
@@ -197,11 +247,19 @@ impl PartitionWriter {
 
 fn append(log: &Log, records: &[Record], announce: Option<&Announce>) -> Result<strata_log::AppendInfo, LogError> {
     let Some(announce) = announce else { return log.append(records, 0) };
-    let _order = announce.lock_order();
+    let mut held = announce.lock_order();
     let appended = log.append(records, 0);
     if let Ok(info) = &appended {
-        // Readers may read it now; publishers hear back once it is durable.
-        announce.signal.appended(announce.partition, info.base_offset, records);
+        if announce.follows_log_end {
+            // Committed by the append: readers may read it now; publishers hear back once
+            // it is durable.
+            announce.signal.appended(announce.partition, info.base_offset, records);
+        } else {
+            // Readers are woken when the committed offset passes it
+            // (`PartitionWriter::set_committed`), which may have happened already.
+            held.push_back((info.base_offset, records.to_vec()));
+            announce.release(&mut held, log.offsets().high_watermark);
+        }
     }
     appended
 }
@@ -280,7 +338,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let tx = spawn(Arc::clone(&log), 16, "test-writer".into()).unwrap();
+        let tx = PartitionWriter::start(Arc::clone(&log), 16, "test-writer".into(), None).unwrap();
         let offsets = runtime.block_on(async {
             let mut receivers = Vec::new();
             for i in 0..11 {
@@ -343,7 +401,7 @@ mod tests {
         let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
         let log = Arc::new(Log::open(dir.path(), config).unwrap());
         let writer =
-            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Arc::new(AppendSignal::new()), 0)
+            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync".into(), Some((Arc::new(AppendSignal::new()), 0)))
                 .unwrap();
         let send = |writer: &PartitionWriter, value: &'static str| {
             runtime.block_on(async {
@@ -364,9 +422,13 @@ mod tests {
 
         let interval = tempfile::tempdir().unwrap();
         let log = Arc::new(Log::open(interval.path(), LogConfig::default()).unwrap());
-        let writer =
-            PartitionWriter::start(Arc::clone(&log), 16, "test-fsync-inline".into(), Arc::new(AppendSignal::new()), 0)
-                .unwrap();
+        let writer = PartitionWriter::start(
+            Arc::clone(&log),
+            16,
+            "test-fsync-inline".into(),
+            Some((Arc::new(AppendSignal::new()), 0)),
+        )
+        .unwrap();
         log.fail_next_fsync_for_tests();
         assert!(log.flush().is_err());
         let Err(record) = writer.try_append_now(Record::new(1, "x")) else {
@@ -386,7 +448,7 @@ mod tests {
         let log = Arc::new(Log::open(dir.path(), LogConfig::default()).unwrap());
         let appended = Arc::new(AppendSignal::new());
         let mut woken = appended.subscribe_everything();
-        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), appended, 0).unwrap();
+        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-inline".into(), Some((appended, 0))).unwrap();
         assert_eq!(writer.try_append_now(Record::new(1, "a")).ok(), Some(Ok(0)));
         assert!(woken.has_changed().unwrap(), "an inline append wakes readers");
         woken.borrow_and_update();
@@ -409,7 +471,40 @@ mod tests {
         let always = tempfile::tempdir().unwrap();
         let config = LogConfig { flush: strata_log::FlushPolicy::Always, ..LogConfig::default() };
         let log = Arc::new(Log::open(always.path(), config).unwrap());
-        let writer = PartitionWriter::start(log, 16, "test-always".into(), Arc::new(AppendSignal::new()), 0).unwrap();
+        let writer =
+            PartitionWriter::start(log, 16, "test-always".into(), Some((Arc::new(AppendSignal::new()), 0))).unwrap();
         assert!(writer.try_append_now(Record::new(1, "x")).is_err(), "an fsync wait never runs inline");
+    }
+
+    /// Under a caller-set high watermark an append is not committed: readers are not woken
+    /// and read nothing until the committed offset passes it; then they are woken once.
+    #[test]
+    fn issue19_readers_are_woken_when_the_committed_offset_passes_an_append_not_before() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig { high_watermark: strata_log::HighWatermarkMode::SetByCaller, ..LogConfig::default() };
+        let log = Arc::new(Log::open(dir.path(), config).unwrap());
+        let appended = Arc::new(AppendSignal::new());
+        let mut woken = appended.subscribe_everything();
+        let writer = PartitionWriter::start(Arc::clone(&log), 16, "test-commit".into(), Some((appended, 0))).unwrap();
+        assert!(writer.try_append_now(Record::new(1, "a")).is_err(), "no inline append before a commit");
+        let send = |value: &'static str| {
+            runtime.block_on(async {
+                let (done, rx) = oneshot::channel();
+                writer.send(AppendRequest { record: Record::new(1, value), durable: Some(done) }).await.unwrap();
+                rx.await.unwrap()
+            })
+        };
+        assert_eq!(send("a"), Ok(0));
+        assert_eq!(send("b"), Ok(1));
+        assert!(!woken.has_changed().unwrap(), "appended, not committed: nobody is woken");
+        assert!(log.read(0, 1 << 20).unwrap().next_offset().is_none(), "and nothing is visible");
+        writer.set_committed(1).unwrap();
+        assert!(woken.has_changed().unwrap(), "the commit of the first append wakes readers");
+        woken.borrow_and_update();
+        assert_eq!(log.read(0, 1 << 20).unwrap().records(0).unwrap().len(), 1);
+        writer.set_committed(2).unwrap();
+        assert!(woken.has_changed().unwrap(), "and the second's");
+        assert_eq!(log.read(0, 1 << 20).unwrap().records(0).unwrap().len(), 2);
     }
 }
