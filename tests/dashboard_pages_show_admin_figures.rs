@@ -24,11 +24,14 @@ use browser::{Browser, LAPTOP, PHONE};
 use serde_json::{Value, json};
 use tokio::time::timeout;
 
-/// `orders`: 3 partitions keyed by `order_id`, 1 KiB segments (so it has several);
-/// `telemetry`: compacted and deleted, one partition.
-const CONFIG: &str = "[[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\n\
-compaction_key = \"order_id\"\nsegment_bytes = 1024\nindex_interval_bytes = 256\n\n[[streams]]\nname = \"telemetry\"\n\
-topics = [\"sensors/#\"]\ncleanup_policy = \"compact,delete\"\n";
+/// `orders`: 3 partitions keyed by `order_id`, 1 KiB segments (so it has several), keeping
+/// 10 offsets per partition; `telemetry`: compacted and deleted, one partition. Retention
+/// runs only when asked (`strata stream enforce-retention`), so nothing moves while the pages
+/// are compared with the admin API.
+const CONFIG: &str = "[compaction]\nretention_check_interval_ms = 3600000\n\n\
+[[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\ncompaction_key = \"order_id\"\n\
+segment_bytes = 1024\nindex_interval_bytes = 256\nretention_messages = 10\n\n\
+[[streams]]\nname = \"telemetry\"\ntopics = [\"sensors/#\"]\ncleanup_policy = \"compact,delete\"\n";
 const ORDERS: usize = 60;
 const READINGS: usize = 5;
 
@@ -63,7 +66,11 @@ fn every_page_shows_what_the_admin_api_reports() {
         let props: Vec<[(&str, &str); 1]> = orders.iter().map(|(_, _, k)| [("order_id", k.as_str())]).collect();
         let messages: Vec<streams::Message> =
             orders.iter().zip(&props).map(|((t, p, _), props)| (t.as_str(), p.as_str(), &props[..])).collect();
-        streams::publish_all(port, &messages).await;
+        // In rounds, each acknowledged before the next: every round appends a batch per
+        // partition, so the 1 KiB segments roll and each partition has sealed segments.
+        for round in messages.chunks(10) {
+            streams::publish_all(port, round).await;
+        }
         v4_session::publish_all(port, "dash-pub", "sensors/room-1", 0..READINGS).await;
 
         // What a `$stream` replay of `orders` from the earliest offset delivers.
@@ -118,6 +125,7 @@ fn every_page_shows_what_the_admin_api_reports() {
     browser.screenshot("streams-laptop");
 
     // One partition's segment map: its segments add up to what describe reports.
+    let mut condemned = BTreeMap::new();
     for partition in described["orders"]["partitions"].as_array().unwrap() {
         let number = partition["partition"].as_u64().unwrap();
         browser.goto(&format!("{base}#/streams/orders/{number}"));
@@ -128,6 +136,14 @@ fn every_page_shows_what_the_admin_api_reports() {
         let row = format!("#partitions tr[data-stream=\"orders\"][data-partition=\"{number}\"]");
         assert_eq!(browser.cell(&row, "log_end"), partition["log_end"].as_u64().unwrap());
         assert!(browser.find("#settings [data-setting=\"segment_bytes\"]").is_some(), "the settings are shown");
+        // What the page says retention deletes next, for the check at the end.
+        let doomed = browser.execute(
+            "return [...document.querySelectorAll('#segments tbody tr')]
+               .filter(tr => tr.querySelector('[data-field=\"state\"]').textContent.includes('deleted next'))
+               .map(tr => Number(tr.querySelector('[data-field=\"next_offset\"]').dataset.value))",
+            json!([]),
+        );
+        condemned.insert(number, doomed.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).max());
         if number == 0 {
             browser.screenshot("segment-map-laptop");
         }
@@ -216,6 +232,18 @@ fn every_page_shows_what_the_admin_api_reports() {
     assert!(overflow.as_i64().unwrap() <= 0, "the overview fits a phone's width (wider by {overflow} px)");
     browser.screenshot("overview-phone");
     browser.set_window_size(LAPTOP);
+
+    // What the segment map marked "deleted next" is what retention then deletes: each
+    // partition's log start moves to the end of its last marked segment, or stays.
+    assert!(condemned.values().any(Option::is_some), "orders keeps 10 offsets: some segment is due: {condemned:?}");
+    let enforced = admin_cli::strata(grpc, &["stream", "enforce-retention", "orders"]);
+    assert!(enforced.status.success(), "{}", admin_cli::text(&enforced.stderr));
+    let after = admin_cli::json(grpc, &["stream", "describe", "orders"]);
+    for (partition, before) in described["orders"]["partitions"].as_array().unwrap().iter().enumerate() {
+        let start = after["partitions"][partition]["log_start"].as_u64().unwrap();
+        let expected = condemned[&(partition as u64)].unwrap_or(before["log_start"].as_u64().unwrap());
+        assert_eq!(start, expected, "partition {partition}: the log start after retention");
+    }
 }
 
 /// The rows (base offset, bytes) of the segment table of `orders` partition `partition`, once

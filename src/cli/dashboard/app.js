@@ -595,7 +595,8 @@ function browsePage(params) {
     const limit = Math.max(1, Math.min(1000, Number(limitIn.value) || 100));
     let from = "earliest";
     if (mode.value === "offset") from = offsetIn.value.trim() || "0";
-    if (mode.value === "time") {
+    if (mode.value === "time" && exactTime) from = exactTime;
+    else if (mode.value === "time") {
       const ms = timeIn.value ? new Date(timeIn.value).getTime() : NaN;
       if (Number.isNaN(ms)) { message.textContent = "Choose a time."; return; }
       from = "timestamp:" + ms;
@@ -643,10 +644,15 @@ function browsePage(params) {
     timeIn.hidden = mode.value !== "time";
   };
   mode.addEventListener("change", showInputs);
+  // A `timestamp:<ms>` from the address is kept to the millisecond until the time is edited
+  // (the time field has whole seconds).
+  let exactTime = null;
+  timeIn.addEventListener("input", () => { exactTime = null; });
   const wanted = params.get("from") || "earliest";
   if (["earliest", "tail"].includes(wanted)) mode.value = wanted;
   else if (wanted.startsWith("timestamp:")) {
     mode.value = "time";
+    exactTime = wanted;
     const d = new Date(Number(wanted.slice(10)) - new Date().getTimezoneOffset() * 60000);
     if (!Number.isNaN(d.getTime())) timeIn.value = d.toISOString().slice(0, 19);
   } else { mode.value = "offset"; offsetIn.value = wanted; }
