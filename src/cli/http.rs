@@ -42,6 +42,11 @@ impl HttpState {
         self.token.as_ref().is_none_or(|token| token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())))
     }
 
+    /// Whether `[http] token_file` is set.
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
     /// The admin operations, once the broker serves.
     pub(crate) fn admin(&self) -> Option<Admin> {
         self.admin.get().cloned()

@@ -7,7 +7,8 @@
 //! `[http] token_file`'s token as `Authorization: Bearer`, like `/metrics` (the page asks for
 //! it and keeps it in the tab's `sessionStorage`). Changes are POSTs of
 //! `Content-Type: application/json`, which a page of another origin cannot send without a
-//! CORS preflight this endpoint never grants.
+//! CORS preflight this endpoint never grants. Without a token, `/api/` answers only requests
+//! addressed to an IP address or `localhost` (DNS rebinding, see [`addressed_by_ip`]).
 
 use std::sync::Arc;
 
@@ -101,10 +102,30 @@ fn admin_error(e: AdminError) -> ApiError {
     error(status, e.to_string())
 }
 
+/// Whether the request was addressed to an IP address or `localhost`. Without a token, that
+/// is all `/api/` answers: a page of another site whose host name an attacker re-points at
+/// this address (DNS rebinding) is same-origin for the browser, but its requests carry that
+/// host name.
+fn addressed_by_ip(headers: &HeaderMap) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else { return false };
+    if host.starts_with('[') {
+        return host.split(']').next().is_some_and(|ip| ip[1..].parse::<std::net::Ipv6Addr>().is_ok());
+    }
+    let name = host.rsplit_once(':').map_or(host, |(name, _)| name);
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::Ipv4Addr>().is_ok()
+}
+
 /// The token check and the admin handle, for every `/api/` call.
 fn admin(state: &HttpState, headers: &HeaderMap) -> Result<Admin, ApiError> {
     if !state.admits(headers) {
         return Err(error(StatusCode::UNAUTHORIZED, "missing or wrong token (http.token_file)"));
+    }
+    if !state.has_token() && !addressed_by_ip(headers) {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "without [http] token_file the dashboard answers only at an IP address or localhost; \
+             set a token to reach it by a host name",
+        ));
     }
     state.admin().ok_or_else(|| error(StatusCode::SERVICE_UNAVAILABLE, "the broker is starting"))
 }
@@ -376,4 +397,28 @@ async fn reset_group(State(state): State<Arc<HttpState>>, headers: HeaderMap, bo
     let group = admin.reset_offsets(name, kind, &select, target).await.map_err(admin_error)?;
     tracing::info!(group = name, kind = group.kind.as_str(), "offsets reset from the dashboard");
     ok(group_json(&group))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, value.parse().unwrap());
+        headers
+    }
+
+    #[test]
+    fn only_addresses_and_localhost_count_as_addressed_by_ip() {
+        for ok in ["127.0.0.1:9090", "127.0.0.1", "localhost:9090", "LOCALHOST", "[::1]:9090", "[::1]", "10.1.2.3:80"] {
+            assert!(addressed_by_ip(&host(ok)), "{ok}");
+        }
+        for refused in
+            ["evil.example:9090", "evil.example", "127.0.0.1.evil.example", "[evil]:9090", "", "localhost.evil:1"]
+        {
+            assert!(!addressed_by_ip(&host(refused)), "{refused}");
+        }
+        assert!(!addressed_by_ip(&HeaderMap::new()), "no Host header");
+    }
 }
