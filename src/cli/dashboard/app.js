@@ -146,7 +146,16 @@ function every(ms, update) {
         setStatus("updated " + new Date().toLocaleTimeString());
       }
     } catch (error) {
-      if (mine === generation) showError(error);
+      if (mine !== generation) return;
+      // An unknown stream or a missing token replaces the page; anything else (the broker
+      // restarting, say) is shown in the status line while the page keeps its last figures
+      // and tries again at the next tick.
+      if (error.status === 401 || error.status === 404) {
+        stopTimer();
+        showError(error);
+      } else {
+        setStatus("not updated: " + error.message, true);
+      }
     }
   };
   run();
