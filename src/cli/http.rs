@@ -1,6 +1,7 @@
-//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`; on 127.0.0.1:9090 by default): `/health`, `/ready`,
-//! `/metrics` and the dashboard (`/`, `/api/`: `dashboard/`), served by axum on the broker's runtime. It binds before the logs are opened, so
-//! `/health` answers during recovery and `/ready` says 503 until the broker serves.
+//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`; on 127.0.0.1:9090 by default):
+//! `/health`, `/ready`, `/metrics` and the dashboard (`/` and `/api/`, in `dashboard/`), served
+//! by axum on the broker's runtime. It binds before the logs are opened, so `/health` answers
+//! during recovery and `/ready` says 503 (and `/api/` too) until the broker serves.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
