@@ -604,3 +604,226 @@ impl Admin {
         Ok(())
     }
 }
+// ---------------------------------------------------------------------------------------
+// Reads for the operator's dashboard (`/` on the HTTP endpoint, issue 23): the broker's
+// figures now, a partition's segments as retention and the cleaner see them, and a page of a
+// stream read the way a `$stream` replay reads it. Pure reads; they change nothing.
+
+/// This node's figures now: the dashboard's overview.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overview {
+    /// Connected clients.
+    pub connections: u64,
+    /// PUBLISH messages received since the start.
+    pub messages_received: u64,
+    /// PUBLISH messages sent since the start.
+    pub messages_sent: u64,
+    /// Payload bytes received since the start.
+    pub bytes_received: u64,
+    /// Payload bytes sent since the start.
+    pub bytes_sent: u64,
+    /// Streams (not the internal `$` ones).
+    pub streams: u32,
+    /// Their partitions.
+    pub partitions: u32,
+    /// Bytes of every partition's segment files, the internal streams' included.
+    pub disk_bytes: u64,
+    /// Why publishes are refused now, one line per partition (empty when healthy).
+    pub storage_problems: Vec<String>,
+}
+
+/// One segment of a partition, as the dashboard draws it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Its base offset (its file name).
+    pub base_offset: u64,
+    /// One past the last offset it may hold.
+    pub next_offset: u64,
+    /// Bytes of its `.log` file.
+    pub size_bytes: u64,
+    /// Newest record timestamp (unix ms); `None` when empty.
+    pub max_timestamp: Option<i64>,
+    /// The segment appends go to.
+    pub active: bool,
+    /// The limit for which the next retention pass deletes it, if it does (with the stream's
+    /// settings and the clock now).
+    pub retention: Option<strata_log::RetentionReason>,
+    /// Wholly below the partition's cleaned-up-to point: the cleaner has compacted it.
+    pub cleaned: bool,
+}
+
+/// A partition's segments, oldest first, with its offsets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SegmentMap {
+    /// The stream.
+    pub stream: String,
+    /// The stream's cleanup policy (`delete`, `compact` or `compact,delete`).
+    pub cleanup_policy: &'static str,
+    /// The partition's offsets and size.
+    pub partition: PartitionInfo,
+    /// Its segments, oldest first; the last one is active.
+    pub segments: Vec<SegmentInfo>,
+}
+
+/// One stored message as the dashboard's Browse page shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowsedMessage {
+    /// The partition.
+    pub partition: u32,
+    /// Its offset there.
+    pub offset: u64,
+    /// When it was stored (unix ms).
+    pub timestamp: i64,
+    /// Its MQTT topic.
+    pub topic: String,
+    /// Its key: the stream's `compaction_key` user property, as `$stream` replays give it
+    /// in `stream-key`; else the record's key, if any.
+    pub key: Option<bytes::Bytes>,
+    /// The QoS it was published with (0, 1 or 2).
+    pub qos: u8,
+    /// Whether it was published retained.
+    pub retain: bool,
+    /// Its payload.
+    pub payload: bytes::Bytes,
+}
+
+/// One page of a stream read from a starting point.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrowsePage {
+    /// The messages, oldest first (by time, then partition and offset).
+    pub messages: Vec<BrowsedMessage>,
+    /// Per partition read: the offset to read from next (after the last message here).
+    pub next: Vec<(u32, u64)>,
+}
+
+/// Most records one browse returns.
+pub const MAX_BROWSE_RECORDS: usize = 1000;
+
+impl Admin {
+    /// This node's figures now. Reading sizes lists segment files: call it off the async
+    /// workers.
+    pub fn overview(&self) -> Overview {
+        let totals = self.shared.metrics.sys_totals();
+        let streams = self.shared.streams.all();
+        Overview {
+            connections: totals.connected,
+            messages_received: totals.messages_received,
+            messages_sent: totals.messages_sent,
+            bytes_received: totals.bytes_received,
+            bytes_sent: totals.bytes_sent,
+            streams: streams.len() as u32,
+            partitions: streams.iter().map(|s| s.partitions.len() as u32).sum(),
+            disk_bytes: self.shared.metrics.disk_bytes(),
+            storage_problems: self.shared.metrics.storage_problems(),
+        }
+    }
+
+    /// The segments of `stream`/`partition`, with what the next retention pass would delete
+    /// (planned by the same `plan_retention` the maintenance threads run) and what the
+    /// cleaner has compacted. Lists segment files: call it off the async workers.
+    pub fn segment_map(&self, stream: &str, partition: u32) -> Result<SegmentMap, AdminError> {
+        let found = self.shared.streams.get(stream).ok_or_else(|| AdminError::UnknownStream(stream.to_owned()))?;
+        let info = stream_info(&found);
+        let (Some(open), Some(offsets)) =
+            (found.partitions.get(partition as usize), info.partitions.get(partition as usize).copied())
+        else {
+            return Err(AdminError::Invalid(SettingError {
+                key: "partition".into(),
+                value: Some(partition.to_string()),
+                reason: format!("stream {stream:?} has partitions 0 to {}", found.partitions.len().saturating_sub(1)),
+            }));
+        };
+        let summaries = open.segment_summaries();
+        let condemned = if found.cleanup_policy.deletes() {
+            let high_watermark = open.committed();
+            strata_log::plan_retention(&summaries, &found.config.retention, now_ms(), high_watermark).delete
+        } else {
+            Vec::new()
+        };
+        let compacts = found.cleanup_policy.compacts();
+        let last = summaries.len().saturating_sub(1);
+        let segments = summaries
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                size_bytes: s.size_bytes,
+                max_timestamp: (s.max_timestamp != i64::MIN).then_some(s.max_timestamp),
+                active: i == last,
+                retention: condemned.iter().find(|d| d.base_offset == s.base_offset).map(|d| d.reason),
+                cleaned: compacts && s.next_offset <= offsets.cleaned_up_to && s.next_offset > s.base_offset,
+            })
+            .collect();
+        Ok(SegmentMap { stream: info.name, cleanup_policy: info.cleanup_policy, partition: offsets, segments })
+    }
+
+    /// Reads `stream` (one partition, or all) from `from`, as a `$stream` replay starting
+    /// there would (the same resolution of the start, refused for the same reasons, and the
+    /// same decoding of records into messages), up to `max_records` messages (at most
+    /// [`MAX_BROWSE_RECORDS`]). Reads files: call it off the async workers.
+    pub fn browse(
+        &self,
+        stream: &str,
+        partition: Option<u32>,
+        from: crate::replay::OffsetSpec,
+        max_records: usize,
+    ) -> Result<BrowsePage, AdminError> {
+        let found = self.shared.streams.get(stream).ok_or_else(|| AdminError::UnknownStream(stream.to_owned()))?;
+        let request =
+            crate::replay::ReplayRequest { stream: stream.to_owned(), filter: "#".to_owned(), offset: from, partition };
+        let starts =
+            crate::replay::resolve(&self.shared.streams, &request, &[]).map_err(|(_, why)| AdminError::Refused(why))?;
+        let max_records = max_records.clamp(1, MAX_BROWSE_RECORDS);
+        let mut messages = Vec::new();
+        for (open, start) in &starts {
+            let mut offset = *start;
+            let mut taken = 0;
+            // Each read returns at least one batch while any is visible: bounded by the count.
+            for _ in 0..max_records {
+                if taken >= max_records || offset >= open.committed() {
+                    break;
+                }
+                let fetch = open.read(offset, 256 * 1024).map_err(|e| {
+                    AdminError::Failed(format!("reading {stream:?} partition {} at offset {offset}: {e}", open.number))
+                })?;
+                let records = fetch.records(offset).map_err(|e| {
+                    AdminError::Failed(format!("decoding {stream:?} partition {} at offset {offset}: {e}", open.number))
+                })?;
+                let Some(last) = records.last().map(|r| r.offset) else { break };
+                for record in records {
+                    if taken >= max_records {
+                        break;
+                    }
+                    let (timestamp, record_key) = (record.timestamp, record.key.clone());
+                    // Records that are not MQTT messages are skipped, as a replay skips them.
+                    let Ok(message) = crate::record::from_record(record) else { continue };
+                    let key =
+                        found.key_of(&message.properties.user_properties).map(|k| k.as_bytes().clone()).or(record_key);
+                    messages.push(BrowsedMessage {
+                        partition: open.number,
+                        offset: message.offset,
+                        timestamp,
+                        topic: message.topic.to_string(),
+                        key,
+                        qos: message.qos as u8,
+                        retain: message.retain,
+                        payload: message.payload,
+                    });
+                    taken += 1;
+                }
+                offset = last + 1;
+            }
+        }
+        messages.sort_by_key(|m| (m.timestamp, m.partition, m.offset));
+        messages.truncate(max_records);
+        let next = starts
+            .iter()
+            .map(|(open, start)| {
+                let after = messages.iter().filter(|m| m.partition == open.number).map(|m| m.offset + 1).max();
+                (open.number, after.unwrap_or(*start))
+            })
+            .collect();
+        Ok(BrowsePage { messages, next })
+    }
+}

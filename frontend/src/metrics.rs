@@ -356,6 +356,11 @@ impl Metrics {
         lock(&self.partitions).iter().filter_map(|entry| entry.partition.storage_problem()).collect()
     }
 
+    /// Bytes of every partition's segment files, the internal streams' included.
+    pub(crate) fn disk_bytes(&self) -> u64 {
+        lock(&self.partitions).iter().map(|entry| entry.partition.figures().size_bytes).sum()
+    }
+
     /// Totals for `$SYS`: messages received, messages sent, payload bytes received and sent.
     pub(crate) fn sys_totals(&self) -> SysTotals {
         let sum = |counters: &[IntCounter; 3]| counters.iter().map(IntCounter::get).sum();

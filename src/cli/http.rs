@@ -1,6 +1,7 @@
-//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`; on 127.0.0.1:9090 by default): `/health`, `/ready` and
-//! `/metrics`, served by axum on the broker's runtime. It binds before the logs are opened, so
-//! `/health` answers during recovery and `/ready` says 503 until the broker serves.
+//! The operator HTTP endpoint (`--http ADDR`, `[http] listen`; on 127.0.0.1:9090 by default):
+//! `/health`, `/ready`, `/metrics` and the dashboard (`/` and `/api/`, in `dashboard/`), served
+//! by axum on the broker's runtime. It binds before the logs are opened, so `/health` answers
+//! during recovery and `/ready` says 503 (and `/api/` too) until the broker serves.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +14,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use strata_frontend::BrokerMetrics;
+use strata_frontend::admin::Admin;
 
 use super::token::AdminToken;
 
@@ -21,15 +23,34 @@ use super::token::AdminToken;
 pub struct HttpState {
     ready: AtomicBool,
     metrics: OnceLock<BrokerMetrics>,
-    /// `[http] token_file`: what `/metrics` wants; `/health` and `/ready` stay open.
+    /// What the dashboard's `/api/` reads and changes through; set with `metrics`.
+    admin: OnceLock<Admin>,
+    /// `[http] token_file`: what `/metrics` and the dashboard's `/api/` want; `/health`,
+    /// `/ready` and the dashboard's page and assets stay open.
     token: Option<AdminToken>,
 }
 
 impl HttpState {
     /// Recovery has finished and the listeners are up: `/ready` says 200, `/metrics` serves.
-    pub fn set_ready(&self, metrics: BrokerMetrics) {
+    pub fn set_ready(&self, metrics: BrokerMetrics, admin: Admin) {
         let _ = self.metrics.set(metrics);
+        let _ = self.admin.set(admin);
         self.ready.store(true, Ordering::Release);
+    }
+
+    /// Whether `headers` carry the token, when one is set.
+    pub(crate) fn admits(&self, headers: &HeaderMap) -> bool {
+        self.token.as_ref().is_none_or(|token| token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes())))
+    }
+
+    /// Whether `[http] token_file` is set.
+    pub(crate) fn has_token(&self) -> bool {
+        self.token.is_some()
+    }
+
+    /// The admin operations, once the broker serves.
+    pub(crate) fn admin(&self) -> Option<Admin> {
+        self.admin.get().cloned()
     }
 
     /// Shutdown began: `/ready` says 503 again, so load balancers stop sending clients.
@@ -59,9 +80,7 @@ async fn ready(State(state): State<Arc<HttpState>>) -> impl IntoResponse {
 }
 
 async fn metrics(State(state): State<Arc<HttpState>>, headers: HeaderMap) -> impl IntoResponse {
-    if let Some(token) = &state.token
-        && !token.admits(headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
-    {
+    if !state.admits(&headers) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],
@@ -94,6 +113,7 @@ pub async fn start(addr: SocketAddr, token: Option<AdminToken>) -> anyhow::Resul
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
+        .merge(super::dashboard::routes())
         .with_state(Arc::clone(&state));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {

@@ -4,6 +4,7 @@ mod admin_client;
 mod bench;
 mod compact;
 mod config;
+mod dashboard;
 mod display;
 mod grpc;
 mod http;

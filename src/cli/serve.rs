@@ -93,7 +93,7 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             None => None,
         };
         if let Some((_, state)) = &http {
-            state.set_ready(broker.metrics());
+            state.set_ready(broker.metrics(), broker.admin());
         }
         // Handlers installed before the ready line: a SIGTERM right after it stops cleanly.
         let shutdown = shutdown_signal();

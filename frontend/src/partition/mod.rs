@@ -172,6 +172,12 @@ impl PartitionHandle {
         }
     }
 
+    /// The partition's segments, oldest first, as retention plans over them (the dashboard's
+    /// segment map).
+    pub(crate) fn segment_summaries(&self) -> Vec<strata_log::SegmentSummary> {
+        self.log.segment_summaries()
+    }
+
     /// Why the partition cannot take appends now, if it cannot: an fsync that failed (until
     /// the writer recovers it) or a full disk (until space is freed).
     pub(crate) fn storage_problem(&self) -> Option<String> {
