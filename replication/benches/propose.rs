@@ -46,10 +46,48 @@ fn bench_propose(c: &mut Criterion) {
         });
     }
     group.finish();
+    batches_per_record(&setup);
     measured_run(&setup);
     setup.runtime.block_on(async {
         for mut node in setup.nodes {
             node.kill().await.unwrap();
+        }
+    });
+}
+
+/// How openraft's separate `client_write`s of one proposal land in the log: a proposal of
+/// 100 records is 100 writes; this counts the batches they became on the leader and on a
+/// follower.
+fn batches_per_record(setup: &Setup) {
+    setup.runtime.block_on(async {
+        let leader = common::node(&setup.nodes, setup.leader).partition();
+        let mut proposals = 0;
+        let start = leader.committed();
+        for _ in 0..20 {
+            leader.propose((0..100).map(common::record).collect()).await.unwrap();
+            proposals += 1;
+        }
+        let end = leader.committed();
+        for node in &setup.nodes {
+            node.wait_committed(end).await.unwrap();
+            let log = node.partition().log();
+            let (mut batches, mut records, mut next) = (0, 0, start);
+            while next < end {
+                let fetch = log.read(next, 1 << 20).unwrap();
+                if fetch.batches.is_empty() {
+                    break;
+                }
+                for batch in &fetch.batches {
+                    batches += 1;
+                    records += batch.header().record_count;
+                    next = batch.header().last_offset() + 1;
+                }
+            }
+            println!(
+                "node {}: {proposals} proposals of 100 records became {batches} batches ({:.1} records per batch)",
+                node.id,
+                f64::from(records) / f64::from(batches)
+            );
         }
     });
 }
