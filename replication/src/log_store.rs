@@ -419,15 +419,7 @@ fn io_error(e: &LogStoreError) -> std::io::Error {
 #[derive(Clone)]
 pub(crate) struct LogStore {
     log: Arc<StrataLog>,
-    writer: tokio::sync::mpsc::UnboundedSender<WriterJob>,
-}
-
-/// What the writer task is told, in order.
-enum WriterJob {
-    /// Entries were staged: write them, then report them flushed.
-    Flushed(openraft::storage::LogFlushed<TypeConfig>),
-    /// Answer once every earlier job is done (before a truncation).
-    Barrier(tokio::sync::oneshot::Sender<()>),
+    writer: tokio::sync::mpsc::UnboundedSender<openraft::storage::LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
@@ -436,14 +428,13 @@ impl LogStore {
         tokio::spawn(write_staged(Arc::clone(&log), flushes));
         LogStore { log, writer }
     }
-
-    fn writer_stopped(&self) -> LogStoreError {
-        LogStoreError::Refused { dir: self.log.dir().display().to_string(), what: "the log writer stopped".into() }
-    }
 }
 
 /// The writer task: ends when every `LogStore` clone is gone (openraft stopped).
-async fn write_staged(log: Arc<StrataLog>, mut flushes: tokio::sync::mpsc::UnboundedReceiver<WriterJob>) {
+async fn write_staged(
+    log: Arc<StrataLog>,
+    mut flushes: tokio::sync::mpsc::UnboundedReceiver<openraft::storage::LogFlushed<TypeConfig>>,
+) {
     let mut waiting = Vec::new();
     while flushes.recv_many(&mut waiting, usize::MAX).await > 0 {
         // Every entry whose callback is in `waiting` was staged before its callback was sent.
@@ -459,15 +450,8 @@ async fn write_staged(log: Arc<StrataLog>, mut flushes: tokio::sync::mpsc::Unbou
         if let Err(e) = &result {
             tracing::error!(dir = %log.dir().display(), error = %e, "writing raft entries failed");
         }
-        for job in waiting.drain(..) {
-            match job {
-                WriterJob::Flushed(callback) => {
-                    callback.log_io_completed(result.as_ref().map(|_| ()).map_err(io_error))
-                }
-                WriterJob::Barrier(done) => {
-                    let _ = done.send(());
-                }
-            }
+        for callback in waiting.drain(..) {
+            callback.log_io_completed(result.as_ref().map(|_| ()).map_err(io_error));
         }
     }
 }
@@ -519,23 +503,16 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
                 return Err(openraft::StorageIOError::write_logs(&e).into());
             }
         }
-        if let Err(unsent) = self.writer.send(WriterJob::Flushed(callback)) {
-            let e = self.writer_stopped();
-            if let WriterJob::Flushed(callback) = unsent.0 {
-                callback.log_io_completed(Err(io_error(&e)));
-            }
+        if let Err(unsent) = self.writer.send(callback) {
+            let e =
+                LogStoreError::Refused { dir: self.log.dir().display().to_string(), what: "the writer stopped".into() };
+            unsent.0.log_io_completed(Err(io_error(&e)));
             return Err(openraft::StorageIOError::write_logs(&e).into());
         }
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        // Earlier appends are reported flushed before their entries may be cut, as if each
-        // append had completed before the next call.
-        let (done, finished) = tokio::sync::oneshot::channel();
-        if self.writer.send(WriterJob::Barrier(done)).is_err() || finished.await.is_err() {
-            return Err(openraft::StorageIOError::write_logs(&self.writer_stopped()).into());
-        }
         self.log.truncate_from(log_id.index).map_err(|e| openraft::StorageIOError::write_logs(&e).into())
     }
 
