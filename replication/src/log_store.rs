@@ -38,12 +38,10 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn last_entry(&self) -> Option<(u64, u64)>;
     /// The term and offset of the last entry removed from the start of the log, if any.
     fn last_purged(&self) -> Result<Option<(u64, u64)>, LogStoreError>;
-    /// Takes `write` to be appended at its offset, which must be the end of what is written
-    /// or staged; readable from now on. [`PartitionLog::write_staged`] writes it.
-    fn stage(&self, write: LogWrite) -> Result<(), LogStoreError>;
-    /// Appends everything staged, each run of records of one term as one batch (a follower's
-    /// `append_at`). Returns the last offset written, if any.
-    fn write_staged(&self) -> Result<Option<u64>, LogStoreError>;
+    /// Appends user records at exactly `base`, which must be the log end.
+    fn append_records_at(&self, base: u64, term: u64, records: &[Record]) -> Result<(), LogStoreError>;
+    /// Appends a control batch (one offset, no user record) at exactly `offset`.
+    fn append_control_at(&self, offset: u64, term: u64, payload: &[u8]) -> Result<(), LogStoreError>;
     /// Whatever it takes for everything appended so far to be durable under the flush policy.
     async fn wait_durable(&self, last_offset: u64) -> Result<(), LogStoreError>;
     /// The stored batches holding offsets in `from..to`, committed or not, in order.
@@ -82,22 +80,7 @@ pub(crate) struct StrataLog {
     // its followers. So the batches not yet wholly below the high watermark are kept here,
     // keyed by base offset (loaded from the segment files at open, kept on append, dropped
     // once committed). The lock also orders reads against appends and truncations.
-    uncommitted: Mutex<Tail>,
-}
-
-/// The batches not yet wholly committed, and how far they are written.
-struct Tail {
-    /// By base offset: written ones (below the log end) and staged ones (from it on).
-    batches: BTreeMap<u64, LogWrite>,
-    /// The end of what is written or staged: where the next staged write must start.
-    staged_end: u64,
-}
-
-fn base_of(write: &LogWrite) -> u64 {
-    match write {
-        LogWrite::Records { base, .. } => *base,
-        LogWrite::Control { offset, .. } => *offset,
-    }
+    uncommitted: Mutex<BTreeMap<u64, LogWrite>>,
 }
 
 fn last_offset_of(write: &LogWrite) -> u64 {
@@ -132,8 +115,7 @@ impl StrataLog {
             }
             true
         })?;
-        let staged_end = log.offsets().log_end;
-        Ok(StrataLog { log, uncommitted: Mutex::new(Tail { batches: uncommitted, staged_end }) })
+        Ok(StrataLog { log, uncommitted: Mutex::new(uncommitted) })
     }
 
     /// The log, for readers.
@@ -141,48 +123,8 @@ impl StrataLog {
         &self.log
     }
 
-    fn lock(&self) -> MutexGuard<'_, Tail> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, LogWrite>> {
         self.uncommitted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// Writes the staged batches, merging each run of records of one term into one batch.
-    fn write_staged_locked(&self, tail: &mut Tail) -> Result<Option<u64>, LogStoreError> {
-        let log_end = self.log.offsets().log_end;
-        let staged: Vec<LogWrite> = tail.batches.range(log_end..).map(|(_, w)| w.clone()).collect();
-        let mut merged: Vec<LogWrite> = Vec::new();
-        for write in staged {
-            match (merged.last_mut(), write) {
-                (
-                    Some(LogWrite::Records { base, term, records }),
-                    LogWrite::Records { base: next, term: next_term, records: more },
-                ) if *term == next_term && *base + records.len() as u64 == next => records.extend(more),
-                (_, write) => merged.push(write),
-            }
-        }
-        let mut last = None;
-        for write in merged {
-            let base = base_of(&write);
-            self.check_at_end(base)?;
-            match &write {
-                LogWrite::Records { term, records, .. } => {
-                    self.log.append(records, *term)?;
-                }
-                LogWrite::Control { term, payload, .. } => {
-                    // TEMPORARY until strata-log has control batches (seam-log).
-                    let record = Record::new(0, bytes::Bytes::new()).with_header(CONTROL_HEADER, payload.clone());
-                    self.log.append(&[record], *term)?;
-                }
-            }
-            // The cache holds batches as the log does, so a cut finds their bases.
-            let end = last_offset_of(&write);
-            let covered: Vec<u64> = tail.batches.range(base..=end).map(|(b, _)| *b).collect();
-            for b in covered {
-                tail.batches.remove(&b);
-            }
-            tail.batches.insert(base, write);
-            last = Some(end);
-        }
-        Ok(last)
     }
 
     fn refused(&self, what: String) -> LogStoreError {
@@ -214,20 +156,23 @@ impl PartitionLog for StrataLog {
         Ok(self.term_at(log_start)?.map(|term| (term, log_start - 1)))
     }
 
-    fn stage(&self, write: LogWrite) -> Result<(), LogStoreError> {
-        let mut tail = self.lock();
-        let base = base_of(&write);
-        if base != tail.staged_end {
-            return Err(self.refused(format!("an append at offset {base}, but the log ends at {}", tail.staged_end)));
-        }
-        tail.staged_end = last_offset_of(&write) + 1;
-        tail.batches.insert(base, write);
+    fn append_records_at(&self, base: u64, term: u64, records: &[Record]) -> Result<(), LogStoreError> {
+        let mut uncommitted = self.lock();
+        self.check_at_end(base)?;
+        let appended = self.log.append(records, term)?;
+        debug_assert_eq!(appended.base_offset, base);
+        uncommitted.insert(base, LogWrite::Records { base, term, records: records.to_vec() });
         Ok(())
     }
 
-    fn write_staged(&self) -> Result<Option<u64>, LogStoreError> {
-        let mut tail = self.lock();
-        self.write_staged_locked(&mut tail)
+    fn append_control_at(&self, offset: u64, term: u64, payload: &[u8]) -> Result<(), LogStoreError> {
+        let mut uncommitted = self.lock();
+        self.check_at_end(offset)?;
+        // TEMPORARY until strata-log has control batches (seam-log).
+        let record = Record::new(0, bytes::Bytes::new()).with_header(CONTROL_HEADER, payload.to_vec());
+        self.log.append(&[record], term)?;
+        uncommitted.insert(offset, LogWrite::Control { offset, term, payload: bytes::Bytes::copy_from_slice(payload) });
+        Ok(())
     }
 
     async fn wait_durable(&self, last_offset: u64) -> Result<(), LogStoreError> {
@@ -260,7 +205,7 @@ impl PartitionLog for StrataLog {
         }
         // The rest from the batches not yet wholly committed.
         if next < to {
-            for (_, write) in uncommitted.batches.range(..to) {
+            for (_, write) in uncommitted.range(..to) {
                 if last_offset_of(write) >= next {
                     next = last_offset_of(write) + 1;
                     out.push(write.clone());
@@ -282,15 +227,13 @@ impl PartitionLog for StrataLog {
     }
 
     fn truncate_from(&self, offset: u64) -> Result<(), LogStoreError> {
-        let mut tail = self.lock();
-        // Staged writes came first: write them, then cut.
-        self.write_staged_locked(&mut tail)?;
+        let mut uncommitted = self.lock();
         if offset >= self.log.offsets().log_end {
             return Ok(());
         }
         // Today's log cuts only at batch boundaries; an entry in the middle of a batch is cut
         // by cutting the whole batch and writing its kept prefix again, with its term.
-        let containing = tail.batches.range(..=offset).next_back().map(|(_, w)| w.clone());
+        let containing = uncommitted.range(..=offset).next_back().map(|(_, w)| w.clone());
         let Some(containing) = containing.filter(|w| last_offset_of(w) >= offset) else {
             return Err(self.refused(format!("a truncation at offset {offset}, which is committed")));
         };
@@ -305,12 +248,11 @@ impl PartitionLog for StrataLog {
             return Err(self.refused("a truncation of offset 0, which today's log cannot do".into()));
         }
         self.log.truncate_after(base - 1)?;
-        tail.batches.retain(|&b, _| b < base);
+        uncommitted.retain(|&b, _| b < base);
         if let Some((term, records)) = kept {
             self.log.append(&records, term)?;
-            tail.batches.insert(base, LogWrite::Records { base, term, records });
+            uncommitted.insert(base, LogWrite::Records { base, term, records });
         }
-        tail.staged_end = offset;
         Ok(())
     }
 
@@ -330,12 +272,8 @@ impl PartitionLog for StrataLog {
         if end <= self.log.offsets().high_watermark {
             return Ok(());
         }
-        // A follower may learn that entries are committed before its own writer wrote them.
-        if end > self.log.offsets().log_end {
-            self.write_staged_locked(&mut uncommitted)?;
-        }
         self.log.set_high_watermark(end)?;
-        uncommitted.batches.retain(|_, w| last_offset_of(w) >= end);
+        uncommitted.retain(|_, w| last_offset_of(w) >= end);
         Ok(())
     }
 
@@ -411,48 +349,14 @@ fn io_error(e: &LogStoreError) -> std::io::Error {
 }
 
 /// openraft's log storage over the partition log. Clones share it.
-///
-/// `append` stages the entries (readable at once) and returns; a writer task writes whatever
-/// is staged when it gets to it, as few batches as possible, then reports them flushed. So the
-/// separate `client_write`s of one proposal, which openraft 0.9 hands to storage one entry
-/// per `append`, still become one batch on the leader when they arrive together.
 #[derive(Clone)]
 pub(crate) struct LogStore {
     log: Arc<StrataLog>,
-    writer: tokio::sync::mpsc::UnboundedSender<openraft::storage::LogFlushed<TypeConfig>>,
 }
 
 impl LogStore {
     pub(crate) fn new(log: Arc<StrataLog>) -> LogStore {
-        let (writer, flushes) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(write_staged(Arc::clone(&log), flushes));
-        LogStore { log, writer }
-    }
-}
-
-/// The writer task: ends when every `LogStore` clone is gone (openraft stopped).
-async fn write_staged(
-    log: Arc<StrataLog>,
-    mut flushes: tokio::sync::mpsc::UnboundedReceiver<openraft::storage::LogFlushed<TypeConfig>>,
-) {
-    let mut waiting = Vec::new();
-    while flushes.recv_many(&mut waiting, usize::MAX).await > 0 {
-        // Every entry whose callback is in `waiting` was staged before its callback was sent.
-        let writing = Arc::clone(&log);
-        let written = tokio::task::spawn_blocking(move || writing.write_staged())
-            .await
-            .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
-        let result = match written {
-            Ok(Some(last)) => log.wait_durable(last).await,
-            Ok(None) => Ok(()),
-            Err(e) => Err(e),
-        };
-        if let Err(e) = &result {
-            tracing::error!(dir = %log.dir().display(), error = %e, "writing raft entries failed");
-        }
-        for callback in waiting.drain(..) {
-            callback.log_io_completed(result.as_ref().map(|_| ()).map_err(io_error));
-        }
+        LogStore { log }
     }
 }
 
@@ -497,19 +401,34 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let mut last = None;
+        let mut result = Ok(());
         for write in codec::plan_writes(entries) {
-            if let Err(e) = self.log.stage(write) {
+            let written = match &write {
+                LogWrite::Records { base, term, records } => self.log.append_records_at(*base, *term, records),
+                LogWrite::Control { offset, term, payload } => self.log.append_control_at(*offset, *term, payload),
+            };
+            if let Err(e) = written {
+                result = Err(e);
+                break;
+            }
+            last = Some(last_offset_of(&write));
+        }
+        if result.is_ok()
+            && let Some(last) = last
+        {
+            result = self.log.wait_durable(last).await;
+        }
+        match result {
+            Ok(()) => {
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
                 callback.log_io_completed(Err(io_error(&e)));
-                return Err(openraft::StorageIOError::write_logs(&e).into());
+                Err(openraft::StorageIOError::write_logs(&e).into())
             }
         }
-        if let Err(unsent) = self.writer.send(callback) {
-            let e =
-                LogStoreError::Refused { dir: self.log.dir().display().to_string(), what: "the writer stopped".into() };
-            unsent.0.log_io_completed(Err(io_error(&e)));
-            return Err(openraft::StorageIOError::write_logs(&e).into());
-        }
-        Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -554,49 +473,17 @@ mod tests {
         values.iter().map(|v| Record::new(0, *v)).collect()
     }
 
-    fn append(log: &StrataLog, base: u64, term: u64, records: Vec<Record>) -> Result<(), LogStoreError> {
-        log.stage(LogWrite::Records { base, term, records })?;
-        log.write_staged().map(|_| ())
-    }
-
-    #[test]
-    fn staged_entries_are_readable_at_once_and_written_as_one_batch_per_term_run() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = open(dir.path());
-        log.stage(LogWrite::Control { offset: 0, term: 1, payload: bytes::Bytes::from_static(b"B") }).unwrap();
-        for (i, value) in ["a", "b", "c"].into_iter().enumerate() {
-            log.stage(LogWrite::Records { base: i as u64 + 1, term: 1, records: records(&[value]) }).unwrap();
-        }
-        log.stage(LogWrite::Records { base: 4, term: 2, records: records(&["d"]) }).unwrap();
-        // Not written yet, but readable (a leader sends staged entries to followers).
-        assert_eq!(log.log().offsets().log_end, 0);
-        assert_eq!(values(&log, 1, 4).len(), 3);
-        // A stage that does not continue the staged ones is refused.
-        assert!(log.stage(LogWrite::Records { base: 9, term: 2, records: records(&["z"]) }).is_err());
-
-        assert_eq!(log.write_staged().unwrap(), Some(4));
-        log.commit_to(5).unwrap();
-        let fetch = log.log().read(0, 1 << 20).unwrap();
-        let shape: Vec<(u64, u64, u32)> = fetch
-            .batches
-            .iter()
-            .map(|b| (b.header().base_offset, b.header().leader_term, b.header().record_count))
-            .collect();
-        assert_eq!(shape, vec![(0, 1, 1), (1, 1, 3), (4, 2, 1)]);
-        assert_eq!(log.write_staged().unwrap(), None);
-    }
-
     #[test]
     fn a_conflicting_suffix_is_cut_inside_a_batch_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path());
-        log.stage(LogWrite::Control { offset: 0, term: 0, payload: bytes::Bytes::from_static(b"B") }).unwrap();
-        append(&log, 1, 1, records(&["a", "b", "c", "d", "e"])).unwrap();
+        log.append_control_at(0, 0, b"B").unwrap();
+        log.append_records_at(1, 1, &records(&["a", "b", "c", "d", "e"])).unwrap();
         log.commit_to(1).unwrap();
         // Offsets 3..6 of term 1 conflict with a new leader's term 2 from offset 3 on.
         log.truncate_from(3).unwrap();
         assert_eq!(log.last_entry(), Some((1, 2)));
-        append(&log, 3, 2, records(&["x", "y"])).unwrap();
+        log.append_records_at(3, 2, &records(&["x", "y"])).unwrap();
         assert_eq!(
             values(&log, 0, 5),
             vec![
@@ -615,7 +502,7 @@ mod tests {
         assert!(log.truncate_from(2).is_err());
         assert_eq!(log.last_entry(), Some((2, 4)));
         // An append that is not at the log end is refused.
-        assert!(append(&log, 7, 2, records(&["z"])).is_err());
+        assert!(log.append_records_at(7, 2, &records(&["z"])).is_err());
     }
 
     #[test]
@@ -623,8 +510,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let log = open(dir.path());
-            append(&log, 0, 1, records(&["a", "b", "c"])).unwrap();
-            append(&log, 3, 1, records(&["d"])).unwrap();
+            log.append_records_at(0, 1, &records(&["a", "b", "c"])).unwrap();
+            log.append_records_at(3, 1, &records(&["d"])).unwrap();
             log.commit_to(2).unwrap();
             log.log().close().unwrap();
         }
