@@ -177,6 +177,15 @@ impl ReplicatedPartition {
         Ok(())
     }
 
+    /// Stops this replica as a crash would: the log stops without flushing, writing its
+    /// indexes or its clean-shutdown marker, then Raft stops. For crash tests.
+    #[doc(hidden)]
+    pub async fn crash_for_tests(self) {
+        self.cluster.deregister(&self.group);
+        self.log.log().crash_for_tests();
+        let _ = self.raft.shutdown().await;
+    }
+
     fn write_error(
         &self,
         e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,

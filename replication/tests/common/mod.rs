@@ -69,6 +69,21 @@ impl TestNode {
         Ok(())
     }
 
+    /// Stops the node as `kill -9` would, as far as its files are concerned: no flush, no
+    /// index files, no clean-shutdown marker.
+    pub async fn crash(&mut self) -> anyhow::Result<()> {
+        if let Some(partition) = self.partition.take() {
+            partition.crash_for_tests().await;
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            tokio::time::timeout(WAIT, server).await.context("the gRPC server did not stop")???;
+        }
+        Ok(())
+    }
+
     /// Starts the node again from its files, on its address.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
