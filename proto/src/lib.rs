@@ -3,6 +3,8 @@
 //!
 //! - [`admin::v1`]: the admin API (`strata/admin/v1/admin.proto`), served by
 //!   `strata serve --grpc ADDR` and called by `strata stream ...` and `strata group ...`.
+//! - [`cluster::v1`]: Raft between the nodes of a cluster (`strata/cluster/v1/raft.proto`),
+//!   used by `strata-replication`.
 
 /// The admin API.
 pub mod admin {
@@ -10,5 +12,14 @@ pub mod admin {
     pub mod v1 {
         #![allow(missing_docs, clippy::all, clippy::pedantic)]
         tonic::include_proto!("strata.admin.v1");
+    }
+}
+
+/// The API between the nodes of a cluster.
+pub mod cluster {
+    /// Version 1 (`package strata.cluster.v1`): Raft RPCs, each naming its group.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all, clippy::pedantic)]
+        tonic::include_proto!("strata.cluster.v1");
     }
 }

@@ -1,5 +1,40 @@
-//! `strata-replication` will own replication: one openraft group per partition (replication
-//! factor R) plus one metadata group holding nodes, stream definitions and partition
-//! assignments, with Raft entries stored as record batches in the partition's own log, and the
-//! tonic network between nodes. Nothing is implemented yet; this crate only fixes the
-//! workspace layout, and exports nothing.
+//! `strata-replication`: one openraft group per partition, whose Raft log is the partition's
+//! own [`strata_log::Log`] (Raft log index = record offset), and the tonic gRPC network
+//! between nodes (`proto/strata/cluster/v1/raft.proto`), which multiplexes every group's RPCs
+//! over one connection per peer.
+//!
+//! A [`ReplicatedPartition`] resolves [`ReplicatedPartition::propose`] once a quorum has
+//! committed the records, and raises the partition's high watermark to Raft's committed
+//! index, so readers of the log see only committed records.
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), strata_replication::ReplicationError> {
+//! use std::collections::BTreeMap;
+//! use strata_replication::{Cluster, GroupId, ReplicatedPartition};
+//! use strata_log::{LogConfig, Record};
+//!
+//! let cluster = Cluster::new(1);
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7101").await.unwrap();
+//! tokio::spawn(cluster.clone().serve(listener, std::future::pending()));
+//! let group = GroupId::new("sensors", 0);
+//! let partition = ReplicatedPartition::open(&cluster, "/tmp/data/sensors/0", LogConfig::default(), group).await?;
+//! partition.initialize(BTreeMap::from([(1, "127.0.0.1:7101".to_string())])).await?;
+//! partition.wait_for_leader(std::time::Duration::from_secs(5)).await?;
+//! let offsets = partition.propose(vec![Record::new(0, "hello")]).await?;
+//! assert_eq!(offsets.len(), 1);
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod codec;
+mod error;
+mod log_store;
+mod network;
+mod partition;
+mod state_machine;
+mod types;
+
+pub use error::ReplicationError;
+pub use network::Cluster;
+pub use partition::{ReplicatedPartition, raft_config};
+pub use types::{GroupId, NodeId, TypeConfig};

@@ -1,0 +1,54 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use crate::{GroupId, NodeId};
+
+/// What can go wrong replicating a partition.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The partition log failed (the message names the file or offset).
+    #[error("partition log: {0}")]
+    Log(#[from] strata_log::LogError),
+    /// This replica is not the group's leader; `leader` is the one it knows of, if any.
+    #[error("group {group}: this node is not the leader (leader: {leader:?})")]
+    NotLeader {
+        /// The group.
+        group: GroupId,
+        /// The leader this node knows of, with its address.
+        leader: Option<(NodeId, String)>,
+    },
+    /// Raft refused or failed the request (shut down, membership change in progress, ...).
+    #[error("group {group}: raft: {message}")]
+    Raft {
+        /// The group.
+        group: GroupId,
+        /// openraft's description.
+        message: String,
+    },
+    /// The group is already open on this node.
+    #[error("group {0} is already open on this node")]
+    AlreadyOpen(GroupId),
+    /// No leader was seen in time.
+    #[error("group {group}: no leader within {waited_ms} ms")]
+    NoLeader {
+        /// The group.
+        group: GroupId,
+        /// How long we waited.
+        waited_ms: u64,
+    },
+    /// A Raft membership file beside the segments could not be read or written.
+    #[error("{path}: {reason}")]
+    MembershipFile {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The gRPC server failed.
+    #[error("cluster transport: {0}")]
+    Transport(String),
+    /// A proposal with no records.
+    #[error("nothing to propose")]
+    EmptyProposal,
+}

@@ -1,0 +1,207 @@
+//! A replicated partition: an openraft group whose log is the partition's own log.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use openraft::{BasicNode, Config, SnapshotPolicy, error::ClientWriteError, metrics::RaftMetrics};
+use strata_log::{HighWatermarkMode, Log, LogConfig, Record};
+use tokio::sync::watch;
+
+use crate::{
+    Cluster, GroupId, NodeId, ReplicationError,
+    log_store::{LogStore, PartitionLog, StrataLog},
+    state_machine::StateMachine,
+    types::Raft,
+};
+
+/// The Raft settings of every partition group.
+///
+/// - Heartbeats every 50 ms and elections after 150-300 ms of silence: a dead leader is
+///   replaced well within a second on a LAN, at the price of a heartbeat per group and
+///   follower every 50 ms, and of spurious elections if a node stalls for 150 ms (a long
+///   fsync, a loaded machine).
+/// - No Raft snapshots are built: the partition's state is its log, and a follower catches up
+///   from the log. (Streaming segment files to a follower behind `log_start` comes later.)
+/// - Up to 4096 entries per AppendEntries: a burst of proposals goes out in few RPCs.
+pub fn raft_config() -> Config {
+    Config {
+        cluster_name: "strata".to_string(),
+        heartbeat_interval: 50,
+        election_timeout_min: 150,
+        election_timeout_max: 300,
+        max_payload_entries: 4096,
+        snapshot_policy: SnapshotPolicy::Never,
+        ..Config::default()
+    }
+}
+
+/// One partition replicated by Raft on this node.
+pub struct ReplicatedPartition {
+    group: GroupId,
+    cluster: Cluster,
+    raft: Raft,
+    log: Arc<StrataLog>,
+}
+
+impl ReplicatedPartition {
+    /// Opens (or creates) the partition in `dir` as this node's replica of `group`, and
+    /// registers it with `cluster` so peers reach it. The log's high watermark becomes Raft's
+    /// committed index (`log_config.high_watermark` is overridden).
+    pub async fn open(
+        cluster: &Cluster,
+        dir: impl AsRef<Path>,
+        mut log_config: LogConfig,
+        group: GroupId,
+    ) -> Result<ReplicatedPartition, ReplicationError> {
+        log_config.high_watermark = HighWatermarkMode::SetByCaller;
+        let log = Log::open(dir, log_config)?;
+        let log =
+            Arc::new(StrataLog::new(log).map_err(|e| ReplicationError::Raft {
+                group: group.clone(),
+                message: format!("opening the log: {e}"),
+            })?);
+        let state_machine = StateMachine::open(Arc::clone(&log))?;
+        let config = raft_config().validate().map_err(|e| raft_error(&group, e))?;
+        let raft = Raft::new(
+            cluster.node_id(),
+            Arc::new(config),
+            cluster.network_for(&group),
+            LogStore::new(Arc::clone(&log)),
+            state_machine,
+        )
+        .await
+        .map_err(|e| raft_error(&group, e))?;
+        if let Err(e) = cluster.register(group.clone(), raft.clone()) {
+            let _ = raft.shutdown().await;
+            return Err(e);
+        }
+        Ok(ReplicatedPartition { group, cluster: cluster.clone(), raft, log })
+    }
+
+    /// Makes `members` (node id → gRPC address) the group's first voters. Called once, on
+    /// one node, for a new group; a group that already has a membership refuses it.
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), ReplicationError> {
+        let nodes: BTreeMap<NodeId, BasicNode> =
+            members.into_iter().map(|(id, addr)| (id, BasicNode { addr })).collect();
+        self.raft.initialize(nodes).await.map_err(|e| raft_error(&self.group, e))
+    }
+
+    /// Adds `node` (at `addr`) as a learner and waits until it has caught up.
+    pub async fn add_learner(&self, node: NodeId, addr: String) -> Result<(), ReplicationError> {
+        self.raft.add_learner(node, BasicNode { addr }, true).await.map(|_| ()).map_err(|e| self.write_error(e))
+    }
+
+    /// Makes `voters` the group's voters (a joint change, committed in two steps). Nodes
+    /// that stop being voters stay as learners.
+    pub async fn change_membership(&self, voters: BTreeSet<NodeId>) -> Result<(), ReplicationError> {
+        self.raft.change_membership(voters, true).await.map(|_| ()).map_err(|e| self.write_error(e))
+    }
+
+    /// Proposes `records` and resolves, with their offsets, once a quorum has committed them.
+    /// Only the leader accepts proposals ([`ReplicationError::NotLeader`] names the leader).
+    ///
+    /// openraft 0.9 has no multi-entry write, so each record is its own `client_write`; they
+    /// are issued together, and openraft hands them to storage in one append, which writes a
+    /// run of one term as one batch.
+    pub async fn propose(&self, records: Vec<Record>) -> Result<Vec<u64>, ReplicationError> {
+        if records.is_empty() {
+            return Err(ReplicationError::EmptyProposal);
+        }
+        let writes = records.into_iter().map(|record| self.raft.client_write(record));
+        let results = futures_util::future::join_all(writes).await;
+        results
+            .into_iter()
+            .map(|result| result.map(|response| response.data).map_err(|e| self.write_error(e)))
+            .collect()
+    }
+
+    /// A receiver of the committed offset (the high watermark: everything below it is
+    /// committed and visible to readers).
+    pub fn watch_committed(&self) -> watch::Receiver<u64> {
+        self.log.watch_high_watermark()
+    }
+
+    /// The committed offset (the high watermark).
+    pub fn committed(&self) -> u64 {
+        self.log.high_watermark()
+    }
+
+    /// The partition log, for readers (they see up to the committed offset).
+    pub fn log(&self) -> &Log {
+        self.log.log()
+    }
+
+    /// The group.
+    pub fn group(&self) -> &GroupId {
+        &self.group
+    }
+
+    /// The leader this replica knows of.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Whether this replica is the leader.
+    pub fn is_leader(&self) -> bool {
+        self.leader() == Some(self.cluster.node_id())
+    }
+
+    /// openraft's metrics of the group (term, leader, log and applied indexes, replication).
+    pub fn metrics(&self) -> watch::Receiver<RaftMetrics<NodeId, BasicNode>> {
+        self.raft.metrics()
+    }
+
+    /// Waits until this replica knows a leader, for at most `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicationError> {
+        let mut metrics = self.raft.metrics();
+        let seen = tokio::time::timeout(timeout, metrics.wait_for(|m| m.current_leader.is_some())).await;
+        match seen {
+            Ok(Ok(m)) => Ok(m.current_leader.expect("waited for a leader")),
+            Ok(Err(_)) => Err(ReplicationError::Raft { group: self.group.clone(), message: "raft stopped".into() }),
+            Err(_) => Err(ReplicationError::NoLeader {
+                group: self.group.clone(),
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            }),
+        }
+    }
+
+    /// Stops this replica: peers no longer reach it, Raft stops, the log closes cleanly.
+    pub async fn shutdown(self) -> Result<(), ReplicationError> {
+        self.cluster.deregister(&self.group);
+        self.raft.shutdown().await.map_err(|e| raft_error(&self.group, e))?;
+        self.log.log().close()?;
+        Ok(())
+    }
+
+    /// Stops this replica as a crash would: the log stops without flushing, writing its
+    /// indexes or its clean-shutdown marker, then Raft stops. For crash tests.
+    #[doc(hidden)]
+    pub async fn crash_for_tests(self) {
+        self.cluster.deregister(&self.group);
+        self.log.log().crash_for_tests();
+        let _ = self.raft.shutdown().await;
+    }
+
+    fn write_error(
+        &self,
+        e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
+    ) -> ReplicationError {
+        match e {
+            openraft::error::RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                ReplicationError::NotLeader {
+                    group: self.group.clone(),
+                    leader: forward.leader_id.zip(forward.leader_node.map(|n| n.addr)),
+                }
+            }
+            other => raft_error(&self.group, other),
+        }
+    }
+}
+
+fn raft_error(group: &GroupId, e: impl std::fmt::Display) -> ReplicationError {
+    ReplicationError::Raft { group: group.clone(), message: e.to_string() }
+}
