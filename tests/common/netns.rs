@@ -141,14 +141,9 @@ fn sweep_leftovers() {
 /// Enters network namespace `ns` on the calling thread (only this thread: sockets it opens
 /// afterwards, and threads it starts, are in `ns`).
 pub fn enter(ns: &str) {
-    unsafe extern "C" {
-        // From the C library, which std already links.
-        fn setns(fd: i32, nstype: i32) -> i32;
-    }
-    const CLONE_NEWNET: i32 = 0x4000_0000;
     let file = File::open(format!("/run/netns/{ns}")).unwrap_or_else(|e| panic!("open namespace {ns}: {e}"));
     // SAFETY: a plain system call on a file descriptor that `file` keeps open for its duration.
-    let rc = unsafe { setns(file.as_raw_fd(), CLONE_NEWNET) };
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
     assert_eq!(rc, 0, "setns into {ns}: {}", std::io::Error::last_os_error());
 }
 
