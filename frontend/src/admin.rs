@@ -568,7 +568,7 @@ impl Admin {
                 "session {client_id:?} has a connected client; offsets can only be reset while it is disconnected"
             ))
         };
-        if self.shared.is_connected(client_id) {
+        if self.shared.clients.is_connected(client_id) {
             return Err(in_use());
         }
         // Not parked while connected: a connection takes its session out while it runs.

@@ -313,7 +313,7 @@ pub(crate) async fn run_transport(
         plan.end(Ending::NotConnected)
     };
     Box::pin(finish_session(&shared, &client_id, connect.will, end, final_state, persisted)).await;
-    shared.unregister(&client_id, registration.connection_id);
+    shared.clients.unregister(&client_id, registration.connection_id);
     if let Some((reader, writer)) = closing {
         // A new connection with this client id, or one waiting for a free slot, need not
         // wait for the client to close.
