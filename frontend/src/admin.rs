@@ -597,10 +597,11 @@ impl Admin {
                     }
                 }
             }
-            state.clone()
+            Some(Some(state.clone()))
         };
-        let state = self.shared.sessions.update_parked(client_id, reset).ok_or_else(in_use)?;
-        self.shared.save_session(client_id, Some(&state), true).await;
+        if !self.shared.sessions.update_parked(client_id, reset).await {
+            return Err(in_use());
+        }
         Ok(())
     }
 }

@@ -188,16 +188,16 @@ impl Shared {
         Ok(partition.propose(record).await?)
     }
 
-    /// Takes the disconnected session of `client_id` out of the store, unless it expired.
-    pub(crate) fn take_session(&self, client_id: &str) -> Option<SessionState> {
-        self.sessions.take(client_id)
+    /// Checks the session of `client_id` out for `connection_id`, unless it expired
+    /// ([`crate::session_store::SessionStore::take`]).
+    pub(crate) async fn take_session(&self, client_id: &str, connection_id: u64) -> Option<SessionState> {
+        self.sessions.take(client_id, connection_id).await
     }
 
     /// Writes `state` (or a tombstone for `None`) to `$sessions` as the latest record of
-    /// `client_id`; with `durable`, waits until it is durable. A disconnected session is also
-    /// put back in the store.
-    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
-        self.sessions.save(client_id, state, durable).await
+    /// `client_id`; returns once it is committed and applied, so the store shows it.
+    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>) {
+        self.sessions.save(client_id, state).await
     }
 
     /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
@@ -215,13 +215,10 @@ impl Shared {
                 tracing::warn!(client_id, %error, "will not published");
             }
             // Sent: a restart must not send it again.
-            let without_will = shared
+            shared
                 .sessions
-                .update_parked(&client_id, |session| session.will.take().map(|_| session.clone()))
-                .flatten();
-            if let Some(session) = without_will {
-                shared.save_session(&client_id, Some(&session), false).await;
-            }
+                .update_parked(&client_id, |session| session.will.take().map(|_| Some(session.clone())))
+                .await;
         });
     }
 
@@ -235,12 +232,14 @@ impl Shared {
     /// Returns when the earliest of the sessions left expires (unix ms), if any can.
     async fn expire_sessions(self: &Arc<Self>) -> Option<i64> {
         let now = now_ms();
-        let (expired, next_expiry) = self.sessions.take_expired(now);
+        let (expired, next_expiry) = self.sessions.expired(now);
         for client_id in expired {
+            // Its tombstone, unless a client reconnecting meanwhile checked it out first (it
+            // found no session, as it expired, and cancelled the delayed will).
+            if !self.sessions.expire(&client_id, now).await {
+                continue;
+            }
             tracing::debug!(client_id, "session expired");
-            // A client reconnecting meanwhile finds no session and starts a new one; its own
-            // records are written after it has connected, so after this tombstone.
-            self.save_session(&client_id, None, false).await;
             if let Some(will) = self.take_delayed_will(&client_id)
                 && let Err(error) = self.publish(&will, &client_id).await
             {
