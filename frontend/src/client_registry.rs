@@ -41,12 +41,6 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Whether `client_id` may have a persistent session under `max` sessions (issue 22): it has
-/// one already (`known`: indexed, parked or connected), or fewer than `max` are `stored`.
-pub(crate) fn may_store_session(max: Option<usize>, known: bool, stored: usize) -> bool {
-    max.is_none_or(|max| known || stored < max)
-}
-
 impl ClientRegistry {
     /// Registers `client_id` for connection `connection_id` of `user` (`None`: anonymous);
     /// an older connection with the same id is told to go, and the registration carries
@@ -140,13 +134,5 @@ mod tests {
         assert!(registry.register("d", Some("bob"), 4, || user("alice")).is_none(), "alice's stored session");
         assert!(!registry.is_connected("d"), "a refused registration changes nothing");
         assert!(registry.register("d", Some("alice"), 5, || user("alice")).is_some());
-    }
-
-    #[test]
-    fn max_sessions_counts_new_sessions_only() {
-        assert!(may_store_session(None, false, 1_000));
-        assert!(may_store_session(Some(2), false, 1));
-        assert!(!may_store_session(Some(2), false, 2));
-        assert!(may_store_session(Some(2), true, 2), "a session it has already");
     }
 }

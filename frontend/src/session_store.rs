@@ -71,6 +71,27 @@ struct Overlay {
     checked_out: HashMap<String, u64>,
     /// Client id → its records written and not yet applied.
     in_flight: HashMap<String, usize>,
+    /// Room held for new persistent sessions under `max_sessions`, by reservation token:
+    /// the client id each is for.
+    reserved: HashMap<u64, String>,
+    next_token: u64,
+}
+
+/// Room for a persistent session under `max_sessions`, held while its connection runs
+/// ([`SessionStore::reserve`]); dropping it gives the room back (by then a kept session is
+/// applied, and counts by itself).
+pub(crate) struct Reservation<'a> {
+    store: &'a SessionStore,
+    /// 0: nothing held (no limit).
+    token: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if self.token != 0 {
+            lock(&self.store.overlay).reserved.remove(&self.token);
+        }
+    }
 }
 
 /// The persistent sessions: applied from `$sessions`, with the connections' check-outs.
@@ -87,6 +108,12 @@ pub(crate) struct SessionStore {
     /// When the expiry task will next look (unix ms): `i64::MAX` when no session can
     /// expire, `i64::MIN` while it scans (then every parked session wakes it).
     next_expiry_ms: AtomicI64,
+}
+
+/// Whether `client_id` may have a persistent session under `max` sessions (issue 22): it has
+/// one already (`known`: indexed, parked or connected), or fewer than `max` are `stored`.
+pub(crate) fn may_store_session(max: Option<usize>, known: bool, stored: usize) -> bool {
+    max.is_none_or(|max| known || stored < max)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -148,6 +175,32 @@ impl SessionStore {
             }
             let _ = tokio::time::timeout_at(deadline, settled).await;
         }
+    }
+
+    /// Holds room for a persistent session of `client_id` under `max` sessions (issue 22),
+    /// or `None` when there is none: it has a session already (applied, reserved, or
+    /// `connected` under that id), or fewer than `max` are applied or reserved. Checked and
+    /// held under the store's lock, so CONNECTs arriving together cannot pass `max`.
+    pub(crate) fn reserve(&self, client_id: &str, max: Option<usize>, connected: bool) -> Option<Reservation<'_>> {
+        if max.is_none() {
+            return Some(Reservation { store: self, token: 0 });
+        }
+        let mut overlay = lock(&self.overlay);
+        let (known, stored) = self.applied.read(|s| {
+            let mut pending: Vec<&String> =
+                overlay.reserved.values().filter(|id| !s.sessions.contains_key(id.as_str())).collect();
+            pending.sort_unstable();
+            pending.dedup();
+            let known = connected || s.sessions.contains_key(client_id) || pending.iter().any(|id| *id == client_id);
+            (known, s.sessions.len() + pending.len())
+        });
+        if !may_store_session(max, known, stored) {
+            return None;
+        }
+        overlay.next_token += 1;
+        let token = overlay.next_token;
+        overlay.reserved.insert(token, client_id.to_owned());
+        Some(Reservation { store: self, token })
     }
 
     /// Gives the session of `client_id` back, if `connection_id` holds it: whatever its
@@ -258,11 +311,13 @@ impl SessionStore {
 
     /// Whether `client_id` has a session, and how many sessions there are (connected or
     /// not, as last written).
+    #[cfg(test)]
     pub(crate) fn indexed(&self, client_id: &str) -> (bool, usize) {
         self.applied.read(|s| (s.sessions.contains_key(client_id), s.sessions.len()))
     }
 
     /// Whether a session of `client_id` is parked.
+    #[cfg(test)]
     pub(crate) fn is_parked(&self, client_id: &str) -> bool {
         self.parked(client_id).is_some()
     }
@@ -469,5 +524,36 @@ mod tests {
             assert!(store.expire("gone", 5_000).await);
             assert_eq!(store.indexed("gone"), (false, 2), "its tombstone is applied");
         });
+    }
+
+    #[test]
+    fn max_sessions_counts_new_sessions_only() {
+        assert!(may_store_session(None, false, 1_000));
+        assert!(may_store_session(Some(2), false, 1));
+        assert!(!may_store_session(Some(2), false, 2));
+        assert!(may_store_session(Some(2), true, 2), "a session it has already");
+    }
+
+    #[test]
+    fn room_for_new_sessions_is_held_until_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+        let (store, _partition) = store(dir.path());
+        runtime.block_on(store.save("stored", Some(&disconnected(60, now_ms()))));
+        let max = Some(3);
+        let first = store.reserve("a", max, false).expect("1 stored + a");
+        let second = store.reserve("b", max, false).expect("1 stored + a + b");
+        assert!(store.reserve("c", max, false).is_none(), "a and b hold the room left");
+        assert!(store.reserve("a", max, false).is_some(), "a second CONNECT of a needs no more room");
+        assert!(store.reserve("stored", max, false).is_some(), "nor a stored session");
+        assert!(store.reserve("live", max, true).is_some(), "nor a connected client id");
+        drop(second);
+        let third = store.reserve("c", max, false).expect("b gave its room back");
+        runtime.block_on(store.save("c", Some(&disconnected(60, now_ms()))));
+        drop(third);
+        assert!(store.reserve("d", max, false).is_none(), "c's session, now stored, counts by itself");
+        drop(first);
+        assert!(store.reserve("d", max, false).is_some());
+        assert!(store.reserve("e", None, false).is_some(), "no limit");
     }
 }

@@ -126,19 +126,14 @@ impl Shared {
         self.clients.register(client_id, user, connection_id, || self.sessions.parked_owner(client_id))
     }
 
-    /// Whether `client_id` may have a persistent session under `max_sessions` (issue 22): it
-    /// has one already (stored, or connected), or fewer than `max_sessions` are stored. A new
-    /// session is stored at its first subscription or at its disconnect, so sessions
-    /// connecting at the same moment may together pass the limit by as many.
-    pub(crate) fn may_store_session(&self, client_id: &str) -> bool {
+    /// Room for a persistent session of `client_id` under `max_sessions` (issue 22), held
+    /// until the reservation is dropped; `None` when there is none
+    /// ([`crate::session_store::SessionStore::reserve`]).
+    pub(crate) fn reserve_session(&self, client_id: &str) -> Option<crate::session_store::Reservation<'_>> {
         let max = self.config.limits.max_sessions;
-        if max.is_none() {
-            return true;
-        }
-        // One lock at a time: no order to keep with the other users of these maps.
-        let (indexed, stored) = self.sessions.indexed(client_id);
-        let known = indexed || self.sessions.is_parked(client_id) || self.clients.is_connected(client_id);
-        crate::client_registry::may_store_session(max, known, stored)
+        // Looked at first, under its own lock: no order to keep with the store's.
+        let connected = max.is_some() && self.clients.is_connected(client_id);
+        self.sessions.reserve(client_id, max, connected)
     }
 
     /// Stores a retained message (or deletes the topic's, for an empty payload) in

@@ -128,7 +128,9 @@ pub(crate) async fn run_transport(
     };
     // Issue 22: a new persistent session beyond `max_sessions` is refused; resuming one, or
     // a session that ends with its connection, always gets in.
-    if plan.persistent && !shared.may_store_session(&client_id) {
+    // Held until the connection ends: by then its session is stored, and counts by itself.
+    let reservation = if plan.persistent { shared.reserve_session(&client_id) } else { None };
+    if plan.persistent && reservation.is_none() {
         tracing::warn!(%peer, client_id, "refused: max_sessions reached");
         shared.metrics.connection_refused("max_sessions");
         // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
@@ -315,6 +317,7 @@ pub(crate) async fn run_transport(
     Box::pin(finish_session(&shared, &client_id, connect.will, end, final_state, persisted)).await;
     // The session first: one of the two shows its owner to a CONNECT with its client id.
     shared.sessions.release(&client_id, registration.connection_id);
+    drop(reservation);
     shared.clients.unregister(&client_id, registration.connection_id);
     if let Some((reader, writer)) = closing {
         // A new connection with this client id, or one waiting for a free slot, need not
