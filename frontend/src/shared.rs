@@ -142,11 +142,15 @@ impl Shared {
         self.retained.store(record).await
     }
 
-    /// Whether a retained publish of `payload_len` bytes to `topic` fits in
-    /// `max_retained_messages` and `max_retained_bytes` (issue 22). Checked as the publish
-    /// arrives: retained publishes stored at the same instant may each pass it.
-    pub(crate) fn retained_fits(&self, topic: &str, payload_len: usize) -> bool {
-        self.retained.fits(topic, payload_len, &self.config.limits)
+    /// Room for a retained publish of `payload_len` bytes to `topic` in
+    /// `max_retained_messages` and `max_retained_bytes` (issue 22), held until the
+    /// reservation is dropped; `None` when it does not fit.
+    pub(crate) fn reserve_retained(
+        &self,
+        topic: &str,
+        payload_len: usize,
+    ) -> Option<crate::retained::RetainedReservation<'_>> {
+        self.retained.reserve(topic, payload_len, &self.config.limits)
     }
 
     /// The retained messages whose topic matches `filter`, each with its offset in
