@@ -74,3 +74,40 @@ async fn limits_retained_messages_and_bytes() {
     assert_eq!(retain(&mut old, 1, "r/d", 1).await, ReasonCode::Success);
     assert_eq!(retained(broker.addr, "r/d", "r/d").await, []);
 }
+
+/// Issue 22: many retained publishes arriving together, each from its own connection and
+/// thread, do not pass `max_retained_messages`: the check and the room it holds are one step
+/// in the retained store. Exactly that many are stored; the others get PUBACK 0x97.
+#[test]
+fn limits_retained_hold_under_simultaneous_publishes() {
+    const MAX: usize = 4;
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, format!("[mqtt]\nmax_retained_messages = {MAX}\n")).unwrap();
+    let broker = ServeProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let addr = broker.addr;
+    // Every client is connected before any publishes.
+    let connected = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let connected = std::sync::Arc::clone(&connected);
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let (mut client, _) = RawClient::connect(addr, ProtocolVersion::V5, &format!("burst-{n}")).await;
+                    // Its own thread and runtime: nothing else waits on this one.
+                    connected.wait();
+                    retain(&mut client, 1, &format!("burst/{n}"), 10).await
+                })
+            })
+        })
+        .collect();
+    let codes: Vec<ReasonCode> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
+    let stored = codes.iter().filter(|c| **c == ReasonCode::Success).count();
+    let refused = codes.iter().filter(|c| **c == ReasonCode::QuotaExceeded).count();
+    assert_eq!((stored, refused), (MAX, CLIENTS - MAX), "{codes:?}");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let messages = runtime.block_on(retained(addr, "burst/#", "burst/end"));
+    assert_eq!(messages.len(), MAX, "{messages:?}");
+}

@@ -4,6 +4,8 @@
 
 #[path = "common/broker.rs"]
 mod broker;
+#[path = "common/metrics.rs"]
+mod metrics;
 #[path = "common/raw.rs"]
 mod raw;
 
@@ -63,4 +65,67 @@ async fn limits_max_sessions() {
     assert!(store_session(broker.addr, ProtocolVersion::V3_1_1, "sess-2").await, "sess-2 resumed");
     let (_clean, connack) = RawClient::connect(broker.addr, ProtocolVersion::V5, "sess-clean").await;
     assert_eq!(connack.reason_code, ReasonCode::Success);
+}
+
+/// Issue 22: many persistent CONNECTs arriving together, each from its own thread, do not
+/// pass `max_sessions`: the check and the room it holds are one step in the session store.
+/// Exactly `max_sessions` get in; the others are refused, as `/metrics` counts.
+#[test]
+fn limits_max_sessions_holds_under_simultaneous_connects() {
+    const MAX: usize = 3;
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(&config, format!("[mqtt]\nmax_sessions = {MAX}\n")).unwrap();
+    let broker = ServeProcess::start_with(&dir.path().join("data"), &["--config", config.to_str().unwrap()]);
+    let addr = broker.addr;
+    // Every thread holds its connection open until all have their CONNACK, so that no
+    // session is stored (at a disconnect) before the last CONNECT was decided.
+    let connacked = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|n| {
+            let connacked = std::sync::Arc::clone(&connacked);
+            std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                runtime.block_on(async {
+                    let mut properties = Properties::default();
+                    properties.session_expiry_interval = Some(3600);
+                    let connect = Connect {
+                        protocol: ProtocolVersion::V5,
+                        client_id: format!("burst-{n}").into(),
+                        clean_start: false,
+                        keep_alive: 60,
+                        will: None,
+                        username: None,
+                        password: None,
+                        properties,
+                    };
+                    let mut client = RawClient::connect_raw(addr, connect).await;
+                    let code = match client.recv().await {
+                        Some(Packet::ConnAck(connack)) => connack.reason_code,
+                        other => panic!("burst-{n}: expected CONNACK, got {other:?}"),
+                    };
+                    // Its own thread and runtime: nothing else waits on this one.
+                    connacked.wait();
+                    if code == ReasonCode::Success {
+                        let disconnect =
+                            Disconnect { reason_code: ReasonCode::Success, properties: Properties::default() };
+                        client.send(&Packet::Disconnect(disconnect)).await;
+                        assert!(client.recv().await.is_none(), "closed after DISCONNECT");
+                    }
+                    code
+                })
+            })
+        })
+        .collect();
+    let codes: Vec<ReasonCode> = threads.into_iter().map(|t| t.join().expect("client thread")).collect();
+    let accepted = codes.iter().filter(|c| **c == ReasonCode::Success).count();
+    let refused = codes.iter().filter(|c| **c == ReasonCode::QuotaExceeded).count();
+    assert_eq!((accepted, refused), (MAX, CLIENTS - MAX), "{codes:?}");
+    let refused_total = "strata_connections_refused_total{limit=\"max_sessions\"}";
+    assert_eq!(metrics::counter(broker.http_addr(), refused_total), (CLIENTS - MAX) as u64);
+    // The sessions let in are stored, and still fill the room.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let late = runtime.block_on(persistent_connack(addr, ProtocolVersion::V5, "burst-late"));
+    assert_eq!(late, ReasonCode::QuotaExceeded);
 }

@@ -568,7 +568,7 @@ impl Admin {
                 "session {client_id:?} has a connected client; offsets can only be reset while it is disconnected"
             ))
         };
-        if self.shared.is_connected(client_id) {
+        if self.shared.clients.is_connected(client_id) {
             return Err(in_use());
         }
         // Not parked while connected: a connection takes its session out while it runs.
@@ -597,10 +597,11 @@ impl Admin {
                     }
                 }
             }
-            state.clone()
+            Some(Some(state.clone()))
         };
-        let state = self.shared.sessions.update_parked(client_id, reset).ok_or_else(in_use)?;
-        self.shared.save_session(client_id, Some(&state), true).await;
+        if !self.shared.sessions.update_parked(client_id, reset).await {
+            return Err(in_use());
+        }
         Ok(())
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
-use strata_log::{LogConfig, StoredRecord};
+use strata_log::LogConfig;
 use tokio::net::TcpListener;
 
 use crate::config::BrokerConfig;
@@ -25,7 +25,7 @@ use crate::group_registry::GroupRegistry;
 use crate::listen::mqtt_listener;
 use crate::partition::PartitionHandle;
 use crate::retained::RetainedStore;
-use crate::session_state::SessionState;
+use crate::session_store::SessionStore;
 use crate::shared::{AuthFiles, AuthReloader, Shared, lock, now_ms};
 use crate::stream_definitions::DefinitionStore;
 use crate::streams::{OFFSETS_STREAM, RETAINED_STREAM, SESSIONS_STREAM, STREAMS_STREAM, Streams};
@@ -59,26 +59,6 @@ fn stop_maintenance(mut maintenance: Arc<Maintenance>) {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     tracing::warn!("an admin compaction is still running at shutdown");
-}
-
-/// Applies one `$sessions` record: the latest per client id wins, a tombstone ends it.
-/// A session written while its client was connected (a crash came before the disconnect)
-/// counts as disconnected at `started_at_ms`.
-fn apply_session(map: &mut HashMap<String, SessionState>, stored: StoredRecord, started_at_ms: i64) {
-    let Some(client_id) = stored.key.as_ref().and_then(|k| std::str::from_utf8(k).ok()) else { return };
-    if stored.value.is_empty() {
-        map.remove(client_id);
-        return;
-    }
-    match SessionState::decode(&stored.value) {
-        Ok(mut state) => {
-            if state.disconnected_at_ms == 0 {
-                state.disconnected_at_ms = started_at_ms;
-            }
-            map.insert(client_id.to_owned(), state);
-        }
-        Err(error) => tracing::warn!(client_id, %error, offset = stored.offset, "skipping a session record"),
-    }
 }
 
 /// Removes what a crash left of streams deleted at runtime: a deleted stream's tombstone is
@@ -174,9 +154,7 @@ impl Broker {
             tokio::task::spawn_blocking(move || {
                 let retained = RetainedStore::rebuild(Arc::clone(&retained_log))
                     .map_err(|source| BrokerError::Rebuild { dir: retained_log.dir().to_path_buf(), source })?;
-                let mut sessions = HashMap::new();
-                sessions_log
-                    .replay(|r| apply_session(&mut sessions, r, started_at))
+                let sessions = SessionStore::rebuild(Arc::clone(&sessions_log), started_at)
                     .map_err(|source| BrokerError::Rebuild { dir: sessions_log.dir().to_path_buf(), source })?;
                 let groups = GroupRegistry::rebuild(Arc::clone(&offsets_log))
                     .map_err(|source| BrokerError::Rebuild { dir: offsets_log.dir().to_path_buf(), source })?;
@@ -230,12 +208,12 @@ impl Broker {
             config,
             streams,
             retained,
-            sessions: crate::session_store::SessionStore::new(sessions_log, sessions),
-            delayed_wills: Mutex::new(HashMap::new()),
+            sessions,
+            wills: crate::wills::WillScheduler::default(),
             definitions,
             admin_lock: tokio::sync::Mutex::new(()),
             groups,
-            connected: Mutex::new(HashMap::new()),
+            clients: crate::client_registry::ClientRegistry::default(),
             next_connection_id: AtomicU64::new(1),
             started_at_ms,
             connections: crate::limits::ConnectionCount::default(),
@@ -374,6 +352,7 @@ impl Broker {
         });
         let expiry_task = tokio::spawn(Arc::clone(&shared).expire_sessions_when_due());
         let retained_task = tokio::spawn(shared.retained.follow());
+        let sessions_task = tokio::spawn(shared.sessions.follow());
         let offsets_task = tokio::spawn(shared.groups.follow());
         let definitions_task = tokio::spawn(shared.definitions.follow());
         let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
@@ -405,6 +384,7 @@ impl Broker {
         }
         expiry_task.abort();
         retained_task.abort();
+        sessions_task.abort();
         offsets_task.abort();
         definitions_task.abort();
         group_expiry_task.abort();

@@ -21,6 +21,7 @@ pub mod admin;
 mod applied;
 pub mod auth;
 mod broker;
+mod client_registry;
 pub mod codec;
 mod config;
 mod connection;
@@ -54,6 +55,7 @@ mod topic_alias;
 pub mod units;
 mod watched;
 mod websocket;
+mod wills;
 
 pub use broker::{Broker, BrokerMetrics};
 pub use config::BrokerConfig;

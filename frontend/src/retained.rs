@@ -4,7 +4,7 @@
 //! is written to `$retained` and reaches the map by being applied from there.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use strata_log::{Record, StoredRecord};
 
@@ -15,12 +15,44 @@ use crate::record::{self, StoredMessage};
 /// The retained messages, applied from `$retained`.
 pub(crate) struct RetainedStore {
     applied: Arc<Applied<Retained>>,
+    /// Retained publishes let in under the limits and not yet applied, by token: their
+    /// topic and payload length. Locked briefly, before the applied state.
+    reserved: Mutex<Reserved>,
+}
+
+#[derive(Default)]
+struct Reserved {
+    by_token: HashMap<u64, (String, u64)>,
+    next_token: u64,
+}
+
+/// Room for one retained publish under the limits ([`RetainedStore::reserve`]); dropping it
+/// (once the message is applied, or was not stored) gives the room back.
+pub(crate) struct RetainedReservation<'a> {
+    store: &'a RetainedStore,
+    /// 0: nothing held (a clear, or no limit).
+    token: u64,
+}
+
+impl Drop for RetainedReservation<'_> {
+    fn drop(&mut self) {
+        if self.token != 0 {
+            lock(&self.store.reserved).by_token.remove(&self.token);
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl RetainedStore {
     /// Rebuilds the retained messages from `partition` (`$retained`). Blocking.
     pub(crate) fn rebuild(partition: Arc<PartitionHandle>) -> Result<RetainedStore, LogError> {
-        Ok(RetainedStore { applied: Arc::new(Applied::rebuild(partition, Retained::default())?) })
+        Ok(RetainedStore {
+            applied: Arc::new(Applied::rebuild(partition, Retained::default())?),
+            reserved: Mutex::new(Reserved::default()),
+        })
     }
 
     /// Stores a retained message (or deletes the topic's, for an empty payload) in
@@ -29,9 +61,32 @@ impl RetainedStore {
         self.applied.propose(record).await.map(|_| ())
     }
 
-    /// Whether retaining `payload_len` bytes on `topic` stays within the limits.
-    pub(crate) fn fits(&self, topic: &str, payload_len: usize, limits: &crate::limits::Limits) -> bool {
-        self.applied.read(|retained| retained.fits(topic, payload_len, limits))
+    /// Holds room for retaining `payload_len` bytes on `topic` within the limits (issue 22),
+    /// counting the retained publishes let in before and not yet applied as if each were
+    /// stored; `None` when it does not fit. Checked and held under one lock, so publishes
+    /// arriving together cannot pass the limits.
+    pub(crate) fn reserve(
+        &self,
+        topic: &str,
+        payload_len: usize,
+        limits: &crate::limits::Limits,
+    ) -> Option<RetainedReservation<'_>> {
+        let unlimited = limits.max_retained_messages.is_none() && limits.max_retained_bytes.is_none();
+        if payload_len == 0 || unlimited {
+            return Some(RetainedReservation { store: self, token: 0 });
+        }
+        let mut reserved = lock(&self.reserved);
+        let fits = self.applied.read(|retained| {
+            let pending = reserved.by_token.values().map(|(topic, len)| (topic.as_str(), *len));
+            retained.fits(pending.chain([(topic, payload_len as u64)]), limits)
+        });
+        if !fits {
+            return None;
+        }
+        reserved.next_token += 1;
+        let token = reserved.next_token;
+        reserved.by_token.insert(token, (topic.to_owned(), payload_len as u64));
+        Some(RetainedReservation { store: self, token })
     }
 
     /// The retained messages whose topic matches `filter`, by offset in `$retained`.
@@ -86,15 +141,26 @@ impl Retained {
         }
     }
 
-    /// Whether retaining `payload_len` bytes on `topic` stays within the limits (issue 22):
-    /// replacing a topic's message frees the old one's room; clearing one always fits.
-    fn fits(&self, topic: &str, payload_len: usize, limits: &crate::limits::Limits) -> bool {
-        if payload_len == 0 {
-            return true;
+    /// Whether the retained messages stay within the limits once every write of `writes`
+    /// (topic, payload length; none empty) is applied, in whatever order: a topic written
+    /// more than once counts its largest payload.
+    fn fits<'a>(&self, writes: impl Iterator<Item = (&'a str, u64)>, limits: &crate::limits::Limits) -> bool {
+        let mut largest: HashMap<&str, u64> = HashMap::new();
+        for (topic, len) in writes {
+            let entry = largest.entry(topic).or_default();
+            *entry = (*entry).max(len);
         }
-        let old = self.messages.get(topic);
-        let count = self.messages.len() + usize::from(old.is_none());
-        let bytes = self.payload_bytes - old.map_or(0, |m| m.payload.len() as u64) + payload_len as u64;
+        let mut count = self.messages.len();
+        let mut bytes = self.payload_bytes;
+        for (topic, len) in largest {
+            match self.messages.get(topic) {
+                Some(old) => bytes = bytes - old.payload.len() as u64 + len,
+                None => {
+                    count += 1;
+                    bytes += len;
+                }
+            }
+        }
         limits.max_retained_messages.is_none_or(|max| count <= max)
             && limits.max_retained_bytes.is_none_or(|max| bytes <= max)
     }
@@ -155,10 +221,39 @@ mod tests {
         state.apply(retained(0, "t", "12345"));
         let limits =
             crate::limits::Limits { max_retained_messages: Some(1), max_retained_bytes: Some(6), ..Default::default() };
-        assert!(state.fits("t", 6, &limits), "replaces the 5 bytes");
-        assert!(!state.fits("t", 7, &limits));
-        assert!(!state.fits("u", 1, &limits), "a second topic");
-        assert!(state.fits("u", 0, &limits), "deleting always fits");
+        let fits = |writes: &[(&'static str, u64)]| state.fits(writes.iter().copied(), &limits);
+        assert!(fits(&[("t", 6)]), "replaces the 5 bytes");
+        assert!(!fits(&[("t", 7)]));
+        assert!(!fits(&[("u", 1)]), "a second topic");
+        assert!(fits(&[("t", 2), ("t", 6)]), "writes to one topic count their largest");
+        assert!(!fits(&[("t", 6), ("t", 7)]), "whichever is applied last");
+    }
+
+    #[test]
+    fn room_is_held_for_publishes_let_in_until_given_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let partition = PartitionHandle::open_for_tests(dir.path(), strata_log::LogConfig::default(), 0);
+        let store = RetainedStore::rebuild(partition).unwrap();
+        let limits = crate::limits::Limits {
+            max_retained_messages: Some(2),
+            max_retained_bytes: Some(10),
+            ..Default::default()
+        };
+        let a = store.reserve("a", 4, &limits).expect("room for a");
+        let b = store.reserve("b", 4, &limits).expect("room for b");
+        assert!(store.reserve("c", 1, &limits).is_none(), "a and b hold both messages");
+        assert!(store.reserve("a", 6, &limits).is_some(), "a again: 6 + 4 bytes");
+        assert!(store.reserve("a", 7, &limits).is_none(), "7 + 4 bytes");
+        assert!(store.reserve("c", 0, &limits).is_some(), "clearing always fits");
+        drop(b);
+        let record = retained(0, "a", "1234");
+        let record =
+            Record { timestamp: record.timestamp, key: record.key, value: record.value, headers: record.headers };
+        runtime.block_on(store.store(record)).unwrap();
+        drop(a);
+        assert!(store.reserve("c", 6, &limits).is_some(), "a is stored and counts once");
+        assert!(store.reserve("c", 7, &limits).is_none());
     }
 
     #[test]

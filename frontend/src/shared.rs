@@ -1,7 +1,7 @@
-//! State shared by every connection, and the operations on it: which client ids are
-//! connected (and taking a session over), the retained messages and the stored sessions
-//! (each written to its internal stream), delayed wills and session expiry, consumer groups
-//! and their expiry, and the auth files in force. The broker (`broker.rs`) builds it at start;
+//! State shared by every connection: the owners (the client-id registry, the retained
+//! messages, the stored sessions, delayed wills, consumer groups, stream definitions, the
+//! streams), the auth files in force, config and counters, and the few operations that
+//! span owners (publishing a will, session expiry, idle groups, the consumers' positions). The broker (`broker.rs`) builds it at start;
 //! connections, the listeners and the admin API hold it.
 
 use std::collections::HashMap;
@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 
 use strata_compaction::Maintenance;
 use strata_log::Record;
-use tokio::sync::oneshot;
 
+use crate::client_registry::Registration;
 use crate::codec::Publish;
 use crate::partition::AppendError;
 use crate::record::{self, StoredMessage};
@@ -74,32 +74,6 @@ impl AuthReloader {
     }
 }
 
-/// A connected client's handle, kept so a newer connection can take its session over.
-pub(crate) struct Connected {
-    connection_id: u64,
-    /// Its verified user (`None`: anonymous): only the same user may take it over (issue 22).
-    user: Option<String>,
-    take_over: oneshot::Sender<()>,
-    /// Completes (its sender is dropped) once that connection has saved its session and
-    /// scheduled its will, so the newer one reads the session after it.
-    finished: oneshot::Receiver<()>,
-}
-
-/// What a new connection holds while it runs; dropping it tells a newer connection with the
-/// same client id that this one has finished.
-pub(crate) struct Registration {
-    pub(crate) connection_id: u64,
-    pub(crate) taken_over: oneshot::Receiver<()>,
-    pub(crate) previous_finished: Option<oneshot::Receiver<()>>,
-    pub(crate) _finished: oneshot::Sender<()>,
-}
-
-/// A will waiting for its Will Delay Interval.
-pub(crate) struct DelayedWill {
-    token: u64,
-    publish: Publish,
-}
-
 /// State shared by all connections.
 pub(crate) struct Shared {
     pub(crate) config: crate::config::BrokerConfig,
@@ -109,7 +83,8 @@ pub(crate) struct Shared {
     pub(crate) retained: RetainedStore,
     /// The persistent sessions: parked while disconnected, written to `$sessions`.
     pub(crate) sessions: crate::session_store::SessionStore,
-    pub(crate) delayed_wills: Mutex<HashMap<String, DelayedWill>>,
+    /// Wills waiting out their Will Delay Interval.
+    pub(crate) wills: crate::wills::WillScheduler,
     /// The stream definitions created or altered at runtime, applied from `$streams`.
     pub(crate) definitions: crate::stream_definitions::DefinitionStore,
     /// Serialises the admin API's stream changes and offset resets.
@@ -118,7 +93,9 @@ pub(crate) struct Shared {
     /// `share_group_idle_expiry` ([`Shared::expire_idle_groups`]), and their committed
     /// offsets applied from `$offsets`.
     pub(crate) groups: crate::group_registry::GroupRegistry,
-    pub(crate) connected: Mutex<HashMap<String, Connected>>,
+    /// The connected client ids, and takeover.
+    pub(crate) clients: crate::client_registry::ClientRegistry,
+    /// Connection ids, group member ids and assigned client ids come from it.
     pub(crate) next_connection_id: AtomicU64,
     pub(crate) started_at_ms: u64,
     /// Open connections, for `limits.max_connections`.
@@ -141,56 +118,22 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Registers `client_id` for a new connection of `user` (`None`: anonymous); an older
-    /// connection with the same id is told to go, and the registration carries that
-    /// connection's `finished` signal. `None`, with nothing changed, when the id belongs to
-    /// another user: its connection or its stored session is theirs (issue 22). Both are
-    /// looked at under the `connected` lock: a connection saves its session before it
-    /// unregisters, so one of the two always shows the owner.
+    /// Registers `client_id` for a new connection of `user` (`None`: anonymous)
+    /// ([`crate::client_registry::ClientRegistry::register`]), with the owner of its stored
+    /// session looked at under the registry's lock.
     pub(crate) fn register(&self, client_id: &str, user: Option<&str>) -> Option<Registration> {
-        let mut connected = lock(&self.connected);
-        let live = connected.get(client_id).map(|c| crate::session_state::Owner::User(c.user.clone()));
-        let stored = self.sessions.parked_owner(client_id);
-        if !crate::session_state::may_claim(user, live.as_ref(), stored.as_ref()) {
-            return None;
-        }
         let connection_id = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        let (take_over, taken_over) = oneshot::channel();
-        let (finished_tx, finished) = oneshot::channel();
-        let previous = connected.insert(
-            client_id.to_owned(),
-            Connected { connection_id, user: user.map(str::to_owned), take_over, finished },
-        );
-        drop(connected);
-        let previous_finished = previous.map(|previous| {
-            let _ = previous.take_over.send(());
-            previous.finished
-        });
-        Some(Registration { connection_id, taken_over, previous_finished, _finished: finished_tx })
+        self.clients.register(client_id, user, connection_id, || self.sessions.parked_owner(client_id))
     }
 
-    /// Whether `client_id` may have a persistent session under `max_sessions` (issue 22): it
-    /// has one already (stored, or connected), or fewer than `max_sessions` are stored. A new
-    /// session is stored at its first subscription or at its disconnect, so sessions
-    /// connecting at the same moment may together pass the limit by as many.
-    pub(crate) fn may_store_session(&self, client_id: &str) -> bool {
-        let Some(max) = self.config.limits.max_sessions else { return true };
-        // One lock at a time: no order to keep with the other users of these maps.
-        let (known, stored) = self.sessions.indexed(client_id);
-        known || stored < max || self.sessions.is_parked(client_id) || self.is_connected(client_id)
-    }
-
-    /// Whether a connection holds `client_id` now.
-    pub(crate) fn is_connected(&self, client_id: &str) -> bool {
-        lock(&self.connected).contains_key(client_id)
-    }
-
-    /// Forgets `client_id` if `connection_id` still holds it.
-    pub(crate) fn unregister(&self, client_id: &str, connection_id: u64) {
-        let mut connected = lock(&self.connected);
-        if connected.get(client_id).is_some_and(|c| c.connection_id == connection_id) {
-            connected.remove(client_id);
-        }
+    /// Room for a persistent session of `client_id` under `max_sessions` (issue 22), held
+    /// until the reservation is dropped; `None` when there is none
+    /// ([`crate::session_store::SessionStore::reserve`]).
+    pub(crate) fn reserve_session(&self, client_id: &str) -> Option<crate::session_store::Reservation<'_>> {
+        let max = self.config.limits.max_sessions;
+        // Looked at first, under its own lock: no order to keep with the store's.
+        let connected = max.is_some() && self.clients.is_connected(client_id);
+        self.sessions.reserve(client_id, max, connected)
     }
 
     /// Stores a retained message (or deletes the topic's, for an empty payload) in
@@ -199,11 +142,15 @@ impl Shared {
         self.retained.store(record).await
     }
 
-    /// Whether a retained publish of `payload_len` bytes to `topic` fits in
-    /// `max_retained_messages` and `max_retained_bytes` (issue 22). Checked as the publish
-    /// arrives: retained publishes stored at the same instant may each pass it.
-    pub(crate) fn retained_fits(&self, topic: &str, payload_len: usize) -> bool {
-        self.retained.fits(topic, payload_len, &self.config.limits)
+    /// Room for a retained publish of `payload_len` bytes to `topic` in
+    /// `max_retained_messages` and `max_retained_bytes` (issue 22), held until the
+    /// reservation is dropped; `None` when it does not fit.
+    pub(crate) fn reserve_retained(
+        &self,
+        topic: &str,
+        payload_len: usize,
+    ) -> Option<crate::retained::RetainedReservation<'_>> {
+        self.retained.reserve(topic, payload_len, &self.config.limits)
     }
 
     /// The retained messages whose topic matches `filter`, each with its offset in
@@ -240,53 +187,43 @@ impl Shared {
         Ok(partition.propose(record).await?)
     }
 
-    /// Takes the disconnected session of `client_id` out of the store, unless it expired.
-    pub(crate) fn take_session(&self, client_id: &str) -> Option<SessionState> {
-        self.sessions.take(client_id)
+    /// Checks the session of `client_id` out for `connection_id`, unless it expired
+    /// ([`crate::session_store::SessionStore::take`]).
+    pub(crate) async fn take_session(&self, client_id: &str, connection_id: u64) -> Option<SessionState> {
+        self.sessions.take(client_id, connection_id).await
     }
 
     /// Writes `state` (or a tombstone for `None`) to `$sessions` as the latest record of
-    /// `client_id`; with `durable`, waits until it is durable. A disconnected session is also
-    /// put back in the store.
-    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>, durable: bool) {
-        self.sessions.save(client_id, state, durable).await
+    /// `client_id`; returns once it is committed and applied, so the store shows it.
+    pub(crate) async fn save_session(&self, client_id: &str, state: Option<&SessionState>) {
+        self.sessions.save(client_id, state).await
     }
 
     /// Holds `will` of `client_id` until `due_at_ms` (unix ms), then publishes it unless
-    /// [`Shared::take_delayed_will`] took it first, and drops it from the session record.
+    /// something took it first ([`crate::wills::WillScheduler`]), and drops it from the
+    /// session record.
     pub(crate) fn delay_will(self: &Arc<Self>, client_id: &str, will: Publish, due_at_ms: i64) {
-        let token = self.next_connection_id.fetch_add(1, Ordering::Relaxed);
-        lock(&self.delayed_wills).insert(client_id.to_owned(), DelayedWill { token, publish: will });
+        let token = self.wills.hold(client_id, will);
         let shared = Arc::clone(self);
         let client_id = client_id.to_owned();
-        let delay = std::time::Duration::from_millis(u64::try_from(due_at_ms - now_ms()).unwrap_or(0));
+        let delay = crate::wills::delay_until(due_at_ms, now_ms());
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let due = {
-                let mut wills = lock(&shared.delayed_wills);
-                match wills.get(&client_id) {
-                    Some(will) if will.token == token => wills.remove(&client_id),
-                    _ => None,
-                }
-            };
-            let Some(will) = due else { return };
-            if let Err(error) = shared.publish(&will.publish, &client_id).await {
+            let Some(will) = shared.wills.take_due(&client_id, token) else { return };
+            if let Err(error) = shared.publish(&will, &client_id).await {
                 tracing::warn!(client_id, %error, "will not published");
             }
             // Sent: a restart must not send it again.
-            let without_will = shared
+            shared
                 .sessions
-                .update_parked(&client_id, |session| session.will.take().map(|_| session.clone()))
-                .flatten();
-            if let Some(session) = without_will {
-                shared.save_session(&client_id, Some(&session), false).await;
-            }
+                .update_parked(&client_id, |session| session.will.take().map(|_| Some(session.clone())))
+                .await;
         });
     }
 
     /// Takes the will still waiting for `client_id`'s Will Delay Interval, if any.
     pub(crate) fn take_delayed_will(&self, client_id: &str) -> Option<Publish> {
-        lock(&self.delayed_wills).remove(client_id).map(|will| will.publish)
+        self.wills.take(client_id)
     }
 
     /// Ends disconnected sessions whose expiry has passed: tombstones in `$sessions`, and
@@ -294,12 +231,14 @@ impl Shared {
     /// Returns when the earliest of the sessions left expires (unix ms), if any can.
     async fn expire_sessions(self: &Arc<Self>) -> Option<i64> {
         let now = now_ms();
-        let (expired, next_expiry) = self.sessions.take_expired(now);
+        let (expired, next_expiry) = self.sessions.expired(now);
         for client_id in expired {
+            // Its tombstone, unless a client reconnecting meanwhile checked it out first (it
+            // found no session, as it expired, and cancelled the delayed will).
+            if !self.sessions.expire(&client_id, now).await {
+                continue;
+            }
             tracing::debug!(client_id, "session expired");
-            // A client reconnecting meanwhile finds no session and starts a new one; its own
-            // records are written after it has connected, so after this tombstone.
-            self.save_session(&client_id, None, false).await;
             if let Some(will) = self.take_delayed_will(&client_id)
                 && let Err(error) = self.publish(&will, &client_id).await
             {
@@ -411,8 +350,7 @@ impl Shared {
         let live = self.groups.all_live();
         let restored = self.groups.committed_offsets();
         let sessions = self.sessions.views();
-        let connected = lock(&self.connected);
-        crate::consumers::consumers(&registry, &live, &restored, sessions, &|id| connected.contains_key(id))
+        self.clients.read(|connected| crate::consumers::consumers(&registry, &live, &restored, sessions, connected))
     }
 }
 

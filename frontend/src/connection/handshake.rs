@@ -128,7 +128,9 @@ pub(crate) async fn run_transport(
     };
     // Issue 22: a new persistent session beyond `max_sessions` is refused; resuming one, or
     // a session that ends with its connection, always gets in.
-    if plan.persistent && !shared.may_store_session(&client_id) {
+    // Held until the connection ends: by then its session is stored, and counts by itself.
+    let reservation = if plan.persistent { shared.reserve_session(&client_id) } else { None };
+    if plan.persistent && reservation.is_none() {
         tracing::warn!(%peer, client_id, "refused: max_sessions reached");
         shared.metrics.connection_refused("max_sessions");
         // MQTT 3.1.1 has no 0x97: it goes out as return code 0x03 Server Unavailable.
@@ -175,13 +177,13 @@ pub(crate) async fn run_transport(
         }
     }
     // Boxed, like the final state below: they would otherwise size the connection's task.
-    let stored = shared.take_session(&client_id).map(Box::new);
+    let stored = shared.take_session(&client_id, registration.connection_id).await.map(Box::new);
     let stored_session = plan.stored_session(stored.is_some());
     let resumed = match stored_session {
         StoredSession::Resume => stored,
         StoredSession::Discard => {
             drop(stored);
-            Box::pin(shared.save_session(&client_id, None, false)).await;
+            Box::pin(shared.save_session(&client_id, None)).await;
             None
         }
         StoredSession::None => None,
@@ -313,7 +315,10 @@ pub(crate) async fn run_transport(
         plan.end(Ending::NotConnected)
     };
     Box::pin(finish_session(&shared, &client_id, connect.will, end, final_state, persisted)).await;
-    shared.unregister(&client_id, registration.connection_id);
+    // The session first: one of the two shows its owner to a CONNECT with its client id.
+    shared.sessions.release(&client_id, registration.connection_id);
+    drop(reservation);
+    shared.clients.unregister(&client_id, registration.connection_id);
     if let Some((reader, writer)) = closing {
         // A new connection with this client id, or one waiting for a free slot, need not
         // wait for the client to close.
@@ -387,8 +392,8 @@ async fn finish_session(
         }
     }
     match (end.record(persisted), &final_state) {
-        (RecordAction::Save, Some(state)) => Box::pin(shared.save_session(client_id, Some(state), true)).await,
-        (RecordAction::Delete, _) => Box::pin(shared.save_session(client_id, None, false)).await,
+        (RecordAction::Save, Some(state)) => Box::pin(shared.save_session(client_id, Some(state))).await,
+        (RecordAction::Delete, _) => Box::pin(shared.save_session(client_id, None)).await,
         // `Save` comes only with a kept session, whose state is taken.
         (RecordAction::Save, None) | (RecordAction::Nothing, _) => {}
     }

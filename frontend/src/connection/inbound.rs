@@ -227,9 +227,15 @@ impl Inbound {
         }
         self.shared.metrics.received(publish.qos, publish.payload.len());
         let record = record::to_record(&publish, &self.client_id, now_ms());
-        if publish.retain && !self.shared.retained_fits(&publish.topic, publish.payload.len()) {
-            return self.over_retained_quota(packet, packet_id, &publish.topic).await;
-        }
+        // Room under the retained limits, held until the message is applied (or not stored).
+        let shared = publish.retain.then(|| Arc::clone(&self.shared));
+        let reservation = match &shared {
+            Some(shared) => match shared.reserve_retained(&publish.topic, publish.payload.len()) {
+                Some(reservation) => Some(reservation),
+                None => return self.over_retained_quota(packet, packet_id, &publish.topic).await,
+            },
+            None => None,
+        };
         if publish.retain {
             // Into `$retained` durably before the stream append, so that its acknowledgement
             // also covers the retained copy. Retained publishes are rare; waiting here only
@@ -239,6 +245,7 @@ impl Inbound {
                 return self.refuse(packet, packet_id, &error).await;
             }
         }
+        drop(reservation);
         let crate::streams::Routed::Local(partition) =
             self.shared.streams.route(&publish.topic, &publish.properties.user_properties);
         // A lone publish (nothing more read behind it) is appended at once when nothing is

@@ -94,7 +94,7 @@ impl Outbound {
         }
         let state = self.state(self.expiry_interval, 0);
         // Boxed, as the other rare awaits here: inline, they would grow every connection's task.
-        Box::pin(self.shared.save_session(&self.client_id, Some(&state), false)).await;
+        Box::pin(self.shared.save_session(&self.client_id, Some(&state))).await;
         self.last_commit = Some(committed);
         self.subscriptions_changed = false;
     }
