@@ -1,18 +1,17 @@
 //! The Raft log of a partition is the partition's own [`strata_log::Log`]: entry index =
-//! record offset. Every call into the log goes through [`PartitionLog`], so adopting the log
-//! API that replication needs (follower appends at an offset, control batches, reads past the
-//! high watermark, reset to a snapshot) is a change to this file only. [`LogStore`] is
-//! openraft's `RaftLogStorage` over it.
+//! record offset. Every call into the log goes through [`PartitionLog`], which keeps what
+//! replication asks of the log (follower appends at an offset, control batches, reads past
+//! the high watermark, reset to a snapshot) in this file. [`LogStore`] is openraft's
+//! `RaftLogStorage` over it.
 
 use std::{
-    collections::BTreeMap,
     fmt::Debug,
     ops::{Bound, RangeBounds},
     path::Path,
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use strata_log::{FlushPolicy, Log, LogError, Record, StoredRecord};
+use strata_log::{Batch, FlushPolicy, Log, LogError, Record, StoredRecord};
 use tokio::sync::watch;
 
 use crate::{
@@ -66,21 +65,14 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn dir(&self) -> &Path;
 }
 
-// TEMPORARY until strata-log has control batches (seam-log): a control entry is stored as a
-// one-record batch whose record carries this header, with the payload as its value. Readers
-// of the log do not skip it yet.
-const CONTROL_HEADER: &[u8] = b"$strata.raft.control";
-
-/// [`PartitionLog`] over today's `strata_log::Log`, opened with
-/// [`strata_log::HighWatermarkMode::SetByCaller`].
+/// [`PartitionLog`] over `strata_log::Log`, opened with
+/// [`strata_log::HighWatermarkMode::SetByCaller`]. Blank and membership entries are the log's
+/// control batches, so record readers (MQTT subscribers) never see them.
 pub(crate) struct StrataLog {
     log: Log,
-    // TEMPORARY until strata-log reads past the high watermark (seam-log): today's
-    // `Log::read` stops at the high watermark, and a leader must send uncommitted entries to
-    // its followers. So the batches not yet wholly below the high watermark are kept here,
-    // keyed by base offset (loaded from the segment files at open, kept on append, dropped
-    // once committed). The lock also orders reads against appends and truncations.
-    uncommitted: Mutex<BTreeMap<u64, LogWrite>>,
+    // Orders reads against a truncation, which may cut a batch and write its kept prefix
+    // again: a read between the two would see the log shorter than it is.
+    order: Mutex<()>,
 }
 
 fn last_offset_of(write: &LogWrite) -> u64 {
@@ -95,27 +87,18 @@ fn record_of(stored: StoredRecord) -> Record {
 }
 
 /// A stored batch as Raft sees it.
-fn write_of(base: u64, term: u64, records: Vec<StoredRecord>) -> LogWrite {
-    if let [only] = records.as_slice()
-        && let Some(header) = only.headers.iter().find(|h| &h.name[..] == CONTROL_HEADER)
-    {
-        return LogWrite::Control { offset: base, term, payload: header.value.clone() };
+fn write_of(batch: &Batch) -> Result<LogWrite, LogError> {
+    let header = batch.header();
+    if let Some(payload) = batch.control_payload()? {
+        return Ok(LogWrite::Control { offset: header.base_offset, term: header.leader_term, payload });
     }
-    LogWrite::Records { base, term, records: records.into_iter().map(record_of).collect() }
+    let records = batch.records()?.map(|r| r.map(record_of)).collect::<Result<Vec<_>, _>>()?;
+    Ok(LogWrite::Records { base: header.base_offset, term: header.leader_term, records })
 }
 
 impl StrataLog {
-    pub(crate) fn new(log: Log) -> Result<StrataLog, LogStoreError> {
-        let high_watermark = log.offsets().high_watermark;
-        let mut uncommitted = BTreeMap::new();
-        strata_log::dump_partition(log.dir(), high_watermark, &mut |batch| {
-            let header = batch.header;
-            if header.last_offset() >= high_watermark {
-                uncommitted.insert(header.base_offset, write_of(header.base_offset, header.leader_term, batch.records));
-            }
-            true
-        })?;
-        Ok(StrataLog { log, uncommitted: Mutex::new(uncommitted) })
+    pub(crate) fn new(log: Log) -> StrataLog {
+        StrataLog { log, order: Mutex::new(()) }
     }
 
     /// The log, for readers.
@@ -123,20 +106,25 @@ impl StrataLog {
         &self.log
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u64, LogWrite>> {
-        self.uncommitted.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, ()> {
+        self.order.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn refused(&self, what: String) -> LogStoreError {
         LogStoreError::Refused { dir: self.log.dir().display().to_string(), what }
     }
 
-    fn check_at_end(&self, base: u64) -> Result<(), LogStoreError> {
-        let log_end = self.log.offsets().log_end;
-        if base != log_end {
-            return Err(self.refused(format!("an append at offset {base}, but the log ends at {log_end}")));
+    /// Removes everything from `base` on, `base` being a batch boundary.
+    fn cut_at(&self, base: u64) -> Result<(), LogError> {
+        let log_start = self.log.offsets().log_start;
+        if base > log_start {
+            return self.log.truncate_after(base - 1);
         }
-        Ok(())
+        // `truncate_after` cannot empty the log; cutting from its start is a reset to the
+        // same start, which keeps the last purged entry (none at offset 0). The caller has
+        // checked that nothing at or after `base` is committed.
+        let purged_term = self.log.last_purged().map_or(0, |(term, _)| term);
+        self.log.reset_to(base, purged_term)
     }
 }
 
@@ -146,32 +134,18 @@ impl PartitionLog for StrataLog {
     }
 
     fn last_purged(&self) -> Result<Option<(u64, u64)>, LogStoreError> {
-        // TEMPORARY until strata-log keeps the last purged entry in partition.meta (seam-log):
-        // replication never purges yet, so a log that starts past 0 was cut by retention, and
-        // the term of its first batch stands in for the term of the entry before it.
-        let log_start = self.log.offsets().log_start;
-        if log_start == 0 {
-            return Ok(None);
-        }
-        Ok(self.term_at(log_start)?.map(|term| (term, log_start - 1)))
+        Ok(self.log.last_purged())
     }
 
     fn append_records_at(&self, base: u64, term: u64, records: &[Record]) -> Result<(), LogStoreError> {
-        let mut uncommitted = self.lock();
-        self.check_at_end(base)?;
-        let appended = self.log.append(records, term)?;
-        debug_assert_eq!(appended.base_offset, base);
-        uncommitted.insert(base, LogWrite::Records { base, term, records: records.to_vec() });
+        let _order = self.lock();
+        self.log.append_at(base, term, records)?;
         Ok(())
     }
 
     fn append_control_at(&self, offset: u64, term: u64, payload: &[u8]) -> Result<(), LogStoreError> {
-        let mut uncommitted = self.lock();
-        self.check_at_end(offset)?;
-        // TEMPORARY until strata-log has control batches (seam-log).
-        let record = Record::new(0, bytes::Bytes::new()).with_header(CONTROL_HEADER, payload.to_vec());
-        self.log.append(&[record], term)?;
-        uncommitted.insert(offset, LogWrite::Control { offset, term, payload: bytes::Bytes::copy_from_slice(payload) });
+        let _order = self.lock();
+        self.log.append_control_at(offset, term, bytes::Bytes::copy_from_slice(payload))?;
         Ok(())
     }
 
@@ -183,97 +157,74 @@ impl PartitionLog for StrataLog {
     }
 
     fn read_batches(&self, from: u64, to: u64) -> Result<Vec<LogWrite>, LogStoreError> {
-        let uncommitted = self.lock();
+        let _order = self.lock();
         let mut out = Vec::new();
         let mut next = from;
-        // Committed batches from the log, as far as it shows them.
-        while next < to && next < self.log.offsets().high_watermark {
-            let fetch = self.log.read(next, 1 << 20)?;
+        while next < to {
+            let fetch = self.log.read_uncommitted(next, 1 << 20)?;
             if fetch.batches.is_empty() {
                 break;
             }
             for batch in &fetch.batches {
-                let header = batch.header();
-                if header.base_offset >= to {
-                    next = to;
-                    break;
+                if batch.header().base_offset >= to {
+                    return Ok(out);
                 }
-                let records = batch.records()?.collect::<Result<Vec<_>, _>>()?;
-                out.push(write_of(header.base_offset, header.leader_term, records));
-                next = header.last_offset() + 1;
-            }
-        }
-        // The rest from the batches not yet wholly committed.
-        if next < to {
-            for (_, write) in uncommitted.range(..to) {
-                if last_offset_of(write) >= next {
-                    next = last_offset_of(write) + 1;
-                    out.push(write.clone());
-                }
+                let write = write_of(batch)?;
+                next = last_offset_of(&write) + 1;
+                out.push(write);
             }
         }
         Ok(out)
     }
 
     fn term_at(&self, offset: u64) -> Result<Option<u64>, LogStoreError> {
-        let offsets = self.log.offsets();
-        if offset < offsets.log_start || offset >= offsets.log_end {
-            return Ok(None);
-        }
-        let batches = self.read_batches(offset, offset + 1)?;
-        Ok(batches.first().map(|w| match w {
-            LogWrite::Records { term, .. } | LogWrite::Control { term, .. } => *term,
-        }))
+        Ok(self.log.term_at(offset)?)
     }
 
     fn truncate_from(&self, offset: u64) -> Result<(), LogStoreError> {
-        let mut uncommitted = self.lock();
-        if offset >= self.log.offsets().log_end {
+        let _order = self.lock();
+        let offsets = self.log.offsets();
+        if offset >= offsets.log_end {
             return Ok(());
         }
-        // Today's log cuts only at batch boundaries; an entry in the middle of a batch is cut
-        // by cutting the whole batch and writing its kept prefix again, with its term.
-        let containing = uncommitted.range(..=offset).next_back().map(|(_, w)| w.clone());
-        let Some(containing) = containing.filter(|w| last_offset_of(w) >= offset) else {
+        if offset < offsets.high_watermark {
             return Err(self.refused(format!("a truncation at offset {offset}, which is committed")));
-        };
-        let (base, kept) = match containing {
-            LogWrite::Records { base, term, records } => {
-                let keep = (offset - base) as usize;
-                (base, (keep > 0).then(|| (term, records[..keep].to_vec())))
-            }
-            LogWrite::Control { offset, .. } => (offset, None),
-        };
-        if base == 0 {
-            return Err(self.refused("a truncation of offset 0, which today's log cannot do".into()));
         }
-        self.log.truncate_after(base - 1)?;
-        uncommitted.retain(|&b, _| b < base);
+        // The log cuts only at batch boundaries; an entry in the middle of a batch is cut by
+        // cutting the whole batch and writing its kept prefix again, with its term.
+        let fetch = self.log.read_uncommitted(offset, 1)?;
+        let Some(containing) = fetch.batches.first() else {
+            return Err(self.refused(format!("a truncation at offset {offset}, which the log does not show")));
+        };
+        let base = containing.header().base_offset;
+        let kept = match write_of(containing)? {
+            LogWrite::Records { term, mut records, .. } if offset > base => {
+                records.truncate((offset - base) as usize);
+                Some((term, records))
+            }
+            _ => None,
+        };
+        self.cut_at(base)?;
         if let Some((term, records)) = kept {
-            self.log.append(&records, term)?;
-            uncommitted.insert(base, LogWrite::Records { base, term, records });
+            self.log.append_at(base, term, &records)?;
         }
         Ok(())
     }
 
     fn reset_after(&self, offset: u64, term: u64) -> Result<(), LogStoreError> {
-        // TEMPORARY until strata-log has `reset_to` (seam-log): a snapshot can be installed
-        // only where the log already holds its last entry.
-        if self.term_at(offset)? == Some(term) {
+        let _order = self.lock();
+        // Raft keeps the log after a snapshot whose last entry it already holds.
+        if self.log.term_at(offset)? == Some(term) {
             return Ok(());
         }
-        Err(self.refused(format!(
-            "installing a snapshot at offset {offset} (term {term}) needs strata-log's reset_to, not there yet"
-        )))
+        Ok(self.log.reset_to(offset + 1, term)?)
     }
 
     fn commit_to(&self, end: u64) -> Result<(), LogStoreError> {
-        let mut uncommitted = self.lock();
         if end <= self.log.offsets().high_watermark {
             return Ok(());
         }
         self.log.set_high_watermark(end)?;
-        uncommitted.retain(|_, w| last_offset_of(w) >= end);
         Ok(())
     }
 
@@ -451,7 +402,7 @@ mod tests {
 
     fn open(dir: &Path) -> StrataLog {
         let config = LogConfig { high_watermark: HighWatermarkMode::SetByCaller, ..LogConfig::default() };
-        StrataLog::new(Log::open(dir, config).unwrap()).unwrap()
+        StrataLog::new(Log::open(dir, config).unwrap())
     }
 
     fn values(log: &StrataLog, from: u64, to: u64) -> Vec<(u64, u64, String)> {
@@ -524,5 +475,45 @@ mod tests {
         );
         log.commit_to(4).unwrap();
         assert_eq!(values(&log, 3, 4), vec![(3, 1, "d".into())]);
+    }
+    #[test]
+    fn an_uncommitted_log_is_cut_from_offset_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path());
+        log.append_records_at(0, 1, &records(&["a", "b"])).unwrap();
+        log.append_control_at(2, 1, b"B").unwrap();
+        log.truncate_from(0).unwrap();
+        assert_eq!(log.last_entry(), None);
+        assert_eq!(log.last_purged().unwrap(), None);
+        assert_eq!(log.term_at(0).unwrap(), None);
+        // A later leader's entries take offset 0 again.
+        log.append_records_at(0, 2, &records(&["x"])).unwrap();
+        assert_eq!(values(&log, 0, 1), vec![(0, 2, "x".into())]);
+    }
+
+    #[test]
+    fn installing_a_snapshot_past_the_log_resets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let log = open(dir.path());
+            log.append_records_at(0, 1, &records(&["a", "b"])).unwrap();
+            log.commit_to(1).unwrap();
+            // A snapshot whose last entry (9, term 3) the log does not hold.
+            log.reset_after(9, 3).unwrap();
+            log.log().close().unwrap();
+        }
+        let log = open(dir.path());
+        assert_eq!(log.last_entry(), None);
+        assert_eq!(log.last_purged().unwrap(), Some((3, 9)));
+        assert_eq!(log.term_at(9).unwrap(), Some(3));
+        assert_eq!(log.high_watermark(), 10);
+        assert!(values(&log, 10, 11).is_empty());
+        // The next entry follows the snapshot; a term below it is refused.
+        assert!(log.append_records_at(10, 2, &records(&["old"])).is_err());
+        log.append_records_at(10, 3, &records(&["c"])).unwrap();
+        assert_eq!(values(&log, 10, 11), vec![(10, 3, "c".into())]);
+        // A snapshot whose last entry the log holds keeps the log after it.
+        log.reset_after(9, 3).unwrap();
+        assert_eq!(log.last_entry(), Some((3, 10)));
     }
 }

@@ -59,11 +59,7 @@ impl ReplicatedPartition {
     ) -> Result<ReplicatedPartition, ReplicationError> {
         log_config.high_watermark = HighWatermarkMode::SetByCaller;
         let log = Log::open(dir, log_config)?;
-        let log =
-            Arc::new(StrataLog::new(log).map_err(|e| ReplicationError::Raft {
-                group: group.clone(),
-                message: format!("opening the log: {e}"),
-            })?);
+        let log = Arc::new(StrataLog::new(log));
         let state_machine = StateMachine::open(Arc::clone(&log))?;
         let config = raft_config().validate().map_err(|e| raft_error(&group, e))?;
         let raft = Raft::new(
