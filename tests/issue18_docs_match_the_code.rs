@@ -67,9 +67,21 @@ fn the_readme_keeps_two_set_up_commands_that_work_on_a_fresh_machine() {
 fn the_readme_says_what_the_log_keeps_for_raft() {
     let readme = flat(&read("README.md"));
     let log = read("log/src/log/mod.rs");
-    assert!(log.contains("pub fn truncate_after(") && log.contains("pub fn save_vote("), "the log's Raft hooks");
+    for hook in
+        ["pub fn truncate_after(", "pub fn save_vote(", "pub fn append_at(", "pub fn term_at(", "pub fn reset_to("]
+    {
+        assert!(log.contains(hook), "the log's Raft hook {hook}");
+    }
     assert!(!readme.contains("knows nothing of MQTT or Raft"), "the log holds a vote and truncate_after");
-    assert!(readme.contains("the vote in `partition.meta`") && readme.contains("`truncate_after`"));
+    // Issue 19 added terms by offset, follower appends, control batches and resets.
+    for said in [
+        "the vote and the last purged entry in `partition.meta`",
+        "`truncate_after`",
+        "control batches",
+        "the term of every offset",
+    ] {
+        assert!(readme.contains(said), "the README does not say {said:?}");
+    }
 }
 
 #[test]
