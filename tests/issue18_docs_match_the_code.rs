@@ -66,7 +66,7 @@ fn the_readme_keeps_two_set_up_commands_that_work_on_a_fresh_machine() {
 #[test]
 fn the_readme_says_what_the_log_keeps_for_raft() {
     let readme = flat(&read("README.md"));
-    let log = read("log/src/log/mod.rs");
+    let log = read("log/src/log/mod.rs") + &read("log/src/log/raft.rs");
     for hook in
         ["pub fn truncate_after(", "pub fn save_vote(", "pub fn append_at(", "pub fn term_at(", "pub fn reset_to("]
     {
