@@ -347,6 +347,18 @@ impl Admin {
         Ok(stream_info(&stream))
     }
 
+    /// The cluster's nodes and every partition's replication (issue 20). Refused on a node
+    /// without `[cluster]`.
+    pub async fn cluster_status(&self) -> Result<crate::cluster_status::ClusterStatus, AdminError> {
+        Err(AdminError::Refused("this node runs alone: its config has no [cluster] section".into()))
+    }
+
+    /// Whether every partition this node replicates has a leader (`/ready`): always true on
+    /// a node without `[cluster]`.
+    pub fn partitions_have_leaders(&self) -> bool {
+        true
+    }
+
     /// Changes the stream `name`: topics and routing, retention and compaction settings and
     /// a larger partition count apply at once; segment and flush settings apply to partitions
     /// opened from now on (see [`AlterOutcome::at_restart`]). Kept in `$streams` first.

@@ -22,6 +22,7 @@ mod applied;
 pub mod auth;
 mod broker;
 mod client_registry;
+pub mod cluster_status;
 pub mod codec;
 mod config;
 mod connection;
