@@ -350,13 +350,31 @@ impl Admin {
     /// The cluster's nodes and every partition's replication (issue 20). Refused on a node
     /// without `[cluster]`.
     pub async fn cluster_status(&self) -> Result<crate::cluster_status::ClusterStatus, AdminError> {
-        Err(AdminError::Refused("this node runs alone: its config has no [cluster] section".into()))
+        use crate::cluster_status::{ClusterStatus, NodeStatus};
+        let Some(cluster) = self.shared.streams.cluster() else {
+            return Err(AdminError::Refused("this node runs alone: its config has no [cluster] section".into()));
+        };
+        let nodes = cluster.peers().iter().map(|(id, addr)| NodeStatus { node_id: *id, addr: addr.clone() }).collect();
+        let mut partitions = Vec::new();
+        let internal = (crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition()));
+        let streams = self.shared.streams.all();
+        let all = std::iter::once(internal)
+            .chain(streams.iter().flat_map(|s| s.partitions.iter().map(|p| (s.name.clone(), Arc::clone(p)))));
+        for (stream, partition) in all {
+            let Some(replica) = partition.replica() else { continue };
+            partitions.push(crate::cluster::partition_status(cluster, &stream, partition.number, replica).await);
+        }
+        Ok(ClusterStatus { node_id: cluster.node_id(), nodes, partitions })
     }
 
-    /// Whether every partition this node replicates has a leader (`/ready`): always true on
-    /// a node without `[cluster]`.
+    /// Whether every partition this node replicates (or follows as a learner) has a leader
+    /// (`/ready`): always true on a node without `[cluster]`.
     pub fn partitions_have_leaders(&self) -> bool {
-        true
+        let internal = std::iter::once(Arc::clone(self.shared.definitions.partition()));
+        internal
+            .chain(self.shared.streams.partitions())
+            .filter_map(|partition| partition.replica().map(|replica| replica.leader().is_some()))
+            .all(|has_leader| has_leader)
     }
 
     /// Changes the stream `name`: topics and routing, retention and compaction settings and
@@ -458,6 +476,9 @@ impl Admin {
         self.shared.sessions.forget_stream(name).await;
         let partitions = stream.partitions.clone();
         let dir = self.shared.streams.stream_dir(name);
+        for partition in &partitions {
+            partition.stop_replication().await;
+        }
         // Readers still holding a partition keep reading what they had mapped; appends
         // that raced the swap fail with "closed" and their publishers get an error.
         blocking(move || {

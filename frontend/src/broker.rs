@@ -113,6 +113,71 @@ fn effective_streams(
     out
 }
 
+/// How long a node of a cluster waits at start for the metadata group to have a leader
+/// before it opens its listeners anyway (not ready until there is one).
+const METADATA_LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Opens this node's replica of the metadata group (`$streams`, every node a voter), and
+/// waits until it has a leader and this replica has applied what that leader had
+/// committed, or [`METADATA_LEADER_WAIT`] has passed.
+async fn open_metadata(
+    cluster: &crate::cluster::ClusterNode,
+    data_dir: &std::path::Path,
+) -> Result<Arc<PartitionHandle>, BrokerError> {
+    let group = strata_replication::GroupId::new(STREAMS_STREAM, 0);
+    let dir = data_dir.join(STREAMS_STREAM).join("0");
+    let voters = cluster.peers().clone();
+    let policy = crate::partition::AckPolicy::default();
+    let partition = PartitionHandle::open_replicated(
+        cluster.endpoint(),
+        group,
+        dir,
+        LogConfig::default(),
+        0,
+        INTERNAL_WRITER_QUEUE,
+        policy,
+        Some(voters),
+        None,
+    )
+    .await?;
+    let replica = partition.replica().expect("the metadata group is replicated");
+    match replica.wait_for_leader(METADATA_LEADER_WAIT).await {
+        Ok(leader) => {
+            tracing::info!(leader, "the metadata group has a leader");
+            catch_up_with_leader(&partition).await;
+        }
+        Err(error) => tracing::warn!(%error, "starting without a metadata leader; not ready until there is one"),
+    }
+    Ok(partition)
+}
+
+/// Waits, bounded, until this replica has committed everything its log holds: what a
+/// leader had committed when this node heard from it.
+async fn catch_up_with_leader(partition: &PartitionHandle) {
+    let Some(replica) = partition.replica() else { return };
+    let target = replica.metrics().borrow().last_log_index.map_or(0, |index| index + 1);
+    let mut committed = partition.watch_committed();
+    let caught_up = tokio::time::timeout(METADATA_LEADER_WAIT, committed.wait_for(|c| *c >= target)).await;
+    if caught_up.is_err() {
+        tracing::warn!(target, committed = partition.committed(), "the metadata replica did not catch up in time");
+    }
+}
+
+/// In a cluster, `$streams` is the source of truth: a stream of this node's config file
+/// (and `default`) that it does not define yet is written there, so every node opens it.
+async fn keep_configured_streams(definitions: &DefinitionStore, configured: &[crate::StreamConfig]) {
+    let kept = definitions.kept();
+    let mut wanted: Vec<crate::StreamConfig> = configured.to_vec();
+    if !wanted.iter().any(|c| c.name == crate::DEFAULT_STREAM) {
+        wanted.push(crate::StreamConfig::new(crate::DEFAULT_STREAM));
+    }
+    for config in wanted.iter().filter(|c| !kept.contains_key(&c.name)) {
+        if let Err(error) = definitions.persist(config, 0).await {
+            tracing::warn!(stream = config.name, %error, "could not record a configured stream in the metadata group");
+        }
+    }
+}
+
 /// Opens partition 0 of the internal stream `name` under `data_dir`, with its writer.
 async fn open_internal(data_dir: &std::path::Path, name: &str) -> Result<Arc<PartitionHandle>, BrokerError> {
     let dir = data_dir.join(name).join("0");
@@ -142,7 +207,16 @@ impl Broker {
         let retained_log = open_internal(&config.data_dir, RETAINED_STREAM).await?;
         let sessions_log = open_internal(&config.data_dir, SESSIONS_STREAM).await?;
         let offsets_log = open_internal(&config.data_dir, OFFSETS_STREAM).await?;
-        let streams_log = open_internal(&config.data_dir, STREAMS_STREAM).await?;
+        // In a cluster the gRPC listener comes first: peers need it to elect the metadata
+        // group's leader, which this start waits for.
+        let cluster = match &config.cluster {
+            Some(cluster) => Some(Arc::new(crate::cluster::ClusterNode::start(cluster).await?)),
+            None => None,
+        };
+        let streams_log = match &cluster {
+            None => open_internal(&config.data_dir, STREAMS_STREAM).await?,
+            Some(cluster) => open_metadata(cluster, &config.data_dir).await?,
+        };
         let started_at = now_ms();
         let rebuilt = {
             let (retained_log, sessions_log, offsets_log, streams_log) = (
@@ -166,6 +240,9 @@ impl Broker {
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
         let (retained, sessions, groups, definitions) = rebuilt;
+        if cluster.is_some() {
+            keep_configured_streams(&definitions, &config.streams).await;
+        }
         finish_deletes(&config.data_dir, &definitions.deleted(), &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
         for internal in [&retained_log, &sessions_log, &offsets_log, &streams_log] {
@@ -182,7 +259,8 @@ impl Broker {
             internal.register_maintenance(&maintenance, name, settings)?;
         }
         let effective = effective_streams(&config.streams, definitions.kept());
-        let streams = Streams::open(&effective, &config.data_dir, config.writer_queue, &maintenance).await?;
+        let streams =
+            Streams::open(&effective, &config.data_dir, config.writer_queue, &maintenance, cluster.clone()).await?;
         let listener = mqtt_listener(config.listen, config.socket_receive_buffer)
             .map_err(|source| BrokerError::Io { what: format!("listening on {}", config.listen), source })?;
         let ws_listener = match config.ws_listen {
@@ -263,6 +341,12 @@ impl Broker {
         }
         let Some(tls) = &config.tls else { return Ok(None) };
         Ok(Some(Arc::new(crate::tls::TlsState::load(tls.clone())?)))
+    }
+
+    /// The address the inter-node gRPC listener (`[cluster] listen`) is bound to, in a
+    /// cluster.
+    pub fn cluster_local_addr(&self) -> Option<SocketAddr> {
+        self.shared.streams.cluster().map(|cluster| cluster.local_addr())
     }
 
     /// The address the MQTT-over-TLS listener is bound to, when there is one.
@@ -356,6 +440,14 @@ impl Broker {
         let offsets_task = tokio::spawn(shared.groups.follow());
         let definitions_task = tokio::spawn(shared.definitions.follow());
         let group_expiry_task = tokio::spawn(Arc::clone(&shared).expire_idle_groups());
+        let cluster_tasks: Vec<tokio::task::JoinHandle<()>> = if shared.streams.cluster().is_some() {
+            vec![
+                tokio::spawn(crate::metadata::follow_metadata(Arc::clone(&shared))),
+                tokio::spawn(crate::metadata::add_learners(Arc::clone(&shared))),
+            ]
+        } else {
+            Vec::new()
+        };
         loop {
             tokio::select! {
                 // Shutdown first: its future installs the signal handlers on its first poll.
@@ -388,6 +480,9 @@ impl Broker {
         offsets_task.abort();
         definitions_task.abort();
         group_expiry_task.abort();
+        for task in cluster_tasks {
+            task.abort();
+        }
         // Graceful shutdown: accept no more, tell every connection to end (DISCONNECT 0x8B
         // to MQTT 5 clients; each saves its session and publishes its will as on any server
         // close), and wait for them, for a bounded time, before closing the logs.
@@ -411,6 +506,13 @@ impl Broker {
         .cloned()
         .chain(shared.streams.partitions())
         .collect();
+        // Raft stops before the logs close; peers elect other leaders meanwhile.
+        for partition in &partitions {
+            partition.stop_replication().await;
+        }
+        if let Some(cluster) = shared.streams.cluster() {
+            cluster.stop();
+        }
         // From here the admin API can start no compaction or retention run.
         let maintenance = lock(&shared.maintenance).take();
         tokio::task::spawn_blocking(move || {

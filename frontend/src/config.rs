@@ -61,6 +61,21 @@ pub struct BrokerConfig {
     /// The certificate of both TLS listeners, and the CA of client certificates (`[tls]`);
     /// needed when either is set.
     pub tls: Option<crate::tls::TlsConfig>,
+    /// This node's place in a cluster (`[cluster]`, issue 20); `None`: the single-node
+    /// broker.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// `[cluster]`: who this node is and who its peers are. Every node of a cluster is started
+/// with the same `peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster and > 0.
+    pub node_id: u64,
+    /// The inter-node gRPC listener (Raft and forwarding).
+    pub listen: SocketAddr,
+    /// Every node of the cluster, this one included: its id and the address peers dial.
+    pub peers: std::collections::BTreeMap<u64, String>,
 }
 
 impl BrokerConfig {
@@ -86,6 +101,7 @@ impl BrokerConfig {
             tls_listen: None,
             wss_listen: None,
             tls: None,
+            cluster: None,
         }
     }
 }

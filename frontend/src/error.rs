@@ -16,6 +16,22 @@ pub enum BrokerError {
         /// What went wrong.
         source: LogError,
     },
+    /// A replicated partition could not be opened or joined (issue 20).
+    #[error("replica of {group}: {source}")]
+    Replication {
+        /// The partition's group (`<stream>/<partition>`).
+        group: String,
+        /// What went wrong.
+        source: strata_replication::ReplicationError,
+    },
+    /// The inter-node listener could not be bound or served.
+    #[error("cluster.listen {addr}: {reason}")]
+    ClusterListen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// What went wrong.
+        reason: String,
+    },
     /// The maintenance threads did not start.
     #[error("starting compaction of the internal streams: {0}")]
     Maintenance(#[from] strata_compaction::CompactionError),

@@ -68,6 +68,11 @@ impl DefinitionStore {
         Arc::clone(&self.applied).follow()
     }
 
+    /// Applies what `$streams` committed since the last call.
+    pub(crate) fn catch_up(&self) -> Result<(), LogError> {
+        self.applied.catch_up()
+    }
+
     /// Every kept definition, with when its stream was created.
     pub(crate) fn kept(&self) -> HashMap<String, (StreamConfig, i64)> {
         self.applied.read(|definitions| definitions.kept.clone())

@@ -14,10 +14,11 @@ use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionS
 use strata_log::{LogConfig, RetentionPolicy};
 use tokio::sync::watch;
 
+use crate::cluster::ClusterNode;
 use crate::codec::ByteString;
 use crate::error::BrokerError;
 use crate::interest::AppendSignal;
-use crate::partition::PartitionHandle;
+use crate::partition::{AckPolicy, PartitionHandle};
 use crate::record::USER_PREFIX;
 
 /// The built-in stream that gets every publish no configured stream captures.
@@ -198,6 +199,8 @@ pub(crate) struct Streams {
     next_id: AtomicU32,
     data_dir: PathBuf,
     writer_queue: usize,
+    /// In a cluster, every partition is a Raft group's replica (issue 20).
+    cluster: Option<Arc<ClusterNode>>,
 }
 
 /// What maintenance applies to the partitions of `config`.
@@ -219,6 +222,7 @@ impl Streams {
         data_dir: &Path,
         writer_queue: usize,
         maintenance: &Maintenance,
+        cluster: Option<Arc<ClusterNode>>,
     ) -> Result<Streams, BrokerError> {
         let mut configs = configs.to_vec();
         if !configs.iter().any(|(c, _)| c.name == DEFAULT_STREAM) {
@@ -232,6 +236,7 @@ impl Streams {
             next_id: AtomicU32::new(0),
             data_dir: data_dir.to_path_buf(),
             writer_queue,
+            cluster,
         };
         let mut opened = Vec::with_capacity(configs.len());
         for (config, created_at_ms) in configs {
@@ -253,15 +258,34 @@ impl Streams {
         let mut partitions = Vec::with_capacity(numbers.len());
         for number in numbers {
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let partition = PartitionHandle::open(
-                self.partition_dir(&config.name, number),
-                config.log.clone(),
-                number,
-                self.writer_queue,
-                format!("writer-{}-{number}", config.name),
-                Some((Arc::clone(&self.appended), id)),
-            )
-            .await?;
+            let dir = self.partition_dir(&config.name, number);
+            let announce = Some((Arc::clone(&self.appended), id));
+            let partition = match &self.cluster {
+                None => {
+                    let thread = format!("writer-{}-{number}", config.name);
+                    PartitionHandle::open(dir, config.log.clone(), number, self.writer_queue, thread, announce).await?
+                }
+                Some(cluster) => {
+                    let group = strata_replication::GroupId::new(config.name.clone(), number);
+                    let replicas = replicas_of(cluster, config, number);
+                    // Only a replica starts the group; another node waits to be added as a
+                    // learner by the leader.
+                    let voters = replicas.contains(&cluster.node_id()).then(|| cluster.addresses(&replicas));
+                    let policy = ack_policy(config, replicas.len());
+                    PartitionHandle::open_replicated(
+                        cluster.endpoint(),
+                        group,
+                        dir,
+                        config.log.clone(),
+                        number,
+                        self.writer_queue,
+                        policy,
+                        voters,
+                        announce,
+                    )
+                    .await?
+                }
+            };
             partition.register_maintenance(
                 maintenance,
                 format!("{}/{number}", config.name),
@@ -270,6 +294,11 @@ impl Streams {
             partitions.push(partition);
         }
         Ok(partitions)
+    }
+
+    /// The cluster this node belongs to, if any.
+    pub(crate) fn cluster(&self) -> Option<&Arc<ClusterNode>> {
+        self.cluster.as_ref()
     }
 
     /// `<data_dir>/<stream>/`.
@@ -348,6 +377,19 @@ impl Streams {
     pub(crate) fn partitions(&self) -> Vec<Arc<PartitionHandle>> {
         self.all().iter().flat_map(|s| s.partitions.iter().map(Arc::clone)).collect()
     }
+}
+
+/// The replicas of partition `number` of `config`: its stream's assignment when it has
+/// one, else the round-robin placement over every node.
+pub(crate) fn replicas_of(cluster: &ClusterNode, config: &StreamConfig, number: u32) -> Vec<u64> {
+    let nodes = cluster.peers().keys().copied().collect();
+    let mut placed = crate::cluster::placement(&config.name, number + 1, crate::cluster::DEFAULT_FACTOR, &nodes);
+    placed.pop().unwrap_or_default()
+}
+
+/// How publishes to a partition of `config` with `replicas` replicas are acknowledged.
+pub(crate) fn ack_policy(_config: &StreamConfig, replicas: usize) -> AckPolicy {
+    AckPolicy { min_in_sync: if replicas >= 3 { 2 } else { 1 }, ..AckPolicy::default() }
 }
 
 /// Whether `dir`, a stream directory with no definition in `$streams`, is what a crash

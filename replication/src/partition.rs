@@ -166,7 +166,7 @@ impl ReplicatedPartition {
     }
 
     /// Stops this replica: peers no longer reach it, Raft stops, the log closes cleanly.
-    pub async fn shutdown(self) -> Result<(), ReplicationError> {
+    pub async fn shutdown(&self) -> Result<(), ReplicationError> {
         self.cluster.deregister(&self.group);
         self.raft.shutdown().await.map_err(|e| raft_error(&self.group, e))?;
         self.log.log().close()?;
@@ -176,7 +176,7 @@ impl ReplicatedPartition {
     /// Stops this replica as a crash would: the log stops without flushing, writing its
     /// indexes or its clean-shutdown marker, then Raft stops. For crash tests.
     #[doc(hidden)]
-    pub async fn crash_for_tests(self) {
+    pub async fn crash_for_tests(&self) {
         self.cluster.deregister(&self.group);
         self.log.log().crash_for_tests();
         let _ = self.raft.shutdown().await;

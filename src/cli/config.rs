@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use strata_compaction::{CleanupPolicy, MaintenanceConfig};
 use strata_frontend::tls::TlsConfig;
-use strata_frontend::{BrokerConfig, StreamConfig};
+use strata_frontend::{BrokerConfig, ClusterConfig, StreamConfig};
 use strata_log::{Compression, FlushPolicy};
 use toml::{Table, Value};
 
@@ -22,8 +22,20 @@ use super::streams_config::{self, LOG_KEYS, STREAM_KEYS};
 use super::units::{duration_ms, duration_secs, integer, key_name, size, string};
 
 /// Top-level keys and sections.
-pub const TOP_KEYS: &[&str] =
-    &["data_dir", "mqtt", "tls", "auth", "http", "grpc", "compaction", "telemetry", "runtime", "log", "streams"];
+pub const TOP_KEYS: &[&str] = &[
+    "data_dir",
+    "mqtt",
+    "tls",
+    "auth",
+    "http",
+    "grpc",
+    "compaction",
+    "telemetry",
+    "runtime",
+    "log",
+    "streams",
+    "cluster",
+];
 /// Keys of `[mqtt]`.
 pub const MQTT_KEYS: &[&str] = &[
     "listen",
@@ -73,6 +85,8 @@ pub const COMPACTION_KEYS: &[&str] = &[
 pub const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "service_name"];
 /// Keys of `[runtime]`: the process's threads.
 pub const RUNTIME_KEYS: &[&str] = &["worker_threads", "idle_poll_ms"];
+/// Keys of `[cluster]`.
+pub const CLUSTER_KEYS: &[&str] = &["node_id", "listen", "peers"];
 
 /// Largest accepted `mqtt.sys_interval_secs`: one day.
 const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
@@ -317,6 +331,9 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
         Some(_) => anyhow::bail!("grpc.tls: must be true or false"),
         None => false,
     };
+    if let Some(table) = section(&root, "cluster", CLUSTER_KEYS)? {
+        broker.cluster = Some(cluster(table)?);
+    }
     if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
         broker.maintenance = maintenance(compaction)?;
     }
@@ -381,6 +398,47 @@ fn socket_addr(value: &Value, at: &str, key: &str) -> anyhow::Result<SocketAddr>
     let text = string(value, at, key)?;
     text.parse()
         .map_err(|_| anyhow::anyhow!("{}: {text:?} is not an address such as 127.0.0.1:1883", key_name(at, key)))
+}
+
+/// `[cluster]`: every key is required; `peers` names each node once, this one included.
+fn cluster(table: &Table) -> anyhow::Result<ClusterConfig> {
+    let at = "cluster";
+    let required = |key: &str| {
+        table
+            .get(key)
+            .ok_or_else(|| anyhow::anyhow!("cluster.{key}: missing; [cluster] needs node_id, listen and peers"))
+    };
+    let node_id = integer(required("node_id")?, at, "node_id")?;
+    if node_id == 0 {
+        anyhow::bail!("cluster.node_id = 0: must be greater than 0");
+    }
+    let listen = socket_addr(required("listen")?, at, "listen")?;
+    let Value::Array(items) = required("peers")? else {
+        anyhow::bail!("cluster.peers: must be an array of \"id@host:port\" strings");
+    };
+    let mut peers = std::collections::BTreeMap::new();
+    for item in items {
+        let entry = string(item, at, "peers")?;
+        let (id, addr) = entry.split_once('@').ok_or_else(|| {
+            anyhow::anyhow!("cluster.peers: {entry:?} is not \"id@host:port\", such as \"1@127.0.0.1:7101\"")
+        })?;
+        let id: u64 = id.parse().ok().filter(|id| *id > 0).ok_or_else(|| {
+            anyhow::anyhow!("cluster.peers: {entry:?}: the node id must be an integer greater than 0")
+        })?;
+        let valid_addr = addr
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        if !valid_addr {
+            anyhow::bail!("cluster.peers: {entry:?}: the address must be host:port, such as 127.0.0.1:7101");
+        }
+        if peers.insert(id, addr.to_owned()).is_some() {
+            anyhow::bail!("cluster.peers: node id {id} appears more than once");
+        }
+    }
+    if !peers.contains_key(&node_id) {
+        anyhow::bail!("cluster.peers: has no entry for this node (cluster.node_id = {node_id})");
+    }
+    Ok(ClusterConfig { node_id, listen, peers })
 }
 
 /// An integer within `range`, for the key's message.
@@ -762,6 +820,18 @@ pub fn print(effective: &Effective) -> String {
         };
         line(&mut out, key, value);
     }
+    match &broker.cluster {
+        Some(cluster) => {
+            let _ = writeln!(out, "\n[cluster]");
+            line(&mut out, "node_id", Ok(int(cluster.node_id)));
+            line(&mut out, "listen", Ok(text(&cluster.listen.to_string())));
+            let peers = cluster.peers.iter().map(|(id, addr)| text(&format!("{id}@{addr}"))).collect();
+            line(&mut out, "peers", Ok(Value::Array(peers)));
+        }
+        None => {
+            let _ = writeln!(out, "\n# [cluster]: none; this node runs alone");
+        }
+    }
     let _ = writeln!(out, "\n[log]");
     print_log_settings(&mut out, &effective.log_defaults);
     for stream in &broker.streams {
@@ -974,6 +1044,35 @@ mod tests {
     }
 
     #[test]
+    fn issue20_a_bad_cluster_section_is_named() {
+        let peers = r#"peers = ["1@127.0.0.1:7101", "2@127.0.0.1:7102"]"#;
+        for (text, named) in [
+            (format!("[cluster]\nnode_id = 0\nlisten = \"127.0.0.1:7101\"\n{peers}"), "cluster.node_id"),
+            (format!("[cluster]\nlisten = \"127.0.0.1:7101\"\n{peers}"), "cluster.node_id"),
+            (format!("[cluster]\nnode_id = 3\nlisten = \"127.0.0.1:7101\"\n{peers}"), "has no entry for this node"),
+            (
+                "[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1@a:1\", \"1@b:2\"]".to_owned(),
+                "node id 1 appears more than once",
+            ),
+            ("[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1-a:1\"]".to_owned(), "cluster.peers"),
+            ("[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1@a\"]".to_owned(), "host:port"),
+            (format!("[cluster]\nnode_id = 1\nlisten = \"nowhere\"\n{peers}"), "cluster.listen"),
+            (format!("[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\n{peers}\nseeds = 1"), "cluster.seeds"),
+        ] {
+            let error = parse(&text).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let cluster = parse(&format!("[cluster]\nnode_id = 2\nlisten = \"127.0.0.1:7102\"\n{peers}"))
+            .unwrap()
+            .broker
+            .cluster
+            .unwrap();
+        assert_eq!(cluster.node_id, 2);
+        assert_eq!(cluster.peers.get(&1).map(String::as_str), Some("127.0.0.1:7101"));
+        assert!(parse("").unwrap().broker.cluster.is_none());
+    }
+
+    #[test]
     fn the_empty_file_is_all_defaults() {
         let effective = parse("").unwrap();
         let mut expected = BrokerConfig::new(SocketAddr::from(([127, 0, 0, 1], 1883)), PathBuf::from("data"));
@@ -1031,6 +1130,7 @@ mod tests {
              [auth]\nallow_anonymous = false\n[http]\nlisten = \"127.0.0.1:9090\"\n\
              [compaction]\ncleaner_throttle_bytes_per_sec = \"unlimited\"\n\
              [telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"edge-1\"\n\
+             [cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102\"]\n\
              [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
              [[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\ncompaction_key = \"id\"\n\
              cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n",
@@ -1044,6 +1144,7 @@ mod tests {
             ("[tls]", TLS_KEYS),
             ("[compaction]", COMPACTION_KEYS),
             ("[telemetry]", TELEMETRY_KEYS),
+            ("[cluster]", CLUSTER_KEYS),
             ("[log]", LOG_KEYS),
             ("[[streams]]", STREAM_KEYS),
         ] {

@@ -130,6 +130,9 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             Some(grpc_addr) => say(format_args!("strata: gRPC listening on {grpc_addr}")),
             None => say(format_args!("strata: gRPC off")),
         }
+        if let Some(cluster_addr) = broker.cluster_local_addr() {
+            say(format_args!("strata: cluster gRPC listening on {cluster_addr}"));
+        }
         say(format_args!("strata: authentication: {}", broker.auth_summary()));
         tracing::info!(
             mqtt = %addr,

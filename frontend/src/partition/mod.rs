@@ -24,15 +24,19 @@
 //! watermark) the writer holds each appended batch and wakes its readers when
 //! `PartitionWriter::set_committed` moves the committed offset past it.
 
+mod replicated;
 mod writer;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use strata_compaction::{CompactionError, Maintenance, PartitionSettings};
 use strata_log::{Fetch, Log, LogConfig, LogOffsets, Record, StoredRecord};
+use strata_replication::{Cluster, GroupId, ReplicatedPartition, ReplicationError};
 use tokio::sync::oneshot;
 
+pub(crate) use replicated::AckPolicy;
 pub use strata_log::LogError;
 pub use writer::{AppendError, AppendRequest, AppendResult, WriterStopped};
 
@@ -48,7 +52,28 @@ pub(crate) struct PartitionHandle {
     /// The partition number within its stream.
     pub(crate) number: u32,
     log: Arc<Log>,
-    writer: writer::PartitionWriter,
+    writes: Writes,
+}
+
+/// Who appends to the partition's log.
+enum Writes {
+    /// This node alone: the partition's writer thread.
+    Local(writer::PartitionWriter),
+    /// Raft, through whichever node leads the partition's group (issue 20).
+    Replicated(replicated::ReplicatedWriter),
+}
+
+/// Proposes `records` to `partition`'s group under `policy`, wherever its leader is.
+async fn propose_anywhere(
+    partition: &ReplicatedPartition,
+    records: Vec<Record>,
+    policy: AckPolicy,
+) -> Result<Vec<u64>, ReplicationError> {
+    let waited_ms = u64::try_from(policy.timeout.as_millis()).unwrap_or(u64::MAX);
+    match tokio::time::timeout(policy.timeout, partition.propose(records)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Err(ReplicationError::NoLeader { group: partition.group().clone(), waited_ms }),
+    }
 }
 
 /// A partition's offsets and size, read now.
@@ -85,7 +110,56 @@ impl PartitionHandle {
         let id = announce.as_ref().map_or(0, |(_, id)| *id);
         let writer = writer::PartitionWriter::start(Arc::clone(&log), queue, name, announce)
             .map_err(|source| BrokerError::Io { what: "starting a partition writer".into(), source })?;
-        Ok(Arc::new(PartitionHandle { id, number, log, writer }))
+        Ok(Arc::new(PartitionHandle { id, number, log, writes: Writes::Local(writer) }))
+    }
+
+    /// Opens the partition in `dir` as this node's replica of `group` (issue 20): Raft
+    /// appends to its log and moves its committed offset. A new group gets `replicas` (node
+    /// id → gRPC address) as its first voters when `voters` is given (this node is one of
+    /// them); every replica starts it with the same ones.
+    /// With `announce`, committed records wake the readers they concern.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn open_replicated(
+        cluster: &Cluster,
+        group: GroupId,
+        dir: PathBuf,
+        config: LogConfig,
+        number: u32,
+        queue: usize,
+        policy: AckPolicy,
+        voters: Option<BTreeMap<u64, String>>,
+        announce: Option<Announce>,
+    ) -> Result<Arc<PartitionHandle>, BrokerError> {
+        let replication = |source: ReplicationError| BrokerError::Replication { group: group.to_string(), source };
+        let partition = ReplicatedPartition::open(cluster, &dir, config, group.clone()).await.map_err(replication)?;
+        let pristine = partition.metrics().borrow().membership_config.membership().voter_ids().next().is_none();
+        if let Some(voters) = voters.filter(|_| pristine) {
+            // Safe on every replica at once: each writes the same membership at index 0.
+            if let Err(error) = partition.initialize(voters).await {
+                tracing::debug!(%group, %error, "the group was initialized already");
+            }
+        }
+        let log = Arc::new(partition.log().clone());
+        let id = announce.as_ref().map_or(0, |(_, id)| *id);
+        let writer =
+            replicated::ReplicatedWriter::start(Arc::new(partition), Arc::clone(&log), queue, policy, announce);
+        Ok(Arc::new(PartitionHandle { id, number, log, writes: Writes::Replicated(writer) }))
+    }
+
+    /// The partition's Raft replica on this node, when it is replicated.
+    pub(crate) fn replica(&self) -> Option<&Arc<ReplicatedPartition>> {
+        match &self.writes {
+            Writes::Local(_) => None,
+            Writes::Replicated(writer) => Some(writer.partition()),
+        }
+    }
+
+    /// Changes how a replicated partition's publishes are acknowledged (no effect on a
+    /// local one).
+    pub(crate) fn set_ack_policy(&self, policy: AckPolicy) {
+        if let Writes::Replicated(writer) = &self.writes {
+            writer.set_policy(policy);
+        }
     }
 
     /// Appends `record` and waits until it is committed: its offset, or why it was not
@@ -100,19 +174,29 @@ impl PartitionHandle {
     /// Queues `request` for the writer; waits while the queue is full. Cancel-safe. The
     /// request's `durable` hears the outcome once committed.
     pub(crate) async fn send(&self, request: AppendRequest) -> Result<(), WriterStopped> {
-        self.writer.send(request).await
+        match &self.writes {
+            Writes::Local(writer) => writer.send(request).await,
+            Writes::Replicated(writer) => writer.send(request).await,
+        }
     }
 
     /// Holds a place in the writer's queue, for a request to be sent without waiting (under
     /// a lock, say).
     pub(crate) async fn reserve(&self) -> Result<writer::Reserved<'_>, WriterStopped> {
-        self.writer.reserve().await
+        match &self.writes {
+            Writes::Local(writer) => writer.reserve().await,
+            Writes::Replicated(writer) => writer.reserve().await,
+        }
     }
 
     /// Appends `record` on the caller's thread when that keeps order and cannot block
     /// (`writer.rs`); else gives it back, for [`PartitionHandle::send`].
     pub(crate) fn try_append_now(&self, record: Record) -> Result<AppendResult, Record> {
-        self.writer.try_append_now(record)
+        match &self.writes {
+            Writes::Local(writer) => writer.try_append_now(record),
+            // Raft appends: there is no inline path.
+            Writes::Replicated(_) => Err(record),
+        }
     }
 
     /// The committed offset (the high watermark): readers see the offsets below it.
@@ -217,9 +301,20 @@ impl PartitionHandle {
         self.log.dir()
     }
 
-    /// Closes the log (flushed, with its clean-shutdown marker). Blocking.
+    /// Closes the log (flushed, with its clean-shutdown marker). Blocking. A replicated
+    /// partition's Raft must be stopped first ([`PartitionHandle::stop_replication`]).
     pub(crate) fn close(&self) -> Result<(), LogError> {
         self.log.close()
+    }
+
+    /// Stops a replicated partition's Raft replica (peers no longer reach it here) and
+    /// closes its log; nothing for a local partition.
+    pub(crate) async fn stop_replication(&self) {
+        if let Some(replica) = self.replica()
+            && let Err(error) = replica.shutdown().await
+        {
+            tracing::warn!(group = %replica.group(), %error, "stopping a replica");
+        }
     }
 
     /// Opens partition `number` in `dir` without a runtime, its appends announced to
@@ -229,7 +324,7 @@ impl PartitionHandle {
         let log = Arc::new(Log::open(dir, config).expect("opening a test partition"));
         let writer = writer::PartitionWriter::start(Arc::clone(&log), 16, format!("test-writer-{number}"), None)
             .expect("starting a test writer");
-        Arc::new(PartitionHandle { id: 0, number, log, writer })
+        Arc::new(PartitionHandle { id: 0, number, log, writes: Writes::Local(writer) })
     }
 
     /// The log itself, for unit tests that damage it or look under the handle.

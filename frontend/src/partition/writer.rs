@@ -44,23 +44,26 @@ pub struct AppendError {
     pub disk_full: bool,
     /// What went wrong, naming the partition or file.
     pub message: String,
+    /// A replicated partition had fewer replicas in sync than its stream's
+    /// `min_insync_replicas`: nothing was appended, and the same publish may succeed later.
+    pub too_few_replicas: bool,
 }
 
 impl AppendError {
     fn from_log(error: &LogError) -> AppendError {
-        AppendError { disk_full: error.is_disk_full(), message: error.to_string() }
+        AppendError { disk_full: error.is_disk_full(), message: error.to_string(), too_few_replicas: false }
     }
 
     /// A failure that is not a full disk (a writer that stopped, say).
     pub(crate) fn failed(message: impl Into<String>) -> AppendError {
-        AppendError { disk_full: false, message: message.into() }
+        AppendError { disk_full: false, message: message.into(), too_few_replicas: false }
     }
 
     /// The MQTT 5 reason code of the PUBACK or PUBREC that refuses the publish: 0x97 Quota
-    /// exceeded for a full disk (the client may try again later), 0x80 Unspecified error
-    /// otherwise.
+    /// exceeded for a full disk or too few replicas in sync (the client may try again
+    /// later), 0x80 Unspecified error otherwise.
     pub(crate) fn reason_code(&self) -> ReasonCode {
-        if self.disk_full { ReasonCode::QuotaExceeded } else { ReasonCode::UnspecifiedError }
+        if self.disk_full || self.too_few_replicas { ReasonCode::QuotaExceeded } else { ReasonCode::UnspecifiedError }
     }
 }
 
@@ -153,7 +156,12 @@ pub(crate) struct Reserved<'a> {
     queued: &'a AtomicUsize,
 }
 
-impl Reserved<'_> {
+impl<'a> Reserved<'a> {
+    /// The place `permit` holds, counted in `queued` once used.
+    pub(super) fn new(permit: mpsc::Permit<'a, AppendRequest>, queued: &'a AtomicUsize) -> Reserved<'a> {
+        Reserved { permit, queued }
+    }
+
     /// Queues `request` in the place held.
     pub(crate) fn send(self, request: AppendRequest) {
         // Counted before it is queued: the writer thread uncounts it once it is in the log.

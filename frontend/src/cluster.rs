@@ -1,0 +1,208 @@
+//! This node's place in a cluster (issue 20): the inter-node gRPC endpoint, where each
+//! partition's replicas are placed, and the metadata group.
+//!
+//! - **Endpoint.** `[cluster] listen` serves every Raft group's RPCs (and forwarded
+//!   publishes) over one tonic server; peers are dialled at the addresses `[cluster] peers`
+//!   gives.
+//! - **Metadata group.** `$streams` is one Raft group whose voters are every node of `peers`
+//!   (KRaft-like, no etcd). The stream definitions are its records, and each definition
+//!   carries its partitions' replica sets; every node applies it (`stream_definitions.rs`)
+//!   and opens, alters or closes its replicas to match ([`reconcile`]).
+//! - **Placement.** Round-robin by default ([`placement`]); the first replica of a partition
+//!   is its preferred leader.
+//! - **Learners.** A node outside a partition's replica set follows it as a Raft learner, so
+//!   it can serve its own subscribers from a local copy; learners never count toward the
+//!   quorum nor `min_insync_replicas`. The leader of each group adds the missing ones
+//!   ([`ClusterNode::add_learners`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use strata_replication::{Cluster, NodeId};
+
+use crate::config::ClusterConfig;
+use crate::error::BrokerError;
+
+/// The cluster as this node takes part in it.
+pub(crate) struct ClusterNode {
+    config: ClusterConfig,
+    endpoint: Cluster,
+    /// Stops the gRPC server (taken at shutdown).
+    stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
+    local_addr: SocketAddr,
+}
+
+impl ClusterNode {
+    /// Binds `[cluster] listen` and serves the Raft RPCs of this node's groups on it.
+    pub(crate) async fn start(config: &ClusterConfig) -> Result<ClusterNode, BrokerError> {
+        let listen_error = |reason: String| BrokerError::ClusterListen { addr: config.listen, reason };
+        let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| listen_error(e.to_string()))?;
+        let local_addr = listener.local_addr().map_err(|e| listen_error(e.to_string()))?;
+        let endpoint = Cluster::new(config.node_id);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = endpoint.clone();
+        tokio::spawn(async move {
+            let stopped = async move {
+                let _ = stopped.await;
+            };
+            if let Err(error) = server.serve(listener, stopped).await {
+                tracing::error!(%error, "the cluster listener stopped");
+            }
+        });
+        Ok(ClusterNode { config: config.clone(), endpoint, stop: Mutex::new(Some(stop)), local_addr })
+    }
+
+    /// The inter-node endpoint.
+    pub(crate) fn endpoint(&self) -> &Cluster {
+        &self.endpoint
+    }
+
+    /// This node's id.
+    pub(crate) fn node_id(&self) -> NodeId {
+        self.config.node_id
+    }
+
+    /// Every node, with the address peers dial.
+    pub(crate) fn peers(&self) -> &BTreeMap<NodeId, String> {
+        &self.config.peers
+    }
+
+    /// The address the inter-node listener is bound to.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `ids` with their addresses (ids `peers` does not know are left out).
+    pub(crate) fn addresses(&self, ids: &[NodeId]) -> BTreeMap<NodeId, String> {
+        ids.iter().filter_map(|id| Some((*id, self.config.peers.get(id)?.clone()))).collect()
+    }
+
+    /// On the leader of `replica`'s group: adds every node that is neither a voter nor a
+    /// learner yet as a learner (in the background; each catches up on its own).
+    pub(crate) fn add_learners(&self, replica: &Arc<strata_replication::ReplicatedPartition>) {
+        if !replica.is_leader() {
+            return;
+        }
+        let known: BTreeSet<NodeId> =
+            replica.metrics().borrow().membership_config.membership().nodes().map(|(id, _)| *id).collect();
+        for (id, addr) in &self.config.peers {
+            if known.contains(id) {
+                continue;
+            }
+            let (replica, id, addr) = (Arc::clone(replica), *id, addr.clone());
+            tokio::spawn(async move {
+                if let Err(error) = replica.add_learner(id, addr).await {
+                    tracing::debug!(group = %replica.group(), node = id, %error, "adding a learner");
+                }
+            });
+        }
+    }
+
+    /// Stops serving peers.
+    pub(crate) fn stop(&self) {
+        if let Some(stop) = self.stop.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// The status of partition `number` of `stream` as this node sees it: its Raft leader, the
+/// voters, and, on the leader, which followers are in sync and how far each has matched.
+pub(crate) async fn partition_status(
+    cluster: &ClusterNode,
+    stream: &str,
+    number: u32,
+    replica: &strata_replication::ReplicatedPartition,
+) -> crate::cluster_status::PartitionStatus {
+    let _ = cluster;
+    let metrics = replica.metrics().borrow().clone();
+    let replicas: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
+    let committed = replica.committed();
+    let mut log_end = BTreeMap::new();
+    log_end.insert(metrics.id, metrics.last_log_index.map_or(0, |i| i + 1));
+    let mut in_sync = Vec::new();
+    if let Some(replication) = &metrics.replication {
+        for (id, matched) in replication {
+            let end = matched.map_or(0, |m| m.index + 1);
+            if *id != metrics.id {
+                log_end.insert(*id, end);
+            }
+            if end >= committed && replicas.contains(id) {
+                in_sync.push(*id);
+            }
+        }
+    }
+    if metrics.current_leader == Some(metrics.id) && !in_sync.contains(&metrics.id) {
+        in_sync.push(metrics.id);
+    }
+    in_sync.sort_unstable();
+    crate::cluster_status::PartitionStatus {
+        stream: stream.to_owned(),
+        partition: number,
+        leader: metrics.current_leader,
+        replicas,
+        in_sync,
+        log_end,
+        committed,
+    }
+}
+
+/// The replica sets of a stream's `partitions` partitions over `nodes`, `factor` replicas
+/// each (capped at the node count): partition `p` starts at node `(fnv1a(stream) + p) mod
+/// n` and takes the next ones in id order. Consecutive partitions start on consecutive
+/// nodes, so preferred leaders (each set's first) spread evenly, and the stream's name
+/// shifts where the first one lands so that many one-partition streams do not all prefer
+/// the same node.
+pub(crate) fn placement(stream: &str, partitions: u32, factor: usize, nodes: &BTreeSet<NodeId>) -> Vec<Vec<NodeId>> {
+    let nodes: Vec<NodeId> = nodes.iter().copied().collect();
+    if nodes.is_empty() {
+        return vec![Vec::new(); partitions as usize];
+    }
+    let n = nodes.len();
+    let factor = factor.clamp(1, n);
+    let shift = crate::streams::fnv1a_32(stream.as_bytes()) as usize;
+    (0..partitions as usize).map(|p| (0..factor).map(|i| nodes[(shift % n + p + i) % n]).collect()).collect()
+}
+
+/// The default replication factor: 3, or every node of a smaller cluster.
+pub(crate) const DEFAULT_FACTOR: usize = 3;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_spreads_preferred_leaders_and_replicas_round_robin() {
+        let nodes = BTreeSet::from([1, 2, 3]);
+        let sets = placement("orders", 3, 3, &nodes);
+        assert_eq!(sets.len(), 3);
+        let leaders: BTreeSet<NodeId> = sets.iter().map(|set| set[0]).collect();
+        assert_eq!(leaders, nodes, "one preferred leader per node: {sets:?}");
+        for set in &sets {
+            assert_eq!(set.iter().copied().collect::<BTreeSet<_>>(), nodes, "every node holds every partition");
+        }
+        // Each set continues round-robin from its leader.
+        for set in &sets {
+            let at = |id: NodeId| (id - 1) as usize;
+            assert_eq!(at(set[1]), (at(set[0]) + 1) % 3);
+        }
+    }
+
+    #[test]
+    fn placement_caps_the_factor_and_is_stable() {
+        let nodes = BTreeSet::from([1, 2, 3, 4, 5]);
+        let sets = placement("s", 5, 3, &nodes);
+        assert!(sets.iter().all(|set| set.len() == 3 && set.iter().collect::<BTreeSet<_>>().len() == 3));
+        let mut load = BTreeMap::new();
+        for set in &sets {
+            for id in set {
+                *load.entry(*id).or_insert(0) += 1;
+            }
+        }
+        assert!(load.values().all(|n| *n == 3), "five partitions x 3 replicas spread 3 per node: {load:?}");
+        assert_eq!(placement("s", 5, 3, &nodes), sets, "the same input places the same way");
+        assert_eq!(placement("s", 2, 7, &BTreeSet::from([4, 9])), placement("s", 2, 2, &BTreeSet::from([4, 9])));
+        assert_eq!(placement("s", 1, 3, &BTreeSet::new()), vec![Vec::<NodeId>::new()]);
+    }
+}
