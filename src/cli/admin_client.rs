@@ -1,7 +1,8 @@
-//! `strata stream ...` and `strata group ...`: clients of the gRPC admin API of a running node
-//! (`strata serve`, on 127.0.0.1:7070 unless `[grpc] listen` says otherwise). Human tables by
-//! default, `--output json` for scripts. Any failure (node unreachable, unknown stream or
-//! group, a bad setting, a refused change) is one `error:` line and exit status 2. Settings are checked by the node, with the same parser as
+//! `strata stream ...`, `strata group ...` and `strata cluster ...`: clients of the gRPC admin
+//! API of a running node (`strata serve`, on 127.0.0.1:7070 unless `[grpc] listen` says
+//! otherwise). Human tables by default, `--output json` for scripts. Any failure (node
+//! unreachable, unknown stream or group, a bad setting, a refused change) is one `error:` line
+//! and exit status 2. Settings are checked by the node, with the same parser as
 //! the config file, so the message names the key either way.
 
 use std::process::ExitCode;
@@ -192,6 +193,15 @@ pub enum GroupCommand {
         #[command(flatten)]
         target: TargetArgs,
     },
+}
+
+/// `strata cluster ...`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Show the cluster's nodes and, per partition, its leader, replicas, in-sync replicas,
+    /// each replica's log end and the committed offset. A node without a `[cluster]` section
+    /// refuses (exit status 2).
+    Status,
 }
 
 /// A `$share` group or a persistent session.
@@ -391,6 +401,23 @@ pub fn group(args: &ClientArgs, command: &GroupCommand) -> anyhow::Result<ExitCo
                 };
                 let response = client.reset_offsets(request).await?.into_inner();
                 print_group(&response, output);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Runs `strata cluster ...`.
+pub fn cluster(args: &ClientArgs, command: &ClusterCommand) -> anyhow::Result<ExitCode> {
+    run(args, |mut client, output| async move {
+        match command {
+            ClusterCommand::Status => {
+                let response = client.cluster_status(pb::ClusterStatusRequest {}).await?.into_inner();
+                let status = super::cluster_status::from_proto(response);
+                match output {
+                    Output::Json => println!("{}", super::cluster_status::to_json(&status)),
+                    Output::Table => print!("{}", super::cluster_status::to_table(&status)),
+                }
             }
         }
         Ok(())
@@ -631,18 +658,26 @@ fn print_compaction(name: &str, response: &pb::CompactStreamResponse, output: Ou
 
 /// Prints `rows` under `headers` in left-aligned columns two spaces apart.
 fn print_table(headers: &[&str], rows: Vec<Vec<String>>) {
+    print!("{}", table(headers, rows));
+}
+
+/// `rows` under `headers` in left-aligned columns two spaces apart, each line ended by `\n`.
+pub(super) fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in &rows {
         for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
-    let line = |cells: Vec<&str>| {
+    let mut text = String::new();
+    let mut line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        text.push_str(padded.join("  ").trim_end());
+        text.push('\n');
     };
     line(headers.to_vec());
     for row in &rows {
         line(row.iter().map(String::as_str).collect());
     }
+    text
 }

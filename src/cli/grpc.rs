@@ -241,6 +241,14 @@ impl pb::admin_server::Admin for AdminService {
         let group = self.admin.describe_group(&request.name, kind).map_err(status)?;
         Ok(Response::new(group_response(&group)))
     }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let cluster = self.admin.cluster_status().await.map_err(status)?;
+        Ok(Response::new(super::cluster_status::to_proto(&cluster)))
+    }
 }
 
 /// How long an admin client has to finish the TLS handshake.

@@ -2,6 +2,7 @@
 
 mod admin_client;
 mod bench;
+mod cluster_status;
 mod compact;
 mod config;
 mod dashboard;
@@ -100,6 +101,13 @@ enum Command {
         client: admin_client::ClientArgs,
         #[command(subcommand)]
         command: admin_client::GroupCommand,
+    },
+    /// The cluster a running node belongs to, through its gRPC admin API (`[grpc] listen`).
+    Cluster {
+        #[command(flatten)]
+        client: admin_client::ClientArgs,
+        #[command(subcommand)]
+        command: admin_client::ClusterCommand,
     },
     /// Inspect, check and compact partition logs on disk (offline).
     #[command(subcommand)]
@@ -209,6 +217,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Config(ConfigCommand::Check { file }) => config::check(&file),
         Command::Stream { client, command } => admin_client::stream(&client, &command),
         Command::Group { client, command } => admin_client::group(&client, &command),
+        Command::Cluster { client, command } => admin_client::cluster(&client, &command),
         Command::Bench(args) => bench::bench(&args),
         Command::Passwd { delete, file, user } => {
             passwd::passwd(&file, &user, if delete { passwd::Change::Delete } else { passwd::Change::Set })
