@@ -356,10 +356,13 @@ impl Admin {
         };
         let nodes = cluster.peers().iter().map(|(id, addr)| NodeStatus { node_id: *id, addr: addr.clone() }).collect();
         let mut partitions = Vec::new();
-        let internal = (crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition()));
-        let streams = self.shared.streams.all();
-        let all = std::iter::once(internal)
-            .chain(streams.iter().flat_map(|s| s.partitions.iter().map(|p| (s.name.clone(), Arc::clone(p)))));
+        let mut all: Vec<(String, Arc<PartitionHandle>)> =
+            vec![(crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition()))];
+        for stream in self.shared.streams.all() {
+            for partition in &stream.partitions {
+                all.push((stream.name.clone(), Arc::clone(partition)));
+            }
+        }
         for (stream, partition) in all {
             let Some(replica) = partition.replica() else { continue };
             partitions.push(crate::cluster::partition_status(cluster, &stream, partition.number, replica).await);

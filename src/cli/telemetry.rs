@@ -70,7 +70,9 @@ pub fn init(format: LogFormat, config: &TelemetryConfig) -> anyhow::Result<Telem
 
 fn install(format: LogFormat, provider: Option<&SdkTracerProvider>) {
     let filter = match std::env::var(EnvFilter::DEFAULT_ENV) {
-        Err(_) => EnvFilter::new("warn"),
+        // openraft reports every failed RPC to a peer that is down at INFO and ERROR; our own
+        // lines say what matters (leaders, refusals), so its own go only to RUST_LOG.
+        Err(_) => EnvFilter::new("warn,openraft=off"),
         Ok(directives) => EnvFilter::try_new(&directives).unwrap_or_else(|e| {
             eprintln!("warning: ignoring RUST_LOG={directives:?}: {e}");
             EnvFilter::new("warn")
