@@ -237,7 +237,7 @@ impl Cluster {
             return Err(ReplicationError::EmptyProposal);
         }
         let started = Instant::now();
-        let deadline = started + options.timeout;
+        let deadline = started.checked_add(options.timeout.min(MAX_TIMEOUT)).unwrap_or(started);
         // A leader named by a refusal, to try next.
         let mut hint: Option<(NodeId, String)> = None;
         loop {
@@ -407,6 +407,9 @@ fn status_from_pb(s: pb::PartitionStatus) -> PartitionStatus {
         committed: s.committed,
     }
 }
+
+/// The longest a proposal may wait, whatever it asks (keeps deadline arithmetic finite).
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a status request to one node may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -709,7 +712,7 @@ impl Forward for ForwardService {
         };
         let count = request.records.len() as u64;
         let records = request.records.into_iter().map(record_from_pb).collect();
-        let timeout = Duration::from_millis(request.timeout_ms);
+        let timeout = Duration::from_millis(request.timeout_ms).min(MAX_TIMEOUT);
         let min_in_sync = request.min_in_sync as usize;
         let result = match self.cluster.propose_local(&group, &raft, records, min_in_sync, timeout).await {
             Ok(offsets) => {
@@ -747,5 +750,42 @@ impl Forward for ForwardService {
             }
         };
         Ok(Response::new(pb::StatusResponse { result: Some(result) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send<T: Send>(_: T) {}
+
+    #[test]
+    fn the_public_futures_can_be_spawned() {
+        let cluster = Cluster::new(1);
+        let group = GroupId::new("s", 0);
+        assert_send(cluster.propose(&group, vec![Record::new(0, "x")], ProposeOptions::default()));
+        assert_send(cluster.partition_status(&group));
+    }
+
+    #[test]
+    fn a_hint_needs_an_id_and_an_address() {
+        let hint = |leader_id, addr: &str| hint_from_pb(pb::NotLeader { leader_id, leader_addr: addr.to_string() });
+        assert_eq!(hint(Some(2), "127.0.0.1:7102"), Some((2, "127.0.0.1:7102".to_string())));
+        assert_eq!(hint(Some(2), ""), None);
+        assert_eq!(hint(None, "127.0.0.1:7102"), None);
+        assert_eq!(hint_from_pb(hint_to_pb(Some((3, "a:1".to_string())))), Some((3, "a:1".to_string())));
+        assert_eq!(hint_from_pb(hint_to_pb(None)), None);
+    }
+
+    #[test]
+    fn a_status_survives_the_wire() {
+        let status = PartitionStatus {
+            leader: Some(2),
+            replicas: vec![1, 2, 3],
+            in_sync: vec![2, 3],
+            log_end: BTreeMap::from([(1, 10), (2, 17), (3, 17)]),
+            committed: 17,
+        };
+        assert_eq!(status_from_pb(status_to_pb(&status)), status);
     }
 }
