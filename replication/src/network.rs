@@ -41,6 +41,8 @@ struct ClusterInner {
     node_id: NodeId,
     groups: RwLock<HashMap<GroupId, Raft>>,
     peers: Mutex<HashMap<NodeId, (String, Channel)>>,
+    /// Forwarding and status: the peers' addresses and each group's figures.
+    forward: crate::forward::ForwardState,
 }
 
 impl Cluster {
@@ -51,6 +53,7 @@ impl Cluster {
                 node_id,
                 groups: RwLock::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
+                forward: crate::forward::ForwardState::default(),
             }),
         }
     }
@@ -69,7 +72,8 @@ impl Cluster {
     ) -> Result<(), ReplicationError> {
         let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         tonic::transport::Server::builder()
-            .add_service(RaftServer::new(ClusterService { cluster: self }).max_decoding_message_size(64 << 20))
+            .add_service(RaftServer::new(ClusterService { cluster: self.clone() }).max_decoding_message_size(64 << 20))
+            .add_service(crate::forward::server(self))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
             .map_err(|e| ReplicationError::Transport(e.to_string()))
@@ -80,12 +84,34 @@ impl Cluster {
         if groups.contains_key(&group) {
             return Err(ReplicationError::AlreadyOpen(group));
         }
+        self.inner.forward.opened(&group, &raft);
         groups.insert(group, raft);
         Ok(())
     }
 
     pub(crate) fn deregister(&self, group: &GroupId) {
         self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(group);
+        self.inner.forward.closed(group);
+    }
+
+    /// The Raft of `group` if it is open on this node.
+    pub(crate) fn raft_of(&self, group: &GroupId) -> Option<Raft> {
+        self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).get(group).cloned()
+    }
+
+    /// The groups open on this node.
+    pub(crate) fn open_groups(&self) -> Vec<(GroupId, Raft)> {
+        let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups.iter().map(|(group, raft)| (group.clone(), raft.clone())).collect()
+    }
+
+    pub(crate) fn forward_state(&self) -> &crate::forward::ForwardState {
+        &self.inner.forward
+    }
+
+    /// The shared channel to peer `target` at `addr` (the one Raft uses too).
+    pub(crate) fn peer_channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        self.channel(target, addr)
     }
 
     fn group(&self, group: Option<pb::GroupId>) -> Result<Raft, Status> {
@@ -118,6 +144,7 @@ impl Cluster {
         GroupNetwork {
             cluster: self.clone(),
             group: pb::GroupId { stream: group.stream.clone(), partition: group.partition },
+            stats: self.inner.forward.stats_for(group),
         }
     }
 }
@@ -127,6 +154,7 @@ impl Cluster {
 pub(crate) struct GroupNetwork {
     cluster: Cluster,
     group: pb::GroupId,
+    stats: Arc<crate::status::GroupStats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -136,7 +164,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         let client = self.cluster.channel(target, &node.addr).map(|channel| {
             RaftClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
         });
-        PeerClient { client, group: self.group.clone() }
+        PeerClient { client, group: self.group.clone(), target, stats: Arc::clone(&self.stats) }
     }
 }
 
@@ -144,6 +172,9 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 pub(crate) struct PeerClient {
     client: Result<RaftClient<Channel>, tonic::transport::Error>,
     group: pb::GroupId,
+    target: NodeId,
+    /// Told of every answer, for the in-sync set.
+    stats: Arc<crate::status::GroupStats>,
 }
 
 /// Every failure to reach the peer's group (connection refused, group not open there, its
@@ -191,6 +222,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await
             .map_err(|s| unreachable(&s))?
             .into_inner();
+        self.stats.note_ack(self.target);
         use pb::append_entries_response::Result as R;
         match response.result {
             Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),

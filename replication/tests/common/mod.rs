@@ -25,6 +25,8 @@ pub struct TestNode {
     pub id: NodeId,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The node's endpoint (forwarding, status, figures).
+    pub cluster: Cluster,
     pub partition: Option<ReplicatedPartition>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ReplicationError>>>,
@@ -37,13 +39,14 @@ impl TestNode {
         let cluster = Cluster::new(id);
         let partition = ReplicatedPartition::open(&cluster, dir, LogConfig::default(), group()).await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(cluster.serve(listener, async move {
+        let server = tokio::spawn(cluster.clone().serve(listener, async move {
             let _ = stopped.await;
         }));
         Ok(TestNode {
             id,
             addr,
             dir: dir.to_path_buf(),
+            cluster,
             partition: Some(partition),
             stop: Some(stop),
             server: Some(server),
