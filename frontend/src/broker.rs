@@ -144,18 +144,24 @@ async fn open_metadata(
     match replica.wait_for_leader(METADATA_LEADER_WAIT).await {
         Ok(leader) => {
             tracing::info!(leader, "the metadata group has a leader");
-            catch_up_with_leader(&partition).await;
+            catch_up_with_leader(cluster, &partition).await;
         }
         Err(error) => tracing::warn!(%error, "starting without a metadata leader; not ready until there is one"),
     }
     Ok(partition)
 }
 
-/// Waits, bounded, until this replica has committed everything its log holds: what a
-/// leader had committed when this node heard from it.
-async fn catch_up_with_leader(partition: &PartitionHandle) {
+/// Waits, bounded, until this replica has committed what the group's leader had committed
+/// when asked: then the definitions applied from it are the cluster's.
+async fn catch_up_with_leader(cluster: &crate::cluster::ClusterNode, partition: &PartitionHandle) {
     let Some(replica) = partition.replica() else { return };
-    let target = replica.metrics().borrow().last_log_index.map_or(0, |index| index + 1);
+    let target = match cluster.endpoint().partition_status(replica.group()).await {
+        Ok(status) => status.committed,
+        Err(error) => {
+            tracing::warn!(%error, "could not ask the metadata leader how far it has committed");
+            return;
+        }
+    };
     let mut committed = partition.watch_committed();
     let caught_up = tokio::time::timeout(METADATA_LEADER_WAIT, committed.wait_for(|c| *c >= target)).await;
     if caught_up.is_err() {

@@ -40,6 +40,7 @@ impl ClusterNode {
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| listen_error(e.to_string()))?;
         let local_addr = listener.local_addr().map_err(|e| listen_error(e.to_string()))?;
         let endpoint = Cluster::new(config.node_id);
+        endpoint.set_peers(config.peers.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = endpoint.clone();
         tokio::spawn(async move {
@@ -107,44 +108,36 @@ impl ClusterNode {
     }
 }
 
-/// The status of partition `number` of `stream` as this node sees it: its Raft leader, the
-/// voters, and, on the leader, which followers are in sync and how far each has matched.
+/// The status of partition `number` of `stream`, as its leader sees it (asked over gRPC when
+/// it is elsewhere); this replica's own view, without a leader, when none answers.
 pub(crate) async fn partition_status(
     cluster: &ClusterNode,
     stream: &str,
     number: u32,
     replica: &strata_replication::ReplicatedPartition,
 ) -> crate::cluster_status::PartitionStatus {
-    let _ = cluster;
-    let metrics = replica.metrics().borrow().clone();
-    let replicas: Vec<NodeId> = metrics.membership_config.membership().voter_ids().collect();
-    let committed = replica.committed();
-    let mut log_end = BTreeMap::new();
-    log_end.insert(metrics.id, metrics.last_log_index.map_or(0, |i| i + 1));
-    let mut in_sync = Vec::new();
-    if let Some(replication) = &metrics.replication {
-        for (id, matched) in replication {
-            let end = matched.map_or(0, |m| m.index + 1);
-            if *id != metrics.id {
-                log_end.insert(*id, end);
-            }
-            if end >= committed && replicas.contains(id) {
-                in_sync.push(*id);
+    let status = match cluster.endpoint.partition_status(replica.group()).await {
+        Ok(status) => status,
+        Err(error) => {
+            tracing::debug!(group = %replica.group(), %error, "asking the leader for a partition's status");
+            let metrics = replica.metrics().borrow().clone();
+            strata_replication::PartitionStatus {
+                leader: None,
+                replicas: metrics.membership_config.membership().voter_ids().collect(),
+                in_sync: Vec::new(),
+                log_end: BTreeMap::from([(metrics.id, metrics.last_log_index.map_or(0, |i| i + 1))]),
+                committed: replica.committed(),
             }
         }
-    }
-    if metrics.current_leader == Some(metrics.id) && !in_sync.contains(&metrics.id) {
-        in_sync.push(metrics.id);
-    }
-    in_sync.sort_unstable();
+    };
     crate::cluster_status::PartitionStatus {
         stream: stream.to_owned(),
         partition: number,
-        leader: metrics.current_leader,
-        replicas,
-        in_sync,
-        log_end,
-        committed,
+        leader: status.leader,
+        replicas: status.replicas,
+        in_sync: status.in_sync,
+        log_end: status.log_end,
+        committed: status.committed,
     }
 }
 
