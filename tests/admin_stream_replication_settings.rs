@@ -2,7 +2,8 @@
 //! `[cluster]`: `stream create --config` takes them, `stream describe` shows them, `alter`
 //! changes `acks`, `min_insync_replicas` and `ack_timeout` but refuses a new replica set
 //! naming the key, and they survive `kill -9` (kept in `$streams` as a version 2
-//! definition). On a single node they change nothing else. Loopback only.
+//! definition). On a single node they change nothing else. A config file's `[log]` and
+//! `[[streams]]` give them too. Loopback only.
 
 #[path = "common/admin_cli.rs"]
 mod admin_cli;
@@ -87,4 +88,33 @@ fn replication_settings_are_kept_shown_and_guarded_by_alter() {
     assert_eq!(default["settings"]["acks"], "quorum", "{default}");
     assert_eq!(default["settings"]["ack_timeout"], "5000", "{default}");
     assert!(default["settings"].get("replication_factor").is_none(), "{default}");
+}
+
+#[test]
+fn the_config_file_gives_replication_settings_and_log_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("strata.toml");
+    std::fs::write(
+        &config,
+        "[log]\nacks = \"leader\"\nack_timeout = \"750ms\"\n\
+         [[streams]]\nname = \"placed\"\ntopics = [\"placed/#\"]\npartitions = 2\nreplication_factor = 2\n\
+         acks = \"quorum\"\nreplica_assignment = [[2, 1], [1, 2]]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let broker = ServeProcess::start_with(&data, &["--config", config.to_str().unwrap(), "--grpc", "127.0.0.1:0"]);
+    let grpc = broker.grpc_addr();
+    let placed = json(grpc, &["stream", "describe", "placed"]);
+    let settings = &placed["settings"];
+    assert_eq!(settings["replication_factor"], "2", "{placed}");
+    assert_eq!(settings["acks"], "quorum", "{placed}");
+    assert_eq!(settings["ack_timeout"], "750", "{placed}");
+    assert_eq!(settings["replica_assignment"], "2,1;1,2", "{placed}");
+    // `default` and a stream created now start from [log].
+    let default = json(grpc, &["stream", "describe", "default"]);
+    assert_eq!((&default["settings"]["acks"], &default["settings"]["ack_timeout"]), (&"leader".into(), &"750".into()));
+    let created = json(grpc, &["stream", "create", "later", "--config", "min_insync_replicas=1"]);
+    assert_eq!(created["settings"]["acks"], "leader", "{created}");
+    assert_eq!(created["settings"]["min_insync_replicas"], "1", "{created}");
+    assert!(created["settings"].get("replica_assignment").is_none(), "{created}");
 }
