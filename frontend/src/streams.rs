@@ -77,15 +77,21 @@ pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
 /// publish is acknowledged (issue 20). Checked by `stream_settings::validate`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicationSettings {
-    /// Replicas per partition; None: min(3, cluster size). 1..=7 (validate; a cluster check against the node count is the lead's).
+    /// Replicas per partition, the leader included; None: min(3, cluster size). 1..=7
+    /// (`stream_settings::validate`; whether the cluster has that many nodes is checked
+    /// where the cluster is known).
     pub factor: Option<u32>,
     /// After which write a publish is acknowledged.
     pub acks: Acks,
-    /// None: 2 when the factor is >= 3, else 1. Must be <= factor when both set (validate, naming the key).
+    /// In-sync replicas a publish needs; None: 2 when the factor is >= 3, else 1. 1..=7, at
+    /// most the factor when both are set.
     pub min_insync_replicas: Option<u32>,
-    /// Default 5 s; 1 ms ..= 10 min.
+    /// How long a publish waits for its acknowledgement. Default 5 s; 1 ms ..= 10 min.
     pub ack_timeout: Duration,
-    /// Manual placement: per partition, its replica node ids, the first the preferred leader. Empty: placed round-robin by the cluster (the metadata leader fills it in at create time). When set: exactly one entry per partition, each with `factor` distinct ids > 0.
+    /// Manual placement: per partition, its replica node ids, the first the preferred
+    /// leader. Empty: placed round-robin by the cluster (the metadata leader fills it in at
+    /// create time). When set: exactly one entry per partition, each with `factor` distinct
+    /// ids > 0 (with no factor, all of one length).
     pub assignment: Vec<Vec<u64>>,
 }
 
