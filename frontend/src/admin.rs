@@ -401,6 +401,7 @@ impl Admin {
             }
         }
         stream_settings::apply_settings(&mut config, &change.settings)?;
+        stream_settings::check_alter(&stream.config, &config)?;
         let before: HashMap<String, String> = stream_settings::settings_of(&stream.config).into_iter().collect();
         let after: HashMap<String, String> = stream_settings::settings_of(&config).into_iter().collect();
         let at_restart: Vec<String> = stream_settings::RESTART_KEYS

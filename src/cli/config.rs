@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_compaction::{CleanupPolicy, MaintenanceConfig};
+use strata_frontend::stream_settings;
 use strata_frontend::tls::TlsConfig;
 use strata_frontend::{BrokerConfig, ClusterConfig, StreamConfig};
 use strata_log::{Compression, FlushPolicy};
@@ -841,6 +842,10 @@ pub fn print(effective: &Effective) -> String {
                 "name" => Ok(text(&stream.name)),
                 "topics" => Ok(Value::Array(stream.topics.iter().map(|t| text(t)).collect())),
                 "partitions" => Ok(int(u64::from(stream.partitions))),
+                "replica_assignment" => match stream.replication.assignment.as_slice() {
+                    [] => Err("placed round-robin by the cluster"),
+                    assignment => Ok(text(&stream_settings::assignment_text(assignment))),
+                },
                 _ => Err("not printed"),
             };
             line(&mut out, key, value);
@@ -891,6 +896,14 @@ fn print_log_settings(out: &mut String, stream: &StreamConfig) {
             "retention_ms" => stream.retention.retention_ms.map(int).ok_or("unlimited"),
             "retention_bytes" => stream.retention.retention_bytes.map(int).ok_or("unlimited"),
             "retention_messages" => stream.retention.retention_messages.map(int).ok_or("unlimited"),
+            "replication_factor" => stream.replication.factor.map(|n| int(u64::from(n))).ok_or("min(3, cluster size)"),
+            "acks" => Ok(text(stream_settings::acks_name(stream.replication.acks))),
+            "min_insync_replicas" => stream
+                .replication
+                .min_insync_replicas
+                .map(|n| int(u64::from(n)))
+                .ok_or("2 when the replication factor is 3 or more, else 1"),
+            "ack_timeout" => Ok(int(stream.replication.ack_timeout.as_millis() as u64)),
             _ => Err("not printed"),
         };
         line(out, key, value);
@@ -1133,7 +1146,9 @@ mod tests {
              [cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102\"]\n\
              [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
              [[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\ncompaction_key = \"id\"\n\
-             cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n",
+             cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n\
+             replication_factor = 3\nacks = \"leader\"\nmin_insync_replicas = 3\nack_timeout = \"750ms\"\n\
+             replica_assignment = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]\n",
         )
         .unwrap();
         let printed = print(&effective);
@@ -1158,5 +1173,7 @@ mod tests {
         }
         assert_eq!(parse(&printed).unwrap(), effective, "{printed}");
         assert_eq!(print(&parse(&printed).unwrap()), printed);
+        assert!(printed.contains("\nreplica_assignment = \"1,2,3;2,3,1;3,1,2\"\n"), "{printed}");
+        assert!(printed.contains("\nack_timeout = 750\n"), "{printed}");
     }
 }
