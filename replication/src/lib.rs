@@ -32,9 +32,11 @@ mod log_store;
 mod network;
 mod partition;
 mod state_machine;
+mod tls;
 mod types;
 
 pub use error::ReplicationError;
 pub use network::Cluster;
 pub use partition::{ReplicatedPartition, raft_config};
+pub use tls::{ClusterTls, ClusterTlsFiles};
 pub use types::{GroupId, NodeId, TypeConfig};
