@@ -273,3 +273,40 @@ async fn a_tls_node_answers_only_clients_with_a_certificate_from_its_ca() -> any
     }
     Ok(())
 }
+
+/// `ClusterTls::reload` (SIGHUP in the broker) changes what new connections need: after the
+/// node's files are replaced by ones from another CA, a member of the new CA is answered and
+/// one of the old CA is refused, while the node keeps serving its group. Each probe trusts
+/// the CA of the certificate the node presents at that time, so a refusal is the node's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_to_new_connections() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let node_dir = root.path().join("node1-files");
+    std::fs::create_dir(&node_dir)?;
+    let (first, second) = (Ca::new("first"), Ca::new("second"));
+    let node1 = first.node(&node_dir, "node1");
+    let tls = ClusterTls::load(node1.clone())?;
+    let (mut nodes, _) = start(&root.path().join("data"), vec![Cluster::new_with_tls(1, tls.clone())]).await?;
+    wait_for_common_leader(&nodes, None).await?;
+    let addr = nodes[0].addr;
+    let old_member = first.node(root.path(), "old-member");
+    let new_member = second.node(root.path(), "new-member");
+    let ask = |trust: &ClusterTlsFiles, member: &ClusterTlsFiles| -> anyhow::Result<_> {
+        Ok(ask_for_a_vote(tls_endpoint(addr, trust, Some(member))?))
+    };
+    ask(&old_member, &old_member)?.await.context("before the reload, the first CA's member")?;
+    assert!(ask(&old_member, &new_member)?.await.is_err(), "the second CA's member was admitted before the reload");
+
+    let renewed = second.node(root.path(), "renewed");
+    std::fs::copy(&renewed.cert_file, &node1.cert_file)?;
+    std::fs::copy(&renewed.key_file, &node1.key_file)?;
+    std::fs::copy(&renewed.ca_file, &node1.ca_file)?;
+    tls.reload()?;
+
+    ask(&new_member, &new_member)?.await.context("after the reload, the second CA's member")?;
+    assert!(ask(&new_member, &old_member)?.await.is_err(), "the first CA's member was admitted after the reload");
+    for n in &mut nodes {
+        n.kill().await?;
+    }
+    Ok(())
+}
