@@ -31,6 +31,7 @@ mod error;
 mod log_store;
 mod network;
 mod partition;
+mod snapshot;
 mod state_machine;
 mod types;
 

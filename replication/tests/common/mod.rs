@@ -26,6 +26,7 @@ pub struct TestNode {
     pub addr: SocketAddr,
     pub dir: PathBuf,
     pub partition: Option<ReplicatedPartition>,
+    pub config: LogConfig,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ReplicationError>>>,
 }
@@ -33,9 +34,22 @@ pub struct TestNode {
 impl TestNode {
     /// Starts node `id` on `listener` with its data in `dir`.
     pub async fn start(id: NodeId, dir: &Path, listener: TcpListener) -> anyhow::Result<TestNode> {
+        TestNode::start_with(id, dir, listener, LogConfig::default(), |_| {}).await
+    }
+
+    /// Starts node `id` with `config`; `before_serving` gets its replica before its server
+    /// answers any peer.
+    pub async fn start_with(
+        id: NodeId,
+        dir: &Path,
+        listener: TcpListener,
+        config: LogConfig,
+        before_serving: impl FnOnce(&ReplicatedPartition),
+    ) -> anyhow::Result<TestNode> {
         let addr = listener.local_addr()?;
         let cluster = Cluster::new(id);
-        let partition = ReplicatedPartition::open(&cluster, dir, LogConfig::default(), group()).await?;
+        let partition = ReplicatedPartition::open(&cluster, dir, config.clone(), group()).await?;
+        before_serving(&partition);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(cluster.serve(listener, async move {
             let _ = stopped.await;
@@ -44,6 +58,7 @@ impl TestNode {
             id,
             addr,
             dir: dir.to_path_buf(),
+            config,
             partition: Some(partition),
             stop: Some(stop),
             server: Some(server),
@@ -86,8 +101,14 @@ impl TestNode {
 
     /// Starts the node again from its files, on its address.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Starts the node again from its files, on its address; `before_serving` gets its
+    /// replica before its server answers any peer.
+    pub async fn restart_with(&mut self, before_serving: impl FnOnce(&ReplicatedPartition)) -> anyhow::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
-        *self = TestNode::start(self.id, &self.dir.clone(), listener).await?;
+        *self = TestNode::start_with(self.id, &self.dir.clone(), listener, self.config.clone(), before_serving).await?;
         Ok(())
     }
 
@@ -103,6 +124,11 @@ impl TestNode {
 
 /// Three nodes on loopback, node 1 initialising the group with all three as voters.
 pub async fn start_cluster(root: &Path, count: u64) -> anyhow::Result<Vec<TestNode>> {
+    start_cluster_with(root, count, LogConfig::default()).await
+}
+
+/// [`start_cluster`] with every node's log opened with `config`.
+pub async fn start_cluster_with(root: &Path, count: u64, config: LogConfig) -> anyhow::Result<Vec<TestNode>> {
     let mut listeners = Vec::new();
     for _ in 0..count {
         listeners.push(TcpListener::bind("127.0.0.1:0").await?);
@@ -115,7 +141,7 @@ pub async fn start_cluster(root: &Path, count: u64) -> anyhow::Result<Vec<TestNo
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
-        nodes.push(TestNode::start(id, &root.join(format!("node{id}")), listener).await?);
+        nodes.push(TestNode::start_with(id, &root.join(format!("node{id}")), listener, config.clone(), |_| {}).await?);
     }
     nodes[0].partition().initialize(members).await?;
     Ok(nodes)
