@@ -222,19 +222,27 @@ impl openraft::storage::RaftStateMachine<TypeConfig> for StateMachine {
             if held {
                 let _ = fs::remove_dir_all(self.log.log().staging_dir());
             } else {
-                let received = snapshot.finish_receiving().map_err(|e| failed(&e))?;
-                if received.info.end != last.index + 1 || received.info.last_term != term {
-                    let e = std::io::Error::other(format!(
-                        "the snapshot's files end at offset {} of term {}, its log id is {last}",
-                        received.info.end, received.info.last_term
-                    ));
-                    return Err(failed(&e).into());
-                }
-                if received.has_files {
-                    self.log.install_segments(&received.info).map_err(|e| failed(&e))?;
-                } else {
-                    self.log.reset_after(last.index, term).map_err(|e| failed(&e))?;
-                }
+                // Checking every staged batch and fsyncing the files reads and writes the
+                // whole snapshot: off the async threads.
+                let log = Arc::clone(&self.log);
+                let install = move || -> Result<(), String> {
+                    let received = snapshot.finish_receiving().map_err(|e| e.to_string())?;
+                    if received.info.end != last.index + 1 || received.info.last_term != term {
+                        return Err(format!(
+                            "the snapshot's files end at offset {} of term {}, its log id is {last}",
+                            received.info.end, received.info.last_term
+                        ));
+                    }
+                    match received.has_files {
+                        true => log.install_segments(&received.info),
+                        false => log.reset_after(last.index, term),
+                    }
+                    .map_err(|e| e.to_string())
+                };
+                let installed = tokio::task::spawn_blocking(install)
+                    .await
+                    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+                installed.map_err(|e| failed(&AnyError(e)))?;
             }
             self.log.commit_to(last.index + 1).map_err(|e| failed(&e))?;
         }
