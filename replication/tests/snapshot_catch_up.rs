@@ -17,9 +17,24 @@ fn config() -> LogConfig {
     LogConfig { segment_bytes: 4096, index_interval_bytes: 512, ..LogConfig::default() }
 }
 
-/// Proposes `records` on the leader, finding it again if leadership moved.
+/// Record `i`, its value padded to at least `size` bytes.
+fn sized_record(i: usize, size: usize) -> strata_log::Record {
+    let mut record = record(i);
+    if record.value.len() < size {
+        let mut value = record.value.to_vec();
+        value.resize(size, b'a' + (i % 26) as u8);
+        record.value = value.into();
+    }
+    record
+}
+
+/// Proposes records `range` on the leader, finding it again if leadership moved.
 async fn propose(nodes: &[TestNode], range: std::ops::Range<usize>) -> anyhow::Result<()> {
-    let records: Vec<_> = range.map(record).collect();
+    propose_sized(nodes, range, 0).await
+}
+
+async fn propose_sized(nodes: &[TestNode], range: std::ops::Range<usize>, size: usize) -> anyhow::Result<()> {
+    let records: Vec<_> = range.map(|i| sized_record(i, size)).collect();
     for _ in 0..5 {
         let leader = wait_for_common_leader(nodes, None).await?;
         match node(nodes, leader).partition().propose(records.clone()).await {
@@ -49,6 +64,10 @@ fn contents_of(log: &Log, from: u64, end: u64) -> anyhow::Result<Vec<Stored>> {
             let term = batch.header().leader_term;
             for record in batch.records()? {
                 let record = record?;
+                // A read returns the whole batch that holds `from`.
+                if record.offset < from {
+                    continue;
+                }
                 out.push((
                     record.offset,
                     term,
@@ -88,7 +107,7 @@ async fn retain_beyond(node: &TestNode, beyond: u64) -> anyhow::Result<u64> {
 /// Three replicas; `lagging` (a follower) is stopped after a first load, the others take a
 /// larger one and retention deletes every segment it lacks. Returns the lagging node's id and
 /// its log end when it stopped.
-async fn leave_a_follower_behind(nodes: &mut [TestNode]) -> anyhow::Result<(NodeId, u64)> {
+async fn leave_a_follower_behind(nodes: &mut [TestNode], size: usize) -> anyhow::Result<(NodeId, u64)> {
     let leader = wait_for_common_leader(nodes, None).await?;
     for round in 0..5 {
         propose(nodes, round * 20..round * 20 + 20).await?;
@@ -102,7 +121,7 @@ async fn leave_a_follower_behind(nodes: &mut [TestNode]) -> anyhow::Result<(Node
     let lagging_end = lagging.partition().log().offsets().log_end;
     lagging.kill().await?;
     for round in 5..45 {
-        propose(nodes, round * 20..round * 20 + 20).await?;
+        propose_sized(nodes, round * 20..round * 20 + 20, size).await?;
     }
     for n in nodes.iter().filter(|n| n.partition.is_some()) {
         let log_start = retain_beyond(n, lagging_end).await?;
@@ -124,20 +143,43 @@ async fn assert_all_agree(nodes: &[TestNode]) -> anyhow::Result<()> {
     for n in nodes {
         n.wait_committed(end).await?;
         let held: Vec<Stored> = contents_from(n, start)?.into_iter().filter(|s| s.0 < end).collect();
-        assert_eq!(held, expected, "node {} differs from the leader {}", n.id, leader.id);
+        assert_same(&held, &expected, &format!("node {} against the leader {}", n.id, leader.id));
     }
     Ok(())
+}
+
+/// Compares two (offset, record) lists, naming the first difference rather than printing
+/// megabytes of payload.
+fn assert_same(held: &[Stored], expected: &[Stored], what: &str) {
+    let summary = |s: &Stored| (s.0, s.1, s.2.len(), String::from_utf8_lossy(&s.2[..s.2.len().min(16)]).into_owned());
+    if let Some(i) = (0..held.len().min(expected.len())).find(|&i| held[i] != expected[i]) {
+        panic!("{what}: entry {i} differs: {:?} against {:?}", summary(&held[i]), summary(&expected[i]));
+    }
+    assert_eq!(
+        held.len(),
+        expected.len(),
+        "{what}: {} entries against {} (last {:?} against {:?})",
+        held.len(),
+        expected.len(),
+        held.last().map(summary),
+        expected.last().map(summary)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_behind_the_leaders_log_start_catches_up_through_a_segment_snapshot() -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
-    let mut nodes = start_cluster_with(root.path(), 3, config()).await?;
-    let (lagging_id, lagging_end) = leave_a_follower_behind(&mut nodes).await?;
+    // Segments of 64 KiB and records of 2 KB: the snapshot is about 1.5 MiB, more than one
+    // chunk (1 MiB).
+    let config = LogConfig { segment_bytes: 64 << 10, index_interval_bytes: 4096, ..LogConfig::default() };
+    let mut nodes = start_cluster_with(root.path(), 3, config).await?;
+    let (lagging_id, lagging_end) = leave_a_follower_behind(&mut nodes, 2000).await?;
 
     nodes.iter_mut().find(|n| n.id == lagging_id).unwrap().restart().await?;
     let leader = wait_for_common_leader(&nodes, None).await?;
     let leader_start = node(&nodes, leader).partition().log().offsets().log_start;
+    let leader_bytes = node(&nodes, leader).partition().log().size_bytes();
+    assert!(leader_bytes > 1 << 20, "the snapshot takes several chunks ({leader_bytes} bytes)");
     let end = node(&nodes, leader).partition().committed();
     let lagging = node(&nodes, lagging_id);
     lagging.wait_committed(end).await?;
@@ -172,7 +214,7 @@ async fn a_follower_behind_the_leaders_log_start_catches_up_through_a_segment_sn
 async fn crash_during_install(step: InstallStep) -> anyhow::Result<()> {
     let root = tempfile::tempdir()?;
     let mut nodes = start_cluster_with(root.path(), 3, config()).await?;
-    let (lagging_id, lagging_end) = leave_a_follower_behind(&mut nodes).await?;
+    let (lagging_id, lagging_end) = leave_a_follower_behind(&mut nodes, 0).await?;
     let leader = wait_for_common_leader(&nodes, None).await?;
     let leader_start = node(&nodes, leader).partition().log().offsets().log_start;
     let leader_contents = contents_from(node(&nodes, leader), leader_start)?;
@@ -200,13 +242,13 @@ async fn crash_during_install(step: InstallStep) -> anyhow::Result<()> {
         if step == InstallStep::Verified {
             assert_eq!(offsets.log_end, lagging_end, "before the commit point the old log stays");
             let now = contents_of(&log, 0, offsets.high_watermark)?;
-            assert_eq!(now[..], before[..now.len()], "the old log reads as before");
+            assert_same(&now, &before[..now.len()], "the old log after the crash");
         } else {
             assert_eq!(offsets.log_start, leader_start, "after the commit point the leader's segments are the log");
             assert!(offsets.high_watermark > lagging_end);
             let now = contents_of(&log, leader_start, offsets.high_watermark)?;
             assert!(now.len() > 100);
-            assert_eq!(now[..], leader_contents[..now.len()], "the installed segments read as the leader's");
+            assert_same(&now, &leader_contents[..now.len()], "the installed segments against the leader's");
         }
         log.close()?;
     }
