@@ -40,8 +40,9 @@ const PREFIX_LEN: usize = 12;
 /// The body without its file list: offsets, last purged, file count, CRC.
 const BODY_FIXED_LEN: usize = 8 * 4 + 1 + 8 * 2 + 4 + 4;
 const FILE_ENTRY_LEN: usize = 16;
-/// More files than a partition ever has; bounds what a bad header makes us buffer.
-const MAX_FILES: usize = 1 << 20;
+/// More segment files than a partition has (at the default 128 MiB, 8 TiB); bounds what a
+/// bad header makes a follower buffer and create.
+const MAX_FILES: usize = 1 << 16;
 /// At most this much of a file is read per `poll_read`.
 const MAX_READ: usize = 1 << 20;
 
