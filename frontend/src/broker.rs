@@ -271,7 +271,10 @@ impl Broker {
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
         let (retained, sessions, groups, definitions) = rebuilt;
-        if let Some(cluster) = &cluster {
+        // Without a metadata leader there is no one to record them with: the streams open
+        // from what this replica holds, and the node is not ready until a leader appears.
+        let metadata_led = streams_log.replica().is_some_and(|replica| replica.leader().is_some());
+        if let Some(cluster) = cluster.as_ref().filter(|_| metadata_led) {
             keep_configured_streams(cluster, &definitions, &config.streams).await;
         }
         finish_deletes(&config.data_dir, &definitions.deleted(), &config.streams);
