@@ -1,0 +1,153 @@
+//! Issue 20, refusals.
+//!
+//! - A bad `[cluster]` section (a duplicate node id, this node's id missing from `peers`,
+//!   `node_id = 0`) makes `strata serve` exit 2 naming the key.
+//! - `min_insync_replicas` not met: with two of three nodes killed (the default for a factor
+//!   of 3 is 2), a QoS 1 publish on the survivor is refused (MQTT 5: PUBACK 0x97 or 0x80
+//!   within the ack timeout; 3.1.1: the connection is closed), and once the others are back
+//!   the refused payloads are delivered nowhere.
+//! - With `min_insync_replicas = 3` and one node killed, a majority remains but publishes are
+//!   still refused (needs the per-stream setting).
+
+#[path = "common/cluster.rs"]
+mod cluster;
+#[path = "common/history.rs"]
+mod history;
+#[path = "common/mod.rs"]
+mod logs;
+#[path = "common/netns.rs"]
+mod netns;
+
+use std::time::Duration;
+
+use cluster::{Cluster, Pacing, publish_once_v5, publish_once_v311, publish_until_acked, replay_until, runtime};
+use history::{Outcome, Recorder};
+
+/// More than the default `ack_timeout` (5 s) plus an election's worth of slack.
+const REFUSAL_WITHIN: Duration = Duration::from_secs(15);
+
+#[test]
+fn issue20_a_bad_cluster_section_exits_2_naming_the_key() {
+    let cases = [
+        (
+            "[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:0\"\npeers = [\"1@127.0.0.1:7101\", \"1@127.0.0.1:7102\"]\n",
+            "cluster.peers",
+            "duplicate ids",
+        ),
+        (
+            "[cluster]\nnode_id = 3\nlisten = \"127.0.0.1:0\"\npeers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102\"]\n",
+            "cluster.peers",
+            "own id missing from peers",
+        ),
+        (
+            "[cluster]\nnode_id = 0\nlisten = \"127.0.0.1:0\"\npeers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102\"]\n",
+            "cluster.node_id",
+            "node_id = 0",
+        ),
+    ];
+    for (config, key, what) in cases {
+        let output = logs::serve_refusing(config);
+        let stderr = logs::stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{what}: strata serve should exit 2; stderr: {stderr}");
+        assert!(stderr.contains(key), "{what}: the error should name {key}: {stderr}");
+        assert!(!logs::stdout(&output).contains("listening"), "{what}: nothing may listen: {}", logs::stdout(&output));
+    }
+}
+
+/// Kills `down` (node ids), publishes on `survivor` with MQTT 5 and 3.1.1 and asserts both
+/// are refused; restarts them, and asserts (replaying on every node up to an acknowledged
+/// marker) that the refused payloads were never stored, with the history checker passing.
+fn refused_then_never_delivered(mut cluster: Cluster, stream: &str, survivor: u64, down: &[u64]) {
+    let recorder = Recorder::new();
+    let rt = runtime();
+    let topic = format!("{stream}/t");
+    let run = rt.block_on(publish_until_acked(
+        &recorder,
+        "before",
+        &[cluster.node(survivor).mqtt],
+        &topic,
+        (0..10).map(|i| format!("before-{i}")).collect(),
+        Pacing { window: 5, rotate_on_refusal: false, deadline: Duration::from_secs(30) },
+    ));
+    assert!(run.unacked.is_empty(), "before the kill: {run:?}");
+    cluster.wait_caught_up(stream, 0, Duration::from_secs(30));
+
+    for &id in down {
+        cluster.kill_9(id);
+    }
+    let addr = cluster.node(survivor).mqtt;
+    let code = rt.block_on(publish_once_v5(&recorder, addr, "refused-v5", &topic, "refused-v5", REFUSAL_WITHIN));
+    println!("MQTT 5 publish with nodes {down:?} down: PUBACK {code:02x?}");
+    assert!(
+        matches!(code, Some(0x97) | Some(0x80)),
+        "MQTT 5: expected PUBACK 0x97 or 0x80 within {REFUSAL_WITHIN:?}, got {code:02x?}"
+    );
+    let acked = rt.block_on(publish_once_v311(&recorder, addr, "refused-v311", &topic, "refused-v311", REFUSAL_WITHIN));
+    assert!(!acked, "MQTT 3.1.1: the publish was acknowledged with nodes {down:?} down");
+
+    for &id in down {
+        cluster.restart(id);
+    }
+    cluster.wait_for_leaders(stream, 1, Duration::from_secs(30));
+    let marker = vec!["after".to_owned()];
+    let run = rt.block_on(publish_until_acked(
+        &recorder,
+        "after",
+        &[cluster.node(survivor).mqtt],
+        &topic,
+        marker.clone(),
+        Pacing { window: 1, rotate_on_refusal: false, deadline: Duration::from_secs(30) },
+    ));
+    assert!(run.unacked.is_empty(), "after the restart: {run:?}");
+    cluster.wait_caught_up(stream, 0, Duration::from_secs(30));
+
+    let mut readers = Vec::new();
+    for id in cluster.ids() {
+        let reader = format!("replay-{id}");
+        let entries = rt.block_on(replay_until(
+            &recorder,
+            cluster.node(id).mqtt,
+            &reader,
+            stream,
+            &marker,
+            Duration::from_secs(30),
+        ));
+        for refused in ["refused-v5", "refused-v311"] {
+            assert!(
+                !entries.iter().any(|(_, _, payload)| payload == refused),
+                "node {id} stored the refused {refused:?}: {entries:?}"
+            );
+        }
+        readers.push(reader);
+    }
+    let history = recorder.snapshot();
+    assert!(
+        history.publishes.iter().filter(|p| p.payload.starts_with("refused")).all(|p| !p.outcome.is_success()),
+        "a refused publish counted as acknowledged"
+    );
+    assert!(history.publishes.iter().any(|p| p.outcome == Outcome::Acked(0) && p.payload == "after"));
+    let readers: Vec<&str> = readers.iter().map(String::as_str).collect();
+    let report = history.check(&readers);
+    println!("{report}");
+    report.assert_ok();
+}
+
+#[test]
+fn issue20_two_of_three_down_publishes_on_the_survivor_are_refused() {
+    let cluster = Cluster::start(3);
+    cluster.create_stream(None, "isr", 1, "isr/#", &[]);
+    let leader = cluster.wait_for_leaders("isr", 1, Duration::from_secs(30))[&0];
+    // The leader survives: the case where refusing must happen before anything is written.
+    let down: Vec<u64> = cluster.ids().into_iter().filter(|&id| id != leader).collect();
+    refused_then_never_delivered(cluster, "isr", leader, &down);
+}
+
+#[test]
+fn issue20_min_insync_replicas_3_refuses_with_one_node_down() {
+    let cluster = Cluster::start(3);
+    cluster.create_stream(None, "isr3", 1, "isr3/#", &["min_insync_replicas=3"]);
+    let leader = cluster.wait_for_leaders("isr3", 1, Duration::from_secs(30))[&0];
+    // A majority (the leader and one follower) remains; the setting alone refuses.
+    let down = cluster.ids().into_iter().find(|&id| id != leader).expect("a follower");
+    refused_then_never_delivered(cluster, "isr3", leader, &[down]);
+}
