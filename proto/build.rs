@@ -1,8 +1,8 @@
-//! Compiles `strata/admin/v1/admin.proto` and `strata/cluster/v1/raft.proto` with protox (a pure-Rust protobuf compiler, so no
+//! Compiles `strata/admin/v1/admin.proto` and `strata/cluster/v1/{raft,forward}.proto` with protox (a pure-Rust protobuf compiler, so no
 //! system `protoc` is needed) and generates the prost messages and the tonic client and server.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["strata/admin/v1/admin.proto", "strata/cluster/v1/raft.proto"];
+    let files = ["strata/admin/v1/admin.proto", "strata/cluster/v1/raft.proto", "strata/cluster/v1/forward.proto"];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -32,6 +32,7 @@ service_name = \"strata-test\"
 segment_bytes = \"64MiB\"
 retention_ms = \"7d\"
 flush = \"always\"
+ack_timeout = \"2s\"
 
 [[streams]]
 name = \"orders\"
@@ -42,6 +43,10 @@ compaction_key = \"order_id\"
 flush = \"interval\"
 flush_interval_ms = \"250ms\"
 retention_bytes = \"10GB\"
+replication_factor = 3
+acks = \"leader\"
+min_insync_replicas = 2
+replica_assignment = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]
 ";
 
 fn print_config(config: &Path, data: &Path) -> String {
@@ -83,6 +88,11 @@ fn the_printed_config_checks_and_serves_with_the_same_values() {
         "retention_ms = 604800000".to_owned(),
         "retention_bytes = 10000000000".to_owned(),
         "flush_interval_ms = 250".to_owned(),
+        "ack_timeout = 2000".to_owned(),
+        "replication_factor = 3".to_owned(),
+        "acks = \"leader\"".to_owned(),
+        "min_insync_replicas = 2".to_owned(),
+        "replica_assignment = \"1,2,3;2,3,1;3,1,2\"".to_owned(),
         "name = \"default\"".to_owned(),
         "receive_maximum = 1024".to_owned(),
     ] {

@@ -284,6 +284,9 @@ impl Admin {
         stream_settings::validate_topics(&topics)?;
         config.topics = topics;
         stream_settings::apply_settings(&mut config, settings)?;
+        if let Some(cluster) = self.shared.streams.cluster() {
+            crate::cluster::place(cluster, &mut config)?;
+        }
 
         let _serialised = self.shared.admin_lock.lock().await;
         if self.shared.streams.get(name).is_some() {
@@ -400,7 +403,18 @@ impl Admin {
                 )));
             }
         }
+        // In a cluster, added partitions get replica sets before the settings are checked
+        // (an assignment must list every partition).
+        let cluster = self.shared.streams.cluster();
+        let auto_placed = change.settings.iter().all(|(key, _)| key != "replica_assignment");
+        if let Some(cluster) = cluster.filter(|_| auto_placed) {
+            crate::cluster::place(cluster, &mut config)?;
+        }
         stream_settings::apply_settings(&mut config, &change.settings)?;
+        if let Some(cluster) = cluster {
+            crate::cluster::place(cluster, &mut config)?;
+        }
+        stream_settings::check_alter(&stream.config, &config)?;
         let before: HashMap<String, String> = stream_settings::settings_of(&stream.config).into_iter().collect();
         let after: HashMap<String, String> = stream_settings::settings_of(&config).into_iter().collect();
         let at_restart: Vec<String> = stream_settings::RESTART_KEYS

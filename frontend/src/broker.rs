@@ -96,7 +96,12 @@ fn effective_streams(
         .iter()
         .map(|config| match persisted.remove(&config.name) {
             Some((definition, created_at_ms)) => {
-                if definition != *config {
+                let mut placed = config.clone();
+                if placed.replication.assignment.is_empty() {
+                    // The metadata group fills in each partition's replicas (issue 20).
+                    placed.replication.assignment = definition.replication.assignment.clone();
+                }
+                if definition != placed {
                     tracing::warn!(
                         stream = config.name,
                         "the definition kept in $streams (changed through the admin API) overrides the config file's"
@@ -144,18 +149,24 @@ async fn open_metadata(
     match replica.wait_for_leader(METADATA_LEADER_WAIT).await {
         Ok(leader) => {
             tracing::info!(leader, "the metadata group has a leader");
-            catch_up_with_leader(&partition).await;
+            catch_up_with_leader(cluster, &partition).await;
         }
         Err(error) => tracing::warn!(%error, "starting without a metadata leader; not ready until there is one"),
     }
     Ok(partition)
 }
 
-/// Waits, bounded, until this replica has committed everything its log holds: what a
-/// leader had committed when this node heard from it.
-async fn catch_up_with_leader(partition: &PartitionHandle) {
+/// Waits, bounded, until this replica has committed what the group's leader had committed
+/// when asked: then the definitions applied from it are the cluster's.
+async fn catch_up_with_leader(cluster: &crate::cluster::ClusterNode, partition: &PartitionHandle) {
     let Some(replica) = partition.replica() else { return };
-    let target = replica.metrics().borrow().last_log_index.map_or(0, |index| index + 1);
+    let target = match cluster.endpoint().partition_status(replica.group()).await {
+        Ok(status) => status.committed,
+        Err(error) => {
+            tracing::warn!(%error, "could not ask the metadata leader how far it has committed");
+            return;
+        }
+    };
     let mut committed = partition.watch_committed();
     let caught_up = tokio::time::timeout(METADATA_LEADER_WAIT, committed.wait_for(|c| *c >= target)).await;
     if caught_up.is_err() {
@@ -165,13 +176,21 @@ async fn catch_up_with_leader(partition: &PartitionHandle) {
 
 /// In a cluster, `$streams` is the source of truth: a stream of this node's config file
 /// (and `default`) that it does not define yet is written there, so every node opens it.
-async fn keep_configured_streams(definitions: &DefinitionStore, configured: &[crate::StreamConfig]) {
+async fn keep_configured_streams(
+    cluster: &crate::cluster::ClusterNode,
+    definitions: &DefinitionStore,
+    configured: &[crate::StreamConfig],
+) {
     let kept = definitions.kept();
     let mut wanted: Vec<crate::StreamConfig> = configured.to_vec();
     if !wanted.iter().any(|c| c.name == crate::DEFAULT_STREAM) {
         wanted.push(crate::StreamConfig::new(crate::DEFAULT_STREAM));
     }
-    for config in wanted.iter().filter(|c| !kept.contains_key(&c.name)) {
+    for config in wanted.iter_mut().filter(|c| !kept.contains_key(&c.name)) {
+        if let Err(error) = crate::cluster::place(cluster, config) {
+            tracing::error!(stream = config.name, %error, "a configured stream does not fit the cluster");
+            continue;
+        }
         if let Err(error) = definitions.persist(config, 0).await {
             tracing::warn!(stream = config.name, %error, "could not record a configured stream in the metadata group");
         }
@@ -210,7 +229,7 @@ impl Broker {
         // In a cluster the gRPC listener comes first: peers need it to elect the metadata
         // group's leader, which this start waits for.
         let cluster = match &config.cluster {
-            Some(cluster) => Some(Arc::new(crate::cluster::ClusterNode::start(cluster).await?)),
+            Some(cluster) => Some(Arc::new(crate::cluster::ClusterNode::start(cluster, config.tls.as_ref()).await?)),
             None => None,
         };
         let streams_log = match &cluster {
@@ -240,8 +259,8 @@ impl Broker {
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
         let (retained, sessions, groups, definitions) = rebuilt;
-        if cluster.is_some() {
-            keep_configured_streams(&definitions, &config.streams).await;
+        if let Some(cluster) = &cluster {
+            keep_configured_streams(cluster, &definitions, &config.streams).await;
         }
         finish_deletes(&config.data_dir, &definitions.deleted(), &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
@@ -349,6 +368,11 @@ impl Broker {
         self.shared.streams.cluster().map(|cluster| cluster.local_addr())
     }
 
+    /// The inter-node TLS of a cluster with `[tls]`, for SIGHUP to reload.
+    pub fn cluster_tls(&self) -> Option<strata_replication::ClusterTls> {
+        self.shared.streams.cluster().and_then(|cluster| cluster.tls().cloned())
+    }
+
     /// The address the MQTT-over-TLS listener is bound to, when there is one.
     pub fn tls_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
         self.tls_listener.as_ref().map(TcpListener::local_addr)
@@ -443,7 +467,7 @@ impl Broker {
         let cluster_tasks: Vec<tokio::task::JoinHandle<()>> = if shared.streams.cluster().is_some() {
             vec![
                 tokio::spawn(crate::metadata::follow_metadata(Arc::clone(&shared))),
-                tokio::spawn(crate::metadata::add_learners(Arc::clone(&shared))),
+                tokio::spawn(crate::metadata::keep_placement(Arc::clone(&shared))),
             ]
         } else {
             Vec::new()

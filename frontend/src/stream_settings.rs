@@ -3,11 +3,19 @@
 //! so every path accepts the same values and an error names the key. Also the encoding of a
 //! stream definition as a `$streams` record value. Pure: no I/O.
 //!
-//! `$streams` value, version 1, integers little-endian (the record key is the stream name):
+//! `$streams` value, integers little-endian (the record key is the stream name). Version 1:
 //! `u8 version=1, i64 created_at_ms, u32 partitions,
 //!  u16 n, n × (u16 len, topic filter UTF-8),
 //!  u16 n, n × (u16 len, key UTF-8, u16 len, value UTF-8)`
-//! where the key/value pairs are [`settings_of`] the stream: every setting, as text.
+//! where the key/value pairs are [`settings_of`] the stream, as text, except the replication
+//! settings ([`REPLICATION_KEYS`]), which are never in that list. Version 2 is version 1
+//! followed by the replication settings:
+//! `u8 replication_factor (0: unset), u8 acks (0 quorum, 1 leader),
+//!  u8 min_insync_replicas (0: unset), u32 ack_timeout in ms,
+//!  u16 n (0: placed by the cluster, else one per partition),
+//!  n × (u8 m, m × u64 node id)` (the replicas of partitions 0..n, preferred leader first).
+//! A definition whose replication settings are all at their defaults is written as version
+//! 1, which the brokers before version 2 read too; version 1 decodes with the defaults.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,7 +24,7 @@ use strata_compaction::CleanupPolicy;
 use strata_log::{Compression, FlushPolicy};
 
 use crate::StreamConfig;
-use crate::streams::MAX_PARTITIONS;
+use crate::streams::{ACK_TIMEOUT_RANGE, Acks, MAX_PARTITIONS, MAX_REPLICATION_FACTOR, ReplicationSettings};
 use crate::topic::{TopicLimits, validate_topic_filter};
 
 /// Every setting key, in the order [`settings_of`] lists them.
@@ -36,14 +44,34 @@ pub const SETTING_KEYS: &[&str] = &[
     "retention_ms",
     "retention_bytes",
     "retention_messages",
+    "replication_factor",
+    "acks",
+    "min_insync_replicas",
+    "ack_timeout",
+    "replica_assignment",
 ];
+
+/// The replication settings, among [`SETTING_KEYS`] (`$streams` keeps them apart from the
+/// others: see the module docs).
+pub const REPLICATION_KEYS: &[&str] =
+    &["replication_factor", "acks", "min_insync_replicas", "ack_timeout", "replica_assignment"];
+
+/// Settings of one stream only, never a default for every stream (`[log]`): a manual
+/// placement lists the replicas of each partition of one stream.
+pub const PER_STREAM_KEYS: &[&str] = &["replica_assignment"];
+
+/// Why `alter` refuses to change the replica set of a stream.
+const MEMBERSHIP_CHANGE: &str = "changing the replica set is a membership change, not supported by alter yet";
 
 /// The settings a partition's open log holds: changing them on a running stream takes effect
 /// when the partitions are next opened (at restart, or for partitions added later).
 pub const RESTART_KEYS: &[&str] =
     &["segment_bytes", "segment_ms", "index_interval_bytes", "flush", "flush_interval_ms", "compression"];
 
-const DEFINITION_VERSION: u8 = 1;
+/// The version written when any replication setting differs from its default.
+const DEFINITION_VERSION: u8 = 2;
+/// The version written otherwise, and the only one before replication settings existed.
+const DEFINITION_VERSION_1: u8 = 1;
 
 /// A setting that cannot be applied, naming its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,6 +146,17 @@ pub fn apply_settings(stream: &mut StreamConfig, settings: &[(String, String)]) 
             "retention_ms" => stream.retention.retention_ms = Some(ms()?),
             "retention_bytes" => stream.retention.retention_bytes = Some(size()?),
             "retention_messages" => stream.retention.retention_messages = Some(integer(key, value)?),
+            "replication_factor" => stream.replication.factor = Some(count(key, value)?),
+            "acks" => {
+                stream.replication.acks = match value.trim() {
+                    "quorum" => Acks::Quorum,
+                    "leader" => Acks::Leader,
+                    _ => return Err(bad(key, Some(value), "must be \"quorum\" or \"leader\"")),
+                }
+            }
+            "min_insync_replicas" => stream.replication.min_insync_replicas = Some(count(key, value)?),
+            "ack_timeout" => stream.replication.ack_timeout = Duration::from_millis(ms()?),
+            "replica_assignment" => stream.replication.assignment = parse_assignment(value)?,
             _ => return Err(bad(key, None, format!("unknown key; the settings are {}", SETTING_KEYS.join(", ")))),
         }
     }
@@ -145,8 +184,154 @@ pub fn apply_settings(stream: &mut StreamConfig, settings: &[(String, String)]) 
     validate(stream)
 }
 
-/// Checks the log and compaction settings of `stream` together, naming the first bad key.
+/// A replica count: an integer that fits a `u32` (its range is checked by [`validate`]).
+fn count(key: &str, value: &str) -> Result<u32, SettingError> {
+    u32::try_from(integer(key, value)?)
+        .map_err(|_| bad(key, Some(value), format!("must be between 1 and {MAX_REPLICATION_FACTOR}")))
+}
+
+/// Reads `replica_assignment`: the replica node ids of partitions 0, 1, ... as
+/// comma-separated lists separated by `;` (`"1,2,3;2,3,1"`), the first of each list its
+/// preferred leader. Blanks around ids are ignored; the empty text is no assignment (the
+/// cluster places the replicas). Only the syntax is checked here; [`validate`] checks the
+/// lists against the stream.
+pub fn parse_assignment(text: &str) -> Result<Vec<Vec<u64>>, SettingError> {
+    const KEY: &str = "replica_assignment";
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    text.split(';')
+        .enumerate()
+        .map(|(partition, list)| {
+            list.split(',')
+                .map(|id| {
+                    id.trim().parse::<u64>().map_err(|_| {
+                        bad(
+                            KEY,
+                            Some(text),
+                            format!(
+                                "partition {partition}: {:?} is not a node id; give each partition's replica ids \
+                                 separated by ',', the partitions separated by ';' (\"1,2,3;2,3,1\")",
+                                id.trim()
+                            ),
+                        )
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The text form of a replica assignment ([`parse_assignment`] reads it back).
+pub fn assignment_text(assignment: &[Vec<u64>]) -> String {
+    let lists: Vec<String> =
+        assignment.iter().map(|ids| ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")).collect();
+    lists.join(";")
+}
+
+/// Checks the replication settings of `stream`: their ranges, `min_insync_replicas` against
+/// the factor, and a manual assignment against the partitions and the factor. Whether the
+/// cluster has that many nodes is the cluster's check, not this one.
+fn validate_replication(stream: &StreamConfig) -> Result<(), SettingError> {
+    let r = &stream.replication;
+    let replicas = 1..=MAX_REPLICATION_FACTOR;
+    if let Some(factor) = r.factor
+        && !replicas.contains(&factor)
+    {
+        let reason = format!("must be between 1 and {MAX_REPLICATION_FACTOR}");
+        return Err(bad("replication_factor", Some(&factor.to_string()), reason));
+    }
+    let shown = || assignment_text(&r.assignment);
+    let implied = r.assignment.first().map(|replicas| replicas.len() as u32);
+    if !r.assignment.is_empty() {
+        let key = "replica_assignment";
+        if r.assignment.len() != stream.partitions as usize {
+            let reason = format!(
+                "has {} replica lists for {} partitions: give one list per partition, separated by ';'",
+                r.assignment.len(),
+                stream.partitions
+            );
+            return Err(bad(key, Some(&shown()), reason));
+        }
+        for (partition, ids) in r.assignment.iter().enumerate() {
+            let reason = if ids.is_empty() || ids.len() > MAX_REPLICATION_FACTOR as usize {
+                Some(format!("partition {partition} has {} replicas; 1 to {MAX_REPLICATION_FACTOR}", ids.len()))
+            } else if ids.contains(&0) {
+                Some(format!("partition {partition}: node ids are > 0"))
+            } else if (1..ids.len()).any(|i| ids[..i].contains(&ids[i])) {
+                Some(format!("partition {partition} names a node twice"))
+            } else if let Some(factor) = r.factor
+                && ids.len() != factor as usize
+            {
+                Some(format!("partition {partition} has {} replicas, replication_factor is {factor}", ids.len()))
+            } else if Some(ids.len() as u32) != implied {
+                Some(format!(
+                    "partition {partition} has {} replicas, partition 0 has {}",
+                    ids.len(),
+                    implied.unwrap_or(0)
+                ))
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(bad(key, Some(&shown()), reason));
+            }
+        }
+    }
+    if let Some(min) = r.min_insync_replicas {
+        let key = "min_insync_replicas";
+        if !replicas.contains(&min) {
+            return Err(bad(key, Some(&min.to_string()), format!("must be between 1 and {MAX_REPLICATION_FACTOR}")));
+        }
+        if let Some(factor) = r.factor.or(implied)
+            && min > factor
+        {
+            let reason = format!("must be at most the replication factor ({factor}): a partition has no more replicas");
+            return Err(bad(key, Some(&min.to_string()), reason));
+        }
+    }
+    if !ACK_TIMEOUT_RANGE.contains(&r.ack_timeout) {
+        let reason = format!(
+            "must be between {} ms and {} ms",
+            ACK_TIMEOUT_RANGE.start().as_millis(),
+            ACK_TIMEOUT_RANGE.end().as_millis()
+        );
+        return Err(bad("ack_timeout", Some(&r.ack_timeout.as_millis().to_string()), reason));
+    }
+    Ok(())
+}
+
+/// Checks that `after`, an altered `before`, keeps its replica set: the replication factor
+/// and the replicas of the existing partitions cannot change in `alter` (that is a Raft
+/// membership change). Partitions added get their lists when the stream has a manual
+/// assignment. `acks`, `min_insync_replicas` and `ack_timeout` may change.
+pub fn check_alter(before: &StreamConfig, after: &StreamConfig) -> Result<(), SettingError> {
+    let (was, is) = (&before.replication, &after.replication);
+    if was.factor != is.factor {
+        let now = was.factor.map_or_else(|| "unset".to_owned(), |factor| factor.to_string());
+        let value = is.factor.map(|factor| factor.to_string());
+        return Err(bad("replication_factor", value.as_deref(), format!("{MEMBERSHIP_CHANGE} (it is {now})")));
+    }
+    let kept = was.assignment == is.assignment
+        || (!was.assignment.is_empty()
+            && after.partitions > before.partitions
+            && is.assignment.starts_with(&was.assignment));
+    if !kept {
+        let now = if was.assignment.is_empty() {
+            "placed by the cluster".to_owned()
+        } else {
+            format!("{:?}", assignment_text(&was.assignment))
+        };
+        let reason = format!("{MEMBERSHIP_CHANGE} (it is {now}; added partitions may get their lists)");
+        return Err(bad("replica_assignment", Some(&assignment_text(&is.assignment)), reason));
+    }
+    Ok(())
+}
+
+/// Checks the log, compaction and replication settings of `stream` together, naming the
+/// first bad key.
 pub fn validate(stream: &StreamConfig) -> Result<(), SettingError> {
+    validate_replication(stream)?;
     stream.log.validate().map_err(|error| match error {
         strata_log::LogError::InvalidConfig { key, value, reason } => bad(key, Some(&value), reason),
         other => bad("log", None, other.to_string()),
@@ -223,6 +408,18 @@ pub fn settings_of(stream: &StreamConfig) -> Vec<(String, String)> {
             out.push((key, value.to_string()));
         }
     }
+    let replication = &stream.replication;
+    if let Some(factor) = replication.factor {
+        out.push(("replication_factor", factor.to_string()));
+    }
+    out.push(("acks", acks_name(replication.acks).into()));
+    if let Some(min) = replication.min_insync_replicas {
+        out.push(("min_insync_replicas", min.to_string()));
+    }
+    out.push(("ack_timeout", replication.ack_timeout.as_millis().to_string()));
+    if !replication.assignment.is_empty() {
+        out.push(("replica_assignment", assignment_text(&replication.assignment)));
+    }
     out.into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
 }
 
@@ -235,6 +432,14 @@ pub fn policy_name(policy: CleanupPolicy) -> &'static str {
     }
 }
 
+/// `quorum` or `leader`.
+pub fn acks_name(acks: Acks) -> &'static str {
+    match acks {
+        Acks::Quorum => "quorum",
+        Acks::Leader => "leader",
+    }
+}
+
 /// A `$streams` value that cannot be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("stream definition: {0}")]
@@ -242,8 +447,9 @@ pub struct BadDefinition(String);
 
 /// Encodes `stream` as a `$streams` record value (never empty; see the module docs).
 pub fn encode_definition(stream: &StreamConfig, created_at_ms: i64) -> Vec<u8> {
+    let replicated = stream.replication != ReplicationSettings::default();
     let mut out = Vec::with_capacity(256);
-    out.push(DEFINITION_VERSION);
+    out.push(if replicated { DEFINITION_VERSION } else { DEFINITION_VERSION_1 });
     out.extend_from_slice(&created_at_ms.to_le_bytes());
     out.extend_from_slice(&stream.partitions.to_le_bytes());
     let put = |out: &mut Vec<u8>, s: &str| {
@@ -256,11 +462,31 @@ pub fn encode_definition(stream: &StreamConfig, created_at_ms: i64) -> Vec<u8> {
     for topic in stream.topics.iter().take(usize::from(u16::MAX)) {
         put(&mut out, topic);
     }
-    let settings = settings_of(stream);
+    let mut settings = settings_of(stream);
+    settings.retain(|(key, _)| !REPLICATION_KEYS.contains(&key.as_str()));
     out.extend_from_slice(&(settings.len() as u16).to_le_bytes());
     for (key, value) in &settings {
         put(&mut out, key);
         put(&mut out, value);
+    }
+    if replicated {
+        // validate() bounds every count here: factors to 7, partitions to 1024, timeouts to
+        // 10 min; the casts cannot cut a valid definition.
+        let r = &stream.replication;
+        out.push(r.factor.map_or(0, |factor| factor.min(u32::from(u8::MAX)) as u8));
+        out.push(match r.acks {
+            Acks::Quorum => 0,
+            Acks::Leader => 1,
+        });
+        out.push(r.min_insync_replicas.map_or(0, |min| min.min(u32::from(u8::MAX)) as u8));
+        out.extend_from_slice(&(r.ack_timeout.as_millis().min(u128::from(u32::MAX)) as u32).to_le_bytes());
+        out.extend_from_slice(&(r.assignment.len().min(usize::from(u16::MAX)) as u16).to_le_bytes());
+        for ids in r.assignment.iter().take(usize::from(u16::MAX)) {
+            out.push(ids.len().min(usize::from(u8::MAX)) as u8);
+            for id in ids.iter().take(usize::from(u8::MAX)) {
+                out.extend_from_slice(&id.to_le_bytes());
+            }
+        }
     }
     out
 }
@@ -270,7 +496,7 @@ pub fn encode_definition(stream: &StreamConfig, created_at_ms: i64) -> Vec<u8> {
 pub fn decode_definition(name: &str, bytes: &[u8]) -> Result<(StreamConfig, i64), BadDefinition> {
     let mut reader = Reader(bytes);
     let version = reader.take(1)?[0];
-    if version != DEFINITION_VERSION {
+    if version != DEFINITION_VERSION && version != DEFINITION_VERSION_1 {
         return Err(BadDefinition(format!("unknown version {version}")));
     }
     let created_at_ms = i64::from_le_bytes(reader.array()?);
@@ -282,13 +508,36 @@ pub fn decode_definition(name: &str, bytes: &[u8]) -> Result<(StreamConfig, i64)
     }
     let mut settings = Vec::new();
     for _ in 0..reader.u16()? {
-        settings.push((reader.string()?, reader.string()?));
+        let (key, value) = (reader.string()?, reader.string()?);
+        if REPLICATION_KEYS.contains(&key.as_str()) {
+            return Err(BadDefinition(format!("{key} among the text settings (it has its own fields)")));
+        }
+        settings.push((key, value));
+    }
+    let mut replication = ReplicationSettings::default();
+    if version == DEFINITION_VERSION {
+        let [factor, acks, min_insync] = reader.array()?;
+        replication.factor = (factor != 0).then_some(u32::from(factor));
+        replication.acks = match acks {
+            0 => Acks::Quorum,
+            1 => Acks::Leader,
+            other => return Err(BadDefinition(format!("unknown acks {other}"))),
+        };
+        replication.min_insync_replicas = (min_insync != 0).then_some(u32::from(min_insync));
+        replication.ack_timeout = Duration::from_millis(u64::from(u32::from_le_bytes(reader.array()?)));
+        for _ in 0..reader.u16()? {
+            let replicas = reader.take(1)?[0];
+            let ids = (0..replicas).map(|_| reader.array().map(u64::from_le_bytes)).collect::<Result<_, _>>()?;
+            replication.assignment.push(ids);
+        }
     }
     if !reader.0.is_empty() {
         return Err(BadDefinition("trailing bytes".into()));
     }
     validate_topics(&stream.topics).map_err(|e| BadDefinition(e.to_string()))?;
     apply_settings(&mut stream, &settings).map_err(|e| BadDefinition(e.to_string()))?;
+    stream.replication = replication;
+    validate(&stream).map_err(|e| BadDefinition(e.to_string()))?;
     Ok((stream, created_at_ms))
 }
 
@@ -374,9 +623,212 @@ mod tests {
             assert!(decode_definition("orders", &bytes[..cut]).is_err(), "cut at {cut}");
         }
         let mut versioned = bytes.clone();
-        versioned[0] = 2;
+        versioned[0] = 3;
         assert!(decode_definition("orders", &versioned).is_err());
         let plain = StreamConfig::new("plain");
         assert_eq!(decode_definition("plain", &encode_definition(&plain, 5)), Ok((plain, 5)));
+    }
+
+    fn replicated(partitions: u32, settings: &[(&str, &str)]) -> Result<StreamConfig, SettingError> {
+        let mut stream = StreamConfig::new("r");
+        stream.partitions = partitions;
+        apply_settings(&mut stream, &pairs(settings)).map(|()| stream)
+    }
+
+    #[test]
+    fn replication_settings_apply_and_list_back() {
+        let stream = replicated(
+            3,
+            &[
+                ("replication_factor", "3"),
+                ("acks", "leader"),
+                ("min_insync_replicas", "2"),
+                ("ack_timeout", "1500ms"),
+                ("replica_assignment", " 1,2,3; 2, 3,1;3,1,2 "),
+            ],
+        )
+        .unwrap();
+        let r = &stream.replication;
+        assert_eq!((r.factor, r.acks, r.min_insync_replicas), (Some(3), Acks::Leader, Some(2)));
+        assert_eq!(r.ack_timeout, Duration::from_millis(1500));
+        assert_eq!(r.assignment, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
+        let listed = settings_of(&stream);
+        let tail: Vec<(&str, &str)> =
+            listed[listed.len() - 5..].iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            tail,
+            [
+                ("replication_factor", "3"),
+                ("acks", "leader"),
+                ("min_insync_replicas", "2"),
+                ("ack_timeout", "1500"),
+                ("replica_assignment", "1,2,3;2,3,1;3,1,2"),
+            ]
+        );
+        let mut again = StreamConfig::new("r");
+        again.partitions = 3;
+        apply_settings(&mut again, &listed).unwrap();
+        assert_eq!(again, stream);
+        // Unset ones are left out; acks and ack_timeout always have a value.
+        let plain: Vec<String> = settings_of(&StreamConfig::new("p")).into_iter().map(|(k, _)| k).collect();
+        let present: Vec<&str> = REPLICATION_KEYS.iter().copied().filter(|k| plain.iter().any(|p| p == k)).collect();
+        assert_eq!(present, ["acks", "ack_timeout"]);
+        // Without a factor the lists only need one length; "" is no assignment.
+        assert!(replicated(2, &[("replica_assignment", "4,5;5,4"), ("min_insync_replicas", "2")]).is_ok());
+        assert_eq!(
+            replicated(1, &[("replica_assignment", "")]).unwrap().replication.assignment,
+            Vec::<Vec<u64>>::new()
+        );
+        assert_eq!(parse_assignment("7").unwrap(), vec![vec![7]]);
+        assert_eq!(assignment_text(&[vec![1, 2], vec![2, 1]]), "1,2;2,1");
+    }
+
+    #[test]
+    fn bad_replication_settings_name_their_key() {
+        // (partitions, settings, the key named, part of the reason)
+        type Case = (u32, &'static [(&'static str, &'static str)], &'static str, &'static str);
+        let cases: &[Case] = &[
+            (1, &[("replication_factor", "0")], "replication_factor", "between 1 and 7"),
+            (1, &[("replication_factor", "8")], "replication_factor", "between 1 and 7"),
+            (1, &[("replication_factor", "99999999999")], "replication_factor", "between 1 and 7"),
+            (1, &[("replication_factor", "three")], "replication_factor", "integer"),
+            (1, &[("acks", "all")], "acks", "\"quorum\" or \"leader\""),
+            (1, &[("min_insync_replicas", "0")], "min_insync_replicas", "between 1 and 7"),
+            (1, &[("replication_factor", "3"), ("min_insync_replicas", "4")], "min_insync_replicas", "at most"),
+            (1, &[("replica_assignment", "1,2"), ("min_insync_replicas", "3")], "min_insync_replicas", "at most"),
+            (1, &[("ack_timeout", "0")], "ack_timeout", "between 1 ms and 600000 ms"),
+            (1, &[("ack_timeout", "11m")], "ack_timeout", "between 1 ms"),
+            (1, &[("ack_timeout", "soon")], "ack_timeout", "not a duration"),
+            (1, &[("replica_assignment", "1,x")], "replica_assignment", "\"x\" is not a node id"),
+            (2, &[("replica_assignment", "1,2;")], "replica_assignment", "partition 1: \"\" is not a node id"),
+            (1, &[("replica_assignment", "1,2,1")], "replica_assignment", "names a node twice"),
+            (1, &[("replica_assignment", "0,1")], "replica_assignment", "ids are > 0"),
+            (3, &[("replica_assignment", "1;2")], "replica_assignment", "2 replica lists for 3 partitions"),
+            (
+                2,
+                &[("replica_assignment", "1,2;2")],
+                "replica_assignment",
+                "partition 1 has 1 replicas, partition 0 has 2",
+            ),
+            (1, &[("replica_assignment", "1,2,3,4,5,6,7,8")], "replica_assignment", "1 to 7"),
+            (
+                1,
+                &[("replica_assignment", "1,2"), ("replication_factor", "3")],
+                "replica_assignment",
+                "replication_factor is 3",
+            ),
+        ];
+        for (partitions, settings, key, reason) in cases {
+            let error = replicated(*partitions, settings).unwrap_err();
+            assert_eq!(error.key, *key, "{settings:?}: {error}");
+            assert!(error.to_string().starts_with(key) && error.to_string().contains(reason), "{settings:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn alter_keeps_the_replica_set() {
+        let before = replicated(2, &[("replication_factor", "2"), ("replica_assignment", "1,2;2,1")]).unwrap();
+        let altered = |partitions: u32, settings: &[(&str, &str)]| {
+            let mut after = before.clone();
+            after.partitions = partitions;
+            apply_settings(&mut after, &pairs(settings)).and_then(|()| check_alter(&before, &after))
+        };
+        assert_eq!(altered(2, &[("acks", "leader"), ("min_insync_replicas", "1"), ("ack_timeout", "9s")]), Ok(()));
+        assert_eq!(altered(2, &[("replication_factor", "2"), ("replica_assignment", "1,2;2,1")]), Ok(()));
+        // Added partitions get their lists; the existing ones keep theirs.
+        assert_eq!(altered(3, &[("replica_assignment", "1,2;2,1;1,2")]), Ok(()));
+        for (partitions, settings, key) in [
+            (2, &[("replication_factor", "3"), ("replica_assignment", "1,2,3;2,3,1")][..], "replication_factor"),
+            (2, &[("replica_assignment", "2,1;2,1")][..], "replica_assignment"),
+            (3, &[("replica_assignment", "2,1;2,1;1,2")][..], "replica_assignment"),
+        ] {
+            let error = altered(partitions, settings).unwrap_err();
+            assert_eq!(error.key, key, "{error}");
+            assert!(error.to_string().contains(MEMBERSHIP_CHANGE), "{error}");
+        }
+        // Adding partitions to a manually placed stream without their lists is refused too.
+        assert_eq!(altered(3, &[]).unwrap_err().key, "replica_assignment");
+        let plain = StreamConfig::new("p");
+        let mut placed = plain.clone();
+        placed.replication.assignment = vec![vec![1]];
+        assert_eq!(check_alter(&plain, &placed).unwrap_err().key, "replica_assignment");
+    }
+
+    #[test]
+    fn version_2_definitions_carry_the_replication_settings() {
+        let stream = replicated(
+            3,
+            &[
+                ("retention_ms", "60000"),
+                ("replication_factor", "3"),
+                ("acks", "leader"),
+                ("min_insync_replicas", "2"),
+                ("ack_timeout", "250"),
+                ("replica_assignment", "1,2,3;2,3,1;3,1,2"),
+            ],
+        )
+        .unwrap();
+        let bytes = encode_definition(&stream, -4);
+        assert_eq!(bytes[0], 2);
+        assert_eq!(decode_definition("r", &bytes), Ok((stream.clone(), -4)));
+        for cut in 0..bytes.len() {
+            assert!(decode_definition("r", &bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_definition("r", &longer).is_err());
+        // Each replication setting alone is carried, even with the others at their defaults.
+        for setting in [
+            ("replication_factor", "1"),
+            ("acks", "leader"),
+            ("min_insync_replicas", "1"),
+            ("ack_timeout", "5001"),
+            ("replica_assignment", "9"),
+        ] {
+            let one = replicated(1, &[setting]).unwrap();
+            let bytes = encode_definition(&one, 1);
+            assert_eq!((bytes[0], decode_definition("r", &bytes)), (2, Ok((one, 1))), "{setting:?}");
+        }
+        // acks is 0 or 1; a stored definition is checked like a new one.
+        let acks_at = bytes.len() - 2 - 3 * (1 + 3 * 8) - 4 - 2;
+        assert_eq!(bytes[acks_at], 1);
+        let mut unknown = bytes.clone();
+        unknown[acks_at] = 2;
+        assert_eq!(decode_definition("r", &unknown), Err(BadDefinition("unknown acks 2".into())));
+        let mut duplicate = bytes.clone();
+        let last_id = duplicate.len() - 8;
+        duplicate[last_id..].copy_from_slice(&1u64.to_le_bytes());
+        assert!(decode_definition("r", &duplicate).unwrap_err().to_string().contains("replica_assignment"));
+    }
+
+    #[test]
+    fn version_1_definitions_still_decode_with_replication_defaults() {
+        // A version 1 value as brokers before replication wrote it, built by hand.
+        let mut v1 = vec![1u8];
+        v1.extend_from_slice(&1_600_000_000_000i64.to_le_bytes());
+        v1.extend_from_slice(&2u32.to_le_bytes());
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        let put = |out: &mut Vec<u8>, text: &str| {
+            out.extend_from_slice(&(text.len() as u16).to_le_bytes());
+            out.extend_from_slice(text.as_bytes());
+        };
+        put(&mut v1, "a/#");
+        v1.extend_from_slice(&1u16.to_le_bytes());
+        put(&mut v1, "retention_ms");
+        put(&mut v1, "60000");
+        let (stream, created_at_ms) = decode_definition("old", &v1).unwrap();
+        assert_eq!(created_at_ms, 1_600_000_000_000);
+        assert_eq!((stream.partitions, stream.topics.clone()), (2, vec!["a/#".to_owned()]));
+        assert_eq!(stream.retention.retention_ms, Some(60_000));
+        assert_eq!(stream.replication, ReplicationSettings::default());
+        // Default replication is still written as version 1, so older brokers read it.
+        assert_eq!(encode_definition(&stream, created_at_ms)[0], 1);
+        assert_eq!(decode_definition("old", &encode_definition(&stream, created_at_ms)), Ok((stream, created_at_ms)));
+        // Replication settings never travel as text.
+        let mut texted = v1[..v1.len() - 2 - (2 + 12) - (2 + 5)].to_vec();
+        texted.extend_from_slice(&1u16.to_le_bytes());
+        put(&mut texted, "acks");
+        put(&mut texted, "leader");
+        assert!(decode_definition("old", &texted).unwrap_err().to_string().contains("acks among the text settings"));
     }
 }

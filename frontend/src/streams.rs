@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use strata_compaction::{CleanupPolicy, CompactionConfig, Maintenance, PartitionSettings};
@@ -59,6 +60,81 @@ pub struct StreamConfig {
     /// The MQTT 5 user property whose value is a message's key (for partitioning and
     /// compaction); the topic when unset or absent.
     pub compaction_key: Option<String>,
+    /// How its partitions are replicated and when a publish is acknowledged. A node without
+    /// `[cluster]` keeps these (they survive in `$streams`) but they change nothing there: a
+    /// single node is its own quorum.
+    pub replication: ReplicationSettings,
+}
+
+/// Most replicas a partition may have (a Raft group of more voters gains little and costs a
+/// round trip to each).
+pub const MAX_REPLICATION_FACTOR: u32 = 7;
+/// The shortest and longest `ack_timeout`.
+pub const ACK_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> = Duration::from_millis(1)..=Duration::from_secs(600);
+/// `ack_timeout` when not configured.
+pub const DEFAULT_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A stream's replication: how many replicas each partition has, where they are, and when a
+/// publish is acknowledged (issue 20). Checked by `stream_settings::validate`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// Replicas per partition, the leader included; None: min(3, cluster size). 1..=7
+    /// (`stream_settings::validate`; whether the cluster has that many nodes is checked
+    /// where the cluster is known).
+    pub factor: Option<u32>,
+    /// After which write a publish is acknowledged.
+    pub acks: Acks,
+    /// In-sync replicas a publish needs; None: 2 when the factor is >= 3, else 1. 1..=7, at
+    /// most the factor when both are set.
+    pub min_insync_replicas: Option<u32>,
+    /// How long a publish waits for its acknowledgement. Default 5 s; 1 ms ..= 10 min.
+    pub ack_timeout: Duration,
+    /// Manual placement: per partition, its replica node ids, the first the preferred
+    /// leader. Empty: placed round-robin by the cluster (the metadata leader fills it in at
+    /// create time). When set: exactly one entry per partition, each with `factor` distinct
+    /// ids > 0 (with no factor, all of one length).
+    pub assignment: Vec<Vec<u64>>,
+}
+
+/// When a publish to a replicated partition is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Once a quorum of the replicas holds it (Raft commit): no acknowledged message is lost
+    /// while a quorum survives.
+    #[default]
+    Quorum,
+    /// Once the leader appended it locally: faster, but a failover may lose messages that
+    /// were acknowledged and not yet replicated.
+    Leader,
+}
+
+impl Default for ReplicationSettings {
+    fn default() -> ReplicationSettings {
+        ReplicationSettings {
+            factor: None,
+            acks: Acks::Quorum,
+            min_insync_replicas: None,
+            ack_timeout: DEFAULT_ACK_TIMEOUT,
+            assignment: Vec::new(),
+        }
+    }
+}
+
+impl ReplicationSettings {
+    /// The replicas per partition on a cluster of `cluster_size` nodes: the factor when set,
+    /// else the length of the manual assignment's lists, else min(3, cluster size) (at
+    /// least 1).
+    pub fn factor_for(&self, cluster_size: u32) -> u32 {
+        self.factor
+            .or_else(|| self.assignment.first().map(|replicas| replicas.len() as u32))
+            .unwrap_or_else(|| cluster_size.clamp(1, 3))
+    }
+
+    /// The in-sync replicas a publish needs on a cluster of `cluster_size` nodes: the
+    /// setting when given, else 2 when the factor is 3 or more, else 1.
+    pub fn min_insync_for(&self, cluster_size: u32) -> u32 {
+        self.min_insync_replicas.unwrap_or(if self.factor_for(cluster_size) >= 3 { 2 } else { 1 })
+    }
 }
 
 impl StreamConfig {
@@ -73,6 +149,7 @@ impl StreamConfig {
             retention: RetentionPolicy::default(),
             compaction: CompactionConfig::default(),
             compaction_key: None,
+            replication: ReplicationSettings::default(),
         }
     }
 }
@@ -380,16 +457,22 @@ impl Streams {
 }
 
 /// The replicas of partition `number` of `config`: its stream's assignment when it has
-/// one, else the round-robin placement over every node.
+/// one (the metadata group's definitions always do), else the round-robin placement.
 pub(crate) fn replicas_of(cluster: &ClusterNode, config: &StreamConfig, number: u32) -> Vec<u64> {
-    let nodes = cluster.peers().keys().copied().collect();
-    let mut placed = crate::cluster::placement(&config.name, number + 1, crate::cluster::DEFAULT_FACTOR, &nodes);
+    if let Some(replicas) = config.replication.assignment.get(number as usize) {
+        return replicas.clone();
+    }
+    let nodes: std::collections::BTreeSet<u64> = cluster.peers().keys().copied().collect();
+    let factor = config.replication.factor_for(nodes.len() as u32) as usize;
+    let mut placed = crate::cluster::placement(&config.name, number + 1, factor, &nodes);
     placed.pop().unwrap_or_default()
 }
 
-/// How publishes to a partition of `config` with `replicas` replicas are acknowledged.
-pub(crate) fn ack_policy(_config: &StreamConfig, replicas: usize) -> AckPolicy {
-    AckPolicy { min_in_sync: if replicas >= 3 { 2 } else { 1 }, ..AckPolicy::default() }
+/// How publishes to a partition of `config` with `replicas` replicas are acknowledged: its
+/// `ack_timeout`, and its `min_insync_replicas` (never more than the replicas).
+pub(crate) fn ack_policy(config: &StreamConfig, replicas: usize) -> AckPolicy {
+    let min_in_sync = config.replication.min_insync_for(replicas as u32) as usize;
+    AckPolicy { timeout: config.replication.ack_timeout, min_in_sync: min_in_sync.clamp(1, replicas.max(1)) }
 }
 
 /// Whether `dir`, a stream directory with no definition in `$streams`, is what a crash
@@ -430,6 +513,22 @@ mod tests {
         assert_eq!(fnv1a_32(b"foobar"), 0xbf9c_f968);
         assert_eq!(partition_for(b"foobar", 1), 0);
         assert!(partition_for(b"sensor/1", 4) < 4);
+    }
+
+    #[test]
+    fn replication_defaults_follow_the_cluster_size() {
+        let defaults = ReplicationSettings::default();
+        assert_eq!((defaults.acks, defaults.ack_timeout), (Acks::Quorum, Duration::from_secs(5)));
+        assert_eq!(StreamConfig::new("s").replication, defaults);
+        // (cluster size, factor, min in-sync) with nothing set.
+        for (nodes, factor, insync) in [(0, 1, 1), (1, 1, 1), (2, 2, 1), (3, 3, 2), (5, 3, 2)] {
+            assert_eq!((defaults.factor_for(nodes), defaults.min_insync_for(nodes)), (factor, insync), "{nodes} nodes");
+        }
+        let set =
+            ReplicationSettings { factor: Some(5), min_insync_replicas: Some(4), ..ReplicationSettings::default() };
+        assert_eq!((set.factor_for(3), set.min_insync_for(3)), (5, 4));
+        let placed = ReplicationSettings { assignment: vec![vec![2, 1], vec![1, 2]], ..ReplicationSettings::default() };
+        assert_eq!((placed.factor_for(5), placed.min_insync_for(5)), (2, 1));
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub mod admin {
 
 /// The API between the nodes of a cluster.
 pub mod cluster {
-    /// Version 1 (`package strata.cluster.v1`): Raft RPCs, each naming its group.
+    /// Version 1 (`package strata.cluster.v1`): Raft RPCs, each naming its group, and
+    /// forwarding of proposals and status requests to a group's leader (`forward.proto`).
     pub mod v1 {
         #![allow(missing_docs, clippy::all, clippy::pedantic)]
         tonic::include_proto!("strata.cluster.v1");

@@ -1,5 +1,6 @@
 //! Proposals on a 3-node group on loopback, all in this process (each node with its own data
-//! directory and gRPC server): time per proposal of 1 and of 100 records, then a measured
+//! directory and gRPC server): time per proposal of 1 and of 100 records, on the leader and
+//! through a follower (forwarded to the leader over gRPC), then a measured
 //! run of concurrent proposers reporting proposals/s and commit latency percentiles.
 //!
 //! cargo bench -p strata-replication --bench propose
@@ -42,6 +43,20 @@ fn bench_propose(c: &mut Criterion) {
             b.iter(|| {
                 let records = (0..size).map(common::record).collect();
                 setup.runtime.block_on(leader.propose(records)).unwrap()
+            })
+        });
+    }
+    group.finish();
+    // The same through a follower: Cluster::propose forwards to the leader over gRPC.
+    let follower = setup.nodes.iter().find(|n| n.id != setup.leader).unwrap();
+    let mut group = c.benchmark_group("propose_3_nodes_via_follower");
+    for size in [1usize, 100] {
+        group.throughput(Throughput::Elements(size as u64));
+        group.bench_function(format!("{size}_records"), |b| {
+            b.iter(|| {
+                let records = (0..size).map(common::record).collect();
+                let options = strata_replication::ProposeOptions::default();
+                setup.runtime.block_on(follower.cluster.propose(&common::group(), records, options)).unwrap()
             })
         });
     }

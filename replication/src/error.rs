@@ -45,10 +45,40 @@ pub enum ReplicationError {
         /// What went wrong.
         reason: String,
     },
+    /// A cluster TLS file cannot be used ([`crate::ClusterTls::load`]).
+    #[error("cluster TLS {what} ({}): {reason}", path.display())]
+    TlsFile {
+        /// Which file: `certificate`, `private key` or `CA`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("cluster transport: {0}")]
     Transport(String),
     /// A proposal with no records.
     #[error("nothing to propose")]
     EmptyProposal,
+    /// Fewer replicas are in sync with the leader than the proposal requires; nothing was
+    /// appended.
+    #[error("group {group}: {in_sync} replicas in sync, {required} required")]
+    NotEnoughReplicas {
+        /// The group.
+        group: GroupId,
+        /// Replicas in sync, the leader included.
+        in_sync: usize,
+        /// The proposal's `min_in_sync`.
+        required: usize,
+    },
+    /// The proposal was not committed in time (no leader, no quorum, or too slow); it may
+    /// still be committed later.
+    #[error("group {group}: not committed within {waited_ms} ms")]
+    Timeout {
+        /// The group.
+        group: GroupId,
+        /// How long the proposal waited.
+        waited_ms: u64,
+    },
 }

@@ -1,11 +1,18 @@
 //! `strata-replication`: one openraft group per partition, whose Raft log is the partition's
 //! own [`strata_log::Log`] (Raft log index = record offset), and the tonic gRPC network
 //! between nodes (`proto/strata/cluster/v1/raft.proto`), which multiplexes every group's RPCs
-//! over one connection per peer.
+//! over one connection per peer. With a [`ClusterTls`] ([`Cluster::new_with_tls`]) that
+//! network is mutual TLS only.
 //!
 //! A [`ReplicatedPartition`] resolves [`ReplicatedPartition::propose`] once a quorum has
 //! committed the records, and raises the partition's high watermark to Raft's committed
 //! index, so readers of the log see only committed records.
+//!
+//! [`Cluster::propose`] commits records wherever the group's leader is ("publish anywhere"):
+//! a node that is not the leader forwards them over gRPC (`forward.proto`) and retries on a
+//! new leader until the proposal's timeout, refusing up front when fewer replicas than asked
+//! are in sync. [`Cluster::partition_status`] gives the leader's view of a group and
+//! [`Cluster::figures`] the numbers behind `/metrics`.
 //!
 //! ```no_run
 //! # async fn example() -> Result<(), strata_replication::ReplicationError> {
@@ -28,13 +35,19 @@
 
 mod codec;
 mod error;
+mod forward;
 mod log_store;
 mod network;
 mod partition;
 mod state_machine;
+mod status;
+mod tls;
 mod types;
 
 pub use error::ReplicationError;
+pub use forward::{GroupFigures, PartitionStatus, ProposeOptions};
 pub use network::Cluster;
 pub use partition::{ReplicatedPartition, raft_config};
+pub use status::LatencyHistogram;
+pub use tls::{ClusterTls, ClusterTlsFiles};
 pub use types::{GroupId, NodeId, TypeConfig};

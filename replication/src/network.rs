@@ -22,7 +22,7 @@ use strata_proto::cluster::v1::{self as pb, raft_client::RaftClient, raft_server
 use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
-    GroupId, NodeId, ReplicationError, TypeConfig,
+    ClusterTls, GroupId, NodeId, ReplicationError, TypeConfig,
     codec::{
         CodecError, entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, membership_from_pb, membership_to_pb,
         vote_from_pb, vote_to_pb,
@@ -41,16 +41,34 @@ struct ClusterInner {
     node_id: NodeId,
     groups: RwLock<HashMap<GroupId, Raft>>,
     peers: Mutex<HashMap<NodeId, (String, Channel)>>,
+    /// Forwarding and status: the peers' addresses and each group's figures.
+    forward: crate::forward::ForwardState,
+    /// Set: the transport is mutual TLS only ([`Cluster::new_with_tls`]).
+    tls: Option<ClusterTls>,
 }
 
 impl Cluster {
-    /// The endpoint of node `node_id`. Serve it with [`Cluster::serve`].
+    /// The endpoint of node `node_id`, in plaintext. Serve it with [`Cluster::serve`].
     pub fn new(node_id: NodeId) -> Cluster {
+        Cluster::with_transport(node_id, None)
+    }
+
+    /// The endpoint of node `node_id` over mutual TLS: [`Cluster::serve`] accepts only TLS
+    /// connections with a client certificate from `tls`'s CA, and peers are dialled over TLS
+    /// with this node's certificate. Plaintext is refused both ways. A
+    /// [`ClusterTls::reload`] applies to the connections made after it.
+    pub fn new_with_tls(node_id: NodeId, tls: ClusterTls) -> Cluster {
+        Cluster::with_transport(node_id, Some(tls))
+    }
+
+    fn with_transport(node_id: NodeId, tls: Option<ClusterTls>) -> Cluster {
         Cluster {
             inner: Arc::new(ClusterInner {
                 node_id,
                 groups: RwLock::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
+                forward: crate::forward::ForwardState::default(),
+                tls,
             }),
         }
     }
@@ -61,18 +79,25 @@ impl Cluster {
     }
 
     /// Serves the Raft RPCs of this node's groups on `listener` until `shutdown` resolves;
-    /// then peers are told to go away (HTTP/2 GOAWAY) and in-flight calls finish.
+    /// then peers are told to go away (HTTP/2 GOAWAY) and in-flight calls finish. With TLS,
+    /// a connection reaches the server only after a handshake with a valid client certificate.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ReplicationError> {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
-            .add_service(RaftServer::new(ClusterService { cluster: self }).max_decoding_message_size(64 << 20))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| ReplicationError::Transport(e.to_string()))
+        let tls = self.inner.tls.clone();
+        let server = tonic::transport::Server::builder()
+            .add_service(RaftServer::new(ClusterService { cluster: self.clone() }).max_decoding_message_size(64 << 20))
+            .add_service(crate::forward::server(self));
+        let served = match tls {
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                server.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            Some(tls) => server.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown).await,
+        };
+        served.map_err(|e| ReplicationError::Transport(e.to_string()))
     }
 
     pub(crate) fn register(&self, group: GroupId, raft: Raft) -> Result<(), ReplicationError> {
@@ -80,12 +105,34 @@ impl Cluster {
         if groups.contains_key(&group) {
             return Err(ReplicationError::AlreadyOpen(group));
         }
+        self.inner.forward.opened(&group, &raft);
         groups.insert(group, raft);
         Ok(())
     }
 
     pub(crate) fn deregister(&self, group: &GroupId) {
         self.inner.groups.write().unwrap_or_else(|p| p.into_inner()).remove(group);
+        self.inner.forward.closed(group);
+    }
+
+    /// The Raft of `group` if it is open on this node.
+    pub(crate) fn raft_of(&self, group: &GroupId) -> Option<Raft> {
+        self.inner.groups.read().unwrap_or_else(|p| p.into_inner()).get(group).cloned()
+    }
+
+    /// The groups open on this node.
+    pub(crate) fn open_groups(&self) -> Vec<(GroupId, Raft)> {
+        let groups = self.inner.groups.read().unwrap_or_else(|p| p.into_inner());
+        groups.iter().map(|(group, raft)| (group.clone(), raft.clone())).collect()
+    }
+
+    pub(crate) fn forward_state(&self) -> &crate::forward::ForwardState {
+        &self.inner.forward
+    }
+
+    /// The shared channel to peer `target` at `addr` (the one Raft uses too).
+    pub(crate) fn peer_channel(&self, target: NodeId, addr: &str) -> Result<Channel, tonic::transport::Error> {
+        self.channel(target, addr)
     }
 
     fn group(&self, group: Option<pb::GroupId>) -> Result<Raft, Status> {
@@ -104,12 +151,17 @@ impl Cluster {
         {
             return Ok(channel.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        // With TLS the URI stays `http`: our dialler does the TLS, and tonic would refuse an
+        // `https` URI without its own TLS configuration, which cannot be reloaded.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(1))
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.inner.tls {
+            None => endpoint.connect_timeout(Duration::from_secs(1)).connect_lazy(),
+            // The timeout covers the handshake too: two more round trips and the signatures.
+            Some(tls) => endpoint.connect_timeout(Duration::from_secs(3)).connect_with_connector_lazy(tls.dialer()),
+        };
         peers.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
     }
@@ -118,6 +170,7 @@ impl Cluster {
         GroupNetwork {
             cluster: self.clone(),
             group: pb::GroupId { stream: group.stream.clone(), partition: group.partition },
+            stats: self.inner.forward.stats_for(group),
         }
     }
 }
@@ -127,6 +180,7 @@ impl Cluster {
 pub(crate) struct GroupNetwork {
     cluster: Cluster,
     group: pb::GroupId,
+    stats: Arc<crate::status::GroupStats>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
@@ -136,7 +190,7 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
         let client = self.cluster.channel(target, &node.addr).map(|channel| {
             RaftClient::new(channel).max_decoding_message_size(64 << 20).max_encoding_message_size(64 << 20)
         });
-        PeerClient { client, group: self.group.clone() }
+        PeerClient { client, group: self.group.clone(), target, stats: Arc::clone(&self.stats) }
     }
 }
 
@@ -144,6 +198,9 @@ impl RaftNetworkFactory<TypeConfig> for GroupNetwork {
 pub(crate) struct PeerClient {
     client: Result<RaftClient<Channel>, tonic::transport::Error>,
     group: pb::GroupId,
+    target: NodeId,
+    /// Told of every answer, for the in-sync set.
+    stats: Arc<crate::status::GroupStats>,
 }
 
 /// Every failure to reach the peer's group (connection refused, group not open there, its
@@ -191,6 +248,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             .await
             .map_err(|s| unreachable(&s))?
             .into_inner();
+        self.stats.note_ack(self.target);
         use pb::append_entries_response::Result as R;
         match response.result {
             Some(R::Success(_)) => Ok(AppendEntriesResponse::Success),

@@ -151,6 +151,13 @@ impl ReplicatedPartition {
         self.raft.metrics()
     }
 
+    /// Stands for election now: how a partition's preferred leader takes the lead back once
+    /// it has caught up. A candidate whose log is behind loses, but still makes the leader
+    /// step down for a term, so call it only on an up-to-date replica.
+    pub async fn campaign(&self) -> Result<(), ReplicationError> {
+        self.raft.trigger().elect().await.map_err(|e| raft_error(&self.group, e))
+    }
+
     /// Waits until this replica knows a leader, for at most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicationError> {
         let mut metrics = self.raft.metrics();

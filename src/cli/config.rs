@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_compaction::{CleanupPolicy, MaintenanceConfig};
+use strata_frontend::stream_settings;
 use strata_frontend::tls::TlsConfig;
 use strata_frontend::{BrokerConfig, ClusterConfig, StreamConfig};
 use strata_log::{Compression, FlushPolicy};
@@ -86,7 +87,7 @@ pub const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "service_name"];
 /// Keys of `[runtime]`: the process's threads.
 pub const RUNTIME_KEYS: &[&str] = &["worker_threads", "idle_poll_ms"];
 /// Keys of `[cluster]`.
-pub const CLUSTER_KEYS: &[&str] = &["node_id", "listen", "peers"];
+pub const CLUSTER_KEYS: &[&str] = &["node_id", "listen", "peers", "ca_file"];
 
 /// Largest accepted `mqtt.sys_interval_secs`: one day.
 const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
@@ -332,7 +333,17 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
         None => false,
     };
     if let Some(table) = section(&root, "cluster", CLUSTER_KEYS)? {
-        broker.cluster = Some(cluster(table)?);
+        let cluster = cluster(table)?;
+        if let Some(tls) = &broker.tls
+            && cluster.ca_file.is_none()
+            && tls.client_ca_file.is_none()
+        {
+            anyhow::bail!(
+                "cluster.ca_file: [tls] is set, so nodes talk mutual TLS and need the CA their certificates \
+                 chain to: set cluster.ca_file or tls.client_ca_file"
+            );
+        }
+        broker.cluster = Some(cluster);
     }
     if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
         broker.maintenance = maintenance(compaction)?;
@@ -438,7 +449,8 @@ fn cluster(table: &Table) -> anyhow::Result<ClusterConfig> {
     if !peers.contains_key(&node_id) {
         anyhow::bail!("cluster.peers: has no entry for this node (cluster.node_id = {node_id})");
     }
-    Ok(ClusterConfig { node_id, listen, peers })
+    let ca_file = table.get("ca_file").map(|value| string(value, at, "ca_file").map(PathBuf::from)).transpose()?;
+    Ok(ClusterConfig { node_id, listen, peers, ca_file })
 }
 
 /// An integer within `range`, for the key's message.
@@ -827,6 +839,8 @@ pub fn print(effective: &Effective) -> String {
             line(&mut out, "listen", Ok(text(&cluster.listen.to_string())));
             let peers = cluster.peers.iter().map(|(id, addr)| text(&format!("{id}@{addr}"))).collect();
             line(&mut out, "peers", Ok(Value::Array(peers)));
+            let ca_file = cluster.ca_file.as_ref().map(|path| text(&path.to_string_lossy()));
+            line(&mut out, "ca_file", ca_file.ok_or("tls.client_ca_file when [tls] is set"));
         }
         None => {
             let _ = writeln!(out, "\n# [cluster]: none; this node runs alone");
@@ -841,6 +855,10 @@ pub fn print(effective: &Effective) -> String {
                 "name" => Ok(text(&stream.name)),
                 "topics" => Ok(Value::Array(stream.topics.iter().map(|t| text(t)).collect())),
                 "partitions" => Ok(int(u64::from(stream.partitions))),
+                "replica_assignment" => match stream.replication.assignment.as_slice() {
+                    [] => Err("placed round-robin by the cluster"),
+                    assignment => Ok(text(&stream_settings::assignment_text(assignment))),
+                },
                 _ => Err("not printed"),
             };
             line(&mut out, key, value);
@@ -891,6 +909,14 @@ fn print_log_settings(out: &mut String, stream: &StreamConfig) {
             "retention_ms" => stream.retention.retention_ms.map(int).ok_or("unlimited"),
             "retention_bytes" => stream.retention.retention_bytes.map(int).ok_or("unlimited"),
             "retention_messages" => stream.retention.retention_messages.map(int).ok_or("unlimited"),
+            "replication_factor" => stream.replication.factor.map(|n| int(u64::from(n))).ok_or("min(3, cluster size)"),
+            "acks" => Ok(text(stream_settings::acks_name(stream.replication.acks))),
+            "min_insync_replicas" => stream
+                .replication
+                .min_insync_replicas
+                .map(|n| int(u64::from(n)))
+                .ok_or("2 when the replication factor is 3 or more, else 1"),
+            "ack_timeout" => Ok(int(stream.replication.ack_timeout.as_millis() as u64)),
             _ => Err("not printed"),
         };
         line(out, key, value);
@@ -1133,7 +1159,9 @@ mod tests {
              [cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102\"]\n\
              [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
              [[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\ncompaction_key = \"id\"\n\
-             cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n",
+             cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n\
+             replication_factor = 3\nacks = \"leader\"\nmin_insync_replicas = 3\nack_timeout = \"750ms\"\n\
+             replica_assignment = [[1, 2, 3], [2, 3, 1], [3, 1, 2]]\n",
         )
         .unwrap();
         let printed = print(&effective);
@@ -1158,5 +1186,7 @@ mod tests {
         }
         assert_eq!(parse(&printed).unwrap(), effective, "{printed}");
         assert_eq!(print(&parse(&printed).unwrap()), printed);
+        assert!(printed.contains("\nreplica_assignment = \"1,2,3;2,3,1;3,1,2\"\n"), "{printed}");
+        assert!(printed.contains("\nack_timeout = 750\n"), "{printed}");
     }
 }

@@ -3,15 +3,19 @@
 //! `docs/config.md` documents every key, its unit, default and range.
 
 use strata_frontend::StreamConfig;
-use strata_frontend::stream_settings::{self, SETTING_KEYS};
+use strata_frontend::stream_settings::{self, PER_STREAM_KEYS, SETTING_KEYS};
 use strata_frontend::streams::valid_stream_name;
 use toml::{Table, Value};
 
 /// Keys of the log settings, accepted in `[log]` and in each `[[streams]]` entry: the same
-/// settings the admin API takes (`stream_settings`).
-pub const LOG_KEYS: &[&str] = SETTING_KEYS;
+/// settings the admin API takes (`stream_settings`) but the per-stream ones
+/// (`PER_STREAM_KEYS`, last among them; a test checks).
+pub const LOG_KEYS: &[&str] = match SETTING_KEYS.split_last() {
+    Some((_, defaults)) => defaults,
+    None => SETTING_KEYS,
+};
 /// Keys only a `[[streams]]` entry has.
-pub const STREAM_KEYS: &[&str] = &["name", "topics", "partitions"];
+pub const STREAM_KEYS: &[&str] = &["name", "topics", "partitions", "replica_assignment"];
 
 /// The settings `[log]` gives every stream, and the streams (the `[log]` values under each
 /// stream's own; `default` last unless configured).
@@ -39,7 +43,7 @@ pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<S
                 anyhow::bail!(
                     "{at}.{key}: unknown key; a stream has {}, {}",
                     STREAM_KEYS.join(", "),
-                    SETTING_KEYS.join(", ")
+                    LOG_KEYS.join(", ")
                 );
             }
         }
@@ -90,13 +94,18 @@ pub fn parse_streams(log: Option<&Table>, streams: &[Table]) -> anyhow::Result<S
 fn apply_log_settings(stream: &mut StreamConfig, table: &Table, at: &str) -> anyhow::Result<()> {
     let mut settings = Vec::with_capacity(table.len());
     for (key, value) in table {
-        if STREAM_KEYS.contains(&key.as_str()) && at != "log" {
+        if at == "log" && PER_STREAM_KEYS.contains(&key.as_str()) {
+            anyhow::bail!("{at}.{key}: a setting of one stream (a replica list per partition); set it in [[streams]]");
+        }
+        if STREAM_KEYS.contains(&key.as_str()) && !SETTING_KEYS.contains(&key.as_str()) && at != "log" {
             continue;
         }
         let text = match value {
             Value::String(s) => s.clone(),
             Value::Integer(n) => n.to_string(),
             Value::Float(f) => f.to_string(),
+            Value::Array(lists) if key == "replica_assignment" => assignment(lists)
+                .ok_or_else(|| anyhow::anyhow!("{at}.{key}: must be \"1,2,3;2,3,1\" or [[1, 2, 3], [2, 3, 1]]"))?,
             other => anyhow::bail!("{at}.{key} = {other}: must be a number or a string"),
         };
         settings.push((key.clone(), text));
@@ -110,6 +119,21 @@ fn apply_log_settings(stream: &mut StreamConfig, table: &Table, at: &str) -> any
             anyhow::anyhow!("{at}.{error}")
         }
     })
+}
+
+/// `replica_assignment` written as a TOML array of arrays of node ids, in its text form
+/// (`stream_settings` checks the ids); None if it is not arrays of integers.
+fn assignment(lists: &[Value]) -> Option<String> {
+    let lists: Option<Vec<String>> = lists
+        .iter()
+        .map(|list| {
+            let Value::Array(ids) = list else { return None };
+            let ids: Option<Vec<String>> =
+                ids.iter().map(|id| if let Value::Integer(id) = id { Some(id.to_string()) } else { None }).collect();
+            ids.map(|ids| ids.join(","))
+        })
+        .collect();
+    lists.map(|lists| lists.join(";"))
 }
 
 #[cfg(test)]
@@ -167,10 +191,54 @@ mod tests {
             ("[log]\nretention_ms = -1\n", "log.retention_ms"),
             ("[log]\npartitions = 2\n", "log.partitions"),
             ("[log]\nflush = \"never\"\nflush_interval_ms = 5\n", "log.flush_interval_ms"),
+            ("[log]\nreplica_assignment = \"1\"\n", "log.replica_assignment"),
+            ("[log]\nacks = \"all\"\n", "log.acks"),
+            ("[log]\nack_timeout = \"1h\"\n", "log.ack_timeout"),
+            ("[[streams]]\nname = \"a\"\nreplication_factor = 8\n", "streams[0].replication_factor"),
+            (
+                "[[streams]]\nname = \"a\"\nreplication_factor = 2\nmin_insync_replicas = 3\n",
+                "streams[0].min_insync_replicas",
+            ),
+            (
+                "[[streams]]\nname = \"a\"\npartitions = 2\nreplica_assignment = \"1,2\"\n",
+                "streams[0].replica_assignment",
+            ),
+            ("[[streams]]\nname = \"a\"\nreplica_assignment = [[1, \"2\"]]\n", "streams[0].replica_assignment"),
+            ("[[streams]]\nname = \"a\"\nreplica_assignment = [[1, -2]]\n", "streams[0].replica_assignment"),
         ];
         for (text, key) in cases {
             let error = format!("{:#}", parse(text).unwrap_err());
             assert!(error.contains(key), "{text:?}: {error} should name {key}");
         }
+    }
+
+    #[test]
+    fn replication_keys_in_log_and_streams() {
+        use strata_frontend::streams::Acks;
+        let parsed = parse_with_defaults(
+            "[log]\nreplication_factor = 3\nacks = \"leader\"\nack_timeout = \"2s\"\n\
+             [[streams]]\nname = \"orders\"\npartitions = 2\nmin_insync_replicas = 3\nacks = \"quorum\"\n\
+             replica_assignment = [[1, 2, 3], [2, 3, 1]]\n\
+             [[streams]]\nname = \"texted\"\npartitions = 2\nreplication_factor = 2\nreplica_assignment = \"4,5;5,4\"\n",
+        )
+        .unwrap();
+        let defaults = &parsed.log_defaults.replication;
+        assert_eq!((defaults.factor, defaults.acks), (Some(3), Acks::Leader));
+        assert_eq!(defaults.ack_timeout, std::time::Duration::from_secs(2));
+        let orders = &parsed.streams[0].replication;
+        assert_eq!((orders.factor, orders.acks, orders.min_insync_replicas), (Some(3), Acks::Quorum, Some(3)));
+        assert_eq!(orders.ack_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(orders.assignment, vec![vec![1, 2, 3], vec![2, 3, 1]]);
+        let texted = &parsed.streams[1].replication;
+        assert_eq!((texted.factor, texted.assignment.clone()), (Some(2), vec![vec![4, 5], vec![5, 4]]));
+        // `default` takes the [log] defaults; no stream has an assignment it did not set.
+        assert_eq!(parsed.streams[2].replication, *defaults);
+        assert!(defaults.assignment.is_empty());
+    }
+
+    #[test]
+    fn log_keys_are_the_settings_but_the_per_stream_ones() {
+        assert_eq!([LOG_KEYS, PER_STREAM_KEYS].concat(), SETTING_KEYS);
+        assert!(PER_STREAM_KEYS.iter().all(|key| STREAM_KEYS.contains(key)));
     }
 }

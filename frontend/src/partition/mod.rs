@@ -33,7 +33,7 @@ use std::sync::Arc;
 
 use strata_compaction::{CompactionError, Maintenance, PartitionSettings};
 use strata_log::{Fetch, Log, LogConfig, LogOffsets, Record, StoredRecord};
-use strata_replication::{Cluster, GroupId, ReplicatedPartition, ReplicationError};
+use strata_replication::{Cluster, GroupId, ProposeOptions, ReplicatedPartition, ReplicationError};
 use tokio::sync::oneshot;
 
 pub(crate) use replicated::AckPolicy;
@@ -63,17 +63,17 @@ enum Writes {
     Replicated(replicated::ReplicatedWriter),
 }
 
-/// Proposes `records` to `partition`'s group under `policy`, wherever its leader is.
+/// Proposes `records` to `partition`'s group under `policy`, wherever its leader is: this
+/// node's replica when it leads, else forwarded to the leader (retried on a new one within
+/// the policy's timeout).
 async fn propose_anywhere(
-    partition: &ReplicatedPartition,
+    cluster: &Cluster,
+    group: &GroupId,
     records: Vec<Record>,
     policy: AckPolicy,
 ) -> Result<Vec<u64>, ReplicationError> {
-    let waited_ms = u64::try_from(policy.timeout.as_millis()).unwrap_or(u64::MAX);
-    match tokio::time::timeout(policy.timeout, partition.propose(records)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(ReplicationError::NoLeader { group: partition.group().clone(), waited_ms }),
-    }
+    let options = ProposeOptions { timeout: policy.timeout, min_in_sync: policy.min_in_sync };
+    cluster.propose(group, records, options).await
 }
 
 /// A partition's offsets and size, read now.
@@ -141,8 +141,14 @@ impl PartitionHandle {
         }
         let log = Arc::new(partition.log().clone());
         let id = announce.as_ref().map_or(0, |(_, id)| *id);
-        let writer =
-            replicated::ReplicatedWriter::start(Arc::new(partition), Arc::clone(&log), queue, policy, announce);
+        let writer = replicated::ReplicatedWriter::start(
+            cluster.clone(),
+            Arc::new(partition),
+            Arc::clone(&log),
+            queue,
+            policy,
+            announce,
+        );
         Ok(Arc::new(PartitionHandle { id, number, log, writes: Writes::Replicated(writer) }))
     }
 

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_log::{Log, Record, StoredRecord};
-use strata_replication::{GroupId, ReplicatedPartition, ReplicationError};
+use strata_replication::{Cluster, GroupId, ReplicatedPartition, ReplicationError};
 use tokio::sync::mpsc;
 
 use super::writer::{AppendError, AppendRequest, Reserved, WriterStopped};
@@ -63,6 +63,7 @@ impl ReplicatedWriter {
     /// Starts proposing what is queued to `partition`'s group, and, with `announce`,
     /// announcing committed records to readers.
     pub(crate) fn start(
+        cluster: Cluster,
         partition: Arc<ReplicatedPartition>,
         log: Arc<Log>,
         capacity: usize,
@@ -72,7 +73,8 @@ impl ReplicatedWriter {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let queued = Arc::new(AtomicUsize::new(0));
         let policy = Arc::new(Mutex::new(policy));
-        tokio::spawn(propose_queued(Arc::clone(&partition), rx, Arc::clone(&queued), Arc::clone(&policy)));
+        let group = partition.group().clone();
+        tokio::spawn(propose_queued(cluster, group, rx, Arc::clone(&queued), Arc::clone(&policy)));
         let announcer = announce.map(|(signal, id)| {
             let committed = partition.watch_committed();
             tokio::spawn(announce_commits(log, signal, id, committed)).abort_handle()
@@ -108,19 +110,19 @@ impl ReplicatedWriter {
 /// What a publisher hears when its batch was not committed.
 fn append_error(group: &GroupId, error: &ReplicationError) -> AppendError {
     let mut refused = AppendError::failed(format!("{group}: {error}"));
-    refused.too_few_replicas = false; // PENDING-R1: matches!(error, ReplicationError::NotEnoughReplicas { .. })
+    refused.too_few_replicas = matches!(error, ReplicationError::NotEnoughReplicas { .. });
     refused
 }
 
 /// Takes whatever is queued as one batch, proposes it, and answers its publishers; one
 /// batch at a time, until the queue closes.
 async fn propose_queued(
-    partition: Arc<ReplicatedPartition>,
+    cluster: Cluster,
+    group: GroupId,
     mut rx: mpsc::Receiver<AppendRequest>,
     queued: Arc<AtomicUsize>,
     policy: Arc<Mutex<AckPolicy>>,
 ) {
-    let group = partition.group().clone();
     let mut records = Vec::new();
     let mut waiting = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -134,7 +136,7 @@ async fn propose_queued(
         }
         queued.fetch_sub(records.len(), Ordering::AcqRel);
         let policy = *policy.lock().unwrap_or_else(|p| p.into_inner());
-        let outcome = super::propose_anywhere(&partition, std::mem::take(&mut records), policy).await;
+        let outcome = super::propose_anywhere(&cluster, &group, std::mem::take(&mut records), policy).await;
         match outcome {
             Ok(offsets) => {
                 for (durable, offset) in waiting.drain(..).zip(offsets) {

@@ -25,6 +25,8 @@ pub struct TestNode {
     pub id: NodeId,
     pub addr: SocketAddr,
     pub dir: PathBuf,
+    /// The node's endpoint (forwarding, status, figures).
+    pub cluster: Cluster,
     pub partition: Option<ReplicatedPartition>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ReplicationError>>>,
@@ -33,17 +35,24 @@ pub struct TestNode {
 impl TestNode {
     /// Starts node `id` on `listener` with its data in `dir`.
     pub async fn start(id: NodeId, dir: &Path, listener: TcpListener) -> anyhow::Result<TestNode> {
+        TestNode::start_with(Cluster::new(id), dir, listener).await
+    }
+
+    /// Starts the node of `cluster` (made with TLS, say) on `listener` with its data in `dir`.
+    /// [`TestNode::restart`] brings it back in plaintext.
+    pub async fn start_with(cluster: Cluster, dir: &Path, listener: TcpListener) -> anyhow::Result<TestNode> {
         let addr = listener.local_addr()?;
-        let cluster = Cluster::new(id);
+        let id = cluster.node_id();
         let partition = ReplicatedPartition::open(&cluster, dir, LogConfig::default(), group()).await?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(cluster.serve(listener, async move {
+        let server = tokio::spawn(cluster.clone().serve(listener, async move {
             let _ = stopped.await;
         }));
         Ok(TestNode {
             id,
             addr,
             dir: dir.to_path_buf(),
+            cluster,
             partition: Some(partition),
             stop: Some(stop),
             server: Some(server),
