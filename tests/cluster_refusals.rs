@@ -4,8 +4,9 @@
 //!   `node_id = 0`) makes `strata serve` exit 2 naming the key.
 //! - `min_insync_replicas` not met: with two of three nodes killed (the default for a factor
 //!   of 3 is 2), a QoS 1 publish on the survivor is refused (MQTT 5: PUBACK 0x97 or 0x80
-//!   within the ack timeout; 3.1.1: the connection is closed), and once the others are back
-//!   the refused payloads are delivered nowhere.
+//!   within the ack timeout; 3.1.1: the connection is closed) once the survivor's status no
+//!   longer counts the others in sync, and once they are back the refused payloads are
+//!   delivered nowhere.
 //! - With `min_insync_replicas = 3` and one node killed, a majority remains but publishes are
 //!   still refused (needs the per-stream setting).
 
@@ -75,6 +76,18 @@ fn refused_then_never_delivered(mut cluster: Cluster, stream: &str, survivor: u6
     for &id in down {
         cluster.kill_9(id);
     }
+    // The leader learns that replicas left only when they stop answering: publish once its
+    // status no longer counts them in sync. (A publish in the window before that is appended
+    // and, without a quorum, answered 0x80 at `ack_timeout`; it is not what this test is
+    // about.)
+    let mut last = String::new();
+    let shrunk = cluster::poll_until(Duration::from_secs(30), Duration::from_millis(50), || {
+        let Some(view) = cluster.partitions(survivor, stream).and_then(|v| v.get(&0).cloned()) else { return false };
+        last = view.to_string();
+        view["in_sync"].as_array().is_some_and(|in_sync| in_sync.iter().all(|id| !down.iter().any(|d| id == d)))
+    });
+    assert!(shrunk, "node {survivor} still counts {down:?} in sync 30 s after they were killed: {last}");
+    println!("in sync after the kill: {last}");
     let addr = cluster.node(survivor).mqtt;
     let code = rt.block_on(publish_once_v5(&recorder, addr, "refused-v5", &topic, "refused-v5", REFUSAL_WITHIN));
     println!("MQTT 5 publish with nodes {down:?} down: PUBACK {code:02x?}");

@@ -66,13 +66,29 @@ pub struct Cluster {
     net: Option<Arc<Net>>,
 }
 
-/// `n` distinct free loopback ports. All listeners are held until every port is chosen, so
-/// they differ; another process may take one before the node binds it, which then fails
-/// loudly at start.
+/// Ports handed out by [`free_ports`] in this process, never handed out twice.
+static TAKEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+
+/// `n` distinct free loopback ports, below the kernel's ephemeral range (32768 and up), so
+/// neither a port-0 bind nor an outgoing connection (of these nodes, or of other tests on
+/// the machine) takes one between now and the node's bind, nor before a restart.
 fn free_ports(n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> =
-        (0..n).map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port")).collect();
-    listeners.iter().map(|l| l.local_addr().expect("local addr").port()).collect()
+    let mut taken = TAKEN.lock().unwrap_or_else(|p| p.into_inner());
+    let seed = std::process::id() as usize * 7919 + taken.len() * 104_729;
+    let mut ports = Vec::new();
+    for i in 0..20_000 {
+        if ports.len() == n {
+            break;
+        }
+        let port = (12_000 + (seed + i * 31) % 20_000) as u16;
+        if taken.contains(&port) || TcpListener::bind(loopback(port)).is_err() {
+            continue;
+        }
+        taken.push(port);
+        ports.push(port);
+    }
+    assert_eq!(ports.len(), n, "{n} free ports between 12000 and 32000");
+    ports
 }
 
 fn loopback(port: u16) -> SocketAddr {
@@ -242,14 +258,18 @@ impl Cluster {
                     }
                     seen.push(line);
                 }
-                Err(_) => {
-                    if let Some(mut child) = node.child.take() {
+                Err(error) => {
+                    let status = node.child.take().map(|mut child| {
                         let _ = child.kill();
-                        let _ = child.wait();
-                    }
-                    panic!(
-                        "node {id} did not print its start-up lines within {START:?}; it printed {seen:?} (its stderr is above)"
-                    );
+                        child.wait()
+                    });
+                    let what = match error {
+                        mpsc::RecvTimeoutError::Timeout => format!("did not print its start-up lines within {START:?}"),
+                        mpsc::RecvTimeoutError::Disconnected => {
+                            format!("exited ({status:?}) before its start-up lines")
+                        }
+                    };
+                    panic!("node {id} {what}; it printed {seen:?} (its stderr is above)");
                 }
             }
         }
