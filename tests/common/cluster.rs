@@ -470,6 +470,47 @@ impl Cluster {
         text(&output.stdout)
     }
 
+    /// Asserts that `strata log dump` of `stream`/`partition` is the same on every node of
+    /// `ids` (stopped first, so the files are still): the records (offset, timestamp, key,
+    /// headers) first, then the batches around them (offsets, term, size, position).
+    pub fn assert_same_log(&self, ids: &[u64], stream: &str, partition: u32) {
+        let dumps: Vec<(u64, String)> = ids.iter().map(|&id| (id, self.log_dump(id, stream, partition))).collect();
+        let (first, reference) = &dumps[0];
+        assert!(reference.contains("offset="), "node {first}: a dump with records: {reference}");
+        let records = |dump: &str| {
+            dump.lines().filter(|l| l.trim_start().starts_with("offset=")).map(str::to_owned).collect::<Vec<_>>()
+        };
+        let batches =
+            |dump: &str| dump.lines().filter(|l| l.starts_with("batch ")).map(str::to_owned).collect::<Vec<_>>();
+        for (id, dump) in &dumps[1..] {
+            let (a, b) = (records(reference), records(dump));
+            if a != b {
+                let at = a.iter().zip(&b).position(|(x, y)| x != y);
+                panic!(
+                    "{stream}/{partition}: strata log dump shows other records on node {id} than on node {first} \
+                     ({} vs {} records; first difference at record {at:?}: {:?} vs {:?})",
+                    b.len(),
+                    a.len(),
+                    at.map(|i| &b[i]),
+                    at.map(|i| &a[i])
+                );
+            }
+            let (a, b) = (batches(reference), batches(dump));
+            if a != b {
+                let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+                let around = |v: &[String]| v[at.saturating_sub(1)..(at + 3).min(v.len())].to_vec();
+                panic!(
+                    "{stream}/{partition}: the same records, but other batches on node {id} ({} batches) than on node {first} \
+                     ({} batches); from batch {at}:\nnode {id}: {:#?}\nnode {first}: {:#?}",
+                    b.len(),
+                    a.len(),
+                    around(&b),
+                    around(&a)
+                );
+            }
+        }
+    }
+
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
@@ -551,6 +592,8 @@ pub struct PublishRun {
     pub acked: usize,
     /// PUBACKs with a failure reason code (each retried).
     pub refused: usize,
+    /// Those failure reason codes, with how often each came.
+    pub refusal_codes: BTreeMap<u8, usize>,
     /// Connections that failed (each followed by a reconnect to the next node).
     pub reconnects: usize,
     /// Payloads never acknowledged with success by the deadline.
@@ -634,6 +677,7 @@ pub async fn publish_until_acked(
                             run.acked += 1;
                         } else {
                             run.refused += 1;
+                            *run.refusal_codes.entry(code).or_default() += 1;
                             todo.push_back(payload);
                             if rotate_on_refusal {
                                 run.reconnects += 1;
