@@ -164,3 +164,26 @@ fn issue20_min_insync_replicas_3_refuses_with_one_node_down() {
     let down = cluster.ids().into_iter().find(|&id| id != leader).expect("a follower");
     refused_then_never_delivered(cluster, "isr3", leader, &[down]);
 }
+
+/// A node whose peers never come: its listeners open within the contract's 60 s anyway, and
+/// it says it is not ready (`/ready` 503) while the metadata group has no leader.
+#[test]
+fn issue20_a_node_whose_peers_never_come_opens_its_listeners_but_is_not_ready() {
+    let started = std::time::Instant::now();
+    // Node 1 of three; nodes 2 and 3 are never started.
+    let cluster = Cluster::start_in_order(3, &[1]);
+    let took = started.elapsed();
+    println!("node 1 opened its listeners alone after {} ms", took.as_millis());
+    // The contract's 60 s, and a little for starting the process on a loaded machine.
+    assert!(took <= Duration::from_secs(62), "the listeners opened {} ms after the start", took.as_millis());
+    assert_eq!(cluster.ready(1), Some(503), "/ready while no metadata leader can be elected");
+    let status = cluster.status(1).expect("/cluster/status answers");
+    let metadata = status["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .find(|p| p["stream"] == "$streams")
+        .unwrap_or_else(|| panic!("no $streams partition in {status}"))
+        .clone();
+    assert!(metadata["leader"].is_null(), "a leader without a quorum: {metadata}");
+}
