@@ -149,10 +149,14 @@ impl ForwardState {
     }
 
     fn remember_leader(&self, group: &GroupId, leader: NodeId, addr: &str) {
-        let mut leaders = self.leaders.write().unwrap_or_else(|p| p.into_inner());
-        if leaders.get(group).is_none_or(|(id, known)| *id != leader || known != addr) {
-            leaders.insert(group.clone(), (leader, addr.to_string()));
+        let known = |leaders: &HashMap<GroupId, (NodeId, String)>| {
+            leaders.get(group).is_some_and(|(id, known)| *id == leader && known == addr)
+        };
+        // Usually the same as last time: a read lock only.
+        if known(&self.leaders.read().unwrap_or_else(|p| p.into_inner())) {
+            return;
         }
+        self.leaders.write().unwrap_or_else(|p| p.into_inner()).insert(group.clone(), (leader, addr.to_string()));
     }
 
     fn remembered_leader(&self, group: &GroupId) -> Option<(NodeId, String)> {
@@ -256,7 +260,7 @@ impl Cluster {
                     self.propose_local(group, &raft, records.clone(), options.min_in_sync, remaining).await,
                 ),
                 Route::Remote(leader, addr) => {
-                    self.forward(group, leader, &addr, &records, options.min_in_sync, remaining).await
+                    self.forward(group, local.as_ref(), leader, &addr, &records, options.min_in_sync, remaining).await
                 }
             };
             let (next, failed, error) = match attempt {
@@ -461,9 +465,11 @@ impl Cluster {
     }
 
     /// One forward of `records` to `leader` at `addr`.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         group: &GroupId,
+        local: Option<&Raft>,
         leader: NodeId,
         addr: &str,
         records: &[Record],
@@ -483,7 +489,41 @@ impl Cluster {
             from_node: self.node_id(),
         });
         request.set_timeout(remaining + ANSWER_MARGIN);
-        let response = match client.propose(request).await {
+        let call = client.propose(request);
+        // A leader cut off from the others without its connections closing (a network
+        // partition, not a crash) would hold the call until the deadline; when this node's
+        // replica learns of another leader meanwhile, the old one cannot commit any more, so
+        // give up on it and propose to the new one (the proposal may yet be committed by the
+        // new leader if it had reached a quorum: at-least-once).
+        let answer = match local {
+            None => call.await,
+            Some(raft) => {
+                let mut metrics = raft.metrics();
+                let before = metrics.borrow().current_leader;
+                let replaced = async move {
+                    let changed = metrics
+                        .wait_for(|m| m.current_leader.is_some_and(|l| Some(l) != before && l != leader))
+                        .await
+                        .map(|m| leader_hint(&m, &BTreeMap::new()));
+                    match changed {
+                        Ok(hint) => hint,
+                        // This replica stopped: only the call's own outcome is left.
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    answer = call => answer,
+                    hint = replaced => {
+                        return Attempt::Retry {
+                            hint: hint.clone(),
+                            failed: Some(leader),
+                            error: not_leader(group, hint),
+                        };
+                    }
+                }
+            }
+        };
+        let response = match answer {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 return failed(ReplicationError::Transport(format!(

@@ -39,6 +39,7 @@ mod forward;
 mod log_store;
 mod network;
 mod partition;
+mod snapshot;
 mod state_machine;
 mod status;
 mod tls;

@@ -10,6 +10,7 @@ use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 use anyhow::{Context, bail};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
+use strata_log::LogConfig;
 use strata_proto::cluster::v1 as pb;
 use strata_replication::{Cluster, ClusterTls, ClusterTlsFiles, NodeId};
 use tokio::{
@@ -73,7 +74,7 @@ async fn start(root: &Path, clusters: Vec<Cluster>) -> anyhow::Result<(Vec<TestN
     let mut nodes = Vec::new();
     for (cluster, listener) in clusters.into_iter().zip(listeners) {
         let dir = root.join(format!("node{}", cluster.node_id()));
-        nodes.push(TestNode::start_with(cluster, &dir, listener).await?);
+        nodes.push(TestNode::start_with(cluster, &dir, listener, LogConfig::default(), |_| {}).await?);
     }
     nodes[0].partition().initialize(members.clone()).await?;
     Ok((nodes, members))
