@@ -873,6 +873,28 @@ pub fn topic_for_partition(prefix: &str, partition: u32, partitions: u32) -> Str
         .expect("some topic hashes to each partition")
 }
 
+/// Asserts two replays (as [`replay_until`] returns them) are the same list, naming the first
+/// difference when not.
+#[track_caller]
+pub fn assert_same_entries(a_name: &str, a: &[Entry], b_name: &str, b: &[Entry]) {
+    if a == b {
+        return;
+    }
+    let at = a.iter().zip(b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+    panic!(
+        "{a_name} and {b_name} replay different logs: {} vs {} records, {a_name} spans {:?}..{:?}, {b_name} spans {:?}..{:?}; \
+         first difference at entry {at}: {:?} vs {:?}",
+        a.len(),
+        b.len(),
+        a.first().map(|e| e.1),
+        a.last().map(|e| e.1),
+        b.first().map(|e| e.1),
+        b.last().map(|e| e.1),
+        a.get(at),
+        b.get(at)
+    );
+}
+
 /// A multi-threaded tokio runtime for a test's clients.
 pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
