@@ -470,45 +470,12 @@ impl Cluster {
         text(&output.stdout)
     }
 
-    /// Asserts that `strata log dump` of `stream`/`partition` is the same on every node of
-    /// `ids` (stopped first, so the files are still): the records (offset, timestamp, key,
-    /// headers) first, then the batches around them (offsets, term, size, position).
-    pub fn assert_same_log(&self, ids: &[u64], stream: &str, partition: u32) {
+    /// `strata log dump` of `stream`/`partition` on each node of `ids` (stopped first, so the
+    /// files are still), for [`assert_same_records`] and [`assert_same_batches`].
+    pub fn log_dumps(&self, ids: &[u64], stream: &str, partition: u32) -> Vec<(u64, String)> {
         let dumps: Vec<(u64, String)> = ids.iter().map(|&id| (id, self.log_dump(id, stream, partition))).collect();
-        let (first, reference) = &dumps[0];
-        assert!(reference.contains("offset="), "node {first}: a dump with records: {reference}");
-        let records = |dump: &str| {
-            dump.lines().filter(|l| l.trim_start().starts_with("offset=")).map(str::to_owned).collect::<Vec<_>>()
-        };
-        let batches =
-            |dump: &str| dump.lines().filter(|l| l.starts_with("batch ")).map(str::to_owned).collect::<Vec<_>>();
-        for (id, dump) in &dumps[1..] {
-            let (a, b) = (records(reference), records(dump));
-            if a != b {
-                let at = a.iter().zip(&b).position(|(x, y)| x != y);
-                panic!(
-                    "{stream}/{partition}: strata log dump shows other records on node {id} than on node {first} \
-                     ({} vs {} records; first difference at record {at:?}: {:?} vs {:?})",
-                    b.len(),
-                    a.len(),
-                    at.map(|i| &b[i]),
-                    at.map(|i| &a[i])
-                );
-            }
-            let (a, b) = (batches(reference), batches(dump));
-            if a != b {
-                let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
-                let around = |v: &[String]| v[at.saturating_sub(1)..(at + 3).min(v.len())].to_vec();
-                panic!(
-                    "{stream}/{partition}: the same records, but other batches on node {id} ({} batches) than on node {first} \
-                     ({} batches); from batch {at}:\nnode {id}: {:#?}\nnode {first}: {:#?}",
-                    b.len(),
-                    a.len(),
-                    around(&b),
-                    around(&a)
-                );
-            }
-        }
+        assert!(dumps[0].1.contains("offset="), "node {}: a dump with records: {}", dumps[0].0, dumps[0].1);
+        dumps
     }
 
     pub fn dir(&self) -> &Path {
@@ -871,6 +838,58 @@ pub fn topic_for_partition(prefix: &str, partition: u32, partitions: u32) -> Str
             hash % partitions == partition
         })
         .expect("some topic hashes to each partition")
+}
+
+fn dump_lines(dump: &str, record: bool) -> Vec<String> {
+    dump.lines()
+        .filter(|l| if record { l.trim_start().starts_with("offset=") } else { l.starts_with("batch ") })
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Asserts the dumps ([`Cluster::log_dumps`]) show the same records on every node (offset,
+/// timestamp, key, headers), naming the first difference.
+#[track_caller]
+pub fn assert_same_records(dumps: &[(u64, String)]) {
+    let (first, reference) = &dumps[0];
+    let a = dump_lines(reference, true);
+    for (id, dump) in &dumps[1..] {
+        let b = dump_lines(dump, true);
+        if a != b {
+            let at = a.iter().zip(&b).position(|(x, y)| x != y);
+            panic!(
+                "strata log dump shows other records on node {id} than on node {first} ({} vs {} records; first \
+                 difference at record {at:?}: {:?} vs {:?})",
+                b.len(),
+                a.len(),
+                at.map(|i| &b[i]),
+                at.map(|i| &a[i])
+            );
+        }
+    }
+}
+
+/// Asserts the dumps show the same batches on every node (offsets, term, size, position):
+/// one Raft entry is one batch, written alike by every replica.
+#[track_caller]
+pub fn assert_same_batches(dumps: &[(u64, String)]) {
+    let (first, reference) = &dumps[0];
+    let a = dump_lines(reference, false);
+    for (id, dump) in &dumps[1..] {
+        let b = dump_lines(dump, false);
+        if a != b {
+            let at = a.iter().zip(&b).position(|(x, y)| x != y).unwrap_or(a.len().min(b.len()));
+            let around = |v: &[String]| v[at.saturating_sub(1)..(at + 3).min(v.len())].to_vec();
+            panic!(
+                "the same records, but other batches on node {id} ({} batches) than on node {first} ({} batches); from \
+                 batch {at}:\nnode {id}: {:#?}\nnode {first}: {:#?}",
+                b.len(),
+                a.len(),
+                around(&b),
+                around(&a)
+            );
+        }
+    }
 }
 
 /// Asserts two replays (as [`replay_until`] returns them) are the same list, naming the first
