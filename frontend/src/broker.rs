@@ -572,7 +572,11 @@ impl BrokerMetrics {
     /// partitions' offsets and sizes read now.
     pub fn render(&self) -> String {
         let consumers = self.shared.consumers();
-        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers)
+        let mut text = self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers);
+        if let Some(cluster) = self.shared.streams.cluster() {
+            text.push_str(&crate::raft_metrics::render(&cluster.endpoint().figures()));
+        }
+        text
     }
 
     /// Why publishes are refused now, one line per partition: a failed fsync (the partition

@@ -44,6 +44,8 @@ const LEADER_WAIT: Duration = Duration::from_millis(600);
 /// Pause before asking again when no node named a leader (a group with no replica here, in
 /// the middle of an election), so the peers are not asked in a tight loop.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How often a leader short of in-sync replicas looks again before it refuses.
+const IN_SYNC_RECHECK: Duration = Duration::from_millis(20);
 
 /// Extra time a forwarded proposal's gRPC call gets beyond the leader's own timeout, so the
 /// leader's `timed_out` answer arrives before the call's deadline.
@@ -224,7 +226,8 @@ impl Cluster {
     /// (in the records' order) once committed by a quorum.
     ///
     /// On this node's leader replica, refuses with [`ReplicationError::NotEnoughReplicas`]
-    /// (nothing appended) when fewer than `options.min_in_sync` replicas are in sync.
+    /// (nothing appended) when fewer than `options.min_in_sync` replicas have been in sync
+    /// for a second (a leader just elected has heard from no follower yet).
     /// Otherwise forwards to the leader: the one this node's replica knows, or the one a peer
     /// (from [`Cluster::set_peers`]) names when the group is not open here. When the leader
     /// is not the leader any more, cannot be reached or dies mid-flight, waits for a new one
@@ -443,13 +446,26 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Vec<u64>, ReplicationError> {
         let stats = self.stats_of(group).unwrap_or_default();
-        let m = raft.metrics().borrow().clone();
-        if m.current_leader != Some(self.node_id()) {
-            return Err(not_leader(group, leader_hint(&m, &self.forward_state().peers())));
-        }
-        let in_sync = stats.in_sync(&m, Instant::now()).len();
-        if in_sync < min_in_sync {
-            return Err(ReplicationError::NotEnoughReplicas { group: group.clone(), in_sync, required: min_in_sync });
+        // A leader elected a moment ago has heard no follower yet, and a follower can miss a
+        // heartbeat: a shortage is refused only once it has lasted this long.
+        let grace_until = Instant::now() + crate::status::IN_SYNC_WINDOW.min(timeout);
+        loop {
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(self.node_id()) {
+                return Err(not_leader(group, leader_hint(&m, &self.forward_state().peers())));
+            }
+            let in_sync = stats.in_sync(&m, Instant::now()).len();
+            if in_sync >= min_in_sync {
+                break;
+            }
+            if Instant::now() >= grace_until {
+                return Err(ReplicationError::NotEnoughReplicas {
+                    group: group.clone(),
+                    in_sync,
+                    required: min_in_sync,
+                });
+            }
+            tokio::time::sleep(IN_SYNC_RECHECK).await;
         }
         let started = Instant::now();
         let writes = records.into_iter().map(|record| raft.client_write(record));
