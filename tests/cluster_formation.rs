@@ -79,6 +79,37 @@ fn issue20_three_nodes_in_any_order_form_one_cluster_with_round_robin_replicas()
     // partition prefers as leader; with a factor of 3 on 3 nodes round-robin places every
     // partition on every node, which is what is asserted above.
 
+    // `strata cluster status --output json` serves the same document with exactly the
+    // contract's keys.
+    for id in cluster.ids() {
+        let output = cluster.cli(id, &["cluster", "status", "--output", "json"]);
+        assert!(output.status.success(), "node {id}: strata cluster status: {}", cluster::text(&output.stderr));
+        let cli: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON from strata cluster status");
+        let http = cluster.status(id).expect("GET /cluster/status");
+        let keys = |v: &serde_json::Value| {
+            v.as_object().map(|o| o.keys().cloned().collect::<BTreeSet<_>>()).unwrap_or_default()
+        };
+        let set = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<BTreeSet<_>>();
+        assert_eq!(keys(&cli), set(&["node_id", "nodes", "partitions"]), "node {id}: {cli}");
+        for partition in cli["partitions"].as_array().expect("partitions") {
+            assert_eq!(
+                keys(partition),
+                set(&["stream", "partition", "leader", "replicas", "in_sync", "log_end", "committed"]),
+                "node {id}: {partition}"
+            );
+        }
+        let shape = |v: &serde_json::Value| {
+            let partitions: Vec<(serde_json::Value, serde_json::Value, serde_json::Value)> = v["partitions"]
+                .as_array()
+                .expect("partitions")
+                .iter()
+                .map(|p| (p["stream"].clone(), p["partition"].clone(), p["replicas"].clone()))
+                .collect();
+            (v["node_id"].clone(), v["nodes"].clone(), partitions)
+        };
+        assert_eq!(shape(&cli), shape(&http), "node {id}: the CLI and GET /cluster/status disagree");
+    }
+
     // Every node is ready: each partition it holds has a leader.
     for id in cluster.ids() {
         assert_eq!(cluster.ready(id), Some(200), "node {id}'s /ready");
