@@ -359,8 +359,10 @@ impl Admin {
         };
         let nodes = cluster.peers().iter().map(|(id, addr)| NodeStatus { node_id: *id, addr: addr.clone() }).collect();
         let mut partitions = Vec::new();
-        let mut all: Vec<(String, Arc<PartitionHandle>)> =
-            vec![(crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition()))];
+        let mut all: Vec<(String, Arc<PartitionHandle>)> = vec![
+            (crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition())),
+            (crate::RETAINED_STREAM.to_owned(), Arc::clone(self.shared.retained.partition())),
+        ];
         for stream in self.shared.streams.all() {
             for partition in &stream.partitions {
                 all.push((stream.name.clone(), Arc::clone(partition)));
@@ -376,7 +378,8 @@ impl Admin {
     /// Whether every partition this node replicates (or follows as a learner) has a leader
     /// (`/ready`): always true on a node without `[cluster]`.
     pub fn partitions_have_leaders(&self) -> bool {
-        let internal = std::iter::once(Arc::clone(self.shared.definitions.partition()));
+        let internal =
+            [self.shared.definitions.partition(), self.shared.retained.partition()].into_iter().map(Arc::clone);
         internal
             .chain(self.shared.streams.partitions())
             .filter_map(|partition| partition.replica().map(|replica| replica.leader().is_some()))

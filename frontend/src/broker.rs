@@ -129,22 +129,7 @@ async fn open_metadata(
     cluster: &crate::cluster::ClusterNode,
     data_dir: &std::path::Path,
 ) -> Result<Arc<PartitionHandle>, BrokerError> {
-    let group = strata_replication::GroupId::new(STREAMS_STREAM, 0);
-    let dir = data_dir.join(STREAMS_STREAM).join("0");
-    let voters = cluster.peers().clone();
-    let policy = crate::partition::AckPolicy::default();
-    let partition = PartitionHandle::open_replicated(
-        cluster.endpoint(),
-        group,
-        dir,
-        LogConfig::default(),
-        0,
-        INTERNAL_WRITER_QUEUE,
-        policy,
-        Some(voters),
-        None,
-    )
-    .await?;
+    let partition = open_internal_replica(cluster, data_dir, STREAMS_STREAM).await?;
     let replica = partition.replica().expect("the metadata group is replicated");
     match replica.wait_for_leader(METADATA_LEADER_WAIT).await {
         Ok(leader) => {
@@ -154,6 +139,27 @@ async fn open_metadata(
         Err(error) => tracing::warn!(%error, "starting without a metadata leader; not ready until there is one"),
     }
     Ok(partition)
+}
+
+/// Opens this node's replica of partition 0 of the internal stream `name`, a Raft group
+/// whose voters are every node.
+async fn open_internal_replica(
+    cluster: &crate::cluster::ClusterNode,
+    data_dir: &std::path::Path,
+    name: &str,
+) -> Result<Arc<PartitionHandle>, BrokerError> {
+    PartitionHandle::open_replicated(
+        cluster.endpoint(),
+        strata_replication::GroupId::new(name, 0),
+        data_dir.join(name).join("0"),
+        LogConfig::default(),
+        0,
+        INTERNAL_WRITER_QUEUE,
+        crate::partition::AckPolicy::default(),
+        Some(cluster.peers().clone()),
+        None,
+    )
+    .await
 }
 
 /// Waits, bounded, until this replica has committed what the group's leader had committed
@@ -223,7 +229,7 @@ impl Broker {
         let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users)
             .with_identity_as_username(config.auth.use_identity_as_username);
         let acl = config.auth.acl_file.as_deref().map(crate::acl::AclFile::load).transpose()?;
-        let retained_log = open_internal(&config.data_dir, RETAINED_STREAM).await?;
+
         let sessions_log = open_internal(&config.data_dir, SESSIONS_STREAM).await?;
         let offsets_log = open_internal(&config.data_dir, OFFSETS_STREAM).await?;
         // In a cluster the gRPC listener comes first: peers need it to elect the metadata
@@ -235,6 +241,12 @@ impl Broker {
         let streams_log = match &cluster {
             None => open_internal(&config.data_dir, STREAMS_STREAM).await?,
             Some(cluster) => open_metadata(cluster, &config.data_dir).await?,
+        };
+        // Retained messages are the cluster's: set through any node, served by every node.
+        // Sessions and consumer groups' offsets stay each node's own for now (issue 21).
+        let retained_log = match &cluster {
+            None => open_internal(&config.data_dir, RETAINED_STREAM).await?,
+            Some(cluster) => open_internal_replica(cluster, &config.data_dir, RETAINED_STREAM).await?,
         };
         let started_at = now_ms();
         let rebuilt = {
