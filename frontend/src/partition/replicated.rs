@@ -185,9 +185,11 @@ async fn announce_commits(
             }
             next = after;
         }
-        // Readers also look for what a skipped read left (they read the log themselves):
-        // the announcement only wakes them.
-        next = next.max(high_watermark);
+        // `next` stays at the first record not announced yet. A batch the committed offset
+        // only partly covers is not readable yet (a follower writes what one AppendEntries
+        // brought as one batch, and may learn the commit of half of it): its records are
+        // announced once the whole batch is committed, never skipped, since a connection
+        // reads its plain subscriptions from the offsets it is told of.
     }
 }
 
