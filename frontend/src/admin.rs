@@ -378,11 +378,23 @@ impl Admin {
     /// Whether every partition this node replicates (or follows as a learner) has a leader
     /// (`/ready`): always true on a node without `[cluster]`.
     pub fn partitions_have_leaders(&self) -> bool {
+        let Some(cluster) = self.shared.streams.cluster() else { return true };
+        // A leader cut off from its followers keeps calling itself leader until it hears of a
+        // newer term; one without a majority in sync counts as none.
+        let cut_off: std::collections::HashSet<strata_replication::GroupId> = cluster
+            .endpoint()
+            .figures()
+            .into_iter()
+            .filter(|figures| figures.is_leader && figures.in_sync * 2 <= figures.replicas)
+            .map(|figures| figures.group)
+            .collect();
         let internal =
             [self.shared.definitions.partition(), self.shared.retained.partition()].into_iter().map(Arc::clone);
         internal
             .chain(self.shared.streams.partitions())
-            .filter_map(|partition| partition.replica().map(|replica| replica.leader().is_some()))
+            .filter_map(|partition| {
+                partition.replica().map(|replica| replica.leader().is_some() && !cut_off.contains(replica.group()))
+            })
             .all(|has_leader| has_leader)
     }
 

@@ -140,6 +140,12 @@ pub(crate) async fn keep_placement(shared: Arc<Shared>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // A node added to `peers` later follows the internal groups as a learner too.
+        for internal in [shared.definitions.partition(), shared.retained.partition()] {
+            if let Some(replica) = internal.replica() {
+                cluster.add_learners(replica);
+            }
+        }
         for stream in shared.streams.all() {
             for partition in &stream.partitions {
                 let Some(replica) = partition.replica() else { continue };
