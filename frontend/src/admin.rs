@@ -284,6 +284,9 @@ impl Admin {
         stream_settings::validate_topics(&topics)?;
         config.topics = topics;
         stream_settings::apply_settings(&mut config, settings)?;
+        if let Some(cluster) = self.shared.streams.cluster() {
+            crate::cluster::place(cluster, &mut config)?;
+        }
 
         let _serialised = self.shared.admin_lock.lock().await;
         if self.shared.streams.get(name).is_some() {
@@ -356,8 +359,10 @@ impl Admin {
         };
         let nodes = cluster.peers().iter().map(|(id, addr)| NodeStatus { node_id: *id, addr: addr.clone() }).collect();
         let mut partitions = Vec::new();
-        let mut all: Vec<(String, Arc<PartitionHandle>)> =
-            vec![(crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition()))];
+        let mut all: Vec<(String, Arc<PartitionHandle>)> = vec![
+            (crate::STREAMS_STREAM.to_owned(), Arc::clone(self.shared.definitions.partition())),
+            (crate::RETAINED_STREAM.to_owned(), Arc::clone(self.shared.retained.partition())),
+        ];
         for stream in self.shared.streams.all() {
             for partition in &stream.partitions {
                 all.push((stream.name.clone(), Arc::clone(partition)));
@@ -373,7 +378,8 @@ impl Admin {
     /// Whether every partition this node replicates (or follows as a learner) has a leader
     /// (`/ready`): always true on a node without `[cluster]`.
     pub fn partitions_have_leaders(&self) -> bool {
-        let internal = std::iter::once(Arc::clone(self.shared.definitions.partition()));
+        let internal =
+            [self.shared.definitions.partition(), self.shared.retained.partition()].into_iter().map(Arc::clone);
         internal
             .chain(self.shared.streams.partitions())
             .filter_map(|partition| partition.replica().map(|replica| replica.leader().is_some()))
@@ -400,7 +406,17 @@ impl Admin {
                 )));
             }
         }
+        // In a cluster, added partitions get replica sets before the settings are checked
+        // (an assignment must list every partition).
+        let cluster = self.shared.streams.cluster();
+        let auto_placed = change.settings.iter().all(|(key, _)| key != "replica_assignment");
+        if let Some(cluster) = cluster.filter(|_| auto_placed) {
+            crate::cluster::place(cluster, &mut config)?;
+        }
         stream_settings::apply_settings(&mut config, &change.settings)?;
+        if let Some(cluster) = cluster {
+            crate::cluster::place(cluster, &mut config)?;
+        }
         stream_settings::check_alter(&stream.config, &config)?;
         let before: HashMap<String, String> = stream_settings::settings_of(&stream.config).into_iter().collect();
         let after: HashMap<String, String> = stream_settings::settings_of(&config).into_iter().collect();

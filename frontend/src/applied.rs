@@ -12,6 +12,10 @@ use strata_log::{Record, StoredRecord};
 
 use crate::partition::{AppendResult, LogError, PartitionHandle};
 
+/// How long a proposal waits for its record to be committed on this node's replica once a
+/// quorum elsewhere committed it.
+const LOCAL_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A state machine over an internal stream's records.
 pub(crate) trait Apply: Send + 'static {
     /// Applies the next committed record (offsets only grow from one call to the next).
@@ -67,6 +71,12 @@ impl<S: Apply> Applied<S> {
     /// to it: once this returns `Ok`, the state shows the record. Its offset.
     pub(crate) async fn propose(&self, record: Record) -> AppendResult {
         let offset = self.partition.propose(record).await?;
+        // Replicated, the record may be committed by a quorum this replica is not part of
+        // yet: wait, bounded, until it is committed here too.
+        let mut committed = self.partition.watch_committed();
+        if tokio::time::timeout(LOCAL_COMMIT_WAIT, committed.wait_for(|c| *c > offset)).await.is_err() {
+            tracing::warn!(partition = %self.partition.dir().display(), offset, "committed elsewhere, not yet here");
+        }
         if let Err(error) = self.catch_up() {
             tracing::warn!(partition = %self.partition.dir().display(), %error, "applying committed records failed");
         }

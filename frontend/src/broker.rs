@@ -96,7 +96,12 @@ fn effective_streams(
         .iter()
         .map(|config| match persisted.remove(&config.name) {
             Some((definition, created_at_ms)) => {
-                if definition != *config {
+                let mut placed = config.clone();
+                if placed.replication.assignment.is_empty() {
+                    // The metadata group fills in each partition's replicas (issue 20).
+                    placed.replication.assignment = definition.replication.assignment.clone();
+                }
+                if definition != placed {
                     tracing::warn!(
                         stream = config.name,
                         "the definition kept in $streams (changed through the admin API) overrides the config file's"
@@ -124,22 +129,7 @@ async fn open_metadata(
     cluster: &crate::cluster::ClusterNode,
     data_dir: &std::path::Path,
 ) -> Result<Arc<PartitionHandle>, BrokerError> {
-    let group = strata_replication::GroupId::new(STREAMS_STREAM, 0);
-    let dir = data_dir.join(STREAMS_STREAM).join("0");
-    let voters = cluster.peers().clone();
-    let policy = crate::partition::AckPolicy::default();
-    let partition = PartitionHandle::open_replicated(
-        cluster.endpoint(),
-        group,
-        dir,
-        LogConfig::default(),
-        0,
-        INTERNAL_WRITER_QUEUE,
-        policy,
-        Some(voters),
-        None,
-    )
-    .await?;
+    let partition = open_internal_replica(cluster, data_dir, STREAMS_STREAM).await?;
     let replica = partition.replica().expect("the metadata group is replicated");
     match replica.wait_for_leader(METADATA_LEADER_WAIT).await {
         Ok(leader) => {
@@ -149,6 +139,27 @@ async fn open_metadata(
         Err(error) => tracing::warn!(%error, "starting without a metadata leader; not ready until there is one"),
     }
     Ok(partition)
+}
+
+/// Opens this node's replica of partition 0 of the internal stream `name`, a Raft group
+/// whose voters are every node.
+async fn open_internal_replica(
+    cluster: &crate::cluster::ClusterNode,
+    data_dir: &std::path::Path,
+    name: &str,
+) -> Result<Arc<PartitionHandle>, BrokerError> {
+    PartitionHandle::open_replicated(
+        cluster.endpoint(),
+        strata_replication::GroupId::new(name, 0),
+        data_dir.join(name).join("0"),
+        LogConfig::default(),
+        0,
+        INTERNAL_WRITER_QUEUE,
+        crate::partition::AckPolicy::default(),
+        Some(cluster.peers().clone()),
+        None,
+    )
+    .await
 }
 
 /// Waits, bounded, until this replica has committed what the group's leader had committed
@@ -171,13 +182,21 @@ async fn catch_up_with_leader(cluster: &crate::cluster::ClusterNode, partition: 
 
 /// In a cluster, `$streams` is the source of truth: a stream of this node's config file
 /// (and `default`) that it does not define yet is written there, so every node opens it.
-async fn keep_configured_streams(definitions: &DefinitionStore, configured: &[crate::StreamConfig]) {
+async fn keep_configured_streams(
+    cluster: &crate::cluster::ClusterNode,
+    definitions: &DefinitionStore,
+    configured: &[crate::StreamConfig],
+) {
     let kept = definitions.kept();
     let mut wanted: Vec<crate::StreamConfig> = configured.to_vec();
     if !wanted.iter().any(|c| c.name == crate::DEFAULT_STREAM) {
         wanted.push(crate::StreamConfig::new(crate::DEFAULT_STREAM));
     }
-    for config in wanted.iter().filter(|c| !kept.contains_key(&c.name)) {
+    for config in wanted.iter_mut().filter(|c| !kept.contains_key(&c.name)) {
+        if let Err(error) = crate::cluster::place(cluster, config) {
+            tracing::error!(stream = config.name, %error, "a configured stream does not fit the cluster");
+            continue;
+        }
         if let Err(error) = definitions.persist(config, 0).await {
             tracing::warn!(stream = config.name, %error, "could not record a configured stream in the metadata group");
         }
@@ -210,18 +229,24 @@ impl Broker {
         let auth = crate::auth::Authenticator::new(config.auth.anonymous_allowed(&listeners), users)
             .with_identity_as_username(config.auth.use_identity_as_username);
         let acl = config.auth.acl_file.as_deref().map(crate::acl::AclFile::load).transpose()?;
-        let retained_log = open_internal(&config.data_dir, RETAINED_STREAM).await?;
+
         let sessions_log = open_internal(&config.data_dir, SESSIONS_STREAM).await?;
         let offsets_log = open_internal(&config.data_dir, OFFSETS_STREAM).await?;
         // In a cluster the gRPC listener comes first: peers need it to elect the metadata
         // group's leader, which this start waits for.
         let cluster = match &config.cluster {
-            Some(cluster) => Some(Arc::new(crate::cluster::ClusterNode::start(cluster).await?)),
+            Some(cluster) => Some(Arc::new(crate::cluster::ClusterNode::start(cluster, config.tls.as_ref()).await?)),
             None => None,
         };
         let streams_log = match &cluster {
             None => open_internal(&config.data_dir, STREAMS_STREAM).await?,
             Some(cluster) => open_metadata(cluster, &config.data_dir).await?,
+        };
+        // Retained messages are the cluster's: set through any node, served by every node.
+        // Sessions and consumer groups' offsets stay each node's own for now (issue 21).
+        let retained_log = match &cluster {
+            None => open_internal(&config.data_dir, RETAINED_STREAM).await?,
+            Some(cluster) => open_internal_replica(cluster, &config.data_dir, RETAINED_STREAM).await?,
         };
         let started_at = now_ms();
         let rebuilt = {
@@ -246,8 +271,8 @@ impl Broker {
             .map_err(|e| BrokerError::Io { what: "rebuilding state".into(), source: std::io::Error::other(e) })??
         };
         let (retained, sessions, groups, definitions) = rebuilt;
-        if cluster.is_some() {
-            keep_configured_streams(&definitions, &config.streams).await;
+        if let Some(cluster) = &cluster {
+            keep_configured_streams(cluster, &definitions, &config.streams).await;
         }
         finish_deletes(&config.data_dir, &definitions.deleted(), &config.streams);
         let maintenance = Maintenance::start(config.maintenance.clone())?;
@@ -355,6 +380,11 @@ impl Broker {
         self.shared.streams.cluster().map(|cluster| cluster.local_addr())
     }
 
+    /// The inter-node TLS of a cluster with `[tls]`, for SIGHUP to reload.
+    pub fn cluster_tls(&self) -> Option<strata_replication::ClusterTls> {
+        self.shared.streams.cluster().and_then(|cluster| cluster.tls().cloned())
+    }
+
     /// The address the MQTT-over-TLS listener is bound to, when there is one.
     pub fn tls_local_addr(&self) -> Option<std::io::Result<SocketAddr>> {
         self.tls_listener.as_ref().map(TcpListener::local_addr)
@@ -449,7 +479,7 @@ impl Broker {
         let cluster_tasks: Vec<tokio::task::JoinHandle<()>> = if shared.streams.cluster().is_some() {
             vec![
                 tokio::spawn(crate::metadata::follow_metadata(Arc::clone(&shared))),
-                tokio::spawn(crate::metadata::add_learners(Arc::clone(&shared))),
+                tokio::spawn(crate::metadata::keep_placement(Arc::clone(&shared))),
             ]
         } else {
             Vec::new()
@@ -554,7 +584,11 @@ impl BrokerMetrics {
     /// partitions' offsets and sizes read now.
     pub fn render(&self) -> String {
         let consumers = self.shared.consumers();
-        self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers)
+        let mut text = self.shared.metrics.render(Some(self.shared.maintenance_totals.totals()), &consumers);
+        if let Some(cluster) = self.shared.streams.cluster() {
+            text.push_str(&crate::raft_metrics::render(&cluster.endpoint().figures()));
+        }
+        text
     }
 
     /// Why publishes are refused now, one line per partition: a failed fsync (the partition

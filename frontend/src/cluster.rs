@@ -19,10 +19,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-use strata_replication::{Cluster, NodeId};
+use strata_replication::{Cluster, ClusterTls, ClusterTlsFiles, NodeId, ReplicationError};
 
 use crate::config::ClusterConfig;
 use crate::error::BrokerError;
+use crate::tls::TlsConfig;
 
 /// The cluster as this node takes part in it.
 pub(crate) struct ClusterNode {
@@ -31,15 +32,46 @@ pub(crate) struct ClusterNode {
     /// Stops the gRPC server (taken at shutdown).
     stop: Mutex<Option<tokio::sync::oneshot::Sender<()>>>,
     local_addr: SocketAddr,
+    tls: Option<ClusterTls>,
+}
+
+/// Loads the inter-node TLS from `[tls]`'s certificate and key and the cluster's CA; an
+/// error names the key of the file at fault.
+fn load_tls(config: &ClusterConfig, tls: &TlsConfig) -> Result<ClusterTls, BrokerError> {
+    let (ca_key, ca_file) = match (&config.ca_file, &tls.client_ca_file) {
+        (Some(file), _) => ("cluster.ca_file", file.clone()),
+        (None, Some(file)) => ("tls.client_ca_file", file.clone()),
+        (None, None) => {
+            return Err(BrokerError::TlsIncomplete {
+                key: "cluster.ca_file",
+                needs: "the CA the nodes' certificates chain to (or tls.client_ca_file)",
+            });
+        }
+    };
+    let files = ClusterTlsFiles { cert_file: tls.cert_file.clone(), key_file: tls.key_file.clone(), ca_file };
+    ClusterTls::load(files).map_err(|source| {
+        let key = match &source {
+            ReplicationError::TlsFile { what: "certificate", .. } => "tls.cert_file",
+            ReplicationError::TlsFile { what: "private key", .. } => "tls.key_file",
+            _ => ca_key,
+        };
+        BrokerError::ClusterTls { key, source }
+    })
 }
 
 impl ClusterNode {
     /// Binds `[cluster] listen` and serves the Raft RPCs of this node's groups on it.
-    pub(crate) async fn start(config: &ClusterConfig) -> Result<ClusterNode, BrokerError> {
+    /// With `tls` (`[tls]`), peers talk mutual TLS only, with `[cluster] ca_file` (else
+    /// `tls.client_ca_file`) as the CA.
+    pub(crate) async fn start(config: &ClusterConfig, tls: Option<&TlsConfig>) -> Result<ClusterNode, BrokerError> {
+        let transport_tls = tls.map(|tls| load_tls(config, tls)).transpose()?;
         let listen_error = |reason: String| BrokerError::ClusterListen { addr: config.listen, reason };
         let listener = tokio::net::TcpListener::bind(config.listen).await.map_err(|e| listen_error(e.to_string()))?;
         let local_addr = listener.local_addr().map_err(|e| listen_error(e.to_string()))?;
-        let endpoint = Cluster::new(config.node_id);
+        let endpoint = match &transport_tls {
+            Some(tls) => Cluster::new_with_tls(config.node_id, tls.clone()),
+            None => Cluster::new(config.node_id),
+        };
         endpoint.set_peers(config.peers.clone());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = endpoint.clone();
@@ -51,7 +83,18 @@ impl ClusterNode {
                 tracing::error!(%error, "the cluster listener stopped");
             }
         });
-        Ok(ClusterNode { config: config.clone(), endpoint, stop: Mutex::new(Some(stop)), local_addr })
+        Ok(ClusterNode {
+            config: config.clone(),
+            endpoint,
+            stop: Mutex::new(Some(stop)),
+            local_addr,
+            tls: transport_tls,
+        })
+    }
+
+    /// The inter-node TLS, when `[tls]` is set: SIGHUP reloads it.
+    pub(crate) fn tls(&self) -> Option<&ClusterTls> {
+        self.tls.as_ref()
     }
 
     /// The inter-node endpoint.
@@ -158,8 +201,43 @@ pub(crate) fn placement(stream: &str, partitions: u32, factor: usize, nodes: &BT
     (0..partitions as usize).map(|p| (0..factor).map(|i| nodes[(shift % n + p + i) % n]).collect()).collect()
 }
 
-/// The default replication factor: 3, or every node of a smaller cluster.
-pub(crate) const DEFAULT_FACTOR: usize = 3;
+/// Gives every partition of `config` without a replica set one, round-robin over the
+/// cluster's nodes ([`placement`]), so that the definition the metadata group commits names
+/// each partition's replicas. Refuses a `replication_factor` larger than the cluster, or an
+/// assignment naming a node `peers` does not know.
+pub(crate) fn place(
+    cluster: &ClusterNode,
+    config: &mut crate::StreamConfig,
+) -> Result<(), crate::stream_settings::SettingError> {
+    let refuse = |key: &str, value: String, reason: String| crate::stream_settings::SettingError {
+        key: key.to_owned(),
+        value: Some(value),
+        reason,
+    };
+    let nodes: BTreeSet<NodeId> = cluster.peers().keys().copied().collect();
+    let size = nodes.len() as u32;
+    if let Some(factor) = config.replication.factor
+        && factor > size
+    {
+        return Err(refuse("replication_factor", factor.to_string(), format!("the cluster has {size} nodes")));
+    }
+    for replicas in &config.replication.assignment {
+        if let Some(unknown) = replicas.iter().find(|id| !nodes.contains(id)) {
+            return Err(refuse(
+                "replica_assignment",
+                crate::stream_settings::assignment_text(&config.replication.assignment),
+                format!("node {unknown} is not in cluster.peers"),
+            ));
+        }
+    }
+    let have = config.replication.assignment.len() as u32;
+    if have < config.partitions {
+        let factor = config.replication.factor_for(size) as usize;
+        let placed = placement(&config.name, config.partitions, factor, &nodes);
+        config.replication.assignment.extend(placed.into_iter().skip(have as usize));
+    }
+    Ok(())
+}
 
 #[cfg(test)]
 mod tests {

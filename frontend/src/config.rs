@@ -76,6 +76,9 @@ pub struct ClusterConfig {
     pub listen: SocketAddr,
     /// Every node of the cluster, this one included: its id and the address peers dial.
     pub peers: std::collections::BTreeMap<u64, String>,
+    /// The CA every node's certificate chains to, for the inter-node mutual TLS that `[tls]`
+    /// turns on; `None`: `tls.client_ca_file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl BrokerConfig {

@@ -24,6 +24,14 @@ pub enum BrokerError {
         /// What went wrong.
         source: strata_replication::ReplicationError,
     },
+    /// The inter-node TLS could not be loaded; `key` names the file's config key.
+    #[error("{key}: {source}")]
+    ClusterTls {
+        /// The config key of the file at fault.
+        key: &'static str,
+        /// What went wrong.
+        source: strata_replication::ReplicationError,
+    },
     /// The inter-node listener could not be bound or served.
     #[error("cluster.listen {addr}: {reason}")]
     ClusterListen {

@@ -38,6 +38,7 @@ mod listen;
 mod metadata;
 mod metrics;
 mod partition;
+mod raft_metrics;
 mod readers;
 pub mod record;
 pub mod replay;

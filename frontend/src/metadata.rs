@@ -128,18 +128,43 @@ pub(crate) async fn follow_metadata(shared: Arc<Shared>) {
     }
 }
 
-/// On every group this node leads, adds the nodes outside its replica set as learners, so
-/// that every node holds every partition for its own subscribers. Runs until dropped.
-pub(crate) async fn add_learners(shared: Arc<Shared>) {
+/// Keeps the groups' memberships and leaders where the metadata group places them, once a
+/// second: on every group this node leads, adds the nodes outside its replica set as
+/// learners (so every node holds every partition for its own subscribers); on every group
+/// whose preferred leader (its assignment's first replica) is this node and that another
+/// node leads, stands for election once this replica has caught up, so leaders spread as
+/// placed. Runs until dropped.
+pub(crate) async fn keep_placement(shared: Arc<Shared>) {
     let Some(cluster) = shared.streams.cluster().cloned() else { return };
     let mut tick = tokio::time::interval(LEARNER_CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        for partition in shared.streams.partitions() {
-            if let Some(replica) = partition.replica() {
+        for stream in shared.streams.all() {
+            for partition in &stream.partitions {
+                let Some(replica) = partition.replica() else { continue };
                 cluster.add_learners(replica);
+                let preferred =
+                    stream.config.replication.assignment.get(partition.number as usize).and_then(|r| r.first());
+                if preferred == Some(&cluster.node_id()) && caught_up_under_another_leader(replica) {
+                    tracing::info!(group = %replica.group(), "the preferred leader stands for election");
+                    if let Err(error) = replica.campaign().await {
+                        tracing::debug!(group = %replica.group(), %error, "standing for election");
+                    }
+                }
             }
         }
     }
+}
+
+/// Whether another node leads `replica`'s group and this replica holds everything committed
+/// and nothing more: it would win an election without losing anything.
+fn caught_up_under_another_leader(replica: &strata_replication::ReplicatedPartition) -> bool {
+    let metrics = replica.metrics().borrow().clone();
+    let voter = metrics.membership_config.membership().voter_ids().any(|id| id == metrics.id);
+    let log_end = metrics.last_log_index.map_or(0, |index| index + 1);
+    voter
+        && metrics.current_leader.is_some_and(|leader| leader != metrics.id)
+        && log_end > 0
+        && replica.committed() == log_end
 }

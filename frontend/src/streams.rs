@@ -457,16 +457,22 @@ impl Streams {
 }
 
 /// The replicas of partition `number` of `config`: its stream's assignment when it has
-/// one, else the round-robin placement over every node.
+/// one (the metadata group's definitions always do), else the round-robin placement.
 pub(crate) fn replicas_of(cluster: &ClusterNode, config: &StreamConfig, number: u32) -> Vec<u64> {
-    let nodes = cluster.peers().keys().copied().collect();
-    let mut placed = crate::cluster::placement(&config.name, number + 1, crate::cluster::DEFAULT_FACTOR, &nodes);
+    if let Some(replicas) = config.replication.assignment.get(number as usize) {
+        return replicas.clone();
+    }
+    let nodes: std::collections::BTreeSet<u64> = cluster.peers().keys().copied().collect();
+    let factor = config.replication.factor_for(nodes.len() as u32) as usize;
+    let mut placed = crate::cluster::placement(&config.name, number + 1, factor, &nodes);
     placed.pop().unwrap_or_default()
 }
 
-/// How publishes to a partition of `config` with `replicas` replicas are acknowledged.
-pub(crate) fn ack_policy(_config: &StreamConfig, replicas: usize) -> AckPolicy {
-    AckPolicy { min_in_sync: if replicas >= 3 { 2 } else { 1 }, ..AckPolicy::default() }
+/// How publishes to a partition of `config` with `replicas` replicas are acknowledged: its
+/// `ack_timeout`, and its `min_insync_replicas` (never more than the replicas).
+pub(crate) fn ack_policy(config: &StreamConfig, replicas: usize) -> AckPolicy {
+    let min_in_sync = config.replication.min_insync_for(replicas as u32) as usize;
+    AckPolicy { timeout: config.replication.ack_timeout, min_in_sync: min_in_sync.clamp(1, replicas.max(1)) }
 }
 
 /// Whether `dir`, a stream directory with no definition in `$streams`, is what a crash

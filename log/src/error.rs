@@ -153,6 +153,16 @@ pub enum LogError {
         /// Why not.
         reason: &'static str,
     },
+    /// A snapshot's staged segment files are not what their sender described.
+    #[error("{path}: a snapshot segment is unusable at byte {position}: {reason}")]
+    BadSnapshot {
+        /// The staged file (or the staging directory).
+        path: PathBuf,
+        /// Byte position in it.
+        position: u64,
+        /// What is wrong.
+        reason: String,
+    },
     /// The log was closed.
     #[error("{path}: the log is closed")]
     Closed {

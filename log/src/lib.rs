@@ -44,7 +44,10 @@ pub use config::{
 };
 pub use error::LogError;
 pub use format::{BatchHeader, Header, Record, StoredRecord};
-pub use log::{AppendInfo, Batch, Fetch, FsyncObserver, Log, LogOffsets, RecoveryReport, ResetStep, RetentionOutcome};
+pub use log::{
+    AppendInfo, Batch, Fetch, FsyncObserver, InstallStep, Log, LogOffsets, RecoveryReport, ResetStep, RetentionOutcome,
+    SnapshotFile, SnapshotFiles, SnapshotInfo,
+};
 pub use meta::Vote;
 pub use retention::{DeleteSegment, RetentionPlan, RetentionPolicy, RetentionReason, SegmentSummary, plan_retention};
 pub use rewrite::{RewriteOutcome, SealedSegment, SegmentRewrite, SwapStep};

@@ -22,6 +22,9 @@ const VERSION: u32 = 1;
 const FLAG_LAST_PURGED: u8 = 1;
 /// `flags` bit 1: a reset to a snapshot (`Log::reset_to`) committed; open finishes it.
 const FLAG_RESET_PENDING: u8 = 2;
+/// `flags` bit 2: an install of snapshot segments (`Log::install_segments`) committed; open
+/// finishes it.
+const FLAG_INSTALL_PENDING: u8 = 4;
 
 /// A Raft vote: the term, and whom this node voted for in it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -46,6 +49,9 @@ pub(crate) struct PartitionMeta {
     /// A reset to `log_start` committed and may not be finished on disk: every segment is
     /// to be deleted and an empty one started at `log_start`.
     pub reset_pending: bool,
+    /// An install of snapshot segments committed and may not be finished on disk: the old
+    /// segments are to be replaced by the staged ones (docs/format.md, "Snapshots").
+    pub install_pending: bool,
 }
 
 impl PartitionMeta {
@@ -66,6 +72,9 @@ impl PartitionMeta {
         }
         if self.reset_pending {
             flags |= FLAG_RESET_PENDING;
+        }
+        if self.install_pending {
+            flags |= FLAG_INSTALL_PENDING;
         }
         b[25] = flags;
         let crc = crc32fast::hash(&b[4..]);
@@ -91,7 +100,7 @@ impl PartitionMeta {
         if b[24] > 1 {
             return Err("bad committed flag");
         }
-        if flags & !(FLAG_LAST_PURGED | FLAG_RESET_PENDING) != 0 {
+        if flags & !(FLAG_LAST_PURGED | FLAG_RESET_PENDING | FLAG_INSTALL_PENDING) != 0 {
             return Err("unknown flags");
         }
         let node = u64_at(b, 16);
@@ -102,6 +111,7 @@ impl PartitionMeta {
             high_watermark: u64_at(b, 48),
             last_purged: (flags & FLAG_LAST_PURGED != 0).then(|| (u64_at(b, 64), u64_at(b, 72))),
             reset_pending: flags & FLAG_RESET_PENDING != 0,
+            install_pending: flags & FLAG_INSTALL_PENDING != 0,
         })
     }
 
@@ -208,6 +218,7 @@ mod tests {
             high_watermark: 20,
             last_purged: Some((3, 9)),
             reset_pending: false,
+            install_pending: false,
         };
         meta.store(dir.path()).unwrap();
         assert_eq!(PartitionMeta::load(dir.path()).unwrap(), meta);
@@ -253,6 +264,7 @@ mod version_tests {
                 high_watermark: 150,
                 last_purged: None,
                 reset_pending: false,
+                install_pending: false,
             }
         );
         meta.store(dir.path()).unwrap();
@@ -267,6 +279,9 @@ mod version_tests {
         let meta = PartitionMeta { log_start: 7, last_purged: Some((2, 6)), reset_pending: true, ..Default::default() };
         meta.store(dir.path()).unwrap();
         assert_eq!(PartitionMeta::load(dir.path()).unwrap(), meta);
+        let installing = PartitionMeta { install_pending: true, ..meta };
+        installing.store(dir.path()).unwrap();
+        assert_eq!(PartitionMeta::load(dir.path()).unwrap(), installing);
         let mut bytes = meta.encode();
         bytes[25] |= 0x80;
         let crc = crc32fast::hash(&bytes[4..]);

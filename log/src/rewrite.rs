@@ -130,17 +130,24 @@ pub struct SegmentRewrite<'a> {
 }
 
 impl Log {
-    /// Closed segments wholly below the high watermark, oldest first.
+    /// Closed segments wholly below the high watermark and the maintenance limit
+    /// ([`Log::limit_maintenance`]), oldest first. Segments held back by the limit only are
+    /// recorded as wanted ([`Log::watch_maintenance_wanted`]).
     pub fn sealed_segments(&self) -> Vec<SealedSegment> {
         let shared = self.shared();
         let snapshot = shared.snapshot.load();
         let high_watermark = shared.high_watermark.load(Ordering::Acquire);
+        let limit = shared.maintenance_limit.load(Ordering::Acquire);
         let segments = &snapshot.segments;
-        segments
+        let sealed: Vec<SealedSegment> = segments
             .windows(2)
             .map(|pair| SealedSegment { segment: Arc::clone(&pair[0]), next_offset: pair[1].base_offset })
             .take_while(|s| s.next_offset <= high_watermark)
-            .collect()
+            .collect();
+        if let Some(wanted) = sealed.last().map(SealedSegment::next_offset).filter(|&wanted| wanted > limit) {
+            shared.want_maintenance_up_to(wanted);
+        }
+        sealed.into_iter().take_while(|s| s.next_offset <= limit).collect()
     }
 
     /// Records that compaction has cleaned everything below `offset` (clamped into

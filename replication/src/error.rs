@@ -45,6 +45,16 @@ pub enum ReplicationError {
         /// What went wrong.
         reason: String,
     },
+    /// A cluster TLS file cannot be used ([`crate::ClusterTls::load`]).
+    #[error("cluster TLS {what} ({}): {reason}", path.display())]
+    TlsFile {
+        /// Which file: `certificate`, `private key` or `CA`.
+        what: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The gRPC server failed.
     #[error("cluster transport: {0}")]
     Transport(String),

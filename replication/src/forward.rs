@@ -44,6 +44,8 @@ const LEADER_WAIT: Duration = Duration::from_millis(600);
 /// Pause before asking again when no node named a leader (a group with no replica here, in
 /// the middle of an election), so the peers are not asked in a tight loop.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// How often a leader short of in-sync replicas looks again before it refuses.
+const IN_SYNC_RECHECK: Duration = Duration::from_millis(20);
 
 /// Extra time a forwarded proposal's gRPC call gets beyond the leader's own timeout, so the
 /// leader's `timed_out` answer arrives before the call's deadline.
@@ -149,10 +151,14 @@ impl ForwardState {
     }
 
     fn remember_leader(&self, group: &GroupId, leader: NodeId, addr: &str) {
-        let mut leaders = self.leaders.write().unwrap_or_else(|p| p.into_inner());
-        if leaders.get(group).is_none_or(|(id, known)| *id != leader || known != addr) {
-            leaders.insert(group.clone(), (leader, addr.to_string()));
+        let known = |leaders: &HashMap<GroupId, (NodeId, String)>| {
+            leaders.get(group).is_some_and(|(id, known)| *id == leader && known == addr)
+        };
+        // Usually the same as last time: a read lock only.
+        if known(&self.leaders.read().unwrap_or_else(|p| p.into_inner())) {
+            return;
         }
+        self.leaders.write().unwrap_or_else(|p| p.into_inner()).insert(group.clone(), (leader, addr.to_string()));
     }
 
     fn remembered_leader(&self, group: &GroupId) -> Option<(NodeId, String)> {
@@ -220,7 +226,8 @@ impl Cluster {
     /// (in the records' order) once committed by a quorum.
     ///
     /// On this node's leader replica, refuses with [`ReplicationError::NotEnoughReplicas`]
-    /// (nothing appended) when fewer than `options.min_in_sync` replicas are in sync.
+    /// (nothing appended) when fewer than `options.min_in_sync` replicas have been in sync
+    /// for a second (a leader just elected has heard from no follower yet).
     /// Otherwise forwards to the leader: the one this node's replica knows, or the one a peer
     /// (from [`Cluster::set_peers`]) names when the group is not open here. When the leader
     /// is not the leader any more, cannot be reached or dies mid-flight, waits for a new one
@@ -256,7 +263,7 @@ impl Cluster {
                     self.propose_local(group, &raft, records.clone(), options.min_in_sync, remaining).await,
                 ),
                 Route::Remote(leader, addr) => {
-                    self.forward(group, leader, &addr, &records, options.min_in_sync, remaining).await
+                    self.forward(group, local.as_ref(), leader, &addr, &records, options.min_in_sync, remaining).await
                 }
             };
             let (next, failed, error) = match attempt {
@@ -439,13 +446,26 @@ impl Cluster {
         timeout: Duration,
     ) -> Result<Vec<u64>, ReplicationError> {
         let stats = self.stats_of(group).unwrap_or_default();
-        let m = raft.metrics().borrow().clone();
-        if m.current_leader != Some(self.node_id()) {
-            return Err(not_leader(group, leader_hint(&m, &self.forward_state().peers())));
-        }
-        let in_sync = stats.in_sync(&m, Instant::now()).len();
-        if in_sync < min_in_sync {
-            return Err(ReplicationError::NotEnoughReplicas { group: group.clone(), in_sync, required: min_in_sync });
+        // A leader elected a moment ago has heard no follower yet, and a follower can miss a
+        // heartbeat: a shortage is refused only once it has lasted this long.
+        let grace_until = Instant::now() + crate::status::IN_SYNC_WINDOW.min(timeout);
+        loop {
+            let m = raft.metrics().borrow().clone();
+            if m.current_leader != Some(self.node_id()) {
+                return Err(not_leader(group, leader_hint(&m, &self.forward_state().peers())));
+            }
+            let in_sync = stats.in_sync(&m, Instant::now()).len();
+            if in_sync >= min_in_sync {
+                break;
+            }
+            if Instant::now() >= grace_until {
+                return Err(ReplicationError::NotEnoughReplicas {
+                    group: group.clone(),
+                    in_sync,
+                    required: min_in_sync,
+                });
+            }
+            tokio::time::sleep(IN_SYNC_RECHECK).await;
         }
         let started = Instant::now();
         let writes = records.into_iter().map(|record| raft.client_write(record));
@@ -461,9 +481,11 @@ impl Cluster {
     }
 
     /// One forward of `records` to `leader` at `addr`.
+    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         group: &GroupId,
+        local: Option<&Raft>,
         leader: NodeId,
         addr: &str,
         records: &[Record],
@@ -483,7 +505,41 @@ impl Cluster {
             from_node: self.node_id(),
         });
         request.set_timeout(remaining + ANSWER_MARGIN);
-        let response = match client.propose(request).await {
+        let call = client.propose(request);
+        // A leader cut off from the others without its connections closing (a network
+        // partition, not a crash) would hold the call until the deadline; when this node's
+        // replica learns of another leader meanwhile, the old one cannot commit any more, so
+        // give up on it and propose to the new one (the proposal may yet be committed by the
+        // new leader if it had reached a quorum: at-least-once).
+        let answer = match local {
+            None => call.await,
+            Some(raft) => {
+                let mut metrics = raft.metrics();
+                let before = metrics.borrow().current_leader;
+                let replaced = async move {
+                    let changed = metrics
+                        .wait_for(|m| m.current_leader.is_some_and(|l| Some(l) != before && l != leader))
+                        .await
+                        .map(|m| leader_hint(&m, &BTreeMap::new()));
+                    match changed {
+                        Ok(hint) => hint,
+                        // This replica stopped: only the call's own outcome is left.
+                        Err(_) => std::future::pending().await,
+                    }
+                };
+                tokio::select! {
+                    answer = call => answer,
+                    hint = replaced => {
+                        return Attempt::Retry {
+                            hint: hint.clone(),
+                            failed: Some(leader),
+                            error: not_leader(group, hint),
+                        };
+                    }
+                }
+            }
+        };
+        let response = match answer {
             Ok(response) => response.into_inner(),
             Err(status) => {
                 return failed(ReplicationError::Transport(format!(

@@ -1,7 +1,8 @@
 //! `strata-replication`: one openraft group per partition, whose Raft log is the partition's
 //! own [`strata_log::Log`] (Raft log index = record offset), and the tonic gRPC network
 //! between nodes (`proto/strata/cluster/v1/raft.proto`), which multiplexes every group's RPCs
-//! over one connection per peer.
+//! over one connection per peer. With a [`ClusterTls`] ([`Cluster::new_with_tls`]) that
+//! network is mutual TLS only.
 //!
 //! A [`ReplicatedPartition`] resolves [`ReplicatedPartition::propose`] once a quorum has
 //! committed the records, and raises the partition's high watermark to Raft's committed
@@ -38,8 +39,10 @@ mod forward;
 mod log_store;
 mod network;
 mod partition;
+mod snapshot;
 mod state_machine;
 mod status;
+mod tls;
 mod types;
 
 pub use error::ReplicationError;
@@ -47,4 +50,5 @@ pub use forward::{GroupFigures, PartitionStatus, ProposeOptions};
 pub use network::Cluster;
 pub use partition::{ReplicatedPartition, raft_config};
 pub use status::LatencyHistogram;
+pub use tls::{ClusterTls, ClusterTlsFiles};
 pub use types::{GroupId, NodeId, TypeConfig};

@@ -11,7 +11,7 @@ use std::{
     sync::{Arc, Mutex, MutexGuard},
 };
 
-use strata_log::{Batch, FlushPolicy, Log, LogError, Record, StoredRecord};
+use strata_log::{Batch, FlushPolicy, InstallStep, Log, LogError, Record, SnapshotInfo, StoredRecord};
 use tokio::sync::watch;
 
 use crate::{
@@ -49,8 +49,13 @@ pub(crate) trait PartitionLog: Send + Sync + 'static {
     fn term_at(&self, offset: u64) -> Result<Option<u64>, LogStoreError>;
     /// Removes every entry from `offset` on (Raft conflict resolution; never committed ones).
     fn truncate_from(&self, offset: u64) -> Result<(), LogStoreError>;
-    /// Makes the log start after `offset` (of `term`), dropping everything: snapshot install.
+    /// Makes the log start after `offset` (of `term`), dropping everything: the install of a
+    /// snapshot that carries no segment files.
     fn reset_after(&self, offset: u64, term: u64) -> Result<(), LogStoreError>;
+    /// Replaces the log by the snapshot segments staged in its staging directory.
+    fn install_segments(&self, info: &SnapshotInfo) -> Result<(), LogStoreError>;
+    /// Lets retention and compaction remove entries below `limit` (Raft purged them).
+    fn limit_maintenance(&self, limit: u64);
     /// Raises the high watermark to `end` (Raft committed everything below it).
     fn commit_to(&self, end: u64) -> Result<(), LogStoreError>;
     /// The high watermark.
@@ -73,6 +78,8 @@ pub(crate) struct StrataLog {
     // Orders reads against a truncation, which may cut a batch and write its kept prefix
     // again: a read between the two would see the log shorter than it is.
     order: Mutex<()>,
+    /// Makes the next install of snapshot segments stop at this step as a crash would.
+    crash_install_at: Mutex<Option<InstallStep>>,
 }
 
 fn last_offset_of(write: &LogWrite) -> u64 {
@@ -98,12 +105,18 @@ fn write_of(batch: &Batch) -> Result<LogWrite, LogError> {
 
 impl StrataLog {
     pub(crate) fn new(log: Log) -> StrataLog {
-        StrataLog { log, order: Mutex::new(()) }
+        StrataLog { log, order: Mutex::new(()), crash_install_at: Mutex::new(None) }
     }
 
     /// The log, for readers.
     pub(crate) fn log(&self) -> &Log {
         &self.log
+    }
+
+    /// Makes the next install of snapshot segments stop after `step` as a crash would,
+    /// leaving the log closed. For crash tests.
+    pub(crate) fn crash_next_install_at(&self, step: InstallStep) {
+        *self.crash_install_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(step);
     }
 
     fn lock(&self) -> MutexGuard<'_, ()> {
@@ -218,6 +231,20 @@ impl PartitionLog for StrataLog {
             return Ok(());
         }
         Ok(self.log.reset_to(offset + 1, term)?)
+    }
+
+    fn install_segments(&self, info: &SnapshotInfo) -> Result<(), LogStoreError> {
+        let _order = self.lock();
+        let crash_at = self.crash_install_at.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match crash_at {
+            Some(step) => self.log.install_segments_with_crash_at(info, step)?,
+            None => self.log.install_segments(info)?,
+        }
+        Ok(())
+    }
+
+    fn limit_maintenance(&self, limit: u64) {
+        self.log.limit_maintenance(limit);
     }
 
     fn commit_to(&self, end: u64) -> Result<(), LogStoreError> {
@@ -386,9 +413,12 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
         self.log.truncate_from(log_id.index).map_err(|e| openraft::StorageIOError::write_logs(&e).into())
     }
 
-    async fn purge(&mut self, _log_id: LogId) -> Result<(), StorageError> {
-        // Retention owns deleting segments, below the snapshot point; Raft's purge is only
-        // permission to. With the snapshot policy at `Never` it is not called.
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        // Retention owns deleting segments; Raft's purge is the permission to, below a
+        // snapshot point. openraft purges only when no replication still reads those
+        // entries, and from then on sends a snapshot to a follower that needs them, so
+        // retention deleting them afterwards never leaves Raft asking for a missing batch.
+        self.log.limit_maintenance(log_id.index + 1);
         Ok(())
     }
 }

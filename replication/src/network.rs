@@ -22,7 +22,7 @@ use strata_proto::cluster::v1::{self as pb, raft_client::RaftClient, raft_server
 use tonic::{Request, Response, Status, transport::Channel};
 
 use crate::{
-    GroupId, NodeId, ReplicationError, TypeConfig,
+    ClusterTls, GroupId, NodeId, ReplicationError, TypeConfig,
     codec::{
         CodecError, entry_from_pb, entry_to_pb, log_id_from_pb, log_id_to_pb, membership_from_pb, membership_to_pb,
         vote_from_pb, vote_to_pb,
@@ -43,17 +43,32 @@ struct ClusterInner {
     peers: Mutex<HashMap<NodeId, (String, Channel)>>,
     /// Forwarding and status: the peers' addresses and each group's figures.
     forward: crate::forward::ForwardState,
+    /// Set: the transport is mutual TLS only ([`Cluster::new_with_tls`]).
+    tls: Option<ClusterTls>,
 }
 
 impl Cluster {
-    /// The endpoint of node `node_id`. Serve it with [`Cluster::serve`].
+    /// The endpoint of node `node_id`, in plaintext. Serve it with [`Cluster::serve`].
     pub fn new(node_id: NodeId) -> Cluster {
+        Cluster::with_transport(node_id, None)
+    }
+
+    /// The endpoint of node `node_id` over mutual TLS: [`Cluster::serve`] accepts only TLS
+    /// connections with a client certificate from `tls`'s CA, and peers are dialled over TLS
+    /// with this node's certificate. Plaintext is refused both ways. A
+    /// [`ClusterTls::reload`] applies to the connections made after it.
+    pub fn new_with_tls(node_id: NodeId, tls: ClusterTls) -> Cluster {
+        Cluster::with_transport(node_id, Some(tls))
+    }
+
+    fn with_transport(node_id: NodeId, tls: Option<ClusterTls>) -> Cluster {
         Cluster {
             inner: Arc::new(ClusterInner {
                 node_id,
                 groups: RwLock::new(HashMap::new()),
                 peers: Mutex::new(HashMap::new()),
                 forward: crate::forward::ForwardState::default(),
+                tls,
             }),
         }
     }
@@ -64,19 +79,25 @@ impl Cluster {
     }
 
     /// Serves the Raft RPCs of this node's groups on `listener` until `shutdown` resolves;
-    /// then peers are told to go away (HTTP/2 GOAWAY) and in-flight calls finish.
+    /// then peers are told to go away (HTTP/2 GOAWAY) and in-flight calls finish. With TLS,
+    /// a connection reaches the server only after a handshake with a valid client certificate.
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), ReplicationError> {
-        let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
-        tonic::transport::Server::builder()
+        let tls = self.inner.tls.clone();
+        let server = tonic::transport::Server::builder()
             .add_service(RaftServer::new(ClusterService { cluster: self.clone() }).max_decoding_message_size(64 << 20))
-            .add_service(crate::forward::server(self))
-            .serve_with_incoming_shutdown(incoming, shutdown)
-            .await
-            .map_err(|e| ReplicationError::Transport(e.to_string()))
+            .add_service(crate::forward::server(self));
+        let served = match tls {
+            None => {
+                let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+                server.serve_with_incoming_shutdown(incoming, shutdown).await
+            }
+            Some(tls) => server.serve_with_incoming_shutdown(crate::tls::incoming(listener, tls), shutdown).await,
+        };
+        served.map_err(|e| ReplicationError::Transport(e.to_string()))
     }
 
     pub(crate) fn register(&self, group: GroupId, raft: Raft) -> Result<(), ReplicationError> {
@@ -130,12 +151,17 @@ impl Cluster {
         {
             return Ok(channel.clone());
         }
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        // With TLS the URI stays `http`: our dialler does the TLS, and tonic would refuse an
+        // `https` URI without its own TLS configuration, which cannot be reloaded.
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
             .tcp_nodelay(true)
-            .connect_timeout(Duration::from_secs(1))
             .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(5))
-            .connect_lazy();
+            .keep_alive_timeout(Duration::from_secs(5));
+        let channel = match &self.inner.tls {
+            None => endpoint.connect_timeout(Duration::from_secs(1)).connect_lazy(),
+            // The timeout covers the handshake too: two more round trips and the signatures.
+            Some(tls) => endpoint.connect_timeout(Duration::from_secs(3)).connect_with_connector_lazy(tls.dialer()),
+        };
         peers.insert(target, (addr.to_string(), channel.clone()));
         Ok(channel)
     }

@@ -24,8 +24,13 @@ use crate::{
 ///   replaced well within a second on a LAN, at the price of a heartbeat per group and
 ///   follower every 50 ms, and of spurious elections if a node stalls for 150 ms (a long
 ///   fsync, a loaded machine).
-/// - No Raft snapshots are built: the partition's state is its log, and a follower catches up
-///   from the log. (Streaming segment files to a follower behind `log_start` comes later.)
+/// - Snapshots are built and the log purged only when retention or compaction wants to
+///   remove entries (see [`purge_when_wanted`]), never by entry count: a snapshot is the
+///   segment files themselves, and a purge makes every follower behind it take one, so it
+///   happens no sooner than the data is really going away. (`max_in_snapshot_log_to_keep`
+///   at its maximum keeps openraft from purging on its own after a build.)
+/// - A snapshot travels in chunks of 1 MiB; a chunk may take 10 s, the last one included,
+///   whose reply waits for the follower to check and install every file.
 /// - Up to 4096 entries per AppendEntries: a burst of proposals goes out in few RPCs.
 pub fn raft_config() -> Config {
     Config {
@@ -35,7 +40,44 @@ pub fn raft_config() -> Config {
         election_timeout_max: 300,
         max_payload_entries: 4096,
         snapshot_policy: SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: u64::MAX,
+        snapshot_max_chunk_size: 1 << 20,
+        install_snapshot_timeout: 10_000,
         ..Config::default()
+    }
+}
+
+/// How long a wanted purge waits for openraft to build the snapshot that must cover it.
+const SNAPSHOT_BUILD_WAIT: Duration = Duration::from_secs(30);
+
+/// Moves Raft's purge point up to where retention or compaction wants to remove entries
+/// ([`Log::watch_maintenance_wanted`]): first a snapshot that covers them, then the purge,
+/// which openraft performs once no replication reads those entries. Its purge callback
+/// raises the log's maintenance limit (`log_store.rs`), and the next retention pass deletes.
+/// Ends when Raft stops.
+async fn purge_when_wanted(group: GroupId, raft: Raft, mut wanted: watch::Receiver<u64>) {
+    while wanted.changed().await.is_ok() {
+        let target = *wanted.borrow_and_update();
+        let Some(upto) = target.checked_sub(1) else { continue };
+        let mut metrics = raft.metrics();
+        let covered = |m: &RaftMetrics<NodeId, BasicNode>| m.snapshot.is_some_and(|s| s.index >= upto);
+        let is_covered = covered(&metrics.borrow());
+        if !is_covered {
+            if raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(SNAPSHOT_BUILD_WAIT, metrics.wait_for(covered)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(%group, upto, "no snapshot covered the entries retention wants to remove; they stay");
+                    continue;
+                }
+            }
+        }
+        if raft.trigger().purge_log(upto).await.is_err() {
+            return;
+        }
     }
 }
 
@@ -45,6 +87,7 @@ pub struct ReplicatedPartition {
     cluster: Cluster,
     raft: Raft,
     log: Arc<StrataLog>,
+    purger: tokio::task::JoinHandle<()>,
 }
 
 impl ReplicatedPartition {
@@ -59,6 +102,10 @@ impl ReplicatedPartition {
     ) -> Result<ReplicatedPartition, ReplicationError> {
         log_config.high_watermark = HighWatermarkMode::SetByCaller;
         let log = Log::open(dir, log_config)?;
+        // Retention and compaction wait for Raft's purge: what Raft purged before the last
+        // close is gone already, and nothing at or after the log start is purged yet.
+        log.limit_maintenance(log.offsets().log_start);
+        let wanted = log.watch_maintenance_wanted();
         let log = Arc::new(StrataLog::new(log));
         let state_machine = StateMachine::open(Arc::clone(&log))?;
         let config = raft_config().validate().map_err(|e| raft_error(&group, e))?;
@@ -75,7 +122,8 @@ impl ReplicatedPartition {
             let _ = raft.shutdown().await;
             return Err(e);
         }
-        Ok(ReplicatedPartition { group, cluster: cluster.clone(), raft, log })
+        let purger = tokio::spawn(purge_when_wanted(group.clone(), raft.clone(), wanted));
+        Ok(ReplicatedPartition { group, cluster: cluster.clone(), raft, log, purger })
     }
 
     /// Makes `members` (node id → gRPC address) the group's first voters. Called once, on
@@ -151,6 +199,13 @@ impl ReplicatedPartition {
         self.raft.metrics()
     }
 
+    /// Stands for election now: how a partition's preferred leader takes the lead back once
+    /// it has caught up. A candidate whose log is behind loses, but still makes the leader
+    /// step down for a term, so call it only on an up-to-date replica.
+    pub async fn campaign(&self) -> Result<(), ReplicationError> {
+        self.raft.trigger().elect().await.map_err(|e| raft_error(&self.group, e))
+    }
+
     /// Waits until this replica knows a leader, for at most `timeout`.
     pub async fn wait_for_leader(&self, timeout: Duration) -> Result<NodeId, ReplicationError> {
         let mut metrics = self.raft.metrics();
@@ -182,6 +237,14 @@ impl ReplicatedPartition {
         let _ = self.raft.shutdown().await;
     }
 
+    /// Makes the next install of a snapshot's segments on this replica stop after `step` as a
+    /// crash would: the log is left closed, and Raft stops on the failed install. For crash
+    /// tests, which then crash the replica and open it again.
+    #[doc(hidden)]
+    pub fn crash_next_snapshot_install_for_tests(&self, step: strata_log::InstallStep) {
+        self.log.crash_next_install_at(step);
+    }
+
     fn write_error(
         &self,
         e: openraft::error::RaftError<NodeId, ClientWriteError<NodeId, BasicNode>>,
@@ -195,6 +258,13 @@ impl ReplicatedPartition {
             }
             other => raft_error(&self.group, other),
         }
+    }
+}
+
+impl Drop for ReplicatedPartition {
+    fn drop(&mut self) {
+        // The task holds the Raft, whose state machine holds the log that feeds the task.
+        self.purger.abort();
     }
 }
 

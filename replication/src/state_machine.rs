@@ -1,16 +1,19 @@
 //! The state machine of a partition. The partition's state is its log, so applying an entry
 //! only moves the high watermark past it (readers see it from then on) and tracks the
-//! membership. A snapshot is "the state at an offset": the last applied log id and the
-//! membership then; the data is the segments themselves, which stay on disk.
+//! membership. A snapshot is the log's segment files up to an offset plus the state there
+//! (its log id and the membership then): see `snapshot.rs` and docs/format.md, "Snapshots".
 //!
 //! The membership is kept in `raft.membership` beside the segments (written whole through a
 //! rename, at each applied membership entry: rare), so a restart need not scan the log for it.
 
 use std::{
     fs,
-    io::{Cursor, Write},
+    io::Write,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
 };
 
 use openraft::{EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError};
@@ -20,7 +23,8 @@ use strata_proto::cluster::v1 as pb;
 use crate::{
     ReplicationError, TypeConfig,
     codec::{log_id_from_pb, log_id_to_pb, membership_from_pb, membership_to_pb},
-    log_store::{PartitionLog, StrataLog},
+    log_store::{LogStoreError, PartitionLog, StrataLog},
+    snapshot::SegmentSnapshot,
     types::{Entry, LogId, StorageError, StoredMembership, log_id},
 };
 
@@ -33,7 +37,6 @@ pub(crate) struct StateMachine {
     log: Arc<StrataLog>,
     last_applied: Option<LogId>,
     membership: StoredMembership,
-    current_snapshot: Option<SnapshotMeta<u64, openraft::BasicNode>>,
 }
 
 fn file_error(path: &Path, reason: impl std::fmt::Display) -> ReplicationError {
@@ -89,26 +92,76 @@ impl StateMachine {
             log.commit_to(applied.index + 1).map_err(|e| file_error(log.dir(), e))?;
             last_applied = Some(*applied);
         }
-        Ok(StateMachine { log, last_applied, membership, current_snapshot: None })
-    }
-
-    fn snapshot_meta(&self) -> SnapshotMeta<u64, openraft::BasicNode> {
-        let snapshot_id = match self.last_applied {
-            Some(id) => format!("{}-{}", id.leader_id.term, id.index),
-            None => "empty".to_string(),
-        };
-        SnapshotMeta { last_log_id: self.last_applied, last_membership: self.membership.clone(), snapshot_id }
+        Ok(StateMachine { log, last_applied, membership })
     }
 }
 
-/// Builds a snapshot: the state at the last applied offset.
+/// Tells snapshots apart: openraft keys a transfer in progress by its id.
+static SNAPSHOT_SEQUENCE: AtomicU64 = AtomicU64::new(0);
+
+/// A snapshot of `log` at `last_applied`, whose membership is `membership`: the segment
+/// files up to the last whole batch at or below it (a snapshot of a batch's first records
+/// only would leave the follower's log ending inside a batch), opened now so that retention
+/// cannot delete them while they are sent. `None` before anything was applied.
+fn build(
+    log: &StrataLog,
+    last_applied: Option<LogId>,
+    membership: &StoredMembership,
+) -> Result<Option<Snapshot>, LogStoreError> {
+    let Some(applied) = last_applied else { return Ok(None) };
+    let (last, data) = match log.log().snapshot_files(applied.index)? {
+        Some(files) => (log_id(files.info.last_term, files.info.end - 1), SegmentSnapshot::send(files)),
+        // No whole batch at or below it (the log was reset to a later start, or it ends
+        // inside the first batch): only the state at the offset.
+        None => {
+            let offsets = log.log().offsets();
+            let info = strata_log::SnapshotInfo {
+                end: applied.index + 1,
+                last_term: applied.leader_id.term,
+                log_start: applied.index + 1,
+                cleaned_up_to: applied.index + 1,
+                last_purged: Some((applied.leader_id.term, applied.index)),
+            };
+            debug_assert!(offsets.high_watermark > applied.index, "a snapshot of what is not committed");
+            (applied, SegmentSnapshot::send_empty(info))
+        }
+    };
+    let sequence = SNAPSHOT_SEQUENCE.fetch_add(1, Ordering::Relaxed);
+    let meta = SnapshotMeta {
+        last_log_id: Some(last),
+        last_membership: membership.clone(),
+        snapshot_id: format!("{}-{}-{}-{sequence}", last.leader_id.term, last.index, std::process::id()),
+    };
+    Ok(Some(Snapshot { meta, snapshot: Box::new(data) }))
+}
+
+/// Builds a snapshot: the segment files at the last applied offset.
 pub(crate) struct SnapshotBuilder {
-    meta: SnapshotMeta<u64, openraft::BasicNode>,
+    log: Arc<StrataLog>,
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot, StorageError> {
-        Ok(Snapshot { meta: self.meta.clone(), snapshot: Box::new(Cursor::new(Vec::new())) })
+        let built = build(&self.log, self.last_applied, &self.membership)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e))?;
+        // openraft builds snapshots only when retention asks (`partition.rs`), after
+        // something was applied; an empty one stands for "nothing yet".
+        Ok(built.unwrap_or_else(|| Snapshot {
+            meta: SnapshotMeta {
+                last_log_id: None,
+                last_membership: self.membership.clone(),
+                snapshot_id: "empty".to_string(),
+            },
+            snapshot: Box::new(SegmentSnapshot::send_empty(strata_log::SnapshotInfo {
+                end: 0,
+                last_term: 0,
+                log_start: 0,
+                cleaned_up_to: 0,
+                last_purged: None,
+            })),
+        }))
     }
 }
 
@@ -141,32 +194,80 @@ impl openraft::storage::RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        SnapshotBuilder { meta: self.snapshot_meta() }
+        SnapshotBuilder {
+            log: Arc::clone(&self.log),
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+        }
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SegmentSnapshot>, StorageError> {
+        let snapshot = SegmentSnapshot::receive(self.log.log().staging_dir())
+            .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        Ok(Box::new(snapshot))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<u64, openraft::BasicNode>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SegmentSnapshot>,
     ) -> Result<(), StorageError> {
+        let signature = Some(meta.signature());
+        let failed =
+            |e: &dyn std::error::Error| StorageIOError::write_snapshot(signature.clone(), &AnyError(e.to_string()));
         if let Some(last) = meta.last_log_id {
-            self.log
-                .reset_after(last.index, last.leader_id.term)
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            self.log.commit_to(last.index + 1).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+            let term = last.leader_id.term;
+            // Raft keeps the log after a snapshot whose last entry it already holds.
+            let held = self.log.term_at(last.index).map_err(|e| failed(&e))? == Some(term);
+            if held {
+                let _ = fs::remove_dir_all(self.log.log().staging_dir());
+            } else {
+                // Checking every staged batch and fsyncing the files reads and writes the
+                // whole snapshot: off the async threads.
+                let log = Arc::clone(&self.log);
+                let install = move || -> Result<(), String> {
+                    let received = snapshot.finish_receiving().map_err(|e| e.to_string())?;
+                    if received.info.end != last.index + 1 || received.info.last_term != term {
+                        return Err(format!(
+                            "the snapshot's files end at offset {} of term {}, its log id is {last}",
+                            received.info.end, received.info.last_term
+                        ));
+                    }
+                    match received.has_files {
+                        true => log.install_segments(&received.info),
+                        false => log.reset_after(last.index, term),
+                    }
+                    .map_err(|e| e.to_string())
+                };
+                let installed = tokio::task::spawn_blocking(install)
+                    .await
+                    .unwrap_or_else(|join| std::panic::resume_unwind(join.into_panic()));
+                installed.map_err(|e| failed(&AnyError(e)))?;
+            }
+            self.log.commit_to(last.index + 1).map_err(|e| failed(&e))?;
         }
         self.membership = meta.last_membership.clone();
-        write_membership(self.log.dir(), &self.membership).map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+        write_membership(self.log.dir(), &self.membership).map_err(|e| failed(&e))?;
         self.last_applied = meta.last_log_id;
-        self.current_snapshot = Some(meta.clone());
         Ok(())
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, StorageError> {
-        Ok(self.current_snapshot.clone().map(|meta| Snapshot { meta, snapshot: Box::new(Cursor::new(Vec::new())) }))
+        // Built afresh at every call: the files are the log's own, so the newest snapshot
+        // costs what an older one would, and its files are pinned only while it is sent.
+        build(&self.log, self.last_applied, &self.membership)
+            .map_err(|e| StorageIOError::read_snapshot(None, &e).into())
     }
 }
+
+/// An error message as an error, for openraft's error wrappers.
+#[derive(Debug)]
+struct AnyError(String);
+
+impl std::fmt::Display for AnyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for AnyError {}

@@ -16,7 +16,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = std::io::Cursor<Vec<u8>>,
+        SnapshotData = crate::snapshot::SegmentSnapshot,
         Responder = OneshotResponder<TypeConfig>,
         AsyncRuntime = openraft::TokioRuntime,
 );

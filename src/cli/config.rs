@@ -87,7 +87,7 @@ pub const TELEMETRY_KEYS: &[&str] = &["otlp_endpoint", "service_name"];
 /// Keys of `[runtime]`: the process's threads.
 pub const RUNTIME_KEYS: &[&str] = &["worker_threads", "idle_poll_ms"];
 /// Keys of `[cluster]`.
-pub const CLUSTER_KEYS: &[&str] = &["node_id", "listen", "peers"];
+pub const CLUSTER_KEYS: &[&str] = &["node_id", "listen", "peers", "ca_file"];
 
 /// Largest accepted `mqtt.sys_interval_secs`: one day.
 const MAX_SYS_INTERVAL_SECS: u64 = 86_400;
@@ -333,7 +333,17 @@ pub fn parse(text: &str) -> anyhow::Result<Effective> {
         None => false,
     };
     if let Some(table) = section(&root, "cluster", CLUSTER_KEYS)? {
-        broker.cluster = Some(cluster(table)?);
+        let cluster = cluster(table)?;
+        if let Some(tls) = &broker.tls
+            && cluster.ca_file.is_none()
+            && tls.client_ca_file.is_none()
+        {
+            anyhow::bail!(
+                "cluster.ca_file: [tls] is set, so nodes talk mutual TLS and need the CA their certificates \
+                 chain to: set cluster.ca_file or tls.client_ca_file"
+            );
+        }
+        broker.cluster = Some(cluster);
     }
     if let Some(compaction) = section(&root, "compaction", COMPACTION_KEYS)? {
         broker.maintenance = maintenance(compaction)?;
@@ -439,7 +449,8 @@ fn cluster(table: &Table) -> anyhow::Result<ClusterConfig> {
     if !peers.contains_key(&node_id) {
         anyhow::bail!("cluster.peers: has no entry for this node (cluster.node_id = {node_id})");
     }
-    Ok(ClusterConfig { node_id, listen, peers })
+    let ca_file = table.get("ca_file").map(|value| string(value, at, "ca_file").map(PathBuf::from)).transpose()?;
+    Ok(ClusterConfig { node_id, listen, peers, ca_file })
 }
 
 /// An integer within `range`, for the key's message.
@@ -828,6 +839,8 @@ pub fn print(effective: &Effective) -> String {
             line(&mut out, "listen", Ok(text(&cluster.listen.to_string())));
             let peers = cluster.peers.iter().map(|(id, addr)| text(&format!("{id}@{addr}"))).collect();
             line(&mut out, "peers", Ok(Value::Array(peers)));
+            let ca_file = cluster.ca_file.as_ref().map(|path| text(&path.to_string_lossy()));
+            line(&mut out, "ca_file", ca_file.ok_or("tls.client_ca_file when [tls] is set"));
         }
         None => {
             let _ = writeln!(out, "\n# [cluster]: none; this node runs alone");

@@ -100,7 +100,8 @@ pub fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
         // Replaces SIGHUP's default action (ending the process) before the ready line too.
         let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
             .context("installing the SIGHUP handler")?;
-        let reload_task = tokio::spawn(reload_on_hangup(hangup, broker.tls_reloader(), broker.auth_reloader()));
+        let reload_task =
+            tokio::spawn(reload_on_hangup(hangup, broker.tls_reloader(), broker.cluster_tls(), broker.auth_reloader()));
         // Tests and scripts wait for this line to know the broker is ready; every listener
         // below is bound by then.
         say(format_args!("strata: MQTT listening on {addr}, data in {}", config.data_dir.display()));
@@ -177,6 +178,7 @@ fn say(line: std::fmt::Arguments<'_>) {
 async fn reload_on_hangup(
     mut hangup: tokio::signal::unix::Signal,
     reloader: Option<strata_frontend::tls::TlsReloader>,
+    cluster_tls: Option<strata_replication::ClusterTls>,
     auth: strata_frontend::AuthReloader,
 ) {
     while hangup.recv().await.is_some() {
@@ -208,6 +210,20 @@ async fn reload_on_hangup(
                 say(format_args!("strata: TLS reload failed, the previous certificate stays in use: {error}"));
             }
             Err(error) => tracing::error!(%error, "SIGHUP: the TLS reload did not run"),
+        }
+        // The cluster transport exists with TLS only when `[tls]` does, so it is reloaded here.
+        if let Some(cluster_tls) = cluster_tls.clone() {
+            let cert_file = cluster_tls.files().cert_file.display().to_string();
+            match tokio::task::spawn_blocking(move || cluster_tls.reload()).await {
+                Ok(Ok(())) => say(format_args!("strata: cluster TLS reloaded from {cert_file}")),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "SIGHUP: cluster TLS reload failed; the previous certificate stays in use");
+                    say(format_args!(
+                        "strata: cluster TLS reload failed, the previous certificate stays in use: {error}"
+                    ));
+                }
+                Err(error) => tracing::error!(%error, "SIGHUP: the cluster TLS reload did not run"),
+            }
         }
     }
 }

@@ -141,8 +141,14 @@ impl PartitionHandle {
         }
         let log = Arc::new(partition.log().clone());
         let id = announce.as_ref().map_or(0, |(_, id)| *id);
-        let writer =
-            replicated::ReplicatedWriter::start(cluster.clone(), Arc::new(partition), Arc::clone(&log), queue, policy, announce);
+        let writer = replicated::ReplicatedWriter::start(
+            cluster.clone(),
+            Arc::new(partition),
+            Arc::clone(&log),
+            queue,
+            policy,
+            announce,
+        );
         Ok(Arc::new(PartitionHandle { id, number, log, writes: Writes::Replicated(writer) }))
     }
 

@@ -5,6 +5,7 @@ mod durability;
 mod raft;
 mod read;
 mod recovery;
+mod snapshot;
 mod terms;
 mod truncate;
 mod writer;
@@ -14,6 +15,7 @@ use durability::{DISK_FULL_HEADROOM, free_bytes};
 pub use raft::ResetStep;
 pub use read::{Batch, Fetch};
 use recovery::recover;
+pub use snapshot::{InstallStep, SnapshotFile, SnapshotFiles, SnapshotInfo};
 use terms::TermRuns;
 pub use truncate::RetentionOutcome;
 use writer::{Entries, Placement};
@@ -118,6 +120,12 @@ pub(crate) struct Shared {
     /// Serialises the operations that replace or delete closed segments (retention,
     /// compaction swaps, truncation), so their file work runs outside the writer lock.
     pub(crate) maintenance: Mutex<()>,
+    /// Retention and compaction leave offsets at and above this alone (`u64::MAX`: no
+    /// limit). See [`Log::limit_maintenance`].
+    pub(crate) maintenance_limit: AtomicU64,
+    /// The limit retention or compaction last needed to go on. See
+    /// [`Log::watch_maintenance_wanted`].
+    pub(crate) maintenance_wanted: watch::Sender<u64>,
     sync_in_progress: Mutex<bool>,
     sync_done: Condvar,
     /// Told the duration of every data fsync (see [`Log::on_fsync`]); set at most once.

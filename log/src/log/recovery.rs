@@ -98,6 +98,12 @@ fn headers_from(data: &[u8], mut position: usize) -> impl Iterator<Item = BatchH
 /// "Recovery on open").
 pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Shared, LogError> {
     let mut report = RecoveryReport { finished_swaps: crate::rewrite::recover_swaps(&dir)?, ..Default::default() };
+    let mut meta = PartitionMeta::load(&dir)?;
+    if meta.install_pending {
+        tracing::warn!(partition = %dir.display(), log_start = meta.log_start, "finishing an install of snapshot segments that a crash interrupted");
+    }
+    // A snapshot install that committed is finished; what one that did not left is removed.
+    super::snapshot::finish_install(&dir, &mut meta, None)?;
     let mut bases = Vec::new();
     for entry in fs::read_dir(&dir).at(&dir, "listing")? {
         let entry = entry.at(&dir, "listing")?;
@@ -111,7 +117,6 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
         }
     }
     bases.sort_unstable();
-    let mut meta = PartitionMeta::load(&dir)?;
     if meta.reset_pending {
         // A reset to a snapshot committed before a crash: finish it (docs/format.md).
         for base in bases.drain(..) {
@@ -283,6 +288,8 @@ pub(super) fn recover(dir: PathBuf, config: LogConfig, lock: File) -> Result<Sha
         terms: Mutex::new(terms),
         meta: Mutex::new(meta),
         maintenance: Mutex::new(()),
+        maintenance_limit: AtomicU64::new(u64::MAX),
+        maintenance_wanted: watch::channel(0).0,
         sync_in_progress: Mutex::new(false),
         sync_done: Condvar::new(),
         fsync_observer: std::sync::OnceLock::new(),

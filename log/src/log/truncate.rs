@@ -28,6 +28,18 @@ pub struct RetentionOutcome {
 }
 
 impl Shared {
+    /// Records that retention or compaction would remove entries below `offset` once the
+    /// maintenance limit allows it.
+    pub(crate) fn want_maintenance_up_to(&self, offset: u64) {
+        self.maintenance_wanted.send_if_modified(|wanted| {
+            let raise = offset > *wanted;
+            if raise {
+                *wanted = offset;
+            }
+            raise
+        });
+    }
+
     pub(super) fn apply_retention(&self, plan: &RetentionPlan) -> Result<RetentionOutcome, LogError> {
         let _maintenance = self.lock_maintenance();
         let (removed, new_log_start, high_watermark, last_purged) = {
@@ -36,10 +48,16 @@ impl Shared {
             let snapshot = self.snapshot.load();
             let high_watermark = self.high_watermark.load(Ordering::Acquire);
             let segments = &snapshot.segments;
+            let limit = self.maintenance_limit.load(Ordering::Acquire);
             let mut keep_from = 0;
             for planned in &plan.delete {
                 let (Some(segment), Some(next)) = (segments.get(keep_from), segments.get(keep_from + 1)) else { break };
                 if segment.base_offset != planned.base_offset || next.base_offset > high_watermark {
+                    break;
+                }
+                if next.base_offset > limit {
+                    // Raft may still send these entries: ask for the limit to move first.
+                    self.want_maintenance_up_to(next.base_offset);
                     break;
                 }
                 keep_from += 1;

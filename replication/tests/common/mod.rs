@@ -28,6 +28,7 @@ pub struct TestNode {
     /// The node's endpoint (forwarding, status, figures).
     pub cluster: Cluster,
     pub partition: Option<ReplicatedPartition>,
+    pub config: LogConfig,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<Result<(), ReplicationError>>>,
 }
@@ -35,9 +36,23 @@ pub struct TestNode {
 impl TestNode {
     /// Starts node `id` on `listener` with its data in `dir`.
     pub async fn start(id: NodeId, dir: &Path, listener: TcpListener) -> anyhow::Result<TestNode> {
+        TestNode::start_with(Cluster::new(id), dir, listener, LogConfig::default(), |_| {}).await
+    }
+
+    /// Starts the node of `cluster` (made with TLS, say) with `config`; `before_serving`
+    /// gets its replica before its server answers any peer. [`TestNode::restart`] brings it
+    /// back in plaintext.
+    pub async fn start_with(
+        cluster: Cluster,
+        dir: &Path,
+        listener: TcpListener,
+        config: LogConfig,
+        before_serving: impl FnOnce(&ReplicatedPartition),
+    ) -> anyhow::Result<TestNode> {
         let addr = listener.local_addr()?;
-        let cluster = Cluster::new(id);
-        let partition = ReplicatedPartition::open(&cluster, dir, LogConfig::default(), group()).await?;
+        let id = cluster.node_id();
+        let partition = ReplicatedPartition::open(&cluster, dir, config.clone(), group()).await?;
+        before_serving(&partition);
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(cluster.clone().serve(listener, async move {
             let _ = stopped.await;
@@ -47,6 +62,7 @@ impl TestNode {
             addr,
             dir: dir.to_path_buf(),
             cluster,
+            config,
             partition: Some(partition),
             stop: Some(stop),
             server: Some(server),
@@ -89,8 +105,21 @@ impl TestNode {
 
     /// Starts the node again from its files, on its address.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Starts the node again from its files, on its address; `before_serving` gets its
+    /// replica before its server answers any peer.
+    pub async fn restart_with(&mut self, before_serving: impl FnOnce(&ReplicatedPartition)) -> anyhow::Result<()> {
         let listener = TcpListener::bind(self.addr).await?;
-        *self = TestNode::start(self.id, &self.dir.clone(), listener).await?;
+        *self = TestNode::start_with(
+            Cluster::new(self.id),
+            &self.dir.clone(),
+            listener,
+            self.config.clone(),
+            before_serving,
+        )
+        .await?;
         Ok(())
     }
 
@@ -106,6 +135,11 @@ impl TestNode {
 
 /// Three nodes on loopback, node 1 initialising the group with all three as voters.
 pub async fn start_cluster(root: &Path, count: u64) -> anyhow::Result<Vec<TestNode>> {
+    start_cluster_with(root, count, LogConfig::default()).await
+}
+
+/// [`start_cluster`] with every node's log opened with `config`.
+pub async fn start_cluster_with(root: &Path, count: u64, config: LogConfig) -> anyhow::Result<Vec<TestNode>> {
     let mut listeners = Vec::new();
     for _ in 0..count {
         listeners.push(TcpListener::bind("127.0.0.1:0").await?);
@@ -118,7 +152,10 @@ pub async fn start_cluster(root: &Path, count: u64) -> anyhow::Result<Vec<TestNo
     let mut nodes = Vec::new();
     for (i, listener) in listeners.into_iter().enumerate() {
         let id = i as u64 + 1;
-        nodes.push(TestNode::start(id, &root.join(format!("node{id}")), listener).await?);
+        nodes.push(
+            TestNode::start_with(Cluster::new(id), &root.join(format!("node{id}")), listener, config.clone(), |_| {})
+                .await?,
+        );
     }
     nodes[0].partition().initialize(members).await?;
     Ok(nodes)
