@@ -313,7 +313,13 @@ if [ "$do_failover" = 1 ]; then
     for rep in $(seq 1 "$failovers"); do
         echo "== failover $rep"
         start_cluster ""
-        leader="$(bench_leader 1)"
+        # Kill the leader every node names: a node that has not yet seen a change of leader
+        # would make the figure the time until it does (bounded wait, then the last answer).
+        for _ in $(seq 1 100); do
+            leader="$(bench_leader 1)"
+            [ -n "$leader" ] && [ "$(bench_leader 2)" = "$leader" ] && [ "$(bench_leader 3)" = "$leader" ] && break
+            sleep 0.05
+        done
         followers=()
         for id in 1 2 3; do [ "$id" != "$leader" ] && followers+=("$id"); done
         # The publisher on a follower (it survives when the node forwards; otherwise its
