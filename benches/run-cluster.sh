@@ -313,13 +313,7 @@ if [ "$do_failover" = 1 ]; then
     for rep in $(seq 1 "$failovers"); do
         echo "== failover $rep"
         start_cluster ""
-        # Kill the leader every node names: a node that has not yet seen a change of leader
-        # would make the figure the time until it does (bounded wait, then the last answer).
-        for _ in $(seq 1 100); do
-            leader="$(bench_leader 1)"
-            [ -n "$leader" ] && [ "$(bench_leader 2)" = "$leader" ] && [ "$(bench_leader 3)" = "$leader" ] && break
-            sleep 0.05
-        done
+        leader="$(bench_leader 1)"
         followers=()
         for id in 1 2 3; do [ "$id" != "$leader" ] && followers+=("$id"); done
         # The publisher on a follower (it survives when the node forwards; otherwise its
@@ -343,25 +337,46 @@ while time.monotonic() < deadline:
         pass
     time.sleep(0.05)
 EOF
-        python3 - "${node_pid[$leader]}" "$leader" "${node_http[${followers[0]}]}" "${node_http[${followers[1]}]}" \
-            >> "$failover_file" <<'EOF'
+        # The leader is read again right before the kill, from all three nodes: leadership may
+        # have moved since the load started (e.g. to the partition's preferred leader).
+        python3 - "1:${node_pid[1]}:${node_http[1]}" "2:${node_pid[2]}:${node_http[2]}" \
+            "3:${node_pid[3]}:${node_http[3]}" >> "$failover_file" <<'EOF'
 import json, os, sys, time, urllib.request
-pid, old, survivors = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
-os.kill(pid, 9)
+nodes = {int(i): (int(pid), addr) for i, pid, addr in (a.split(":", 2) for a in sys.argv[1:])}
+
+def leader_on(addr):
+    try:
+        doc = json.load(urllib.request.urlopen(f"http://{addr}/cluster/status", timeout=0.5))
+    except Exception:
+        return None
+    for p in doc.get("partitions", []):
+        if p.get("stream") == "bench" and p.get("partition") == 0:
+            return p.get("leader")
+    return None
+
+old = None
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:
+    seen = {leader_on(addr) for _, addr in nodes.values()}
+    if len(seen) == 1 and None not in seen:
+        old = seen.pop()
+        break
+    time.sleep(0.01)
+if old is None:
+    print(json.dumps({"seconds": None, "error": "the nodes did not agree on a leader within 5 s"}))
+    sys.exit(0)
+os.kill(nodes[old][0], 9)
 t0 = time.monotonic()
+survivors = [addr for i, (_, addr) in nodes.items() if i != old]
 polls = 0
 while time.monotonic() - t0 < 30:
     for addr in survivors:
         polls += 1
-        try:
-            doc = json.load(urllib.request.urlopen(f"http://{addr}/cluster/status", timeout=0.5))
-        except Exception:
-            continue
-        for p in doc.get("partitions", []):
-            if p.get("stream") == "bench" and p.get("partition") == 0 and p.get("leader") not in (None, old):
-                print(json.dumps({"seconds": round(time.monotonic() - t0, 3), "old_leader": old,
-                                  "new_leader": p["leader"], "seen_on": addr, "polls": polls}))
-                sys.exit(0)
+        leader = leader_on(addr)
+        if leader not in (None, old):
+            print(json.dumps({"seconds": round(time.monotonic() - t0, 3), "old_leader": old,
+                              "new_leader": leader, "seen_on": addr, "polls": polls}))
+            sys.exit(0)
     time.sleep(0.01)
 print(json.dumps({"seconds": None, "old_leader": old, "error": "no new leader within 30 s", "polls": polls}))
 EOF
