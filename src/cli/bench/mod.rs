@@ -55,9 +55,11 @@ const IDLE_OPEN_CONCURRENCY: usize = 100;
 /// Options of `strata bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Broker address (any MQTT broker).
-    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883")]
-    target: String,
+    /// Broker address (any MQTT broker). Repeat it, or give a comma list, to spread the load
+    /// over several nodes of a cluster: publisher i and subscriber i connect to target
+    /// i mod (number of targets), in the order given.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:1883", value_delimiter = ',', num_args = 1)]
+    target: Vec<String>,
     /// Allow a target that is not a loopback address.
     #[arg(long)]
     allow_remote: bool,
@@ -157,14 +159,18 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<ExitCode> {
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
     runtime.block_on(async {
-        let target = resolve(&args.target, args.allow_remote).await?;
+        let mut resolved = Vec::with_capacity(args.target.len());
+        for target in &args.target {
+            resolved.push(resolve(target, args.allow_remote).await?);
+        }
+        let targets = Targets::new(resolved)?;
         let broker_before = args.broker_pid.map(ProcSample::read).transpose()?;
         let mut result = if args.connect_rate {
-            connect_rate(args, target).await?
+            connect_rate(args, &targets).await?
         } else if let Some(connections) = args.idle {
-            idle(args, target, connections).await?
+            idle(args, &targets, connections).await?
         } else {
-            pubsub(args, target).await?
+            pubsub(args, &targets).await?
         };
         if let (Some(pid), Some(before)) = (args.broker_pid, broker_before) {
             let after = ProcSample::read(pid)?;
@@ -241,6 +247,36 @@ async fn resolve(target: &str, allow_remote: bool) -> anyhow::Result<SocketAddr>
     Ok(first)
 }
 
+/// The brokers a run connects to, in the order given: connection i of a kind (publisher,
+/// subscriber, or any connection in the connect-rate and idle modes) goes to target
+/// i mod n, so one publisher and three subscribers over three nodes publish on the first and
+/// subscribe on each. The RESULT line's `target` stays the first (the only one in a
+/// single-target run), and `targets` lists them all.
+#[derive(Debug, Clone)]
+struct Targets(Vec<SocketAddr>);
+
+impl Targets {
+    fn new(targets: Vec<SocketAddr>) -> anyhow::Result<Targets> {
+        if targets.is_empty() {
+            bail!("--target needs at least one address");
+        }
+        Ok(Targets(targets))
+    }
+
+    /// Where connection `index` of a kind goes.
+    fn for_connection(&self, index: u32) -> SocketAddr {
+        self.0[index as usize % self.0.len()]
+    }
+
+    fn first(&self) -> SocketAddr {
+        self.0[0]
+    }
+
+    fn all(&self) -> &[SocketAddr] {
+        &self.0
+    }
+}
+
 fn version(args: &BenchArgs) -> ProtocolVersion {
     match args.protocol {
         ProtocolArg::V4 => ProtocolVersion::V3_1_1,
@@ -268,4 +304,53 @@ impl Login {
 
 fn qos(args: &BenchArgs) -> QoS {
     QoS::from_u8(args.qos).unwrap_or(QoS::AtMostOnce)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    #[test]
+    fn one_target_takes_every_connection() {
+        let targets = Targets::new(vec![addr(1883)]).expect("one target");
+        assert!((0..10).all(|i| targets.for_connection(i) == addr(1883)));
+        assert_eq!(targets.first(), addr(1883));
+    }
+
+    #[test]
+    fn connections_go_round_robin_in_the_given_order() {
+        let targets = Targets::new(vec![addr(2), addr(1), addr(3)]).expect("three targets");
+        let ports: Vec<u16> = (0..7).map(|i| targets.for_connection(i).port()).collect();
+        assert_eq!(ports, [2, 1, 3, 2, 1, 3, 2]);
+        // One publisher lands on the first target; three subscribers cover every node.
+        assert_eq!(targets.for_connection(0), addr(2));
+        assert_eq!(targets.first(), addr(2));
+        assert_eq!(targets.all(), [addr(2), addr(1), addr(3)]);
+    }
+
+    #[test]
+    fn no_target_is_refused() {
+        assert!(Targets::new(Vec::new()).is_err());
+    }
+
+    #[test]
+    fn targets_parse_repeated_and_comma_separated() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            bench: BenchArgs,
+        }
+        let parse = |argv: &[&str]| Cli::try_parse_from(argv).expect("valid arguments").bench.target;
+        assert_eq!(parse(&["bench"]), ["127.0.0.1:1883"]);
+        assert_eq!(parse(&["bench", "--target", "127.0.0.1:1"]), ["127.0.0.1:1"]);
+        assert_eq!(
+            parse(&["bench", "--target", "127.0.0.1:1,127.0.0.1:2", "--target", "127.0.0.1:3"]),
+            ["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"]
+        );
+    }
 }

@@ -19,7 +19,7 @@ pub(super) struct SubscriberOutcome {
     pub(super) error: Option<String>,
 }
 
-pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
+pub(super) async fn pubsub(args: &BenchArgs, targets: &Targets) -> anyhow::Result<RunResult> {
     let login = Login::from_args(args);
     let qos = qos(args);
     let run = run_id();
@@ -36,7 +36,7 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
     let mut subscribers = Vec::new();
     for s in 0..args.subscribers {
         let buffers = SocketBuffers { receive: args.rcvbuf, ..SocketBuffers::default() };
-        let mut connection = connect(target, &login, &format!("sb-{run}-s{s}"), buffers).await?;
+        let mut connection = connect(targets.for_connection(s), &login, &format!("sb-{run}-s{s}"), buffers).await?;
         connection.subscribe(&filter, qos).await?;
         subscribers.push(connection);
     }
@@ -53,7 +53,7 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
     let mut publishers = Vec::new();
     for p in 0..args.publishers {
         let buffers = SocketBuffers { send: args.sndbuf, ..SocketBuffers::default() };
-        publishers.push(connect(target, &login, &format!("sb-{run}-p{p}"), buffers).await?);
+        publishers.push(connect(targets.for_connection(p), &login, &format!("sb-{run}-p{p}"), buffers).await?);
     }
     let per_publisher_budget = args.max_messages.div_ceil(u64::from(args.publishers));
     let start = Instant::now();
@@ -110,6 +110,8 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
     let mut duplicates = 0u64;
     let mut foreign = 0u64;
     let mut lost_per_publisher = vec![0u64; sent.len()];
+    // Per subscriber too: in a cluster, which node's subscribers missed messages.
+    let mut lost_per_subscriber = vec![0u64; args.subscribers as usize];
     let mut last_delivery: Option<Instant> = None;
     for (s, task) in subscriber_tasks.into_iter().enumerate() {
         let outcome = task.await.context("subscriber task")?;
@@ -120,6 +122,7 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
             let got = count_below(seen, sent[p]);
             unique += got;
             lost_per_publisher[p] += sent[p] - got;
+            lost_per_subscriber[s] += sent[p] - got;
         }
         last_delivery = last_delivery.max(outcome.last_delivery);
         errors.extend(outcome.error.map(|e| format!("subscriber {s}: {e}")));
@@ -142,6 +145,10 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
         args.rate.map_or("unthrottled".to_string(), |r| format!("{r} msg/s per publisher")),
         args.topic_mode.name()
     );
+    if targets.all().len() > 1 {
+        let list: Vec<String> = targets.all().iter().map(ToString::to_string).collect();
+        println!("targets (connection i goes to target i mod {}): {}", list.len(), list.join(", "));
+    }
     // Payload bytes only, as Kafka's perf tools count record bytes: MQTT headers vary by broker.
     let payload_mib_s = |messages_per_s: f64| messages_per_s * args.payload as f64 / (1024.0 * 1024.0);
     println!(
@@ -165,7 +172,8 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
 
     let report = json!({
         "mode": "pubsub",
-        "target": target.to_string(),
+        "target": targets.first().to_string(),
+        "targets": targets.all().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": match args.protocol { ProtocolArg::V4 => "v4", ProtocolArg::V5 => "v5" },
         "qos": args.qos,
         "publishers": args.publishers,
@@ -190,6 +198,7 @@ pub(super) async fn pubsub(args: &BenchArgs, target: SocketAddr) -> anyhow::Resu
         "delivery_payload_mib_s": (payload_mib_s(delivery_rate) * 1000.0).round() / 1000.0,
         "lost": lost,
         "lost_per_publisher": lost_per_publisher,
+        "lost_per_subscriber": lost_per_subscriber,
         "duplicates": duplicates,
         "foreign": foreign,
         "latency_us": percentiles(&latency),
@@ -589,7 +598,7 @@ pub(super) struct Opened {
 /// Opens `count` connections, `concurrency` at a time, until `deadline`; times each from TCP
 /// connect to CONNACK.
 pub(super) async fn open_connections(
-    target: SocketAddr,
+    targets: &Targets,
     login: &Login,
     run: &str,
     count: u32,
@@ -605,6 +614,7 @@ pub(super) async fn open_connections(
             let progress = progress.clone();
             let run = run.to_string();
             let login = login.clone();
+            let targets = targets.clone();
             tokio::spawn(async move {
                 let mut latency = new_histogram();
                 let mut connections = Vec::new();
@@ -618,7 +628,7 @@ pub(super) async fn open_connections(
                     let t0 = Instant::now();
                     let attempt = tokio::time::timeout_at(
                         deadline.into(),
-                        connect(target, &login, &format!("sb-{run}-c{i}"), SocketBuffers::default()),
+                        connect(targets.for_connection(i), &login, &format!("sb-{run}-c{i}"), SocketBuffers::default()),
                     )
                     .await;
                     match attempt {
@@ -675,7 +685,7 @@ pub(super) async fn close_all(connections: Vec<Connection>) {
     }
 }
 
-pub(super) async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow::Result<RunResult> {
+pub(super) async fn connect_rate(args: &BenchArgs, targets: &Targets) -> anyhow::Result<RunResult> {
     let progress = Arc::new(Progress::default());
     let start = Instant::now();
     let deadline = start + Duration::from_secs_f64(args.duration);
@@ -685,7 +695,7 @@ pub(super) async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow
         format!("{t:5.1} s  connected {opened}/{total}")
     });
     let opened = open_connections(
-        target,
+        targets,
         &Login::from_args(args),
         &run_id(),
         args.connections,
@@ -710,7 +720,8 @@ pub(super) async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow
     }
     let report = json!({
         "mode": "connect-rate",
-        "target": target.to_string(),
+        "target": targets.first().to_string(),
+        "targets": targets.all().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": match args.protocol { ProtocolArg::V4 => "v4", ProtocolArg::V5 => "v5" },
         "connections": args.connections,
         "inflight": args.inflight,
@@ -727,7 +738,7 @@ pub(super) async fn connect_rate(args: &BenchArgs, target: SocketAddr) -> anyhow
     Ok(RunResult { report, errors, latency: opened.latency, latency_label: "connect latency", timeline })
 }
 
-pub(super) async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> anyhow::Result<RunResult> {
+pub(super) async fn idle(args: &BenchArgs, targets: &Targets, count: u32) -> anyhow::Result<RunResult> {
     let progress = Arc::new(Progress::default());
     let before = args.broker_pid.map(ProcSample::read).transpose()?;
     let start = Instant::now();
@@ -738,7 +749,7 @@ pub(super) async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> an
         format!("{t:5.1} s  idle connections {opened}/{count}")
     });
     let opened = open_connections(
-        target,
+        targets,
         &Login::from_args(args),
         &run_id(),
         count,
@@ -788,7 +799,8 @@ pub(super) async fn idle(args: &BenchArgs, target: SocketAddr, count: u32) -> an
     }
     let report = json!({
         "mode": "idle",
-        "target": target.to_string(),
+        "target": targets.first().to_string(),
+        "targets": targets.all().iter().map(ToString::to_string).collect::<Vec<_>>(),
         "protocol": match args.protocol { ProtocolArg::V4 => "v4", ProtocolArg::V5 => "v5" },
         "connections": count,
         "held": held,
