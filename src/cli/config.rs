@@ -1096,6 +1096,11 @@ mod tests {
         assert_eq!(cluster.node_id, 2);
         assert_eq!(cluster.peers.get(&1).map(String::as_str), Some("127.0.0.1:7101"));
         assert!(parse("").unwrap().broker.cluster.is_none());
+        let tls = "[tls]\ncert_file = \"/c\"\nkey_file = \"/k\"\n";
+        let with_tls = format!("{tls}[cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\n{peers}");
+        let error = parse(&with_tls).unwrap_err().to_string();
+        assert!(error.starts_with("cluster.ca_file"), "{error}");
+        assert!(parse(&format!("{with_tls}\nca_file = \"/ca\"")).is_ok());
     }
 
     #[test]
@@ -1157,6 +1162,7 @@ mod tests {
              [compaction]\ncleaner_throttle_bytes_per_sec = \"unlimited\"\n\
              [telemetry]\notlp_endpoint = \"http://127.0.0.1:4317\"\nservice_name = \"edge-1\"\n\
              [cluster]\nnode_id = 1\nlisten = \"127.0.0.1:7101\"\npeers = [\"1@127.0.0.1:7101\", \"2@127.0.0.1:7102\"]\n\
+             ca_file = \"/etc/strata/cluster-ca.crt\"\n\
              [log]\nretention_ms = \"7d\"\nflush = \"always\"\n\
              [[streams]]\nname = \"orders\"\ntopics = [\"orders/#\"]\npartitions = 3\ncompaction_key = \"id\"\n\
              cleanup_policy = \"compact,delete\"\nflush = \"interval\"\nmin_cleanable_dirty_ratio = 0.25\n\
