@@ -73,9 +73,11 @@ impl<S: Apply> Applied<S> {
         let offset = self.partition.propose(record).await?;
         // Replicated, the record may be committed by a quorum this replica is not part of
         // yet: wait, bounded, until it is committed here too.
-        let mut committed = self.partition.watch_committed();
-        if tokio::time::timeout(LOCAL_COMMIT_WAIT, committed.wait_for(|c| *c > offset)).await.is_err() {
-            tracing::warn!(partition = %self.partition.dir().display(), offset, "committed elsewhere, not yet here");
+        if self.partition.replica().is_some() {
+            let mut committed = self.partition.watch_committed();
+            if tokio::time::timeout(LOCAL_COMMIT_WAIT, committed.wait_for(|c| *c > offset)).await.is_err() {
+                tracing::warn!(partition = %self.partition.dir().display(), offset, "committed elsewhere, not yet here");
+            }
         }
         if let Err(error) = self.catch_up() {
             tracing::warn!(partition = %self.partition.dir().display(), %error, "applying committed records failed");

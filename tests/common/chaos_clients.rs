@@ -208,14 +208,34 @@ impl Subscriber {
             id: None,
             user_properties: user.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
         };
-        client.subscribe_with_properties(filter, QoS::AtLeastOnce, properties).await.expect("queue SUBSCRIBE");
+        client.subscribe_with_properties(filter, QoS::AtLeastOnce, properties.clone()).await.expect("queue SUBSCRIBE");
         let end = Instant::now() + Duration::from_secs(30);
+        // Under packet loss the first connection may fail before its SUBACK: connect again
+        // (the next poll does) and subscribe again, within the same 30 s.
+        let mut subscribe_again = false;
         loop {
             let event = timeout(end.saturating_duration_since(Instant::now()), events.poll())
                 .await
                 .unwrap_or_else(|_| panic!("{id}: no SUBACK within 30 s"));
-            match event.unwrap_or_else(|e| panic!("{id}: connection failed before its SUBACK: {e}")) {
-                Event::Incoming(Packet::ConnAck(connack)) => connection.connack(&id, connack.session_present),
+            let event = match event {
+                Ok(event) => event,
+                Err(error) => {
+                    assert!(Instant::now() < end, "{id}: connection failed before its SUBACK: {error}");
+                    subscribe_again = true;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            match event {
+                Event::Incoming(Packet::ConnAck(connack)) => {
+                    connection.connack(&id, connack.session_present);
+                    if std::mem::take(&mut subscribe_again) {
+                        client
+                            .subscribe_with_properties(filter, QoS::AtLeastOnce, properties.clone())
+                            .await
+                            .expect("queue SUBSCRIBE");
+                    }
+                }
                 Event::Incoming(Packet::SubAck(suback)) => {
                     assert!(
                         suback
