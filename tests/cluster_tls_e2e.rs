@@ -237,7 +237,7 @@ impl TlsCluster {
 fn issue22_tls_nodes_form_a_cluster_deliver_across_nodes_and_reload_on_sighup() {
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = TlsCluster::start(dir.path());
-    deliver_across(cluster.nodes[0].port(), cluster.nodes[2].port(), "e2e/tls", "over-mtls");
+    deliver_across(cluster.nodes[0].port(), cluster.nodes[2].port(), "e2e/before", "over-mtls");
 
     // A new certificate from the same CA in node 1's files, then SIGHUP.
     let renewed = cluster.ca.server(dir.path(), "node1");
@@ -252,7 +252,9 @@ fn issue22_tls_nodes_form_a_cluster_deliver_across_nodes_and_reload_on_sighup() 
     cluster.restart(3);
     wait_status(cluster.nodes[0].http_addr(), "node 3 back in sync after the reload", formed);
     wait_status(cluster.nodes[2].http_addr(), "a leader and 3 in sync, seen from node 3", formed);
-    deliver_across(cluster.nodes[0].port(), cluster.nodes[2].port(), "e2e/tls", "after-reload");
+    // Another topic than before: a subscriber on node 3 just restarted may be handed the
+    // earlier message as node 3's replica catches up (seen here; not what this test is about).
+    deliver_across(cluster.nodes[0].port(), cluster.nodes[2].port(), "e2e/after", "after-reload");
 }
 
 /// A `strata serve` that may never be ready: started without waiting for its start-up
@@ -283,7 +285,7 @@ impl Outsider {
 
     /// Watches the outsider for `OUTSIDER_WINDOW` once its HTTP endpoint answers: node 1's
     /// `/cluster/status` never shows node 3 in sync for `$streams`, and the outsider's
-    /// `/ready` never says 200.
+    /// `/ready` answers 503 (no metadata leader) throughout.
     fn never_joins(&mut self, node1_http: SocketAddr, what: &str) {
         let answered = Instant::now() + FORM_DEADLINE;
         while get(self.http, "/ready").is_none() {
@@ -295,7 +297,7 @@ impl Outsider {
         let mut looks = 0;
         while Instant::now() < end {
             if let Some((status, body)) = get(self.http, "/ready") {
-                assert_ne!(status, 200, "{what}: the outsider became ready: {body}");
+                assert_eq!(status, 503, "{what}: the outsider is not refused readiness: {body}");
             }
             if let Some(status) = cluster_status(node1_http) {
                 for p in partitions(&status, "$streams") {
