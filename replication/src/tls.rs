@@ -253,8 +253,12 @@ pub(crate) fn incoming(
                     Ok(Ok(stream)) => {
                         let _ = accepted.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => tracing::warn!(%peer, %error, "cluster transport: TLS handshake refused"),
-                    Err(_) => tracing::warn!(%peer, "cluster transport: TLS handshake timed out"),
+                    Ok(Err(error)) if refusals_to_report() => {
+                        tracing::warn!(%peer, %error, "cluster transport: TLS handshake refused (reported at most every 10 s)")
+                    }
+                    Ok(Err(error)) => tracing::debug!(%peer, %error, "cluster transport: TLS handshake refused"),
+                    Err(_) if refusals_to_report() => tracing::warn!(%peer, "cluster transport: TLS handshake timed out"),
+                    Err(_) => tracing::debug!(%peer, "cluster transport: TLS handshake timed out"),
                 }
             });
         }
@@ -386,4 +390,14 @@ mod tests {
         // A clone (what the Cluster holds) sees the reload.
         assert!(!Arc::ptr_eq(&before, &shared.current.load_full()));
     }
+}
+
+/// Whether a refused handshake is to be logged at WARN: at most one every 10 s, since a
+/// misconfigured peer retries many times a second.
+fn refusals_to_report() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_REPORT_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST_REPORT_S.load(Ordering::Relaxed);
+    now_s >= last + 10 && LAST_REPORT_S.compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
