@@ -285,7 +285,7 @@ impl Admin {
         config.topics = topics;
         stream_settings::apply_settings(&mut config, settings)?;
         if let Some(cluster) = self.shared.streams.cluster() {
-            crate::cluster::place(cluster, &mut config)?;
+            crate::metadata::place(cluster, &mut config)?;
         }
 
         let _serialised = self.shared.admin_lock.lock().await;
@@ -423,11 +423,11 @@ impl Admin {
         let cluster = self.shared.streams.cluster();
         let auto_placed = change.settings.iter().all(|(key, _)| key != "replica_assignment");
         if let Some(cluster) = cluster.filter(|_| auto_placed) {
-            crate::cluster::place(cluster, &mut config)?;
+            crate::metadata::place(cluster, &mut config)?;
         }
         stream_settings::apply_settings(&mut config, &change.settings)?;
         if let Some(cluster) = cluster {
-            crate::cluster::place(cluster, &mut config)?;
+            crate::metadata::place(cluster, &mut config)?;
         }
         stream_settings::check_alter(&stream.config, &config)?;
         let before: HashMap<String, String> = stream_settings::settings_of(&stream.config).into_iter().collect();

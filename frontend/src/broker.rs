@@ -193,7 +193,7 @@ async fn keep_configured_streams(
         wanted.push(crate::StreamConfig::new(crate::DEFAULT_STREAM));
     }
     for config in wanted.iter_mut().filter(|c| !kept.contains_key(&c.name)) {
-        if let Err(error) = crate::cluster::place(cluster, config) {
+        if let Err(error) = crate::metadata::place(cluster, config) {
             tracing::error!(stream = config.name, %error, "a configured stream does not fit the cluster");
             continue;
         }

@@ -21,9 +21,23 @@ use std::sync::{Arc, Mutex};
 
 use strata_replication::{Cluster, ClusterTls, ClusterTlsFiles, NodeId, ReplicationError};
 
-use crate::config::ClusterConfig;
 use crate::error::BrokerError;
 use crate::tls::TlsConfig;
+
+/// `[cluster]`: who this node is and who its peers are. Every node of a cluster is started
+/// with the same `peers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// This node's id, unique in the cluster and > 0.
+    pub node_id: u64,
+    /// The inter-node gRPC listener (Raft and forwarding).
+    pub listen: SocketAddr,
+    /// Every node of the cluster, this one included: its id and the address peers dial.
+    pub peers: std::collections::BTreeMap<u64, String>,
+    /// The CA every node's certificate chains to, for the inter-node mutual TLS that `[tls]`
+    /// turns on; `None`: `tls.client_ca_file`.
+    pub ca_file: Option<std::path::PathBuf>,
+}
 
 /// The cluster as this node takes part in it.
 pub(crate) struct ClusterNode {
@@ -185,58 +199,20 @@ pub(crate) async fn partition_status(
 }
 
 /// The replica sets of a stream's `partitions` partitions over `nodes`, `factor` replicas
-/// each (capped at the node count): partition `p` starts at node `(fnv1a(stream) + p) mod
-/// n` and takes the next ones in id order. Consecutive partitions start on consecutive
+/// each (capped at the node count): partition `p` starts at node `(shift + p) mod n` and
+/// takes the next ones in id order (`shift` is the stream name's hash, `streams.rs`). Consecutive partitions start on consecutive
 /// nodes, so preferred leaders (each set's first) spread evenly, and the stream's name
 /// shifts where the first one lands so that many one-partition streams do not all prefer
 /// the same node.
-pub(crate) fn placement(stream: &str, partitions: u32, factor: usize, nodes: &BTreeSet<NodeId>) -> Vec<Vec<NodeId>> {
+pub(crate) fn placement(shift: u32, partitions: u32, factor: usize, nodes: &BTreeSet<NodeId>) -> Vec<Vec<NodeId>> {
     let nodes: Vec<NodeId> = nodes.iter().copied().collect();
     if nodes.is_empty() {
         return vec![Vec::new(); partitions as usize];
     }
     let n = nodes.len();
     let factor = factor.clamp(1, n);
-    let shift = crate::streams::fnv1a_32(stream.as_bytes()) as usize;
+    let shift = shift as usize;
     (0..partitions as usize).map(|p| (0..factor).map(|i| nodes[(shift % n + p + i) % n]).collect()).collect()
-}
-
-/// Gives every partition of `config` without a replica set one, round-robin over the
-/// cluster's nodes ([`placement`]), so that the definition the metadata group commits names
-/// each partition's replicas. Refuses a `replication_factor` larger than the cluster, or an
-/// assignment naming a node `peers` does not know.
-pub(crate) fn place(
-    cluster: &ClusterNode,
-    config: &mut crate::StreamConfig,
-) -> Result<(), crate::stream_settings::SettingError> {
-    let refuse = |key: &str, value: String, reason: String| crate::stream_settings::SettingError {
-        key: key.to_owned(),
-        value: Some(value),
-        reason,
-    };
-    let nodes: BTreeSet<NodeId> = cluster.peers().keys().copied().collect();
-    let size = nodes.len() as u32;
-    if let Some(factor) = config.replication.factor
-        && factor > size
-    {
-        return Err(refuse("replication_factor", factor.to_string(), format!("the cluster has {size} nodes")));
-    }
-    for replicas in &config.replication.assignment {
-        if let Some(unknown) = replicas.iter().find(|id| !nodes.contains(id)) {
-            return Err(refuse(
-                "replica_assignment",
-                crate::stream_settings::assignment_text(&config.replication.assignment),
-                format!("node {unknown} is not in cluster.peers"),
-            ));
-        }
-    }
-    let have = config.replication.assignment.len() as u32;
-    if have < config.partitions {
-        let factor = config.replication.factor_for(size) as usize;
-        let placed = placement(&config.name, config.partitions, factor, &nodes);
-        config.replication.assignment.extend(placed.into_iter().skip(have as usize));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -246,7 +222,7 @@ mod tests {
     #[test]
     fn placement_spreads_preferred_leaders_and_replicas_round_robin() {
         let nodes = BTreeSet::from([1, 2, 3]);
-        let sets = placement("orders", 3, 3, &nodes);
+        let sets = placement(7, 3, 3, &nodes);
         assert_eq!(sets.len(), 3);
         let leaders: BTreeSet<NodeId> = sets.iter().map(|set| set[0]).collect();
         assert_eq!(leaders, nodes, "one preferred leader per node: {sets:?}");
@@ -263,7 +239,7 @@ mod tests {
     #[test]
     fn placement_caps_the_factor_and_is_stable() {
         let nodes = BTreeSet::from([1, 2, 3, 4, 5]);
-        let sets = placement("s", 5, 3, &nodes);
+        let sets = placement(11, 5, 3, &nodes);
         assert!(sets.iter().all(|set| set.len() == 3 && set.iter().collect::<BTreeSet<_>>().len() == 3));
         let mut load = BTreeMap::new();
         for set in &sets {
@@ -272,8 +248,8 @@ mod tests {
             }
         }
         assert!(load.values().all(|n| *n == 3), "five partitions x 3 replicas spread 3 per node: {load:?}");
-        assert_eq!(placement("s", 5, 3, &nodes), sets, "the same input places the same way");
-        assert_eq!(placement("s", 2, 7, &BTreeSet::from([4, 9])), placement("s", 2, 2, &BTreeSet::from([4, 9])));
-        assert_eq!(placement("s", 1, 3, &BTreeSet::new()), vec![Vec::<NodeId>::new()]);
+        assert_eq!(placement(11, 5, 3, &nodes), sets, "the same input places the same way");
+        assert_eq!(placement(11, 2, 7, &BTreeSet::from([4, 9])), placement(11, 2, 2, &BTreeSet::from([4, 9])));
+        assert_eq!(placement(11, 1, 3, &BTreeSet::new()), vec![Vec::<NodeId>::new()]);
     }
 }

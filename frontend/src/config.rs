@@ -63,22 +63,7 @@ pub struct BrokerConfig {
     pub tls: Option<crate::tls::TlsConfig>,
     /// This node's place in a cluster (`[cluster]`, issue 20); `None`: the single-node
     /// broker.
-    pub cluster: Option<ClusterConfig>,
-}
-
-/// `[cluster]`: who this node is and who its peers are. Every node of a cluster is started
-/// with the same `peers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterConfig {
-    /// This node's id, unique in the cluster and > 0.
-    pub node_id: u64,
-    /// The inter-node gRPC listener (Raft and forwarding).
-    pub listen: SocketAddr,
-    /// Every node of the cluster, this one included: its id and the address peers dial.
-    pub peers: std::collections::BTreeMap<u64, String>,
-    /// The CA every node's certificate chains to, for the inter-node mutual TLS that `[tls]`
-    /// turns on; `None`: `tls.client_ca_file`.
-    pub ca_file: Option<PathBuf>,
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl BrokerConfig {

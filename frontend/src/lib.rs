@@ -62,7 +62,8 @@ mod websocket;
 mod wills;
 
 pub use broker::{Broker, BrokerMetrics};
-pub use config::{BrokerConfig, ClusterConfig};
+pub use cluster::ClusterConfig;
+pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use limits::Limits;
 pub use shared::AuthReloader;

@@ -15,6 +15,49 @@ use crate::streams::{DEFAULT_STREAM, Stream};
 /// How often each group's leader looks for nodes to add as learners.
 const LEARNER_CHECK_EVERY: Duration = Duration::from_secs(1);
 
+/// Gives every partition of `config` without a replica set one, round-robin over the
+/// cluster's nodes ([`crate::cluster::placement`]), so that the definition the metadata group commits names
+/// each partition's replicas. Refuses a `replication_factor` larger than the cluster, or an
+/// assignment naming a node `peers` does not know.
+pub(crate) fn place(
+    cluster: &crate::cluster::ClusterNode,
+    config: &mut crate::StreamConfig,
+) -> Result<(), crate::stream_settings::SettingError> {
+    let refuse = |key: &str, value: String, reason: String| crate::stream_settings::SettingError {
+        key: key.to_owned(),
+        value: Some(value),
+        reason,
+    };
+    let nodes: std::collections::BTreeSet<u64> = cluster.peers().keys().copied().collect();
+    let size = nodes.len() as u32;
+    if let Some(factor) = config.replication.factor
+        && factor > size
+    {
+        return Err(refuse("replication_factor", factor.to_string(), format!("the cluster has {size} nodes")));
+    }
+    for replicas in &config.replication.assignment {
+        if let Some(unknown) = replicas.iter().find(|id| !nodes.contains(id)) {
+            return Err(refuse(
+                "replica_assignment",
+                crate::stream_settings::assignment_text(&config.replication.assignment),
+                format!("node {unknown} is not in cluster.peers"),
+            ));
+        }
+    }
+    let have = config.replication.assignment.len() as u32;
+    if have < config.partitions {
+        let factor = config.replication.factor_for(size) as usize;
+        let placed = crate::cluster::placement(
+            crate::streams::fnv1a_32(config.name.as_bytes()),
+            config.partitions,
+            factor,
+            &nodes,
+        );
+        config.replication.assignment.extend(placed.into_iter().skip(have as usize));
+    }
+    Ok(())
+}
+
 /// Makes this node's open streams match the definitions applied from `$streams`: opens the
 /// streams defined since, applies altered definitions (more partitions, new settings), and
 /// closes and removes the streams deleted. Serialised with the admin API's own changes.

@@ -464,7 +464,7 @@ pub(crate) fn replicas_of(cluster: &ClusterNode, config: &StreamConfig, number: 
     }
     let nodes: std::collections::BTreeSet<u64> = cluster.peers().keys().copied().collect();
     let factor = config.replication.factor_for(nodes.len() as u32) as usize;
-    let mut placed = crate::cluster::placement(&config.name, number + 1, factor, &nodes);
+    let mut placed = crate::cluster::placement(fnv1a_32(config.name.as_bytes()), number + 1, factor, &nodes);
     placed.pop().unwrap_or_default()
 }
 

@@ -257,7 +257,9 @@ pub(crate) fn incoming(
                         tracing::warn!(%peer, %error, "cluster transport: TLS handshake refused (reported at most every 10 s)")
                     }
                     Ok(Err(error)) => tracing::debug!(%peer, %error, "cluster transport: TLS handshake refused"),
-                    Err(_) if refusals_to_report() => tracing::warn!(%peer, "cluster transport: TLS handshake timed out"),
+                    Err(_) if refusals_to_report() => {
+                        tracing::warn!(%peer, "cluster transport: TLS handshake timed out")
+                    }
                     Err(_) => tracing::debug!(%peer, "cluster transport: TLS handshake timed out"),
                 }
             });
