@@ -270,6 +270,16 @@ pub(crate) fn incoming(
     })
 }
 
+/// Whether a refused handshake is to be logged at WARN: at most one every 10 s, since a
+/// misconfigured peer retries many times a second.
+fn refusals_to_report() -> bool {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static LAST_REPORT_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let last = LAST_REPORT_S.load(Ordering::Relaxed);
+    now_s >= last + 10 && LAST_REPORT_S.compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair};
@@ -392,14 +402,4 @@ mod tests {
         // A clone (what the Cluster holds) sees the reload.
         assert!(!Arc::ptr_eq(&before, &shared.current.load_full()));
     }
-}
-
-/// Whether a refused handshake is to be logged at WARN: at most one every 10 s, since a
-/// misconfigured peer retries many times a second.
-fn refusals_to_report() -> bool {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static LAST_REPORT_S: AtomicU64 = AtomicU64::new(0);
-    let now_s = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let last = LAST_REPORT_S.load(Ordering::Relaxed);
-    now_s >= last + 10 && LAST_REPORT_S.compare_exchange(last, now_s, Ordering::Relaxed, Ordering::Relaxed).is_ok()
 }
