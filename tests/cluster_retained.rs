@@ -27,8 +27,15 @@ fn retain(cluster: &Cluster, node: u64, topic: &str, payload: &str) {
     } else {
         args.extend(["-m", payload]);
     }
-    let output = Command::new("mosquitto_pub").args(&args).output().expect("mosquitto_pub is installed");
-    assert!(output.status.success(), "mosquitto_pub via node {node}: {}", String::from_utf8_lossy(&output.stderr));
+    // A publish refused while `$retained` elects a leader (a node was just killed) is sent
+    // again: setting a retained message twice leaves the same state.
+    let mut last_error = String::new();
+    let acked = poll_until(Duration::from_secs(30), Duration::from_millis(200), || {
+        let output = Command::new("mosquitto_pub").args(&args).output().expect("mosquitto_pub is installed");
+        last_error = String::from_utf8_lossy(&output.stderr).into_owned();
+        output.status.success()
+    });
+    assert!(acked, "mosquitto_pub via node {node} never acknowledged: {last_error}");
 }
 
 /// The retained messages `node` hands a new subscriber to `filter`, as "topic payload" lines,
