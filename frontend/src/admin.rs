@@ -325,7 +325,16 @@ impl Admin {
             .map_err(|e| AdminError::Failed(format!("opening the partitions of {name:?}: {e}")));
         let created_at_ms = now_ms();
         let persisted = match opened {
-            Ok(partitions) => self.persist(&config, created_at_ms).await.map(|()| partitions),
+            Ok(partitions) => match self.persist(&config, created_at_ms).await {
+                Ok(()) => Ok(partitions),
+                Err(error) => {
+                    // In a cluster the replicas opened here must stop before their directory goes.
+                    for partition in &partitions {
+                        partition.stop_replication().await;
+                    }
+                    Err(error)
+                }
+            },
             Err(error) => Err(error),
         };
         let partitions = match persisted {
